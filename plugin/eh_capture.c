@@ -1,0 +1,768 @@
+/*
+ * eh_capture: Mosquitto callbacks to events.
+ *
+ * Mosquitto 2.0 has no "connected", "subscribed" or "disconnect reason"
+ * events, so they are derived from the order of the events it does have, as
+ * worked out in docs/capture.md:
+ * - BASIC_AUTH / EXT_AUTH_START start a pending connection. It becomes
+ *   accepted at the client's next event or at the next TICK (a refusal
+ *   always produces DISCONNECT before the loop reaches TICK); DISCONNECT of a
+ *   pending client whose id the broker already freed is a refusal. The
+ *   client.connect event is held back until the outcome is known so that a
+ *   taken-over session's client.disconnected always comes first.
+ * - An ACL WRITE check directly followed by MESSAGE for the same client is
+ *   an accepted PUBLISH; followed by anything else it was denied.
+ * - DISCONNECT of a live client while another connection with the same id
+ *   is pending is a session takeover; a DISCONNECT for a pointer we no
+ *   longer track, with such a pending client, is the broker discarding the
+ *   old offline session and produces nothing.
+ * Registering BASIC_AUTH or ACL_CHECK is neutral only when another provider
+ * answers in the scope; eh_scope tells which exist, and where none does a
+ * second callback at the tail of the list ("tail") gives the answer the
+ * broker would have given with no callback at all.
+ *
+ * Callbacks only copy into the client table and emit through eh_core_emit:
+ * no I/O, and allocation only when a client connects.
+ */
+#include "eh_capture.h"
+
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+#include <mosquitto_plugin.h>
+
+#include "eh_clients.h"
+#include "eh_scope.h"
+
+#if LIBMOSQUITTO_VERSION_NUMBER >= 2001000
+#define EH_HAVE_21 1
+#else
+#define EH_HAVE_21 0
+#endif
+
+#define TOPIC_MAX 65536
+
+struct eh_capture {
+	struct eh_core *core;
+	mosquitto_plugin_id_t *pid;
+	int index;
+	struct eh_scope_info scope;
+	struct eh_clients clients;
+
+	bool v21;           /* the broker accepted the 2.1 events */
+	bool auth_on, acl_on;             /* head callbacks registered */
+	bool auth_tail_want, acl_tail_want;
+	bool auth_tail_on, acl_tail_on;
+	bool tails_stale;   /* a reload re-appended the built-ins behind our tails */
+	bool granted_known; /* every SUBSCRIBE that reaches ACL is granted */
+	bool tick_seen;
+	int64_t last_chores_ms;
+
+	bool reload_window; /* re-authentication checks after SIGHUP, until TICK */
+	const void *just_disconnected; /* its will's WRITE check follows */
+
+	/* An ACL WRITE check waiting for its MESSAGE (or, on 2.1, a SUBSCRIBE
+	 * check waiting for its SUBSCRIBE event). */
+	bool write_pending;
+	uint8_t write_action; /* enum eh_action */
+	const void *write_client;
+	uint8_t write_qos;
+	bool write_retain;
+	uint32_t write_topic_len;
+	char *write_topic; /* TOPIC_MAX bytes, allocated once */
+
+	uint64_t closed_before_auth;
+};
+
+static struct eh_capture *cap_of(void *user)
+{
+	return ((struct eh_core *)user)->capture;
+}
+
+/* ---- event building ---- */
+
+static void ev_from_client(struct eh_event *ev, unsigned type, const struct eh_client *c)
+{
+	memset(ev, 0, sizeof(*ev));
+	ev->type = (uint8_t)type;
+	ev->ts_ms = eh_wall_ms();
+	ev->proto_ver = c->proto_ver;
+	ev->keepalive = c->keepalive;
+	ev->flags = c->flags;
+	ev->f[EH_F_CLIENTID] = (struct eh_bytes){ c->id, c->id_len };
+	ev->f[EH_F_USERNAME] = (struct eh_bytes){ c->user, c->user_len };
+	ev->f[EH_F_PEER] = (struct eh_bytes){ c->peer, c->peer_len };
+}
+
+static void emit_connected(struct eh_capture *cap, struct eh_client *c, bool inferred)
+{
+	struct eh_event ev;
+
+	if (c->attempt_seen && eh_core_wants(cap->core, EH_EV_CONNECT)) {
+		ev_from_client(&ev, EH_EV_CONNECT, c);
+		ev.ts_ms = c->ts_ms;
+		eh_core_emit(cap->core, &ev);
+	}
+	if (eh_core_wants(cap->core, EH_EV_CONNECTED)) {
+		ev_from_client(&ev, EH_EV_CONNECTED, c);
+		ev.ts_ms = c->ts_ms;
+		if (inferred)
+			ev.flags |= EH_EVF_INFERRED;
+		eh_core_emit(cap->core, &ev);
+	}
+	c->attempt_seen = false;
+}
+
+static void promote(struct eh_capture *cap, struct eh_client *c)
+{
+	if (c->state != EH_CLIENT_PENDING)
+		return;
+	eh_clients_set_state(&cap->clients, c, EH_CLIENT_LIVE);
+	emit_connected(cap, c, !cap->v21);
+}
+
+static void emit_disconnected(struct eh_capture *cap, struct eh_client *c, unsigned reason)
+{
+	struct eh_event ev;
+
+	if (!eh_core_wants(cap->core, EH_EV_DISCONNECTED))
+		return;
+	ev_from_client(&ev, EH_EV_DISCONNECTED, c);
+	ev.reason = (uint8_t)reason;
+	ev.connected_ms = eh_now_ms() - c->mono_ms;
+	ev.flags &= (uint16_t)~EH_EVF_CLEAN_START;
+	ev.flags |= EH_EVF_HAS_CONNECTED_MS;
+	eh_core_emit(cap->core, &ev);
+}
+
+static void emit_connect_failed(struct eh_capture *cap, struct eh_client *c, unsigned reason)
+{
+	struct eh_event ev;
+
+	if (c->attempt_seen && eh_core_wants(cap->core, EH_EV_CONNECT)) {
+		ev_from_client(&ev, EH_EV_CONNECT, c);
+		ev.ts_ms = c->ts_ms;
+		eh_core_emit(cap->core, &ev);
+	}
+	if (eh_core_wants(cap->core, EH_EV_CONNECT_FAILED)) {
+		ev_from_client(&ev, EH_EV_CONNECT_FAILED, c);
+		ev.reason = (uint8_t)reason;
+		ev.flags &= (uint16_t)~EH_EVF_CLEAN_START;
+		eh_core_emit(cap->core, &ev);
+	}
+}
+
+static void emit_topic_event(struct eh_capture *cap, struct eh_client *c, unsigned type, const char *topic,
+			     size_t topic_len, unsigned qos)
+{
+	struct eh_event ev;
+
+	ev_from_client(&ev, type, c);
+	ev.flags &= (uint16_t)~EH_EVF_CLEAN_START;
+	ev.qos = (uint8_t)qos;
+	ev.f[EH_F_TOPIC] = (struct eh_bytes){ topic, (uint32_t)topic_len };
+	if (type == EH_EV_SUBSCRIBE && cap->granted_known)
+		ev.flags |= EH_EVF_GRANTED_KNOWN | EH_EVF_GRANTED;
+	if (type == EH_EV_AUTHZ_DENIED)
+		ev.action = EH_ACTION_PUBLISH;
+	eh_core_emit(cap->core, &ev);
+}
+
+/* ---- client table ---- */
+
+static struct eh_client *track(struct eh_capture *cap, struct mosquitto *client, enum eh_client_state state)
+{
+	const char *id = mosquitto_client_id(client);
+	const char *user = mosquitto_client_username(client);
+	struct eh_client *c = eh_clients_add(&cap->clients, client, id, user, mosquitto_client_address(client));
+
+	if (!c)
+		return NULL;
+	c->proto_ver = (uint8_t)mosquitto_client_protocol_version(client);
+	c->keepalive = (uint16_t)mosquitto_client_keepalive(client);
+	c->flags = (uint16_t)((user ? EH_EVF_HAS_USERNAME : 0)
+			      | (mosquitto_client_clean_session(client) ? EH_EVF_CLEAN_START : 0)
+			      | (mosquitto_client_protocol(client) == mp_websockets ? EH_EVF_WEBSOCKETS : 0));
+	c->ts_ms = eh_wall_ms();
+	c->mono_ms = eh_now_ms();
+	eh_clients_set_state(&cap->clients, c, state);
+	return c;
+}
+
+/* The client behind a non-auth event: promotes a pending one, adopts one we
+ * never saw authenticate (TLS identity listeners, or a plugin before us
+ * decided), ignores the broker's fake retain-source client. */
+static struct eh_client *known_client(struct eh_capture *cap, struct mosquitto *client)
+{
+	struct eh_client *c;
+
+	if (!client || !mosquitto_client_address(client))
+		return NULL;
+	c = eh_clients_find(&cap->clients, client);
+	if (c) {
+		promote(cap, c);
+		return c;
+	}
+	if (client == cap->just_disconnected || !mosquitto_client_id(client))
+		return NULL;
+	c = track(cap, client, EH_CLIENT_LIVE);
+	if (c)
+		emit_connected(cap, c, true);
+	return c;
+}
+
+/* ---- inference steps shared by every callback ---- */
+
+static void resolve_write(struct eh_capture *cap)
+{
+	struct eh_client *c;
+
+	if (!cap->write_pending)
+		return;
+	cap->write_pending = false;
+	c = eh_clients_find(&cap->clients, cap->write_client);
+	if (c && eh_core_wants(cap->core, EH_EV_AUTHZ_DENIED)) {
+		struct eh_event ev;
+
+		ev_from_client(&ev, EH_EV_AUTHZ_DENIED, c);
+		ev.flags &= (uint16_t)~EH_EVF_CLEAN_START;
+		if (cap->write_retain)
+			ev.flags |= EH_EVF_RETAIN;
+		ev.qos = cap->write_qos;
+		ev.action = cap->write_action;
+		if (ev.action == EH_ACTION_SUBSCRIBE)
+			ev.flags &= (uint16_t)~EH_EVF_RETAIN;
+		ev.f[EH_F_TOPIC] = (struct eh_bytes){ cap->write_topic, cap->write_topic_len };
+		eh_core_emit(cap->core, &ev);
+	}
+}
+
+static void promote_all_pending(struct eh_capture *cap)
+{
+	while (cap->clients.pending)
+		promote(cap, cap->clients.pending);
+}
+
+static void chores(struct eh_capture *cap)
+{
+	cap->last_chores_ms = eh_now_ms();
+	eh_core_tick(cap->core);
+}
+
+/* Without TICK (per_listener_settings on 2.0.11-2.0.14) the periodic work
+ * rides on other callbacks. */
+static void maybe_chores(struct eh_capture *cap)
+{
+	if (!cap->tick_seen && eh_now_ms() - cap->last_chores_ms >= 100)
+		chores(cap);
+}
+
+/* ---- tails ---- */
+
+static int auth_tail(int event, void *event_data, void *user)
+{
+	struct eh_capture *cap = cap_of(user);
+
+	(void)event;
+	(void)event_data;
+	/* Reached only when every callback before deferred: answer what the
+	 * broker answers with no callback at all. */
+	return cap->scope.allow_anonymous ? MOSQ_ERR_SUCCESS : MOSQ_ERR_PLUGIN_DEFER;
+}
+
+static int acl_tail(int event, void *event_data, void *user)
+{
+	(void)event;
+	(void)event_data;
+	(void)user;
+	return MOSQ_ERR_SUCCESS;
+}
+
+/* Called from the head callbacks, so that the tails are appended after the
+ * broker's built-in checks (which are appended at security init and again
+ * at every reload). Re-registering a tail while the list is iterated is
+ * safe: only our own later node is freed, never the running one. */
+static void place_tails(struct eh_capture *cap)
+{
+	if (cap->tails_stale) {
+		if (cap->auth_tail_on)
+			mosquitto_callback_unregister(cap->pid, MOSQ_EVT_BASIC_AUTH, auth_tail, NULL);
+		if (cap->acl_tail_on)
+			mosquitto_callback_unregister(cap->pid, MOSQ_EVT_ACL_CHECK, acl_tail, NULL);
+		cap->auth_tail_on = cap->acl_tail_on = false;
+		cap->tails_stale = false;
+	}
+	if (cap->auth_tail_want && !cap->auth_tail_on)
+		cap->auth_tail_on = mosquitto_callback_register(cap->pid, MOSQ_EVT_BASIC_AUTH, auth_tail, NULL,
+								cap->core) == MOSQ_ERR_SUCCESS;
+	if (cap->acl_tail_want && !cap->acl_tail_on)
+		cap->acl_tail_on = mosquitto_callback_register(cap->pid, MOSQ_EVT_ACL_CHECK, acl_tail, NULL,
+							       cap->core) == MOSQ_ERR_SUCCESS;
+}
+
+/* ---- callbacks ---- */
+
+static void start_attempt(struct eh_capture *cap, struct mosquitto *client)
+{
+	struct eh_client *c = eh_clients_find(&cap->clients, client);
+
+	if (c && cap->reload_window)
+		return; /* the broker re-checking a connected client after SIGHUP */
+	if (c) {
+		/* The broker freed that context without telling us (silent
+		 * session expiry) and reused the memory. */
+		eh_clients_remove(&cap->clients, c);
+	} else if (cap->reload_window && !mosquitto_client_address(client)) {
+		return;
+	}
+	c = track(cap, client, EH_CLIENT_PENDING);
+	if (c)
+		c->attempt_seen = true;
+}
+
+static int on_basic_auth(int event, void *event_data, void *user)
+{
+	struct eh_capture *cap = cap_of(user);
+	struct mosquitto_evt_basic_auth *ed = event_data;
+
+	(void)event;
+	place_tails(cap);
+	resolve_write(cap);
+	start_attempt(cap, ed->client);
+	maybe_chores(cap);
+#if EH_HAVE_21
+	if (cap->v21)
+		return MOSQ_ERR_PLUGIN_IGNORE;
+#endif
+	return MOSQ_ERR_PLUGIN_DEFER;
+}
+
+static int on_ext_auth_start(int event, void *event_data, void *user)
+{
+	struct eh_capture *cap = cap_of(user);
+	struct mosquitto_evt_extended_auth *ed = event_data;
+
+	(void)event;
+	resolve_write(cap);
+	if (!eh_clients_find(&cap->clients, ed->client))
+		start_attempt(cap, ed->client);
+	return MOSQ_ERR_PLUGIN_DEFER;
+}
+
+/* Keeps an ACL check until the event that proves it was allowed. */
+static void hold_check(struct eh_capture *cap, const struct mosquitto_evt_acl_check *ed, unsigned action)
+{
+	size_t len = strlen(ed->topic);
+
+	if (len > TOPIC_MAX)
+		return;
+	memcpy(cap->write_topic, ed->topic, len);
+	cap->write_topic_len = (uint32_t)len;
+	cap->write_client = ed->client;
+	cap->write_qos = ed->qos;
+	cap->write_retain = ed->retain;
+	cap->write_action = (uint8_t)action;
+	cap->write_pending = true;
+}
+
+static bool check_allowed(struct eh_capture *cap, const void *client, unsigned action, const char *topic, size_t len)
+{
+	if (cap->write_pending && cap->write_action == action && cap->write_client == client
+	    && cap->write_topic_len == len && !memcmp(cap->write_topic, topic, len)) {
+		cap->write_pending = false;
+		return true;
+	}
+	return false;
+}
+
+static int on_acl_check(int event, void *event_data, void *user)
+{
+	struct eh_capture *cap = cap_of(user);
+	struct mosquitto_evt_acl_check *ed = event_data;
+	struct eh_client *c;
+
+	(void)event;
+	place_tails(cap);
+	resolve_write(cap);
+	maybe_chores(cap);
+	if (ed->access == MOSQ_ACL_READ)
+		goto out;
+	c = known_client(cap, ed->client);
+	if (!c || !ed->topic)
+		goto out;
+	switch (ed->access) {
+	case MOSQ_ACL_SUBSCRIBE:
+		if (!cap->v21 && eh_core_wants(cap->core, EH_EV_SUBSCRIBE))
+			emit_topic_event(cap, c, EH_EV_SUBSCRIBE, ed->topic, strlen(ed->topic), ed->qos);
+		else if (cap->v21 && eh_core_wants(cap->core, EH_EV_AUTHZ_DENIED))
+			hold_check(cap, ed, EH_ACTION_SUBSCRIBE);
+		break;
+	case MOSQ_ACL_UNSUBSCRIBE:
+		if (!cap->v21 && eh_core_wants(cap->core, EH_EV_UNSUBSCRIBE))
+			emit_topic_event(cap, c, EH_EV_UNSUBSCRIBE, ed->topic, strlen(ed->topic), 0);
+		break;
+	case MOSQ_ACL_WRITE:
+		if (eh_core_wants(cap->core, EH_EV_AUTHZ_DENIED))
+			hold_check(cap, ed, EH_ACTION_PUBLISH);
+		break;
+	default:
+		break;
+	}
+out:
+#if EH_HAVE_21
+	if (cap->v21)
+		return MOSQ_ERR_PLUGIN_IGNORE;
+#endif
+	return MOSQ_ERR_PLUGIN_DEFER;
+}
+
+static int on_message(int event, void *event_data, void *user)
+{
+	struct eh_capture *cap = cap_of(user);
+	struct mosquitto_evt_message *ed = event_data;
+	struct eh_client *c;
+	size_t len = ed->topic ? strlen(ed->topic) : 0;
+
+	(void)event;
+	/* The WRITE check this MESSAGE follows was allowed. */
+	check_allowed(cap, ed->client, EH_ACTION_PUBLISH, ed->topic, len);
+	resolve_write(cap);
+	c = known_client(cap, ed->client);
+	if (c && eh_core_wants(cap->core, EH_EV_PUBLISH)) {
+		struct eh_event ev;
+
+		ev_from_client(&ev, EH_EV_PUBLISH, c);
+		ev.flags &= (uint16_t)~EH_EVF_CLEAN_START;
+		if (ed->retain)
+			ev.flags |= EH_EVF_RETAIN;
+		ev.qos = ed->qos;
+		ev.f[EH_F_TOPIC] = (struct eh_bytes){ ed->topic, (uint32_t)len };
+		ev.f[EH_F_PAYLOAD] = (struct eh_bytes){ ed->payload, ed->payloadlen };
+		eh_core_emit(cap->core, &ev);
+	}
+	maybe_chores(cap);
+	/* An observer must not change or refuse the message. */
+	return MOSQ_ERR_SUCCESS;
+}
+
+static unsigned reason_21(int reason)
+{
+#if EH_HAVE_21
+	switch (reason) {
+	case MOSQ_ERR_SUCCESS:
+		return EH_REASON_NORMAL;
+	case MOSQ_ERR_CONN_LOST:
+		return EH_REASON_CONNECTION_LOST;
+	case MOSQ_ERR_KEEPALIVE:
+		return EH_REASON_KEEPALIVE_TIMEOUT;
+	case MOSQ_ERR_SESSION_TAKEN_OVER:
+		return EH_REASON_SESSION_TAKEN_OVER;
+	case MOSQ_ERR_AUTH:
+		return EH_REASON_NOT_AUTHORIZED;
+	case MOSQ_ERR_ADMINISTRATIVE_ACTION:
+		return EH_REASON_ADMINISTRATIVE_ACTION;
+	case MOSQ_ERR_PROTOCOL:
+		return EH_REASON_PROTOCOL_ERROR;
+	case MOSQ_ERR_MALFORMED_PACKET:
+		return EH_REASON_MALFORMED_PACKET;
+	case MOSQ_ERR_OVERSIZE_PACKET:
+		return EH_REASON_PAYLOAD_TOO_LARGE;
+	default:
+		return EH_REASON_UNKNOWN;
+	}
+#else
+	(void)reason;
+	return EH_REASON_UNKNOWN;
+#endif
+}
+
+static int on_disconnect(int event, void *event_data, void *user)
+{
+	struct eh_capture *cap = cap_of(user);
+	struct mosquitto_evt_disconnect *ed = event_data;
+	struct eh_client *c = eh_clients_find(&cap->clients, ed->client);
+	const char *id = mosquitto_client_id(ed->client);
+
+	(void)event;
+	resolve_write(cap);
+	cap->just_disconnected = ed->client;
+	if (!c) {
+		if (!id) {
+			cap->closed_before_auth++;
+			return MOSQ_ERR_SUCCESS;
+		}
+		/* An old offline session being replaced: nothing to report. */
+		if (eh_clients_pending_with_id(&cap->clients, NULL, id, strlen(id)))
+			return MOSQ_ERR_SUCCESS;
+		c = track(cap, ed->client, EH_CLIENT_LIVE);
+		if (!c)
+			return MOSQ_ERR_SUCCESS;
+		emit_connected(cap, c, true);
+	}
+	if (c->state == EH_CLIENT_PENDING && (!id || cap->v21)) {
+		unsigned reason = cap->v21 ? reason_21(ed->reason) : EH_REASON_NOT_AUTHORIZED;
+
+		emit_connect_failed(cap, c, reason);
+	} else {
+		unsigned reason = EH_REASON_UNKNOWN;
+
+		promote(cap, c);
+		if (cap->v21)
+			reason = reason_21(ed->reason);
+		else if (eh_clients_pending_with_id(&cap->clients, c, c->id, c->id_len))
+			reason = EH_REASON_SESSION_TAKEN_OVER;
+		emit_disconnected(cap, c, reason);
+	}
+	eh_clients_remove(&cap->clients, c);
+	maybe_chores(cap);
+	return MOSQ_ERR_SUCCESS;
+}
+
+static int on_tick(int event, void *event_data, void *user)
+{
+	struct eh_capture *cap = cap_of(user);
+
+	(void)event;
+	(void)event_data;
+	cap->tick_seen = true;
+	resolve_write(cap);
+	if (!cap->v21)
+		promote_all_pending(cap);
+	cap->just_disconnected = NULL;
+	cap->reload_window = false;
+	chores(cap);
+	return MOSQ_ERR_SUCCESS;
+}
+
+#if EH_HAVE_21
+/* Mosquitto 2.1: exact events. */
+static int on_connect_21(int event, void *event_data, void *user)
+{
+	struct eh_capture *cap = cap_of(user);
+	struct mosquitto_evt_connect *ed = event_data;
+	struct eh_client *c;
+
+	(void)event;
+	resolve_write(cap);
+	c = eh_clients_find(&cap->clients, ed->client);
+	if (!c) {
+		c = track(cap, ed->client, EH_CLIENT_PENDING);
+		if (!c)
+			return MOSQ_ERR_SUCCESS;
+	}
+	promote(cap, c);
+	return MOSQ_ERR_SUCCESS;
+}
+
+static int on_subscribe_21(int event, void *event_data, void *user)
+{
+	struct eh_capture *cap = cap_of(user);
+	struct mosquitto_evt_subscribe *ed = event_data;
+	const char *topic = ed->data.topic_filter;
+	size_t len = topic ? strlen(topic) : 0;
+	struct eh_client *c;
+
+	(void)event;
+	check_allowed(cap, ed->client, EH_ACTION_SUBSCRIBE, topic, len);
+	resolve_write(cap);
+	c = known_client(cap, ed->client);
+	if (c && topic && eh_core_wants(cap->core, EH_EV_SUBSCRIBE)) {
+		bool saved = cap->granted_known;
+
+		/* 2.1 fires SUBSCRIBE only for filters the ACL allowed. */
+		cap->granted_known = true;
+		emit_topic_event(cap, c, EH_EV_SUBSCRIBE, topic, len, (unsigned)(ed->data.options & 0x03));
+		cap->granted_known = saved;
+	}
+	return MOSQ_ERR_SUCCESS;
+}
+
+static int on_unsubscribe_21(int event, void *event_data, void *user)
+{
+	struct eh_capture *cap = cap_of(user);
+	struct mosquitto_evt_unsubscribe *ed = event_data;
+	const char *topic = ed->data.topic_filter;
+	struct eh_client *c;
+
+	(void)event;
+	resolve_write(cap);
+	c = known_client(cap, ed->client);
+	if (c && topic && eh_core_wants(cap->core, EH_EV_UNSUBSCRIBE))
+		emit_topic_event(cap, c, EH_EV_UNSUBSCRIBE, topic, strlen(topic), 0);
+	return MOSQ_ERR_SUCCESS;
+}
+
+static int on_client_offline_21(int event, void *event_data, void *user)
+{
+	struct mosquitto_evt_client_offline *ed = event_data;
+	struct mosquitto_evt_disconnect d;
+
+	memset(&d, 0, sizeof(d));
+	d.client = ed->client;
+	d.reason = ed->reason;
+	return on_disconnect(event, &d, user);
+}
+#endif
+
+static void decide_registration(struct eh_capture *cap);
+
+static int on_reload(int event, void *event_data, void *user)
+{
+	struct eh_capture *cap = cap_of(user);
+	const char *override = eh_config_get(&cap->core->config, "config_file");
+	char self[4096] = "";
+	Dl_info info;
+
+	(void)event;
+	(void)event_data;
+	resolve_write(cap);
+	if (dladdr((void *)eh_capture_init, &info) && info.dli_fname)
+		snprintf(self, sizeof(self), "%s", info.dli_fname);
+	eh_scope_learn(&cap->scope, override, self, cap->index);
+	decide_registration(cap);
+	cap->tails_stale = true;
+	cap->reload_window = true;
+	eh_core_reload(cap->core);
+	/* Anything but DEFER would skip the broker's own reload of its
+	 * password and ACL files. */
+	return MOSQ_ERR_PLUGIN_DEFER;
+}
+
+/* ---- registration ---- */
+
+/* Which of our callbacks are neutral in this scope (docs/capture.md). */
+static void decide_registration(struct eh_capture *cap)
+{
+	const struct eh_scope_info *s = &cap->scope;
+
+	cap->auth_tail_want = false;
+	cap->acl_tail_want = false;
+	if (!s->known || cap->v21)
+		return;
+	if (!s->password_file && !s->dynsec && !s->legacy_plugin && !s->unknown_plugin)
+		cap->auth_tail_want = true;
+	if (!s->acl_file && !s->dynsec && !s->legacy_plugin && !s->unknown_plugin)
+		cap->acl_tail_want = true;
+	cap->granted_known = !s->dynsec && !s->legacy_plugin && !s->unknown_plugin;
+}
+
+static bool auth_neutral(const struct eh_scope_info *s)
+{
+	/* A password file or dynsec always answers a client with a username,
+	 * and with none at all the tail answers as the broker would. Another
+	 * plugin of unknown capability could leave the decision to the "all
+	 * deferred" rule, where our presence changes it. */
+	if (!s->known)
+		return false;
+	if (s->password_file)
+		return true;
+	return !s->unknown_plugin && !s->legacy_plugin;
+}
+
+static bool acl_neutral(const struct eh_scope_info *s)
+{
+	if (!s->known)
+		return false;
+	if (s->acl_file || s->dynsec || s->legacy_plugin)
+		return true;
+	return !s->unknown_plugin;
+}
+
+static int reg(struct eh_capture *cap, int event, MOSQ_FUNC_generic_callback cb)
+{
+	return mosquitto_callback_register(cap->pid, event, cb, NULL, cap->core);
+}
+
+int eh_capture_init(struct eh_core *core, int index)
+{
+	struct eh_capture *cap = calloc(1, sizeof(*cap));
+	const char *override = eh_config_get(&core->config, "config_file");
+	char self[4096] = "";
+	Dl_info info;
+
+	if (!cap || eh_clients_init(&cap->clients) || !(cap->write_topic = malloc(TOPIC_MAX))) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: out of memory");
+		if (cap) {
+			eh_clients_free(&cap->clients);
+			free(cap);
+		}
+		return -1;
+	}
+	core->capture = cap;
+	cap->core = core;
+	cap->pid = core->plugin_id;
+	cap->index = index;
+	cap->last_chores_ms = eh_now_ms();
+	if (dladdr((void *)eh_capture_init, &info) && info.dli_fname)
+		snprintf(self, sizeof(self), "%s", info.dli_fname);
+	eh_scope_learn(&cap->scope, override, self, index);
+
+#if EH_HAVE_21
+	/* The headers are 2.1; the broker may still be 2.0, which refuses the
+	 * new events: then the 2.0 path is used. */
+	if (reg(cap, MOSQ_EVT_CONNECT, on_connect_21) == MOSQ_ERR_SUCCESS) {
+		cap->v21 = true;
+		if (reg(cap, MOSQ_EVT_SUBSCRIBE, on_subscribe_21) || reg(cap, MOSQ_EVT_UNSUBSCRIBE, on_unsubscribe_21)
+		    || reg(cap, MOSQ_EVT_CLIENT_OFFLINE, on_client_offline_21)) {
+			mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: cannot register the 2.1 broker callbacks");
+			return -1;
+		}
+	}
+#endif
+	decide_registration(cap);
+
+	if (reg(cap, MOSQ_EVT_DISCONNECT, on_disconnect) || reg(cap, MOSQ_EVT_MESSAGE, on_message)
+	    || reg(cap, MOSQ_EVT_TICK, on_tick) || reg(cap, MOSQ_EVT_RELOAD, on_reload)
+	    || reg(cap, MOSQ_EVT_EXT_AUTH_START, on_ext_auth_start)) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: cannot register broker callbacks");
+		return -1;
+	}
+	if (!cap->scope.known) {
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: %s; to keep every broker decision unchanged, "
+				     "client.connect, client.connect_failed, client.subscribe, client.unsubscribe and "
+				     "client.authz_denied are not captured, and client.connected is inferred late",
+				     cap->scope.why);
+	}
+	if (cap->v21 || auth_neutral(&cap->scope)) {
+		cap->auth_on = reg(cap, MOSQ_EVT_BASIC_AUTH, on_basic_auth) == MOSQ_ERR_SUCCESS;
+	} else if (cap->scope.known) {
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: another plugin of unknown capability shares "
+				     "authentication and there is no password_file: client.connect and "
+				     "client.connect_failed are not captured, so that its decisions stay unchanged");
+	}
+	if (cap->v21 || acl_neutral(&cap->scope)) {
+		cap->acl_on = reg(cap, MOSQ_EVT_ACL_CHECK, on_acl_check) == MOSQ_ERR_SUCCESS;
+	} else if (cap->scope.known) {
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: another plugin of unknown capability shares "
+				     "authorization and there is no acl_file: client.subscribe, client.unsubscribe and "
+				     "client.authz_denied are not captured, so that its decisions stay unchanged");
+	}
+	mosquitto_log_printf(MOSQ_LOG_INFO, "eventhook: capture on %s: connect attempts %s, subscriptions and "
+			     "authorization %s%s", cap->v21 ? "Mosquitto 2.1 events" : "Mosquitto 2.0 inference",
+			     cap->auth_on ? "seen" : "not seen", cap->acl_on ? "seen" : "not seen",
+			     cap->granted_known ? ", subscribe outcome exact" : "");
+	return 0;
+}
+
+void eh_capture_cleanup(struct eh_core *core)
+{
+	struct eh_capture *cap = core->capture;
+
+	if (!cap)
+		return;
+	resolve_write(cap);
+	promote_all_pending(cap);
+	/* The broker frees connected clients at shutdown without a DISCONNECT
+	 * event: report them here, the last moment we can. */
+	for (size_t i = 0; i < cap->clients.nbuckets; i++) {
+		for (struct eh_client *c = cap->clients.buckets[i]; c; c = c->hash_next)
+			emit_disconnected(cap, c, EH_REASON_BROKER_SHUTDOWN);
+	}
+	eh_clients_free(&cap->clients);
+	free(cap->write_topic);
+	free(cap);
+	core->capture = NULL;
+}

@@ -1,0 +1,52 @@
+/*
+ * eh_clients: what the capture code remembers about each client it has seen
+ * authenticate, keyed by the broker's client pointer. The broker's strings
+ * are borrowed only for one callback, and on 2.0 the client id is freed on
+ * a refused CONNECT, so the id, username and address are copied here once
+ * per connection (never per event). Broker thread only.
+ */
+#ifndef EH_CLIENTS_H
+#define EH_CLIENTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum eh_client_state { EH_CLIENT_PENDING, EH_CLIENT_LIVE };
+
+struct eh_client {
+	const void *key;
+	struct eh_client *hash_next;
+	struct eh_client *pending_prev, *pending_next;
+	uint8_t state;
+	uint8_t proto_ver;
+	bool attempt_seen; /* we saw its authentication: client.connect is owed */
+	uint16_t keepalive;
+	uint16_t flags;    /* EH_EVF_HAS_USERNAME, CLEAN_START, WEBSOCKETS */
+	int64_t ts_ms;     /* wall clock of the connect */
+	int64_t mono_ms;   /* monotonic clock of the connect */
+	uint32_t id_len, user_len, peer_len;
+	char *id, *user, *peer; /* point into data */
+	char data[];
+};
+
+struct eh_clients {
+	struct eh_client **buckets;
+	size_t nbuckets, count;
+	struct eh_client *pending; /* doubly linked list of PENDING clients */
+};
+
+int eh_clients_init(struct eh_clients *t);
+void eh_clients_free(struct eh_clients *t);
+struct eh_client *eh_clients_find(struct eh_clients *t, const void *key);
+/* Adds a client with copies of the strings (any may be NULL). Returns NULL
+ * on out of memory. */
+struct eh_client *eh_clients_add(struct eh_clients *t, const void *key, const char *id, const char *user,
+				 const char *peer);
+void eh_clients_remove(struct eh_clients *t, struct eh_client *c);
+void eh_clients_set_state(struct eh_clients *t, struct eh_client *c, enum eh_client_state state);
+/* A PENDING client other than except whose id equals id, or NULL. */
+struct eh_client *eh_clients_pending_with_id(struct eh_clients *t, const struct eh_client *except, const char *id,
+					     size_t len);
+
+#endif

@@ -1,0 +1,445 @@
+/*
+ * eh_core: options, sinks, the emit path and the broker-thread chores.
+ *
+ * eh_core_emit is the hot path. For each sink whose mask has the event's type
+ * (and whose topic filters match), it reserves room in the sink's ring,
+ * packs the event and commits; when the ring is full the event is counted as
+ * dropped for that sink and the next sink is tried. No lock, no allocation,
+ * no system call unless a sink thread is asleep.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+
+#include "eh_core.h"
+#include "eh_sinks.h"
+#include "eh_version.h"
+
+int eh_runner_start(struct eh_sink *s);
+void eh_runner_request_stop(struct eh_sink *s, int64_t deadline_ms);
+void eh_runner_join(struct eh_sink *s);
+
+static const struct eh_option core_options[] = {
+	{ "node_id", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "Name of this broker in every event (field node). Default: the host name." },
+	{ "events", EH_OPT_LIST, "client.*", 0, 0, NULL, 0,
+	  "Event types or patterns to capture: client.connect, client.connected, client.connect_failed, "
+	  "client.disconnected, client.subscribe, client.unsubscribe, client.authz_denied, message.publish, "
+	  "client.*, message.*, *. Sinks narrow it with <sink>_events." },
+	{ "topics", EH_OPT_LIST, NULL, 0, 0, NULL, 0,
+	  "MQTT topic filters limiting the subscribe, unsubscribe, authz_denied and publish events. "
+	  "Unset: every topic." },
+	{ "queue_size", EH_OPT_INT, "65536", 16, 16777216, NULL, 0,
+	  "Capacity of each sink's ring, in events. When a ring is full new events for that sink are "
+	  "dropped and counted (dropped), never waited for." },
+	{ "queue_bytes", EH_OPT_INT, "33554432", 65536, 4294967296LL, NULL, 0,
+	  "Memory of each sink's ring, in bytes (rounded up to a power of two). An event is dropped when "
+	  "either limit is reached; one event larger than a quarter of it is always dropped." },
+	{ "shutdown_timeout_ms", EH_OPT_INT, "5000", 0, 600000, NULL, 0,
+	  "How long the sinks may keep delivering queued events when the broker stops." },
+	{ "stats_interval", EH_OPT_INT, "60", 0, 86400, NULL, 0,
+	  "Seconds between the counters published under $SYS/broker/eventhook/<sink>/; 0 disables them." },
+	{ "config_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "Path of mosquitto.conf, read to learn the broker's security settings (see docs/capture.md). "
+	  "Default: the -c argument of the running broker." },
+	{ NULL, 0, NULL, 0, 0, NULL, 0, NULL },
+};
+
+size_t eh_core_option_groups(struct eh_option_group *out, size_t max)
+{
+	size_t n = 0;
+
+	if (n < max)
+		out[n++] = (struct eh_option_group){ "general", "General", core_options };
+	for (size_t i = 0; i < eh_sink_type_count && n < max; i++)
+		out[n++] = (struct eh_option_group){ eh_sink_types[i]->name, eh_sink_types[i]->title,
+						     eh_sink_types[i]->options };
+	return n;
+}
+
+/* ---- logging ---- */
+
+static bool on_broker_thread(struct eh_core *core)
+{
+	return pthread_equal(pthread_self(), core->broker_thread);
+}
+
+void eh_core_logv(struct eh_core *core, int level, const char *fmt, va_list ap)
+{
+	char buf[EH_LOG_LEN];
+	struct eh_log_channel *ch = &core->log;
+
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	if (on_broker_thread(core)) {
+		eh_core_log_drain(core);
+		mosquitto_log_printf(level, "eventhook: %s", buf);
+		return;
+	}
+	/* Off the broker thread the broker's logger is not safe to call: queue
+	 * the line for the next TICK. A full channel loses lines and counts. */
+	pthread_mutex_lock(&ch->lock);
+	if (ch->count < EH_LOG_SLOTS) {
+		unsigned at = (ch->head + ch->count) % EH_LOG_SLOTS;
+
+		ch->level[at] = level;
+		memcpy(ch->text[at], buf, sizeof(buf));
+		ch->count++;
+		atomic_store_explicit(&ch->pending, 1, memory_order_relaxed);
+	} else {
+		atomic_fetch_add_explicit(&ch->lost, 1, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&ch->lock);
+}
+
+void eh_core_log(struct eh_core *core, int level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	eh_core_logv(core, level, fmt, ap);
+	va_end(ap);
+}
+
+void eh_core_log_drain(struct eh_core *core)
+{
+	struct eh_log_channel *ch = &core->log;
+	uint64_t lost;
+
+	if (!atomic_load_explicit(&ch->pending, memory_order_relaxed))
+		return;
+	/* Never wait on the broker thread: a sink holding the lock only delays
+	 * the lines to the next tick. */
+	if (pthread_mutex_trylock(&ch->lock))
+		return;
+	while (ch->count) {
+		mosquitto_log_printf(ch->level[ch->head], "eventhook: %s", ch->text[ch->head]);
+		ch->head = (ch->head + 1) % EH_LOG_SLOTS;
+		ch->count--;
+	}
+	atomic_store_explicit(&ch->pending, 0, memory_order_relaxed);
+	pthread_mutex_unlock(&ch->lock);
+	lost = atomic_exchange_explicit(&ch->lost, 0, memory_order_relaxed);
+	if (lost)
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: %llu log line(s) from sink threads were lost "
+				     "(log channel full)", (unsigned long long)lost);
+}
+
+/* ---- init ---- */
+
+static int sink_mask(struct eh_core *core, const char *name, uint32_t *mask, char *err, size_t errlen)
+{
+	char key[64];
+	const char *v;
+	char why[400] = "";
+
+	snprintf(key, sizeof(key), "%s_events", name);
+	v = eh_config_get(&core->config, key);
+	if (!v) {
+		*mask = core->capture_mask;
+		return 0;
+	}
+	if (eh_filter_events_parse(v, mask, why, sizeof(why))) {
+		snprintf(err, errlen, "plugin_opt_%s: %s", key, why);
+		return -1;
+	}
+	/* A global list the admin wrote narrows every sink; the default one
+	 * does not stop a sink from asking for message.publish. */
+	if (eh_config_isset(&core->config, "events"))
+		*mask &= core->capture_mask;
+	return 0;
+}
+
+static int create_sink(struct eh_core *core, const struct eh_sink_ops *ops, char *err, size_t errlen)
+{
+	struct eh_sink *s = &core->sinks[core->nsinks];
+	struct eh_sink_env env;
+	char key[64], why[400] = "";
+	const char *v;
+
+	memset(s, 0, sizeof(*s));
+	s->ops = ops;
+	s->core = core;
+	snprintf(s->name, sizeof(s->name), "%s", ops->name);
+	s->batch_max = 1;
+	s->retry_initial_ms = 100;
+	s->retry_max_ms = 10000;
+	s->retry_max_elapsed_ms = -1;
+	core->nsinks++;
+
+	if (sink_mask(core, ops->name, &s->mask, err, errlen))
+		return -1;
+	snprintf(key, sizeof(key), "%s_topics", ops->name);
+	v = eh_config_get(&core->config, key);
+	if (eh_topics_parse(&s->topics, v, why, sizeof(why))) {
+		snprintf(err, errlen, "plugin_opt_%s: %s", key, why);
+		return -1;
+	}
+	if (eh_ring_init(&s->ring, (size_t)eh_config_int(&core->config, "queue_bytes"),
+			 (uint64_t)eh_config_int(&core->config, "queue_size"))) {
+		snprintf(err, errlen, "%s: cannot allocate its queue: %s", ops->name, strerror(errno));
+		return -1;
+	}
+	env.config = &core->config;
+	env.node = &core->node;
+	env.sink = s;
+	if (ops->create(&env, &s->ctx, err, errlen))
+		return -1;
+	return 0;
+}
+
+int eh_core_init(struct eh_core *core, void *plugin_id, const struct eh_kv *kv, size_t count)
+{
+	struct eh_option_group groups[EH_SINKS_MAX + 1];
+	size_t ngroups = eh_core_option_groups(groups, EH_SINKS_MAX + 1);
+	static struct eh_option_group kept[EH_SINKS_MAX + 1];
+	char err[1024] = "", why[400] = "";
+	const char *v;
+
+	core->plugin_id = plugin_id;
+	core->broker_thread = pthread_self();
+	pthread_mutex_init(&core->log.lock, NULL);
+	/* The groups are constant; keep them where the config can point. */
+	memcpy(kept, groups, sizeof(groups));
+
+	if (eh_config_parse(&core->config, kept, ngroups, kv, count, err, sizeof(err)))
+		goto fail;
+
+	v = eh_config_get(&core->config, "node_id");
+	if (v) {
+		snprintf(core->node.name, sizeof(core->node.name), "%s", v);
+	} else if (gethostname(core->node.name, sizeof(core->node.name) - 1)) {
+		snprintf(core->node.name, sizeof(core->node.name), "localhost");
+	}
+	if (eh_utf8_valid_prefix(core->node.name, strlen(core->node.name)) != strlen(core->node.name)) {
+		snprintf(err, sizeof(err), "plugin_opt_node_id: '%s' is not valid UTF-8", core->node.name);
+		goto fail;
+	}
+	if (getrandom(&core->node.instance, sizeof(core->node.instance), 0) != sizeof(core->node.instance)) {
+		snprintf(err, sizeof(err), "cannot read random bytes for event ids: %s", strerror(errno));
+		goto fail;
+	}
+	if (eh_filter_events_parse(eh_config_get(&core->config, "events"), &core->capture_mask, why, sizeof(why))) {
+		snprintf(err, sizeof(err), "plugin_opt_events: %s", why);
+		goto fail;
+	}
+	if (eh_topics_parse(&core->topics, eh_config_get(&core->config, "topics"), why, sizeof(why))) {
+		snprintf(err, sizeof(err), "plugin_opt_topics: %s", why);
+		goto fail;
+	}
+	core->shutdown_timeout_ms = eh_config_int(&core->config, "shutdown_timeout_ms");
+	core->stats_interval_ms = eh_config_int(&core->config, "stats_interval") * 1000;
+
+	for (size_t i = 0; i < eh_sink_type_count; i++) {
+		const struct eh_sink_ops *ops = eh_sink_types[i];
+
+		if (!eh_config_isset(&core->config, ops->enable_key))
+			continue;
+		if (core->nsinks == EH_SINKS_MAX) {
+			snprintf(err, sizeof(err), "too many sinks");
+			goto fail;
+		}
+		if (create_sink(core, ops, err, sizeof(err)))
+			goto fail;
+	}
+	/* A sink's narrowing options without the sink are almost always a
+	 * typo in the enabling key: say so rather than ignore them. */
+	for (size_t i = 0; i < eh_sink_type_count; i++) {
+		const struct eh_sink_ops *ops = eh_sink_types[i];
+		bool enabled = eh_config_isset(&core->config, ops->enable_key);
+
+		for (const struct eh_option *o = ops->options; o && o->key && !enabled; o++) {
+			char key[96];
+
+			snprintf(key, sizeof(key), "%s", o->key);
+			if ((o->flags & EH_OPT_PREFIX) ? false : eh_config_isset(&core->config, key)) {
+				snprintf(err, sizeof(err), "plugin_opt_%s is set but the %s sink is not enabled "
+					 "(plugin_opt_%s is missing)", key, ops->name, ops->enable_key);
+				goto fail;
+			}
+		}
+	}
+	for (size_t i = 0; i < core->nsinks; i++) {
+		core->wanted |= core->sinks[i].mask;
+		if (core->sinks[i].topics.count)
+			core->topics_any = true;
+	}
+	if (!core->nsinks)
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: no sink is enabled (set plugin_opt_file_path, "
+				     "plugin_opt_local_topic, ...): nothing will be captured");
+	return 0;
+fail:
+	mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: configuration error: %s", err);
+	return -1;
+}
+
+int eh_core_start(struct eh_core *core)
+{
+	for (size_t i = 0; i < core->nsinks; i++) {
+		if (eh_runner_start(&core->sinks[i])) {
+			mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: %s: cannot start its thread: %s",
+					     core->sinks[i].name, strerror(errno));
+			return -1;
+		}
+	}
+	core->sinks_running = true;
+	core->next_stats_ms = eh_now_ms() + core->stats_interval_ms;
+	return 0;
+}
+
+/* ---- hot path ---- */
+
+void eh_core_emit(struct eh_core *core, struct eh_event *ev)
+{
+	const struct eh_bytes *topic = &ev->f[EH_F_TOPIC];
+	bool has_topic = EH_EV_BIT(ev->type) & EH_EV_MASK_TOPIC;
+	size_t size = 0;
+
+	if (!(core->wanted & EH_EV_BIT(ev->type)))
+		return;
+	if (has_topic && core->topics.count && !eh_topics_match(&core->topics, topic->ptr, topic->len))
+		return;
+	ev->number = ++core->number;
+	for (size_t i = 0; i < core->nsinks; i++) {
+		struct eh_sink *s = &core->sinks[i];
+		void *slot;
+
+		if (!(s->mask & EH_EV_BIT(ev->type)))
+			continue;
+		if (has_topic && s->topics.count && !eh_topics_match(&s->topics, topic->ptr, topic->len))
+			continue;
+		ev->seq = ++s->seq;
+		if (!size)
+			size = eh_event_packed_size(ev);
+		slot = size <= UINT32_MAX ? eh_ring_reserve_sp(&s->ring, (uint32_t)size) : NULL;
+		if (!slot) {
+			atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
+			continue;
+		}
+		eh_event_pack(ev, slot);
+		eh_ring_commit_sp(&s->ring);
+		atomic_fetch_add_explicit(&s->enqueued, 1, memory_order_relaxed);
+	}
+}
+
+/* ---- broker-thread chores ---- */
+
+static void publish_stat(struct eh_sink *s, const char *what, uint64_t value)
+{
+	char topic[128], payload[24];
+	int n = snprintf(payload, sizeof(payload), "%llu", (unsigned long long)value);
+
+	snprintf(topic, sizeof(topic), "$SYS/broker/eventhook/%s/%s", s->name, what);
+	mosquitto_broker_publish_copy(NULL, topic, n, payload, 0, true, NULL);
+}
+
+struct eh_sink_counts {
+	uint64_t enqueued, dropped, delivered, failed;
+};
+
+static struct eh_sink_counts counts(struct eh_sink *s)
+{
+	struct eh_sink_counts c;
+
+	c.enqueued = atomic_load_explicit(&s->enqueued, memory_order_relaxed);
+	c.dropped = atomic_load_explicit(&s->dropped, memory_order_relaxed);
+	c.delivered = atomic_load_explicit(&s->delivered, memory_order_relaxed);
+	c.failed = atomic_load_explicit(&s->failed, memory_order_relaxed);
+	return c;
+}
+
+static void publish_stats(struct eh_core *core)
+{
+	for (size_t i = 0; i < core->nsinks; i++) {
+		struct eh_sink *s = &core->sinks[i];
+		struct eh_sink_counts c = counts(s);
+		uint64_t settled = c.delivered + c.failed;
+
+		publish_stat(s, "enqueued", c.enqueued);
+		publish_stat(s, "delivered", c.delivered);
+		publish_stat(s, "dropped", c.dropped);
+		publish_stat(s, "failed", c.failed);
+		publish_stat(s, "queued", c.enqueued > settled ? c.enqueued - settled : 0);
+	}
+}
+
+void eh_core_tick(struct eh_core *core)
+{
+	eh_core_log_drain(core);
+	for (size_t i = 0; i < core->nsinks; i++) {
+		if (core->sinks[i].ops->broker_tick)
+			core->sinks[i].ops->broker_tick(core->sinks[i].ctx);
+	}
+	if (core->stats_interval_ms > 0 && core->sinks_running) {
+		int64_t now = eh_now_ms();
+
+		if (now >= core->next_stats_ms) {
+			core->next_stats_ms = now + core->stats_interval_ms;
+			publish_stats(core);
+		}
+	}
+}
+
+void eh_core_reload(struct eh_core *core)
+{
+	for (size_t i = 0; i < core->nsinks; i++) {
+		atomic_store_explicit(&core->sinks[i].reload_req, 1, memory_order_release);
+		eh_ring_wake(&core->sinks[i].ring);
+	}
+}
+
+void eh_core_stop(struct eh_core *core)
+{
+	int64_t deadline = eh_now_ms() + core->shutdown_timeout_ms;
+
+	for (size_t i = 0; i < core->nsinks; i++)
+		eh_runner_request_stop(&core->sinks[i], deadline);
+	for (size_t i = 0; i < core->nsinks; i++) {
+		struct eh_sink *s = &core->sinks[i];
+
+		/* Sinks that publish through the broker need the broker thread
+		 * while their thread drains. */
+		while (s->thread_started && s->ops->broker_tick) {
+			s->ops->broker_tick(s->ctx);
+			if (pthread_tryjoin_np(s->thread, NULL) == 0) {
+				s->thread_started = false;
+				break;
+			}
+			{
+				struct timespec ts = { 0, 5 * 1000000L };
+
+				nanosleep(&ts, NULL);
+			}
+		}
+		eh_runner_join(s);
+		if (s->ops->broker_tick)
+			s->ops->broker_tick(s->ctx);
+	}
+	eh_core_log_drain(core);
+	for (size_t i = 0; i < core->nsinks; i++) {
+		struct eh_sink *s = &core->sinks[i];
+		struct eh_sink_counts c = counts(s);
+		uint64_t left = atomic_load_explicit(&s->left, memory_order_relaxed);
+
+		mosquitto_log_printf(left ? MOSQ_LOG_WARNING : MOSQ_LOG_NOTICE,
+				     "eventhook: %s: stopped; enqueued %llu, delivered %llu, failed %llu, dropped %llu, "
+				     "left undelivered at shutdown %llu", s->name, (unsigned long long)c.enqueued,
+				     (unsigned long long)c.delivered, (unsigned long long)c.failed,
+				     (unsigned long long)c.dropped, (unsigned long long)left);
+		if (s->ops->destroy && s->ctx)
+			s->ops->destroy(s->ctx);
+		s->ctx = NULL;
+		eh_topics_free(&s->topics);
+		eh_ring_destroy(&s->ring);
+	}
+	core->nsinks = 0;
+	eh_topics_free(&core->topics);
+	eh_config_free(&core->config);
+	pthread_mutex_destroy(&core->log.lock);
+}

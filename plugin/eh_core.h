@@ -1,0 +1,123 @@
+/*
+ * eh_core: one plugin instance. Owns the parsed options, the node identity,
+ * the sink instances (each with its ring, thread and counters) and the log
+ * back-channel. eh_core_emit is the single path from the capture code to the
+ * sinks: it runs on the broker thread, never blocks and never allocates.
+ */
+#ifndef EH_CORE_H
+#define EH_CORE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "eh_event.h"
+#include "eh_filter.h"
+#include "eh_json.h"
+#include "eh_options.h"
+#include "eh_ring.h"
+#include "eh_sink.h"
+
+#define EH_SINKS_MAX 16
+#define EH_LOG_SLOTS 64
+#define EH_LOG_LEN 512
+
+struct eh_sink {
+	const struct eh_sink_ops *ops;
+	void *ctx;
+	struct eh_core *core;
+	char name[32];
+
+	/* broker thread only */
+	uint32_t mask;
+	struct eh_topics topics;
+	uint64_t seq;
+
+	struct eh_ring ring;
+
+	/* Counters: written with relaxed atomics (each by one side), read by
+	 * the stats publisher; no ordering with other data is needed. */
+	_Atomic uint64_t enqueued, dropped, delivered, failed;
+
+	/* runner settings, fixed after create */
+	size_t batch_max;
+	int64_t linger_ms;
+	int64_t retry_initial_ms, retry_max_ms, retry_max_elapsed_ms;
+
+	pthread_t thread;
+	bool thread_started;
+	_Atomic int stop;       /* set by the broker thread at cleanup */
+	_Atomic int reload_req; /* set by RELOAD, taken by the sink thread */
+	_Atomic int64_t drain_deadline_ms;
+	_Atomic uint64_t left;  /* events the sink could not deliver by the deadline */
+};
+
+struct eh_log_channel {
+	pthread_mutex_t lock;
+	int level[EH_LOG_SLOTS];
+	char text[EH_LOG_SLOTS][EH_LOG_LEN];
+	unsigned head, count;
+	_Atomic uint64_t lost;
+	_Atomic int pending;
+};
+
+struct eh_capture;
+
+struct eh_core {
+	void *plugin_id; /* mosquitto_plugin_id_t */
+	struct eh_config config;
+	struct eh_node node;
+	pthread_t broker_thread;
+
+	uint32_t capture_mask; /* plugin_opt_events */
+	struct eh_topics topics; /* plugin_opt_topics */
+	uint32_t wanted;       /* union of the sinks' masks: what capture must produce */
+	bool topics_any;       /* some sink narrows by topic */
+
+	struct eh_sink sinks[EH_SINKS_MAX];
+	size_t nsinks;
+	uint64_t number;
+
+	int64_t shutdown_timeout_ms;
+	int64_t stats_interval_ms;
+	int64_t next_stats_ms;
+	bool sinks_running;
+
+	struct eh_log_channel log;
+	struct eh_capture *capture;
+};
+
+/* broker thread, from plugin init: parses options, creates the sinks.
+ * Returns 0, or -1 after logging the error (the broker then refuses to
+ * start). */
+int eh_core_init(struct eh_core *core, void *plugin_id, const struct eh_kv *kv, size_t count);
+/* broker thread: starts the sink threads. */
+int eh_core_start(struct eh_core *core);
+/* broker thread, at cleanup: stops intake, drains within the shutdown
+ * timeout, logs counters, joins and frees. Tolerates a partly built core. */
+void eh_core_stop(struct eh_core *core);
+
+/* broker thread: true when some sink wants events of this type. */
+static inline bool eh_core_wants(const struct eh_core *core, unsigned type)
+{
+	return core->wanted & EH_EV_BIT(type);
+}
+/* broker thread: offers ev to every interested sink; fills number and
+ * seq. Strings in ev are copied; nothing is kept. */
+void eh_core_emit(struct eh_core *core, struct eh_event *ev);
+/* broker thread: periodic work (log drain, stats, broker_tick hooks). */
+void eh_core_tick(struct eh_core *core);
+/* broker thread: SIGHUP. */
+void eh_core_reload(struct eh_core *core);
+
+/* Any thread: log through the back-channel when off the broker thread. */
+void eh_core_log(struct eh_core *core, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void eh_core_logv(struct eh_core *core, int level, const char *fmt, va_list ap);
+/* broker thread: writes queued log lines to the broker log. */
+void eh_core_log_drain(struct eh_core *core);
+
+/* The option groups known to this build: core plus every sink type. */
+size_t eh_core_option_groups(struct eh_option_group *out, size_t max);
+
+#endif

@@ -1,0 +1,139 @@
+/*
+ * eh_event: names and the packed record format. A packed record is the
+ * fixed-size struct eh_event_packed followed by the bytes of each field in
+ * enum eh_field order; it lives only inside one process's ring, so the
+ * layout needs no versioning or byte-order care.
+ */
+#include "eh_event.h"
+
+#include <string.h>
+
+struct eh_event_packed {
+	uint64_t number;
+	uint64_t seq;
+	int64_t ts_ms;
+	int64_t connected_ms;
+	uint32_t len[EH_F_COUNT];
+	uint16_t keepalive;
+	uint16_t flags;
+	uint8_t type, proto_ver, qos, reason, action;
+};
+
+static const char *const type_names[EH_EV_COUNT] = {
+	[EH_EV_CONNECT] = "client.connect",
+	[EH_EV_CONNECTED] = "client.connected",
+	[EH_EV_CONNECT_FAILED] = "client.connect_failed",
+	[EH_EV_DISCONNECTED] = "client.disconnected",
+	[EH_EV_SUBSCRIBE] = "client.subscribe",
+	[EH_EV_UNSUBSCRIBE] = "client.unsubscribe",
+	[EH_EV_AUTHZ_DENIED] = "client.authz_denied",
+	[EH_EV_PUBLISH] = "message.publish",
+};
+
+static const char *const reason_names[EH_REASON_COUNT] = {
+	[EH_REASON_NONE] = "",
+	[EH_REASON_UNKNOWN] = "unknown",
+	[EH_REASON_NORMAL] = "normal_disconnection",
+	[EH_REASON_SESSION_TAKEN_OVER] = "session_taken_over",
+	[EH_REASON_BROKER_SHUTDOWN] = "broker_shutdown",
+	[EH_REASON_NOT_AUTHORIZED] = "not_authorized",
+	[EH_REASON_BAD_CREDENTIALS] = "bad_username_or_password",
+	[EH_REASON_KEEPALIVE_TIMEOUT] = "keep_alive_timeout",
+	[EH_REASON_CONNECTION_LOST] = "connection_lost",
+	[EH_REASON_PROTOCOL_ERROR] = "protocol_error",
+	[EH_REASON_ADMINISTRATIVE_ACTION] = "administrative_action",
+	[EH_REASON_SERVER_BUSY] = "server_busy",
+	[EH_REASON_QUOTA_EXCEEDED] = "quota_exceeded",
+	[EH_REASON_PAYLOAD_TOO_LARGE] = "packet_too_large",
+	[EH_REASON_MALFORMED_PACKET] = "malformed_packet",
+	[EH_REASON_REAUTH_FAILED] = "reauthentication_failed",
+};
+
+const char *eh_event_type_name(unsigned type)
+{
+	return type < EH_EV_COUNT ? type_names[type] : "unknown";
+}
+
+int eh_event_type_from_name(const char *name, size_t len)
+{
+	for (int t = 0; t < EH_EV_COUNT; t++) {
+		if (strlen(type_names[t]) == len && !memcmp(type_names[t], name, len))
+			return t;
+	}
+	return -1;
+}
+
+const char *eh_reason_name(unsigned reason)
+{
+	return reason < EH_REASON_COUNT ? reason_names[reason] : "unknown";
+}
+
+size_t eh_event_packed_size(const struct eh_event *ev)
+{
+	size_t n = sizeof(struct eh_event_packed);
+
+	for (int i = 0; i < EH_F_COUNT; i++)
+		n += ev->f[i].len;
+	return n;
+}
+
+void eh_event_pack(const struct eh_event *ev, void *out)
+{
+	struct eh_event_packed p;
+	char *at = (char *)out + sizeof(p);
+
+	memset(&p, 0, sizeof(p));
+	p.number = ev->number;
+	p.seq = ev->seq;
+	p.ts_ms = ev->ts_ms;
+	p.connected_ms = ev->connected_ms;
+	p.keepalive = ev->keepalive;
+	p.flags = ev->flags;
+	p.type = ev->type;
+	p.proto_ver = ev->proto_ver;
+	p.qos = ev->qos;
+	p.reason = ev->reason;
+	p.action = ev->action;
+	for (int i = 0; i < EH_F_COUNT; i++) {
+		p.len[i] = ev->f[i].len;
+		if (ev->f[i].len)
+			memcpy(at, ev->f[i].ptr, ev->f[i].len);
+		at += ev->f[i].len;
+	}
+	memcpy(out, &p, sizeof(p));
+}
+
+int eh_event_unpack(const void *rec, size_t len, struct eh_event *ev)
+{
+	struct eh_event_packed p;
+	const char *at = (const char *)rec + sizeof(p);
+	size_t left;
+
+	if (len < sizeof(p))
+		return -1;
+	memcpy(&p, rec, sizeof(p));
+	left = len - sizeof(p);
+	memset(ev, 0, sizeof(*ev));
+	ev->number = p.number;
+	ev->seq = p.seq;
+	ev->ts_ms = p.ts_ms;
+	ev->connected_ms = p.connected_ms;
+	ev->keepalive = p.keepalive;
+	ev->flags = p.flags;
+	ev->type = p.type;
+	ev->proto_ver = p.proto_ver;
+	ev->qos = p.qos;
+	ev->reason = p.reason;
+	ev->action = p.action;
+	if (ev->type >= EH_EV_COUNT)
+		return -1;
+	for (int i = 0; i < EH_F_COUNT; i++) {
+		if (p.len[i] > left)
+			return -1;
+		ev->f[i].ptr = at;
+		ev->f[i].len = p.len[i];
+		at += p.len[i];
+		left -= p.len[i];
+	}
+	return left == 0 ? 0 : -1;
+}

@@ -1,0 +1,102 @@
+/*
+ * eh_event: the event model. An event is captured on the broker thread as an
+ * eh_event view whose strings are borrowed (from the broker or from the
+ * client table), packed into a ring record by eh_event_pack, and read back
+ * on the sink thread by eh_event_unpack as a view into the ring record.
+ * Strings are byte strings with explicit lengths: client ids, usernames,
+ * topics and payloads may hold any bytes, NUL included.
+ */
+#ifndef EH_EVENT_H
+#define EH_EVENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum eh_event_type {
+	EH_EV_CONNECT = 0,
+	EH_EV_CONNECTED,
+	EH_EV_CONNECT_FAILED,
+	EH_EV_DISCONNECTED,
+	EH_EV_SUBSCRIBE,
+	EH_EV_UNSUBSCRIBE,
+	EH_EV_AUTHZ_DENIED,
+	EH_EV_PUBLISH,
+	EH_EV_COUNT
+};
+
+#define EH_EV_BIT(t) (1u << (t))
+#define EH_EV_MASK_ALL ((1u << EH_EV_COUNT) - 1u)
+/* Events that carry a topic and are narrowed by topic filters. */
+#define EH_EV_MASK_TOPIC (EH_EV_BIT(EH_EV_SUBSCRIBE) | EH_EV_BIT(EH_EV_UNSUBSCRIBE) \
+			  | EH_EV_BIT(EH_EV_AUTHZ_DENIED) | EH_EV_BIT(EH_EV_PUBLISH))
+
+/* Why a client went away or was refused. Names are the MQTT 5 reason names
+ * (snake case) where one exists. */
+enum eh_reason {
+	EH_REASON_NONE = 0, /* field omitted */
+	EH_REASON_UNKNOWN,
+	EH_REASON_NORMAL,
+	EH_REASON_SESSION_TAKEN_OVER,
+	EH_REASON_BROKER_SHUTDOWN,
+	EH_REASON_NOT_AUTHORIZED,
+	EH_REASON_BAD_CREDENTIALS,
+	EH_REASON_KEEPALIVE_TIMEOUT,
+	EH_REASON_CONNECTION_LOST,
+	EH_REASON_PROTOCOL_ERROR,
+	EH_REASON_ADMINISTRATIVE_ACTION,
+	EH_REASON_SERVER_BUSY,
+	EH_REASON_QUOTA_EXCEEDED,
+	EH_REASON_PAYLOAD_TOO_LARGE,
+	EH_REASON_MALFORMED_PACKET,
+	EH_REASON_REAUTH_FAILED,
+	EH_REASON_COUNT
+};
+
+enum eh_action { EH_ACTION_NONE = 0, EH_ACTION_PUBLISH, EH_ACTION_SUBSCRIBE };
+
+enum eh_field { EH_F_CLIENTID = 0, EH_F_USERNAME, EH_F_PEER, EH_F_TOPIC, EH_F_PAYLOAD, EH_F_COUNT };
+
+#define EH_EVF_HAS_USERNAME 0x01u
+#define EH_EVF_CLEAN_START 0x02u
+#define EH_EVF_INFERRED 0x04u
+#define EH_EVF_GRANTED_KNOWN 0x08u
+#define EH_EVF_GRANTED 0x10u
+#define EH_EVF_RETAIN 0x20u
+#define EH_EVF_WEBSOCKETS 0x40u
+#define EH_EVF_HAS_CONNECTED_MS 0x80u
+
+struct eh_bytes {
+	const char *ptr;
+	uint32_t len;
+};
+
+struct eh_event {
+	uint64_t number;       /* capture order in this plugin instance: the id */
+	uint64_t seq;          /* order of the events offered to one sink */
+	int64_t ts_ms;         /* Unix time in milliseconds */
+	int64_t connected_ms;  /* disconnected: how long it was connected */
+	uint16_t keepalive;
+	uint8_t type;          /* enum eh_event_type */
+	uint8_t proto_ver;     /* 3, 4, 5; 0 when unknown */
+	uint8_t qos;
+	uint8_t reason;        /* enum eh_reason */
+	uint8_t action;        /* enum eh_action */
+	uint16_t flags;        /* EH_EVF_* */
+	struct eh_bytes f[EH_F_COUNT];
+};
+
+const char *eh_event_type_name(unsigned type);
+/* Returns the type for an exact name, or -1. */
+int eh_event_type_from_name(const char *name, size_t len);
+const char *eh_reason_name(unsigned reason);
+
+/* Bytes eh_event_pack needs for ev; the ring refuses records over its limit. */
+size_t eh_event_packed_size(const struct eh_event *ev);
+/* Writes ev (header and strings) into out, which has packed_size bytes. */
+void eh_event_pack(const struct eh_event *ev, void *out);
+/* Reads a packed record back; the view's strings point into rec.
+ * Returns 0, or -1 if the record is malformed. */
+int eh_event_unpack(const void *rec, size_t len, struct eh_event *ev);
+
+#endif

@@ -1,0 +1,48 @@
+/*
+ * eh_json: turns an event view into JSON (jansson) on a sink thread. The
+ * output is always valid JSON whatever bytes the client sent: a string field
+ * that is not valid UTF-8 has each invalid sequence replaced by U+FFFD, and
+ * the original bytes are added in base64 as "<field>_b64" so nothing is lost.
+ * NUL and control characters are valid UTF-8 and are escaped by jansson.
+ */
+#ifndef EH_JSON_H
+#define EH_JSON_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "eh_event.h"
+
+/* What every event of one plugin instance shares. */
+struct eh_node {
+	char name[256];     /* plugin_opt_node_id, default the host name */
+	uint64_t instance;  /* random per start: makes ids unique across restarts */
+};
+
+#define EH_ID_LEN 36
+#define EH_TS_LEN 24
+
+/* Formats the event id (a UUID of version 8 built from instance and number)
+ * into out, which has EH_ID_LEN + 1 bytes. */
+void eh_json_format_id(const struct eh_node *node, uint64_t number, char *out);
+/* Formats ts_ms as RFC 3339 UTC with milliseconds into out (EH_TS_LEN + 1). */
+void eh_json_format_ts(int64_t ts_ms, char *out);
+
+/* Returns a new reference to the event object, or NULL on out of memory. */
+json_t *eh_json_event(const struct eh_event *ev, const struct eh_node *node);
+/* Returns a new reference to a CloudEvents 1.0 structured-mode envelope
+ * whose data is eh_json_event's object, or NULL on out of memory. */
+json_t *eh_json_cloudevent(const struct eh_event *ev, const struct eh_node *node);
+
+/* Returns a new json string of bytes, valid UTF-8 (invalid sequences
+ * replaced); *replaced is set when a replacement happened. */
+json_t *eh_json_string_bytes(const char *ptr, size_t len, int *replaced);
+/* Standard base64 with padding; out needs eh_base64_len(len) + 1 bytes. */
+size_t eh_base64_len(size_t len);
+void eh_base64_encode(const void *in, size_t len, char *out);
+/* Returns the length of the longest valid UTF-8 prefix of s (len when all of
+ * it is valid). */
+size_t eh_utf8_valid_prefix(const char *s, size_t len);
+
+#endif

@@ -1,0 +1,353 @@
+/*
+ * eh_options: strict parsing of plugin_opt_ keys against the option tables.
+ */
+#include "eh_options.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const struct eh_option *find_option(const struct eh_option_group *groups, size_t ngroups, const char *key)
+{
+	for (size_t g = 0; g < ngroups; g++) {
+		for (const struct eh_option *o = groups[g].options; o && o->key; o++) {
+			if (o->flags & EH_OPT_PREFIX) {
+				size_t n = strlen(o->key);
+
+				if (!strncmp(key, o->key, n) && key[n])
+					return o;
+			} else if (!strcmp(key, o->key)) {
+				return o;
+			}
+		}
+	}
+	return NULL;
+}
+
+int eh_parse_bool(const char *s)
+{
+	static const char *const yes[] = { "true", "yes", "on", "1" };
+	static const char *const no[] = { "false", "no", "off", "0" };
+
+	for (size_t i = 0; i < 4; i++) {
+		if (!strcasecmp(s, yes[i]))
+			return 1;
+		if (!strcasecmp(s, no[i]))
+			return 0;
+	}
+	return -1;
+}
+
+int eh_parse_int(const char *s, long long min, long long max, long long *out)
+{
+	char *end;
+	long long v;
+
+	if (!s || !*s || isspace((unsigned char)*s))
+		return -1;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno || *end || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int eh_list_each(const char *list, int (*fn)(void *arg, const char *item, size_t len), void *arg)
+{
+	const char *p = list;
+
+	for (;;) {
+		const char *end = strchr(p, ',');
+		const char *b = p, *e = end ? end : p + strlen(p);
+		int rc;
+
+		while (b < e && isspace((unsigned char)*b))
+			b++;
+		while (e > b && isspace((unsigned char)e[-1]))
+			e--;
+		if (e == b)
+			return -1;
+		rc = fn(arg, b, (size_t)(e - b));
+		if (rc)
+			return rc;
+		if (!end)
+			return 0;
+		p = end + 1;
+	}
+}
+
+static int count_item(void *arg, const char *item, size_t len)
+{
+	(void)item;
+	(void)len;
+	(*(size_t *)arg)++;
+	return 0;
+}
+
+static int choice_ok(const char *choices, const char *v)
+{
+	size_t n = strlen(v);
+
+	for (const char *p = choices; *p;) {
+		const char *bar = strchr(p, '|');
+		size_t len = bar ? (size_t)(bar - p) : strlen(p);
+
+		if (len == n && !strncmp(p, v, n))
+			return 1;
+		if (!bar)
+			break;
+		p = bar + 1;
+	}
+	return 0;
+}
+
+static int check_value(const struct eh_option *o, const char *key, const char *v, char *err, size_t errlen)
+{
+	long long iv;
+	size_t items = 0;
+
+	switch (o->type) {
+	case EH_OPT_INT:
+		if (eh_parse_int(v, o->min, o->max, &iv)) {
+			snprintf(err, errlen, "plugin_opt_%s: '%s' is not a whole number from %lld to %lld", key, v,
+				 o->min, o->max);
+			return -1;
+		}
+		return 0;
+	case EH_OPT_BOOL:
+		if (eh_parse_bool(v) < 0) {
+			snprintf(err, errlen, "plugin_opt_%s: '%s' is not a boolean (true/false, yes/no, on/off, 1/0)",
+				 key, v);
+			return -1;
+		}
+		return 0;
+	case EH_OPT_ENUM:
+		if (!choice_ok(o->choices, v)) {
+			snprintf(err, errlen, "plugin_opt_%s: '%s' is not one of %s", key, v, o->choices);
+			return -1;
+		}
+		return 0;
+	case EH_OPT_LIST:
+		if (eh_list_each(v, count_item, &items)) {
+			snprintf(err, errlen, "plugin_opt_%s: '%s' is not a comma-separated list of non-empty items",
+				 key, v);
+			return -1;
+		}
+		return 0;
+	case EH_OPT_STRING:
+	default:
+		if (!*v) {
+			snprintf(err, errlen, "plugin_opt_%s: the value is empty", key);
+			return -1;
+		}
+		return 0;
+	}
+}
+
+int eh_config_parse(struct eh_config *cfg, const struct eh_option_group *groups, size_t ngroups,
+		    const struct eh_kv *kv, size_t count, char *err, size_t errlen)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->groups = groups;
+	cfg->ngroups = ngroups;
+	if (!count)
+		return 0;
+	cfg->entries = calloc(count, sizeof(*cfg->entries));
+	if (!cfg->entries) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < count; i++) {
+		const char *key = kv[i].key ? kv[i].key : "";
+		const char *value = kv[i].value ? kv[i].value : "";
+		const struct eh_option *o = find_option(groups, ngroups, key);
+		struct eh_config_entry *e;
+
+		if (!o) {
+			snprintf(err, errlen, "plugin_opt_%s: unknown option (see docs/configuration.md or "
+					      "mosquitto-eventhook(7) for the accepted keys)", key);
+			return -1;
+		}
+		if (!(o->flags & (EH_OPT_REPEAT | EH_OPT_PREFIX))) {
+			for (size_t k = 0; k < cfg->count; k++) {
+				if (cfg->entries[k].opt == o) {
+					snprintf(err, errlen, "plugin_opt_%s: given more than once", key);
+					return -1;
+				}
+			}
+		} else if (o->flags & EH_OPT_PREFIX) {
+			for (size_t k = 0; k < cfg->count; k++) {
+				if (!strcmp(cfg->entries[k].key, key)) {
+					snprintf(err, errlen, "plugin_opt_%s: given more than once", key);
+					return -1;
+				}
+			}
+		}
+		if (check_value(o, key, value, err, errlen))
+			return -1;
+		e = &cfg->entries[cfg->count];
+		e->opt = o;
+		e->key = strdup(key);
+		e->value = strdup(value);
+		cfg->count++;
+		if (!e->key || !e->value) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void eh_config_free(struct eh_config *cfg)
+{
+	for (size_t i = 0; i < cfg->count; i++) {
+		free(cfg->entries[i].key);
+		if (cfg->entries[i].value && (cfg->entries[i].opt->flags & EH_OPT_SECRET))
+			memset(cfg->entries[i].value, 0, strlen(cfg->entries[i].value));
+		free(cfg->entries[i].value);
+	}
+	free(cfg->entries);
+	cfg->entries = NULL;
+	cfg->count = 0;
+}
+
+const char *eh_config_get(const struct eh_config *cfg, const char *key)
+{
+	const struct eh_option *o;
+
+	for (size_t i = 0; i < cfg->count; i++) {
+		if (!strcmp(cfg->entries[i].key, key))
+			return cfg->entries[i].value;
+	}
+	o = find_option(cfg->groups, cfg->ngroups, key);
+	return o ? o->def : NULL;
+}
+
+bool eh_config_isset(const struct eh_config *cfg, const char *key)
+{
+	for (size_t i = 0; i < cfg->count; i++) {
+		if (!strcmp(cfg->entries[i].key, key))
+			return true;
+	}
+	return false;
+}
+
+long long eh_config_int(const struct eh_config *cfg, const char *key)
+{
+	const char *v = eh_config_get(cfg, key);
+	long long out = 0;
+
+	if (v && eh_parse_int(v, -0x7FFFFFFFFFFFFFFFLL, 0x7FFFFFFFFFFFFFFFLL, &out))
+		out = 0;
+	return out;
+}
+
+bool eh_config_bool(const struct eh_config *cfg, const char *key)
+{
+	const char *v = eh_config_get(cfg, key);
+
+	return v && eh_parse_bool(v) == 1;
+}
+
+int eh_config_each(const struct eh_config *cfg, const char *key,
+		   int (*fn)(void *arg, const char *key, const char *value), void *arg)
+{
+	size_t n = strlen(key);
+
+	for (size_t i = 0; i < cfg->count; i++) {
+		const struct eh_config_entry *e = &cfg->entries[i];
+		int match = (e->opt->flags & EH_OPT_PREFIX) ? !strncmp(e->key, key, n) : !strcmp(e->key, key);
+
+		if (match) {
+			int rc = fn(arg, e->key, e->value);
+
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+static const char *type_name(const struct eh_option *o)
+{
+	switch (o->type) {
+	case EH_OPT_INT:
+		return "integer";
+	case EH_OPT_BOOL:
+		return "boolean";
+	case EH_OPT_ENUM:
+		return "one of";
+	case EH_OPT_LIST:
+		return "comma list";
+	default:
+		return "string";
+	}
+}
+
+void eh_options_write_markdown(FILE *out, const struct eh_option_group *groups, size_t ngroups)
+{
+	for (size_t g = 0; g < ngroups; g++) {
+		fprintf(out, "### %s\n\n", groups[g].title);
+		fprintf(out, "| key | type | default | description |\n|---|---|---|---|\n");
+		for (const struct eh_option *o = groups[g].options; o && o->key; o++) {
+			fprintf(out, "| `plugin_opt_%s%s` | %s", o->key, (o->flags & EH_OPT_PREFIX) ? "<property>" : "",
+				type_name(o));
+			if (o->type == EH_OPT_ENUM)
+				fprintf(out, " `%s`", o->choices);
+			if (o->type == EH_OPT_INT)
+				fprintf(out, " %lld..%lld", o->min, o->max);
+			if (o->flags & EH_OPT_REPEAT)
+				fprintf(out, ", repeatable");
+			fprintf(out, " | %s%s%s | %s |\n", o->def ? "`" : "", o->def ? (*o->def ? o->def : "\"\"") : "unset",
+				o->def ? "`" : "", o->help);
+		}
+		fprintf(out, "\n");
+	}
+}
+
+static void man_text(FILE *out, const char *s)
+{
+	/* roff: a backslash must be doubled and a leading dot or quote escaped. */
+	int bol = 1;
+
+	for (; *s; s++) {
+		if (bol && (*s == '.' || *s == '\''))
+			fputs("\\&", out);
+		if (*s == '\\')
+			fputs("\\e", out);
+		else if (*s == '`')
+			continue;
+		else
+			fputc(*s, out);
+		bol = *s == '\n';
+	}
+}
+
+void eh_options_write_man(FILE *out, const struct eh_option_group *groups, size_t ngroups)
+{
+	for (size_t g = 0; g < ngroups; g++) {
+		fprintf(out, ".SS ");
+		man_text(out, groups[g].title);
+		fprintf(out, "\n");
+		for (const struct eh_option *o = groups[g].options; o && o->key; o++) {
+			fprintf(out, ".TP\n.B plugin_opt_");
+			man_text(out, o->key);
+			fprintf(out, "%s\n", (o->flags & EH_OPT_PREFIX) ? "<property>" : "");
+			fprintf(out, "(%s", type_name(o));
+			if (o->type == EH_OPT_ENUM) {
+				fprintf(out, " ");
+				man_text(out, o->choices);
+			}
+			if (o->type == EH_OPT_INT)
+				fprintf(out, " %lld to %lld", o->min, o->max);
+			fprintf(out, "; default ");
+			man_text(out, o->def ? (*o->def ? o->def : "empty") : "unset");
+			fprintf(out, ")\n");
+			man_text(out, o->help);
+			fprintf(out, "\n");
+		}
+	}
+}

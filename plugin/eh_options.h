@@ -1,0 +1,88 @@
+/*
+ * eh_options: every plugin_opt_ key is declared once, in a table with its
+ * type, default, range and description. The same tables drive parsing
+ * (strict: unknown keys, duplicates and bad values are errors naming the
+ * key), defaults, and the generated configuration reference and man page.
+ */
+#ifndef EH_OPTIONS_H
+#define EH_OPTIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+enum eh_opt_type { EH_OPT_STRING, EH_OPT_INT, EH_OPT_BOOL, EH_OPT_ENUM, EH_OPT_LIST };
+
+#define EH_OPT_REPEAT 0x1u /* may be given more than once; values kept in order */
+#define EH_OPT_PREFIX 0x2u /* key is a prefix ("kafka."): any key starting with it */
+#define EH_OPT_SECRET 0x4u /* value never logged or echoed in an error */
+
+struct eh_option {
+	const char *key;     /* without plugin_opt_; NULL ends a table */
+	enum eh_opt_type type;
+	const char *def;     /* default as text; NULL: unset */
+	long long min, max;  /* EH_OPT_INT range, inclusive */
+	const char *choices; /* EH_OPT_ENUM: "a|b|c" */
+	unsigned flags;
+	const char *help;    /* one or more sentences for the reference */
+};
+
+/* A named table: the core's, or one sink's. */
+struct eh_option_group {
+	const char *name;  /* "general", "file", "http", ... */
+	const char *title; /* section heading in the reference */
+	const struct eh_option *options;
+};
+
+struct eh_kv {
+	const char *key;
+	const char *value;
+};
+
+struct eh_config_entry {
+	const struct eh_option *opt;
+	char *key;
+	char *value;
+};
+
+/* Parsed and validated options; owns copies of every key and value. */
+struct eh_config {
+	struct eh_config_entry *entries;
+	size_t count;
+	const struct eh_option_group *groups;
+	size_t ngroups;
+};
+
+/* Validates kv against the groups and copies it into cfg. Returns 0, or -1
+ * with a message naming the key in err. cfg is always safe to free. */
+int eh_config_parse(struct eh_config *cfg, const struct eh_option_group *groups, size_t ngroups,
+		    const struct eh_kv *kv, size_t count, char *err, size_t errlen);
+void eh_config_free(struct eh_config *cfg);
+
+/* The value given for key, else its default, else NULL. */
+const char *eh_config_get(const struct eh_config *cfg, const char *key);
+/* True when key was given in the configuration (not just defaulted). */
+bool eh_config_isset(const struct eh_config *cfg, const char *key);
+/* Typed getters for validated keys; the default applies when unset. */
+long long eh_config_int(const struct eh_config *cfg, const char *key);
+bool eh_config_bool(const struct eh_config *cfg, const char *key);
+/* Calls fn for each given value of a repeatable key, or for each key under
+ * a prefix option (key is the full key), in configuration order. Stops and
+ * returns fn's value when it is not 0. */
+int eh_config_each(const struct eh_config *cfg, const char *key,
+		   int (*fn)(void *arg, const char *key, const char *value), void *arg);
+
+/* Splits a comma list into trimmed items; calls fn per item. Empty items are
+ * an error (-1). Returns fn's first non-zero value, or 0. */
+int eh_list_each(const char *list, int (*fn)(void *arg, const char *item, size_t len), void *arg);
+
+/* Parses a boolean word: true/false, yes/no, on/off, 1/0. -1 if none. */
+int eh_parse_bool(const char *s);
+/* Parses a whole decimal integer within [min, max]. Returns 0 or -1. */
+int eh_parse_int(const char *s, long long min, long long max, long long *out);
+
+/* The reference, from the tables: Markdown and man(7) (roff) bodies. */
+void eh_options_write_markdown(FILE *out, const struct eh_option_group *groups, size_t ngroups);
+void eh_options_write_man(FILE *out, const struct eh_option_group *groups, size_t ngroups);
+
+#endif

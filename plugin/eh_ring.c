@@ -1,0 +1,187 @@
+/*
+ * eh_ring: see eh_ring.h for the design. The memory orders:
+ * - commit: release store of head orders the record bytes before it;
+ *   the consumer's acquire load of head makes them visible.
+ * - release: release store of tail orders the consumer's last reads of the
+ *   freed bytes before the producer's acquire load lets it overwrite them.
+ * - wake-up: a sequentially consistent fence on each side (store sleeping /
+ *   fence / load head on the consumer, store head / fence / load sleeping on
+ *   the producer) guarantees that one of them sees the other's store, so a
+ *   consumer never sleeps through a commit.
+ */
+#include "eh_ring.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAD_FLAG 0x80000000u
+
+static uint64_t align_up(uint64_t v)
+{
+	return (v + (EH_RING_ALIGN - 1)) & ~(uint64_t)(EH_RING_ALIGN - 1);
+}
+
+int eh_ring_init(struct eh_ring *ring, size_t bytes, uint64_t max_records)
+{
+	uint64_t size = 4096;
+
+	memset(ring, 0, sizeof(*ring));
+	while (size < bytes) {
+		if (size > (UINT64_MAX >> 2)) {
+			errno = EINVAL;
+			return -1;
+		}
+		size <<= 1;
+	}
+	ring->buf = aligned_alloc(64, size);
+	if (!ring->buf) {
+		errno = ENOMEM;
+		return -1;
+	}
+	ring->size = size;
+	ring->mask = size - 1;
+	ring->max_records = max_records ? max_records : UINT64_MAX;
+	/* A quarter of the ring: a record that large still leaves room for
+	 * smaller ones and the worst-case padding at the wrap. */
+	ring->max_record = size / 4 - EH_RING_HDR;
+	if (ring->max_record > UINT32_MAX)
+		ring->max_record = UINT32_MAX;
+	return 0;
+}
+
+void eh_ring_destroy(struct eh_ring *ring)
+{
+	free(ring->buf);
+	ring->buf = NULL;
+}
+
+static void write_hdr(uint8_t *at, uint32_t len)
+{
+	memcpy(at, &len, sizeof(len));
+}
+
+void *eh_ring_reserve_sp(struct eh_ring *ring, uint32_t len)
+{
+	uint64_t need, head, pos, to_end, total, used;
+
+	if (len > ring->max_record)
+		return NULL;
+	/* acquire: pairs with the consumer's release of records_out. */
+	if (atomic_load_explicit(&ring->records_in, memory_order_relaxed)
+	    - atomic_load_explicit(&ring->records_out, memory_order_acquire) >= ring->max_records)
+		return NULL;
+	need = align_up(EH_RING_HDR + (uint64_t)len);
+	head = atomic_load_explicit(&ring->head, memory_order_relaxed);
+	pos = head & ring->mask;
+	to_end = ring->size - pos;
+	total = need <= to_end ? need : to_end + need;
+	used = head - ring->tail_seen;
+	if (ring->size - used < total) {
+		/* acquire: the consumer finished reading what it freed. */
+		ring->tail_seen = atomic_load_explicit(&ring->tail, memory_order_acquire);
+		used = head - ring->tail_seen;
+		if (ring->size - used < total)
+			return NULL;
+	}
+	if (need > to_end) {
+		write_hdr(ring->buf + pos, PAD_FLAG | (uint32_t)(to_end - EH_RING_HDR));
+		head += to_end;
+		pos = 0;
+	}
+	write_hdr(ring->buf + pos, len);
+	ring->head_pending = head + need;
+	return ring->buf + pos + EH_RING_HDR;
+}
+
+static long futex(_Atomic uint32_t *word, int op, uint32_t val, const struct timespec *ts)
+{
+	return syscall(SYS_futex, (uint32_t *)word, op, val, ts, NULL, 0);
+}
+
+void eh_ring_wake(struct eh_ring *ring)
+{
+	atomic_fetch_add_explicit(&ring->wake_word, 1, memory_order_release);
+	futex(&ring->wake_word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+}
+
+void eh_ring_commit_sp(struct eh_ring *ring)
+{
+	atomic_store_explicit(&ring->records_in,
+			      atomic_load_explicit(&ring->records_in, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+	/* release: the record's bytes happen-before the consumer reads head. */
+	atomic_store_explicit(&ring->head, ring->head_pending, memory_order_release);
+	/* seq_cst fence: orders the head store before the sleeping load; pairs
+	 * with the consumer's fence in eh_ring_wait_sc. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&ring->sleeping, memory_order_relaxed))
+		eh_ring_wake(ring);
+}
+
+size_t eh_ring_peek_sc(struct eh_ring *ring, struct eh_ring_rec *out, size_t max)
+{
+	uint64_t tail = atomic_load_explicit(&ring->tail, memory_order_relaxed);
+	/* acquire: pairs with the producer's release of head. */
+	uint64_t head = atomic_load_explicit(&ring->head, memory_order_acquire);
+	size_t n = 0;
+
+	while (tail != head && n < max) {
+		uint32_t hdr;
+		uint64_t pos = tail & ring->mask;
+
+		memcpy(&hdr, ring->buf + pos, sizeof(hdr));
+		if (hdr & PAD_FLAG) {
+			tail += EH_RING_HDR + (hdr & ~PAD_FLAG);
+			continue;
+		}
+		out[n].data = ring->buf + pos + EH_RING_HDR;
+		out[n].len = hdr;
+		tail += align_up(EH_RING_HDR + (uint64_t)hdr);
+		out[n].end = tail;
+		n++;
+	}
+	return n;
+}
+
+void eh_ring_release_sc(struct eh_ring *ring, const struct eh_ring_rec *last, size_t count)
+{
+	if (!count)
+		return;
+	/* release: our reads of the freed bytes happen-before the producer
+	 * reuses them. */
+	atomic_store_explicit(&ring->tail, last->end, memory_order_release);
+	atomic_fetch_add_explicit(&ring->records_out, count, memory_order_release);
+}
+
+void eh_ring_wait_sc(struct eh_ring *ring, int timeout_ms)
+{
+	struct timespec ts = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L };
+	uint32_t word = atomic_load_explicit(&ring->wake_word, memory_order_acquire);
+
+	atomic_store_explicit(&ring->sleeping, 1, memory_order_relaxed);
+	/* seq_cst fence: orders the sleeping store before the head load; pairs
+	 * with the producer's fence in eh_ring_commit_sp. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&ring->head, memory_order_acquire)
+	    == atomic_load_explicit(&ring->tail, memory_order_relaxed))
+		futex(&ring->wake_word, FUTEX_WAIT_PRIVATE, word, timeout_ms >= 0 ? &ts : NULL);
+	atomic_store_explicit(&ring->sleeping, 0, memory_order_relaxed);
+}
+
+uint64_t eh_ring_count(const struct eh_ring *ring)
+{
+	struct eh_ring *r = (struct eh_ring *)ring;
+	/* Read out before in: a concurrent commit can only make the result
+	 * larger than the true count at the moment of the out read, never
+	 * negative. */
+	uint64_t out = atomic_load_explicit(&r->records_out, memory_order_acquire);
+	uint64_t in = atomic_load_explicit(&r->records_in, memory_order_acquire);
+
+	return in - out;
+}

@@ -1,0 +1,90 @@
+/*
+ * eh_ring: a bounded single-producer single-consumer ring of variable-size
+ * records in one preallocated buffer.
+ *
+ * The broker thread is the only producer of a sink's ring and the sink's
+ * thread its only consumer, so two monotonic byte counters (head written by
+ * the producer, tail by the consumer) are all the synchronisation needed.
+ * Records are 8-byte aligned and never split: a record that would cross the
+ * end of the buffer is preceded by a padding record that fills the end.
+ * Capacity is limited twice, in bytes and in records, and a push that does
+ * not fit fails at once: the caller drops and counts, it never waits.
+ *
+ * The consumer can sleep on an empty ring; the producer wakes it with a
+ * futex only when the consumer announced it is sleeping, so a busy ring
+ * costs no system call per record.
+ */
+#ifndef EH_RING_H
+#define EH_RING_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define EH_RING_ALIGN 8u
+#define EH_RING_HDR 8u
+
+struct eh_ring {
+	/* Producer line: head is published with release after the record is
+	 * written; tail_seen caches the consumer's tail to avoid touching the
+	 * consumer's cache line on every push. */
+	_Alignas(64) _Atomic uint64_t head;
+	uint64_t head_pending;
+	uint64_t tail_seen;
+	_Atomic uint64_t records_in; /* written by the producer only */
+
+	/* Consumer line: tail is published with release after the consumer is
+	 * done reading the bytes it frees. */
+	_Alignas(64) _Atomic uint64_t tail;
+	_Atomic uint64_t records_out;
+
+	/* Wake-up line: sleeping is set by the consumer before it waits on
+	 * wake_word; the producer bumps wake_word and calls futex only if set. */
+	_Alignas(64) _Atomic uint32_t sleeping;
+	_Atomic uint32_t wake_word;
+
+	_Alignas(64) uint8_t *buf;
+	uint64_t size;       /* bytes, a power of two */
+	uint64_t mask;
+	uint64_t max_records;
+	uint64_t max_record; /* largest payload a single record may hold */
+};
+
+/* One readable record handed to the consumer; data stays valid until the
+ * consumer releases past end. */
+struct eh_ring_rec {
+	const void *data;
+	uint32_t len;
+	uint64_t end;
+};
+
+/* Any thread, before use. bytes is rounded up to a power of two (min 4 KiB).
+ * Returns 0, or -1 with errno set (ENOMEM). */
+int eh_ring_init(struct eh_ring *ring, size_t bytes, uint64_t max_records);
+/* Any thread, after both sides stopped. Tolerates a zeroed ring. */
+void eh_ring_destroy(struct eh_ring *ring);
+
+/* Producer thread. Returns a pointer to len writable bytes, or NULL when the
+ * ring has no room (in bytes or records) or len exceeds max_record.
+ * Nothing is visible to the consumer until eh_ring_commit_sp. */
+void *eh_ring_reserve_sp(struct eh_ring *ring, uint32_t len);
+/* Producer thread: publishes the reserved record and wakes a sleeping
+ * consumer. */
+void eh_ring_commit_sp(struct eh_ring *ring);
+
+/* Consumer thread: fills up to max records in order without consuming them.
+ * Returns how many were filled. */
+size_t eh_ring_peek_sc(struct eh_ring *ring, struct eh_ring_rec *out, size_t max);
+/* Consumer thread: frees the first count records peeked, the last of which
+ * is last. */
+void eh_ring_release_sc(struct eh_ring *ring, const struct eh_ring_rec *last, size_t count);
+/* Consumer thread: sleeps until a record is committed, eh_ring_wake is
+ * called, or timeout_ms passes. Returns at once if the ring is not empty. */
+void eh_ring_wait_sc(struct eh_ring *ring, int timeout_ms);
+
+/* Any thread: wakes a sleeping consumer (used to deliver a stop request). */
+void eh_ring_wake(struct eh_ring *ring);
+/* Any thread: records committed and not yet released (a snapshot). */
+uint64_t eh_ring_count(const struct eh_ring *ring);
+
+#endif

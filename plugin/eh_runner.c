@@ -1,0 +1,348 @@
+/*
+ * eh_runner: the thread behind every sink. It takes records from the sink's
+ * ring in batches, hands them to the sink's deliver hook, and owns what every
+ * sink needs the same way: lingering to fill a batch, retries with
+ * exponential backoff and full jitter (a timed wait that a stop request
+ * interrupts, never a sleep), giving up after the retry budget, counters,
+ * reload requests, and the drain at shutdown within the deadline.
+ *
+ * Order: a batch that is retried holds back everything behind it, so a sink
+ * sees every event at most once and in capture order.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "eh_core.h"
+
+#define IDLE_POLL_MS 100
+
+int64_t eh_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t eh_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void eh_sink_set_batching(struct eh_sink *sink, size_t batch_max, int64_t linger_ms)
+{
+	sink->batch_max = batch_max ? batch_max : 1;
+	sink->linger_ms = linger_ms < 0 ? 0 : linger_ms;
+}
+
+void eh_sink_set_retry(struct eh_sink *sink, int64_t initial_ms, int64_t max_ms, int64_t max_elapsed_ms)
+{
+	sink->retry_initial_ms = initial_ms > 0 ? initial_ms : 1;
+	sink->retry_max_ms = max_ms >= sink->retry_initial_ms ? max_ms : sink->retry_initial_ms;
+	sink->retry_max_elapsed_ms = max_elapsed_ms;
+}
+
+void eh_sink_count(struct eh_sink *sink, uint64_t delivered, uint64_t failed)
+{
+	if (delivered)
+		atomic_fetch_add_explicit(&sink->delivered, delivered, memory_order_relaxed);
+	if (failed)
+		atomic_fetch_add_explicit(&sink->failed, failed, memory_order_relaxed);
+}
+
+int64_t eh_sink_shutdown_timeout_ms(const struct eh_sink *sink)
+{
+	return sink->core->shutdown_timeout_ms;
+}
+
+void eh_sink_log(struct eh_sink *sink, int level, const char *fmt, ...)
+{
+	char buf[EH_LOG_LEN];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	eh_core_log(sink->core, level, "%s: %s", sink->name, buf);
+}
+
+char *eh_read_secret_file(const char *key, const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "re");
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	int c;
+
+	if (!f) {
+		snprintf(err, errlen, "plugin_opt_%s: cannot read '%s': %s", key, path, strerror(errno));
+		return NULL;
+	}
+	while ((c = fgetc(f)) != EOF) {
+		if (len + 1 >= cap) {
+			char *grown;
+
+			cap = cap ? cap * 2 : 256;
+			if (cap > (1u << 20)) {
+				snprintf(err, errlen, "plugin_opt_%s: '%s' is larger than 1 MiB", key, path);
+				goto fail;
+			}
+			grown = realloc(buf, cap);
+			if (!grown) {
+				snprintf(err, errlen, "out of memory");
+				goto fail;
+			}
+			buf = grown;
+		}
+		buf[len++] = (char)c;
+	}
+	fclose(f);
+	while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+		len--;
+	if (!len) {
+		snprintf(err, errlen, "plugin_opt_%s: '%s' is empty", key, path);
+		free(buf);
+		return NULL;
+	}
+	buf[len] = '\0';
+	return buf;
+fail:
+	if (buf)
+		memset(buf, 0, len);
+	free(buf);
+	fclose(f);
+	return NULL;
+}
+
+static uint64_t rand_below(uint64_t n)
+{
+	uint64_t r = 0;
+
+	if (n <= 1)
+		return 0;
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+		r = (uint64_t)eh_now_ms() * 6364136223846793005ull;
+	return r % n;
+}
+
+static bool stopping(struct eh_sink *s)
+{
+	return atomic_load_explicit(&s->stop, memory_order_acquire) != 0;
+}
+
+static bool past_deadline(struct eh_sink *s)
+{
+	return stopping(s) && eh_now_ms() >= atomic_load_explicit(&s->drain_deadline_ms, memory_order_relaxed);
+}
+
+/* Waits until until_ms, or the drain deadline once stopping. A stop request
+ * wakes the ring, so the wait is re-evaluated at once. */
+static void wait_until(struct eh_sink *s, int64_t until_ms)
+{
+	for (;;) {
+		int64_t now = eh_now_ms();
+		int64_t end = until_ms;
+
+		if (stopping(s)) {
+			int64_t dl = atomic_load_explicit(&s->drain_deadline_ms, memory_order_relaxed);
+
+			if (dl < end)
+				end = dl;
+		}
+		if (now >= end)
+			return;
+		/* The ring is not empty while retrying, so eh_ring_wait_sc would
+		 * return at once: wait on the stop word instead, which
+		 * eh_runner_request_stop wakes. Once stopping, end is already
+		 * capped by the deadline and nothing needs to interrupt us. */
+		{
+			struct timespec ts;
+			int64_t step = end - now;
+
+			ts.tv_sec = step / 1000;
+			ts.tv_nsec = (long)(step % 1000) * 1000000L;
+			if (stopping(s))
+				nanosleep(&ts, NULL);
+			else
+				syscall(SYS_futex, (int *)&s->stop, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0);
+		}
+	}
+}
+
+static void take_reload(struct eh_sink *s)
+{
+	if (atomic_exchange_explicit(&s->reload_req, 0, memory_order_acq_rel) && s->ops->reload)
+		s->ops->reload(s->ctx);
+}
+
+static void *run(void *arg)
+{
+	struct eh_sink *s = arg;
+	struct eh_ring_rec *recs = calloc(s->batch_max, sizeof(*recs));
+	struct eh_event *evs = calloc(s->batch_max, sizeof(*evs));
+	sigset_t all;
+	uint64_t attempt = 0;
+	int64_t retry_start = 0, linger_start = 0;
+	bool gave_up_logged = false;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	if (!recs || !evs) {
+		eh_sink_log(s, 2 /* MOSQ_LOG_WARNING */, "out of memory; sink stopped");
+		goto out;
+	}
+	if (s->ops->open && s->ops->open(s->ctx))
+		eh_sink_log(s, 2, "could not open at start; will keep retrying");
+
+	for (;;) {
+		size_t n, done;
+		struct eh_batch batch;
+		enum eh_deliver_rc rc;
+
+		take_reload(s);
+		if (past_deadline(s))
+			break;
+		n = eh_ring_peek_sc(&s->ring, recs, s->batch_max);
+		if (!n) {
+			if (stopping(s))
+				break;
+			if (s->ops->poll)
+				s->ops->poll(s->ctx);
+			eh_ring_wait_sc(&s->ring, IDLE_POLL_MS);
+			continue;
+		}
+		if (n < s->batch_max && s->linger_ms > 0 && !stopping(s) && attempt == 0) {
+			int64_t now = eh_now_ms();
+
+			if (!linger_start)
+				linger_start = now;
+			if (now - linger_start < s->linger_ms) {
+				eh_ring_wait_sc(&s->ring, (int)(s->linger_ms - (now - linger_start)));
+				/* A commit wakes us even when the batch is still not
+				 * full; peek again and decide. */
+				continue;
+			}
+		}
+		linger_start = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (eh_event_unpack(recs[i].data, recs[i].len, &evs[i])) {
+				/* Cannot happen with records written by eh_event_pack;
+				 * count rather than crash if it ever does. */
+				atomic_fetch_add_explicit(&s->failed, 1, memory_order_relaxed);
+				eh_ring_release_sc(&s->ring, &recs[i], i + 1);
+				n = 0;
+				break;
+			}
+		}
+		if (!n)
+			continue;
+		batch = (struct eh_batch){ evs, n, 0, -1, attempt };
+		rc = s->ops->deliver(s->ctx, &batch);
+		done = rc == EH_DELIVER_OK ? n : (batch.done > n ? n : batch.done);
+		if (done && !(s->ops->flags & EH_SINK_ASYNC_ACK))
+			atomic_fetch_add_explicit(&s->delivered, done, memory_order_relaxed);
+		if (rc == EH_DELIVER_DROP) {
+			atomic_fetch_add_explicit(&s->failed, n - done, memory_order_relaxed);
+			done = n;
+		}
+		if (done) {
+			eh_ring_release_sc(&s->ring, &recs[done - 1], done);
+			attempt = 0;
+			gave_up_logged = false;
+		}
+		if (s->ops->poll)
+			s->ops->poll(s->ctx);
+		if (rc != EH_DELIVER_RETRY)
+			continue;
+
+		{
+			int64_t now = eh_now_ms(), base, delay;
+
+			if (attempt == 0)
+				retry_start = now;
+			if (s->retry_max_elapsed_ms >= 0 && now - retry_start >= s->retry_max_elapsed_ms && attempt > 0) {
+				size_t rest = n - done;
+
+				if (!gave_up_logged)
+					eh_sink_log(s, 2, "gave up on %zu event(s) after %lld ms of retries", rest,
+						    (long long)(now - retry_start));
+				gave_up_logged = true;
+				atomic_fetch_add_explicit(&s->failed, rest, memory_order_relaxed);
+				eh_ring_release_sc(&s->ring, &recs[n - 1], rest);
+				attempt = 0;
+				continue;
+			}
+			base = s->retry_initial_ms;
+			for (uint64_t k = 0; k < attempt && base < s->retry_max_ms; k++)
+				base *= 2;
+			if (base > s->retry_max_ms)
+				base = s->retry_max_ms;
+			/* Full jitter over the upper half keeps a floor under the
+			 * delay while still spreading many nodes apart. */
+			delay = base / 2 + (int64_t)rand_below((uint64_t)(base - base / 2) + 1);
+			if (batch.retry_after_ms >= 0 && batch.retry_after_ms > delay)
+				delay = batch.retry_after_ms;
+			if (s->retry_max_elapsed_ms >= 0 && now + delay > retry_start + s->retry_max_elapsed_ms
+			    && batch.retry_after_ms < 0)
+				delay = retry_start + s->retry_max_elapsed_ms - now;
+			if (delay < 0)
+				delay = 0;
+			attempt++;
+			wait_until(s, now + delay);
+		}
+	}
+out:
+	{
+		uint64_t left = eh_ring_count(&s->ring);
+
+		if (s->ops->flush) {
+			int64_t rest = atomic_load_explicit(&s->drain_deadline_ms, memory_order_relaxed) - eh_now_ms();
+
+			left += s->ops->flush(s->ctx, rest > 0 ? rest : 0);
+		}
+		atomic_store_explicit(&s->left, left, memory_order_relaxed);
+	}
+	free(recs);
+	free(evs);
+	return NULL;
+}
+
+int eh_runner_start(struct eh_sink *s)
+{
+	int rc = pthread_create(&s->thread, NULL, run, s);
+
+	if (rc) {
+		errno = rc;
+		return -1;
+	}
+	s->thread_started = true;
+	return 0;
+}
+
+void eh_runner_request_stop(struct eh_sink *s, int64_t deadline_ms)
+{
+	atomic_store_explicit(&s->drain_deadline_ms, deadline_ms, memory_order_relaxed);
+	/* release: the deadline is visible to whoever sees stop. */
+	atomic_store_explicit(&s->stop, 1, memory_order_release);
+	syscall(SYS_futex, (int *)&s->stop, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	eh_ring_wake(&s->ring);
+}
+
+void eh_runner_join(struct eh_sink *s)
+{
+	if (s->thread_started) {
+		pthread_join(s->thread, NULL);
+		s->thread_started = false;
+	}
+}

@@ -1,0 +1,310 @@
+/*
+ * eh_scope: a small reader of mosquitto.conf that mirrors the broker's rules
+ * for the few directives that decide who provides authentication and ACLs:
+ * per_listener_settings, listener/port, allow_anonymous, password_file,
+ * acl_file, plugin, auth_plugin and include_dir (honoured only in the main
+ * file, *.conf sorted by name). Anything it cannot read makes the result
+ * unknown, and the capture code then observes less rather than guess.
+ */
+#include "eh_scope.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define MAX_SCOPES 64
+
+struct scope {
+	int allow_anonymous; /* -1 unset */
+	bool password_file, acl_file, dynsec, legacy, unknown, ours;
+};
+
+struct parse {
+	bool per_listener;
+	bool has_listener;
+	int cur; /* scope index; 0 is the default listener / global */
+	int nscopes;
+	struct scope s[MAX_SCOPES];
+	int our_scopes[MAX_SCOPES]; /* scope of the k-th plugin line naming us */
+	int nours;
+	bool global_dynsec, global_legacy, global_unknown;
+	const char *self;
+	char why[512];
+	bool failed;
+};
+
+static const char *base_name(const char *p)
+{
+	const char *s = strrchr(p, '/');
+
+	return s ? s + 1 : p;
+}
+
+static bool same_object(const char *a, const char *b)
+{
+	char ra[PATH_MAX], rb[PATH_MAX];
+
+	if (realpath(a, ra) && realpath(b, rb))
+		return !strcmp(ra, rb);
+	return !strcmp(base_name(a), base_name(b));
+}
+
+static struct scope *cur(struct parse *p)
+{
+	return &p->s[p->per_listener ? p->cur : 0];
+}
+
+static int parse_file(struct parse *p, const char *path, bool main_file);
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int include_dir(struct parse *p, const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char **names = NULL;
+	size_t n = 0;
+	int rc = 0;
+
+	if (!d) {
+		snprintf(p->why, sizeof(p->why), "cannot read include_dir '%s': %s", dir, strerror(errno));
+		return -1;
+	}
+	while ((e = readdir(d))) {
+		size_t len = strlen(e->d_name);
+		char **grown;
+
+		if (len < 6 || strcmp(e->d_name + len - 5, ".conf"))
+			continue;
+		grown = realloc(names, (n + 1) * sizeof(*names));
+		if (!grown) {
+			rc = -1;
+			break;
+		}
+		names = grown;
+		names[n] = malloc(strlen(dir) + len + 2);
+		if (!names[n]) {
+			rc = -1;
+			break;
+		}
+		sprintf(names[n], "%s/%s", dir, e->d_name);
+		n++;
+	}
+	closedir(d);
+	if (!rc)
+		qsort(names, n, sizeof(*names), cmp_str);
+	for (size_t i = 0; i < n; i++) {
+		if (!rc)
+			rc = parse_file(p, names[i], false);
+		free(names[i]);
+	}
+	free(names);
+	return rc;
+}
+
+static void plugin_line(struct parse *p, const char *path, bool legacy)
+{
+	struct scope *s = cur(p);
+
+	if (p->self && same_object(path, p->self)) {
+		s->ours = true;
+		if (p->nours < MAX_SCOPES)
+			p->our_scopes[p->nours++] = p->per_listener ? p->cur : 0;
+		return;
+	}
+	if (legacy) {
+		s->legacy = true;
+		p->global_legacy = true;
+	} else if (strstr(base_name(path), "mosquitto_dynamic_security")) {
+		s->dynsec = true;
+		p->global_dynsec = true;
+	} else {
+		s->unknown = true;
+		p->global_unknown = true;
+	}
+}
+
+static int parse_line(struct parse *p, char *line, bool main_file)
+{
+	char *key = line, *val;
+
+	while (isspace((unsigned char)*key))
+		key++;
+	if (!*key || *key == '#')
+		return 0;
+	val = key;
+	while (*val && !isspace((unsigned char)*val))
+		val++;
+	if (*val)
+		*val++ = '\0';
+	while (isspace((unsigned char)*val))
+		val++;
+	for (char *e = val + strlen(val); e > val && isspace((unsigned char)e[-1]); e--)
+		e[-1] = '\0';
+
+	if (!strcmp(key, "per_listener_settings")) {
+		p->per_listener = !strcasecmp(val, "true");
+	} else if (!strcmp(key, "listener")) {
+		p->has_listener = true;
+		if (p->nscopes < MAX_SCOPES) {
+			p->cur = p->nscopes++;
+			p->s[p->cur].allow_anonymous = -1;
+		} else {
+			snprintf(p->why, sizeof(p->why), "more than %d listeners", MAX_SCOPES - 1);
+			return -1;
+		}
+	} else if (!strcmp(key, "port")) {
+		p->has_listener = true;
+	} else if (!strcmp(key, "allow_anonymous")) {
+		cur(p)->allow_anonymous = !strcasecmp(val, "true");
+	} else if (!strcmp(key, "password_file")) {
+		cur(p)->password_file = true;
+	} else if (!strcmp(key, "acl_file")) {
+		cur(p)->acl_file = true;
+	} else if (!strcmp(key, "plugin")) {
+		plugin_line(p, val, false);
+	} else if (!strcmp(key, "auth_plugin")) {
+		plugin_line(p, val, true);
+	} else if (!strcmp(key, "include_dir") && main_file) {
+		return include_dir(p, val);
+	} else if (!strcmp(key, "global_plugin")) {
+		plugin_line(p, val, false);
+	}
+	return 0;
+}
+
+static int parse_file(struct parse *p, const char *path, bool main_file)
+{
+	FILE *f = fopen(path, "re");
+	char *line = NULL;
+	size_t cap = 0;
+	int rc = 0;
+
+	if (!f) {
+		snprintf(p->why, sizeof(p->why), "cannot read '%s': %s", path, strerror(errno));
+		return -1;
+	}
+	while (!rc && getline(&line, &cap, f) >= 0)
+		rc = parse_line(p, line, main_file);
+	free(line);
+	fclose(f);
+	return rc;
+}
+
+void eh_scope_learn_file(struct eh_scope_info *out, const char *path, bool cmdline_port, const char *self, int index)
+{
+	struct parse *p = calloc(1, sizeof(*p));
+	struct scope *s;
+	int at;
+
+	memset(out, 0, sizeof(*out));
+	snprintf(out->path, sizeof(out->path), "%s", path);
+	if (!p) {
+		snprintf(out->why, sizeof(out->why), "out of memory");
+		return;
+	}
+	p->self = self;
+	p->nscopes = 1;
+	for (int i = 0; i < MAX_SCOPES; i++)
+		p->s[i].allow_anonymous = -1;
+	if (parse_file(p, path, true)) {
+		snprintf(out->why, sizeof(out->why), "%s", p->why);
+		free(p);
+		return;
+	}
+	if (cmdline_port)
+		p->has_listener = true;
+	at = 0;
+	if (p->per_listener) {
+		if (index >= p->nours) {
+			snprintf(out->why, sizeof(out->why), "cannot tell which listener plugin instance %d belongs to",
+				 index);
+			free(p);
+			return;
+		}
+		at = p->our_scopes[index];
+	}
+	s = &p->s[at];
+	out->known = true;
+	out->per_listener = p->per_listener;
+	/* Local-only mode (no listener, no -p) forces anonymous access on. */
+	out->allow_anonymous = s->allow_anonymous < 0 ? !p->has_listener : s->allow_anonymous == 1;
+	if (!p->has_listener)
+		out->allow_anonymous = true;
+	out->password_file = s->password_file;
+	out->acl_file = s->acl_file;
+	/* A plugin in any listener counts for every scope: the broker shares
+	 * one loaded object, and being wrong here must only mean seeing less. */
+	out->dynsec = p->per_listener ? (s->dynsec || p->global_dynsec) : p->global_dynsec;
+	out->legacy_plugin = p->global_legacy;
+	out->unknown_plugin = p->global_unknown;
+	free(p);
+}
+
+/* Reads the broker's command line: the -c file (made absolute against the
+ * broker's working directory) and whether -p was given. */
+static int cmdline_config(char *path, size_t cap, bool *port)
+{
+	FILE *f = fopen("/proc/self/cmdline", "re");
+	char buf[8192], cwd[PATH_MAX];
+	const char *prev = NULL, *conf = NULL;
+	size_t n;
+	ssize_t len;
+
+	*port = false;
+	path[0] = '\0';
+	if (!f)
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	for (size_t i = 0; i < n; i += strlen(buf + i) + 1) {
+		const char *arg = buf + i;
+
+		if (prev && (!strcmp(prev, "-c") || !strcmp(prev, "--config-file")))
+			conf = arg;
+		if (!strcmp(arg, "-p") || !strcmp(arg, "--port"))
+			*port = true;
+		prev = arg;
+	}
+	if (!conf)
+		return -1;
+	if (conf[0] == '/') {
+		snprintf(path, cap, "%s", conf);
+		return 0;
+	}
+	len = readlink("/proc/self/cwd", cwd, sizeof(cwd) - 1);
+	if (len < 0)
+		return -1;
+	cwd[len] = '\0';
+	if ((size_t)snprintf(path, cap, "%s/", cwd) >= cap || strlen(path) + strlen(conf) >= cap)
+		return -1;
+	strcat(path, conf);
+	return 0;
+}
+
+void eh_scope_learn(struct eh_scope_info *out, const char *override, const char *self, int index)
+{
+	char path[4096];
+	bool port = false;
+	int found = cmdline_config(path, sizeof(path), &port);
+
+	if (override) {
+		snprintf(path, sizeof(path), "%s", override);
+	} else if (found) {
+		memset(out, 0, sizeof(*out));
+		snprintf(out->why, sizeof(out->why), "cannot find the broker's -c configuration file in "
+			 "/proc/self/cmdline (set plugin_opt_config_file)");
+		return;
+	}
+	eh_scope_learn_file(out, path, port, self, index);
+}

@@ -1,0 +1,41 @@
+/*
+ * eh_scope: what the broker's own configuration says about the security of
+ * this plugin instance's scope. On Mosquitto 2.0 a plugin that registers an
+ * authentication or ACL callback, even one that always defers, changes the
+ * broker's answers when no other provider is in the scope (see
+ * docs/capture.md). The capture code asks this module which providers exist
+ * and registers only where observing is provably neutral.
+ *
+ * Read at plugin init and again at each reload, on the broker thread (the
+ * broker itself is reading the same files at those moments).
+ */
+#ifndef EH_SCOPE_H
+#define EH_SCOPE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct eh_scope_info {
+	bool known;            /* the configuration was read and understood */
+	char why[512];         /* when !known: what stopped us */
+	char path[4096];       /* the configuration file read */
+	bool per_listener;
+	bool allow_anonymous;
+	bool password_file;
+	bool acl_file;
+	bool dynsec;           /* the dynamic-security plugin is loaded */
+	bool legacy_plugin;    /* an auth_plugin (v2-v4) is loaded */
+	bool unknown_plugin;   /* another v5 plugin whose callbacks we cannot know */
+};
+
+/* Learns the scope of the index-th initialisation of this plugin (0 for
+ * the first; per listener settings run one per listener). override is
+ * plugin_opt_config_file or NULL; self is the path of our own .so. */
+void eh_scope_learn(struct eh_scope_info *out, const char *override, const char *self, int index);
+
+/* Parses configuration text (for tests): same as eh_scope_learn but from a
+ * file path given directly, with cmdline_port telling if -p was used. */
+void eh_scope_learn_file(struct eh_scope_info *out, const char *path, bool cmdline_port, const char *self,
+			 int index);
+
+#endif

@@ -1,0 +1,43 @@
+/*
+ * eh_template: topic and key templates such as "$events/{event}/{clientid}".
+ * Placeholders: {event} {node} {clientid} {username} {seq}. A template is
+ * parsed once at start (unknown placeholders are configuration errors) and
+ * rendered per event on a sink thread.
+ *
+ * Rendering for a topic makes client-supplied values safe as one topic
+ * level: '/', '+', '#', '%', NUL, control characters and bytes that are not
+ * valid UTF-8 are written as %XX (upper-case hex), so distinct client ids
+ * always give distinct topics and the original is recoverable by
+ * percent-decoding. Rendering for a key copies the bytes unchanged.
+ */
+#ifndef EH_TEMPLATE_H
+#define EH_TEMPLATE_H
+
+#include <stddef.h>
+
+#include "eh_event.h"
+#include "eh_json.h"
+
+enum eh_template_mode { EH_TEMPLATE_TOPIC, EH_TEMPLATE_RAW };
+
+struct eh_template_part {
+	int field;          /* -1: literal text; else a placeholder id */
+	char *text;         /* literal text (owned) */
+	size_t len;
+};
+
+struct eh_template {
+	struct eh_template_part *parts;
+	size_t count;
+};
+
+/* Returns 0, or -1 with err naming the problem (unknown placeholder,
+ * unbalanced brace). */
+int eh_template_parse(struct eh_template *t, const char *text, char *err, size_t errlen);
+void eh_template_free(struct eh_template *t);
+/* Renders into out (capacity cap, always NUL-terminated when cap > 0).
+ * Returns the full length needed, excluding the NUL (like snprintf). */
+size_t eh_template_render(const struct eh_template *t, const struct eh_event *ev, const struct eh_node *node,
+			  enum eh_template_mode mode, char *out, size_t cap);
+
+#endif

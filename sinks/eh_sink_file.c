@@ -1,0 +1,199 @@
+/*
+ * File sink: one JSON object per line, appended. Each batch is written with
+ * as few write calls as possible; lines are whole or absent unless the disk
+ * fills mid-line (then the sink retries, so a torn line can only precede a
+ * complete copy). SIGHUP reopens the path, so logrotate's rename-and-HUP
+ * works; with file_fsync each batch is fsync'ed before it counts as
+ * delivered.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <mosquitto.h>
+
+#include "eh_sinks.h"
+
+struct file_sink {
+	struct eh_sink *sink;
+	const struct eh_node *node;
+	char *path;
+	int fd;
+	bool fsync_each;
+	int mode;
+	char *buf;
+	size_t cap;
+	bool failing;
+};
+
+static const struct eh_option file_options[] = {
+	{ "file_path", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "Enables the file sink: events are appended to this file as JSON lines. The broker's user needs "
+	  "write access; the file is created if missing and reopened on SIGHUP." },
+	{ "file_fsync", EH_OPT_BOOL, "false", 0, 0, NULL, 0,
+	  "fsync the file after each batch before counting it delivered (survives power loss; slower)." },
+	{ "file_mode", EH_OPT_STRING, "0640", 0, 0, NULL, 0, "Permissions (octal) of a newly created file." },
+	{ "file_batch_max", EH_OPT_INT, "512", 1, 65536, NULL, 0, "Events written per write call at most." },
+	EH_SINK_FILTER_OPTIONS("file"),
+	{ NULL, 0, NULL, 0, 0, NULL, 0, NULL },
+};
+
+static int open_file(struct file_sink *f, char *err, size_t errlen)
+{
+	int fd = open(f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, f->mode);
+
+	if (fd < 0) {
+		snprintf(err, errlen, "plugin_opt_file_path: cannot open '%s': %s", f->path, strerror(errno));
+		return -1;
+	}
+	if (f->fd >= 0)
+		close(f->fd);
+	f->fd = fd;
+	return 0;
+}
+
+static void file_destroy(void *ctx)
+{
+	struct file_sink *f = ctx;
+
+	if (!f)
+		return;
+	if (f->fd >= 0)
+		close(f->fd);
+	free(f->path);
+	free(f->buf);
+	free(f);
+}
+
+static int file_create(const struct eh_sink_env *env, void **ctx, char *err, size_t errlen)
+{
+	struct file_sink *f = calloc(1, sizeof(*f));
+	const char *mode = eh_config_get(env->config, "file_mode");
+	char *end;
+	long m;
+
+	*ctx = f;
+	if (!f) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	f->fd = -1;
+	f->sink = env->sink;
+	f->node = env->node;
+	f->fsync_each = eh_config_bool(env->config, "file_fsync");
+	m = strtol(mode, &end, 8);
+	if (*end || m < 0 || m > 07777) {
+		snprintf(err, errlen, "plugin_opt_file_mode: '%s' is not an octal mode such as 0640", mode);
+		return -1;
+	}
+	f->mode = (int)m;
+	f->path = strdup(eh_config_get(env->config, "file_path"));
+	if (!f->path) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (open_file(f, err, errlen))
+		return -1;
+	eh_sink_set_batching(env->sink, (size_t)eh_config_int(env->config, "file_batch_max"), 0);
+	eh_sink_set_retry(env->sink, 100, 5000, -1);
+	return 0;
+}
+
+static enum eh_deliver_rc file_deliver(void *ctx, struct eh_batch *b)
+{
+	struct file_sink *f = ctx;
+	size_t len = 0, written = 0;
+	size_t *ends = calloc(b->count, sizeof(*ends));
+
+	if (!ends)
+		return EH_DELIVER_RETRY;
+	for (size_t i = 0; i < b->count; i++) {
+		json_t *o = eh_json_event(&b->events[i], f->node);
+		char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+		size_t n = line ? strlen(line) : 0;
+
+		json_decref(o);
+		if (!line) {
+			free(ends);
+			return EH_DELIVER_RETRY;
+		}
+		if (len + n + 1 > f->cap) {
+			size_t cap = (len + n + 1) * 2;
+			char *grown = realloc(f->buf, cap);
+
+			if (!grown) {
+				free(line);
+				free(ends);
+				return EH_DELIVER_RETRY;
+			}
+			f->buf = grown;
+			f->cap = cap;
+		}
+		memcpy(f->buf + len, line, n);
+		f->buf[len + n] = '\n';
+		len += n + 1;
+		ends[i] = len;
+		free(line);
+	}
+	while (written < len) {
+		ssize_t w = write(f->fd, f->buf + written, len - written);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			if (!f->failing)
+				eh_sink_log(f->sink, MOSQ_LOG_WARNING, "cannot write '%s': %s; retrying", f->path,
+					    strerror(errno));
+			f->failing = true;
+			b->done = 0;
+			while (b->done < b->count && ends[b->done] <= written)
+				b->done++;
+			free(ends);
+			return EH_DELIVER_RETRY;
+		}
+		written += (size_t)w;
+	}
+	free(ends);
+	if (f->fsync_each && fsync(f->fd)) {
+		eh_sink_log(f->sink, MOSQ_LOG_WARNING, "fsync '%s': %s", f->path, strerror(errno));
+		/* The lines are written; retrying would duplicate them. */
+	}
+	if (f->failing)
+		eh_sink_log(f->sink, MOSQ_LOG_NOTICE, "writing '%s' again", f->path);
+	f->failing = false;
+	return EH_DELIVER_OK;
+}
+
+static void file_reload(void *ctx)
+{
+	struct file_sink *f = ctx;
+	char err[512];
+
+	if (open_file(f, err, sizeof(err)))
+		eh_sink_log(f->sink, MOSQ_LOG_WARNING, "%s; still writing the previous file", err);
+}
+
+static uint64_t file_flush(void *ctx, int64_t timeout_ms)
+{
+	struct file_sink *f = ctx;
+
+	(void)timeout_ms;
+	if (f->fd >= 0)
+		fsync(f->fd);
+	return 0;
+}
+
+const struct eh_sink_ops eh_sink_file_ops = {
+	.name = "file",
+	.enable_key = "file_path",
+	.options = file_options,
+	.title = "File sink",
+	.create = file_create,
+	.deliver = file_deliver,
+	.reload = file_reload,
+	.flush = file_flush,
+	.destroy = file_destroy,
+};

@@ -1,0 +1,190 @@
+/*
+ * Local sink: publishes each event into this same broker, on a topic made
+ * from local_topic (e.g. "$events/{event}/{clientid}").
+ *
+ * Broker functions may only be called on the broker thread, so the work is
+ * split: the sink thread renders topic and JSON into an outbox ring, and the
+ * broker thread drains the outbox from TICK with mosquitto_broker_publish_copy
+ * (at most OUTBOX_PER_TICK messages per tick, so a backlog never stalls the
+ * broker's own traffic). A message counts as delivered once the broker has
+ * taken it. Messages published this way produce no MESSAGE or WRITE ACL
+ * event, so the sink cannot feed back into itself.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+
+#include "eh_ring.h"
+#include "eh_sinks.h"
+#include "eh_template.h"
+
+#define OUTBOX_BYTES (4u << 20)
+#define OUTBOX_RECORDS 8192
+#define OUTBOX_PER_TICK 1024
+#define TOPIC_CAP 65536
+
+struct local_sink {
+	struct eh_sink *sink;
+	const struct eh_node *node;
+	struct eh_template topic;
+	int qos;
+	bool retain;
+	bool cloudevents;
+	struct eh_ring outbox;
+	char *topic_buf;
+};
+
+static const struct eh_option local_options[] = {
+	{ "local_topic", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "Enables the local sink: each event is published into this broker on this topic template. "
+	  "Placeholders {event} {node} {clientid} {username} {seq}; client-supplied values have '/', '+', "
+	  "'#', '%', control characters and invalid UTF-8 written as %XX. Example: $events/{event}/{clientid}." },
+	{ "local_qos", EH_OPT_INT, "0", 0, 2, NULL, 0, "QoS of the published events." },
+	{ "local_retain", EH_OPT_BOOL, "false", 0, 0, NULL, 0, "Publish the events retained." },
+	{ "local_format", EH_OPT_ENUM, "json", 0, 0, "json|cloudevents", 0,
+	  "Payload format: our JSON event, or a CloudEvents 1.0 structured-mode envelope." },
+	EH_SINK_FILTER_OPTIONS("local"),
+	{ NULL, 0, NULL, 0, 0, NULL, 0, NULL },
+};
+
+static void local_destroy(void *ctx)
+{
+	struct local_sink *l = ctx;
+
+	if (!l)
+		return;
+	eh_template_free(&l->topic);
+	eh_ring_destroy(&l->outbox);
+	free(l->topic_buf);
+	free(l);
+}
+
+static int local_create(const struct eh_sink_env *env, void **ctx, char *err, size_t errlen)
+{
+	struct local_sink *l = calloc(1, sizeof(*l));
+	char why[400];
+
+	*ctx = l;
+	if (!l) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	l->sink = env->sink;
+	l->node = env->node;
+	l->qos = (int)eh_config_int(env->config, "local_qos");
+	l->retain = eh_config_bool(env->config, "local_retain");
+	l->cloudevents = !strcmp(eh_config_get(env->config, "local_format"), "cloudevents");
+	if (eh_template_parse(&l->topic, eh_config_get(env->config, "local_topic"), why, sizeof(why))) {
+		snprintf(err, errlen, "plugin_opt_local_topic: %s", why);
+		return -1;
+	}
+	l->topic_buf = malloc(TOPIC_CAP);
+	if (!l->topic_buf || eh_ring_init(&l->outbox, OUTBOX_BYTES, OUTBOX_RECORDS)) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	eh_sink_set_batching(env->sink, 256, 0);
+	/* Only a full outbox makes the sink retry: wait about one tick. */
+	eh_sink_set_retry(env->sink, 20, 200, -1);
+	return 0;
+}
+
+/* Outbox record: uint32 topic length, topic bytes, payload bytes. */
+static enum eh_deliver_rc local_deliver(void *ctx, struct eh_batch *b)
+{
+	struct local_sink *l = ctx;
+
+	for (b->done = 0; b->done < b->count; b->done++) {
+		const struct eh_event *ev = &b->events[b->done];
+		json_t *o = l->cloudevents ? eh_json_cloudevent(ev, l->node) : eh_json_event(ev, l->node);
+		char *payload = o ? json_dumps(o, JSON_COMPACT) : NULL;
+		size_t tlen = eh_template_render(&l->topic, ev, l->node, EH_TEMPLATE_TOPIC, l->topic_buf, TOPIC_CAP);
+		size_t plen = payload ? strlen(payload) : 0;
+		uint32_t t32 = (uint32_t)tlen;
+		char *slot;
+
+		json_decref(o);
+		if (!payload)
+			return EH_DELIVER_RETRY;
+		if (tlen >= TOPIC_CAP) {
+			/* An MQTT topic cannot be that long: count it failed. */
+			free(payload);
+			eh_sink_log(l->sink, MOSQ_LOG_WARNING, "topic for event seq %llu is longer than 65535 bytes; "
+				    "dropped", (unsigned long long)ev->seq);
+			eh_sink_count(l->sink, 0, 1);
+			continue;
+		}
+		slot = eh_ring_reserve_sp(&l->outbox, (uint32_t)(sizeof(t32) + tlen + plen));
+		if (!slot) {
+			free(payload);
+			return EH_DELIVER_RETRY;
+		}
+		memcpy(slot, &t32, sizeof(t32));
+		memcpy(slot + sizeof(t32), l->topic_buf, tlen);
+		memcpy(slot + sizeof(t32) + tlen, payload, plen);
+		eh_ring_commit_sp(&l->outbox);
+		free(payload);
+	}
+	return EH_DELIVER_OK;
+}
+
+static void local_broker_tick(void *ctx)
+{
+	struct local_sink *l = ctx;
+	struct eh_ring_rec recs[64];
+	size_t total = 0, n;
+	char topic[TOPIC_CAP + 1];
+
+	while (total < OUTBOX_PER_TICK && (n = eh_ring_peek_sc(&l->outbox, recs, 64)) > 0) {
+		uint64_t ok = 0, bad = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			const char *p = recs[i].data;
+			uint32_t tlen;
+
+			memcpy(&tlen, p, sizeof(tlen));
+			memcpy(topic, p + sizeof(tlen), tlen);
+			topic[tlen] = '\0';
+			if (mosquitto_broker_publish_copy(NULL, topic, (int)(recs[i].len - sizeof(tlen) - tlen),
+							  p + sizeof(tlen) + tlen, l->qos, l->retain, NULL)
+			    == MOSQ_ERR_SUCCESS)
+				ok++;
+			else
+				bad++;
+		}
+		eh_ring_release_sc(&l->outbox, &recs[n - 1], n);
+		eh_sink_count(l->sink, ok, bad);
+		total += n;
+	}
+}
+
+static uint64_t local_flush(void *ctx, int64_t timeout_ms)
+{
+	struct local_sink *l = ctx;
+	int64_t end = eh_now_ms() + timeout_ms;
+
+	/* The broker thread drains the outbox while it waits for us. */
+	while (eh_ring_count(&l->outbox) && eh_now_ms() < end) {
+		struct timespec ts = { 0, 2 * 1000000L };
+
+		nanosleep(&ts, NULL);
+	}
+	return eh_ring_count(&l->outbox);
+}
+
+const struct eh_sink_ops eh_sink_local_ops = {
+	.name = "local",
+	.enable_key = "local_topic",
+	.options = local_options,
+	.title = "Local sink",
+	.flags = EH_SINK_ASYNC_ACK,
+	.create = local_create,
+	.deliver = local_deliver,
+	.flush = local_flush,
+	.broker_tick = local_broker_tick,
+	.destroy = local_destroy,
+};
