@@ -18,10 +18,11 @@ PYTHON ?= /usr/bin/python3
 SANITIZER ?=
 BUILD ?= build
 
-PKGS := jansson
+PKGS := jansson libcurl rdkafka
 EH_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
 	-Iplugin -Isinks $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
-EH_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -lpthread -ldl
+# paho.mqtt.c has no .pc file on Debian 12.
+EH_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -lpaho-mqtt3as -lpthread -ldl
 ifneq ($(SANITIZER),)
 EH_CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
 EH_LDSAN := -fsanitize=$(SANITIZER)
@@ -30,19 +31,24 @@ endif
 CORE_SRC := plugin/eh_ring.c plugin/eh_event.c plugin/eh_json.c plugin/eh_options.c plugin/eh_filter.c \
 	plugin/eh_template.c plugin/eh_runner.c plugin/eh_core.c plugin/eh_clients.c plugin/eh_scope.c \
 	plugin/eh_capture.c
-SINK_SRC := sinks/eh_sinks.c sinks/eh_sink_file.c sinks/eh_sink_local.c
+# Every .c under sinks/ is a sink (or part of one); the registry is sinks/eh_sinks.c.
+SINK_SRC := $(sort $(wildcard sinks/*.c sinks/*/*.c))
 LIB_SRC := $(CORE_SRC) $(SINK_SRC)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 PLUGIN := $(BUILD)/mosquitto_eventhook.so
-HEADERS := $(wildcard plugin/*.h sinks/*.h)
+HEADERS := $(wildcard plugin/*.h sinks/*.h sinks/*/*.h)
 
 UNIT_SRC := $(wildcard test/unit/test_*.c)
 UNIT_BIN := $(BUILD)/test/unit_tests
 OPTDOC := $(BUILD)/eh_optdoc
 
 # Debian packages the build and the tests need; installed when missing.
-DEB_DEPS := gcc make pkg-config mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev \
-	libjansson-dev check python3 python3-paho-mqtt
+# One per line, so that each sink's additions merge cleanly.
+DEB_DEPS := gcc make pkg-config
+DEB_DEPS += mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev
+DEB_DEPS += libjansson-dev libcurl4-openssl-dev librdkafka-dev libpaho-mqtt-dev
+DEB_DEPS += check python3 python3-paho-mqtt
+DEB_DEPS += openssl
 
 .PHONY: all deps demo check check-unit check-integration check-docs check-exports check-asan check-tsan docs clean
 
@@ -57,7 +63,7 @@ $(BUILD)/plugin/eh_plugin.o: plugin/eh_plugin.c $(HEADERS)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(EH_CFLAGS) -c -o $@ $<
 
 $(PLUGIN): $(LIB_OBJ) $(BUILD)/plugin/eh_plugin.o
-	$(CC) -shared $(CFLAGS) $(LDFLAGS) $(EH_LDSAN) \
+	$(CC) -shared -Wl,--as-needed $(CFLAGS) $(LDFLAGS) $(EH_LDSAN) \
 		-o $@ $^ $(EH_LIBS)
 
 # The broker stub lets unit tests and the doc generator link the core
@@ -69,9 +75,9 @@ $(BUILD)/test/broker_stub.o: test/unit/broker_stub.c $(HEADERS)
 $(OPTDOC): plugin/eh_optdoc.c $(LIB_OBJ) $(BUILD)/test/broker_stub.o
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(EH_CFLAGS) $(LDFLAGS) $(EH_LDSAN) -o $@ $^ $(EH_LIBS)
 
-$(UNIT_BIN): $(UNIT_SRC) $(LIB_OBJ) $(BUILD)/test/broker_stub.o test/unit/unit.h
+$(UNIT_BIN): $(UNIT_SRC) test/unit/unit_main.c $(LIB_OBJ) $(BUILD)/test/broker_stub.o test/unit/unit.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(EH_CFLAGS) -Itest/unit $(LDFLAGS) $(EH_LDSAN) -o $@ $(UNIT_SRC) $(LIB_OBJ) \
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(EH_CFLAGS) -Itest/unit $(LDFLAGS) $(EH_LDSAN) -o $@ $(UNIT_SRC) test/unit/unit_main.c $(LIB_OBJ) \
 		$(BUILD)/test/broker_stub.o $(EH_LIBS) $$($(PKG_CONFIG) --libs check)
 
 deps:
@@ -98,7 +104,7 @@ check-integration: $(PLUGIN)
 
 check: deps
 	$(MAKE) all $(UNIT_BIN) $(OPTDOC)
-	@sh test/check_all.sh "$(MAKE)"
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh test/check_all.sh
 
 check-asan: deps
 	$(MAKE) BUILD=build-asan SANITIZER=address,undefined CFLAGS="-O1 -g" all build-asan/test/unit_tests

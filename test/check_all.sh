@@ -1,0 +1,24 @@
+#!/bin/sh
+# Runs every check of `make check` in turn and prints one closing line with
+# the totals, so a failure anywhere is visible at the end.
+BUILD=${BUILD:-build}
+PYTHON=${PYTHON:-/usr/bin/python3}
+passed=0
+failed=0
+run() {
+	name=$1
+	shift
+	echo "== $name"
+	if "$@"; then
+		passed=$((passed + 1))
+	else
+		echo "== $name: FAILED"
+		failed=$((failed + 1))
+	fi
+}
+run "exported symbols" sh test/check_exports.sh "$BUILD/mosquitto_eventhook.so"
+run "option reference is current" "$PYTHON" docs/gen_reference.py --check "$BUILD/eh_optdoc"
+run "unit tests (Check)" env CK_DEFAULT_TIMEOUT=120 "$BUILD/test/unit_tests"
+run "integration tests" env EH_PLUGIN="$(pwd)/$BUILD/mosquitto_eventhook.so" "$PYTHON" test/run.py
+echo "check groups: $passed passed, $failed failed"
+[ "$failed" = 0 ]

@@ -1,0 +1,20 @@
+/*
+ * Unit test registry: each test_*.c file registers its Check suites with
+ * EH_UNIT_SUITE, so adding a file needs no edit anywhere else.
+ */
+#ifndef EH_UNIT_H
+#define EH_UNIT_H
+
+#include <check.h>
+
+typedef Suite *(*eh_unit_suite_fn)(void);
+void eh_unit_register(eh_unit_suite_fn fn);
+
+#define EH_UNIT_SUITE(fn)                                                    \
+	static Suite *fn(void);                                              \
+	__attribute__((constructor)) static void fn##_register(void)         \
+	{                                                                    \
+		eh_unit_register(fn);                                        \
+	}
+
+#endif
