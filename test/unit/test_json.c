@@ -280,6 +280,12 @@ START_TEST(json_ts_format)
 		{ 4102444799999LL, "2099-12-31T23:59:59.999Z" },
 		{ 253402300799999LL, "9999-12-31T23:59:59.999Z" },
 		{ -62167219200000LL, "0000-01-01T00:00:00.000Z" },
+		/* Outside what RFC 3339 can write: clamped to the ends of the
+		 * four-digit years, never a wrapped or malformed year. */
+		{ 253402300800000LL, "9999-12-31T23:59:59.999Z" },
+		{ INT64_MAX, "9999-12-31T23:59:59.999Z" },
+		{ -62167219200001LL, "0000-01-01T00:00:00.000Z" },
+		{ INT64_MIN, "0000-01-01T00:00:00.000Z" },
 	};
 	char ts[EH_TS_LEN + 1];
 
