@@ -104,34 +104,36 @@ static int choice_ok(const char *choices, const char *v)
 	return 0;
 }
 
-static int check_value(const struct eh_option *o, const char *key, const char *v, char *err, size_t errlen)
+static int check_value(const struct eh_option *o, const char *key, const char *value, char *err, size_t errlen)
 {
 	long long iv;
 	size_t items = 0;
+	/* What the messages quote: a secret is named by its key only. */
+	const char *v = (o->flags & EH_OPT_SECRET) ? "(secret)" : value;
 
 	switch (o->type) {
 	case EH_OPT_INT:
-		if (eh_parse_int(v, o->min, o->max, &iv)) {
+		if (eh_parse_int(value, o->min, o->max, &iv)) {
 			snprintf(err, errlen, "plugin_opt_%s: '%s' is not a whole number from %lld to %lld", key, v,
 				 o->min, o->max);
 			return -1;
 		}
 		return 0;
 	case EH_OPT_BOOL:
-		if (eh_parse_bool(v) < 0) {
+		if (eh_parse_bool(value) < 0) {
 			snprintf(err, errlen, "plugin_opt_%s: '%s' is not a boolean (true/false, yes/no, on/off, 1/0)",
 				 key, v);
 			return -1;
 		}
 		return 0;
 	case EH_OPT_ENUM:
-		if (!choice_ok(o->choices, v)) {
+		if (!choice_ok(o->choices, value)) {
 			snprintf(err, errlen, "plugin_opt_%s: '%s' is not one of %s", key, v, o->choices);
 			return -1;
 		}
 		return 0;
 	case EH_OPT_LIST:
-		if (eh_list_each(v, count_item, &items)) {
+		if (eh_list_each(value, count_item, &items)) {
 			snprintf(err, errlen, "plugin_opt_%s: '%s' is not a comma-separated list of non-empty items",
 				 key, v);
 			return -1;
@@ -139,7 +141,7 @@ static int check_value(const struct eh_option *o, const char *key, const char *v
 		return 0;
 	case EH_OPT_STRING:
 	default:
-		if (!*v) {
+		if (!*value) {
 			snprintf(err, errlen, "plugin_opt_%s: the value is empty", key);
 			return -1;
 		}

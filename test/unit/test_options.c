@@ -202,6 +202,28 @@ START_TEST(options_bool_enum_list_string)
 }
 END_TEST
 
+START_TEST(options_secret_not_echoed)
+{
+	struct eh_config cfg;
+	char err[512];
+	struct eh_kv kv1[] = { { "pin", "12x-hunter2" }, { NULL, NULL } };
+	struct eh_kv kv2[] = { { "secret_mode", "hunter2" }, { NULL, NULL } };
+
+	refused("password", "", "plugin_opt_password:");
+	accepted("password", "hunter2");
+	accepted("pin", "1234");
+	/* A bad secret is named by key, its value never shown. */
+	ck_assert_int_eq(parse(&cfg, kv1, err, sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, "plugin_opt_pin:"));
+	ck_assert_msg(!strstr(err, "hunter2"), "secret echoed: %s", err);
+	eh_config_free(&cfg);
+	ck_assert_int_eq(parse(&cfg, kv2, err, sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, "plugin_opt_secret_mode:"));
+	ck_assert_msg(!strstr(err, "hunter2"), "secret echoed: %s", err);
+	eh_config_free(&cfg);
+}
+END_TEST
+
 static int collect(void *arg, const char *key, const char *value)
 {
 	char *buf = arg;
@@ -390,6 +412,7 @@ static Suite *options_suite(void)
 	tcase_add_test(tc, options_int_values);
 	tcase_add_test(tc, options_parse_helpers);
 	tcase_add_test(tc, options_bool_enum_list_string);
+	tcase_add_test(tc, options_secret_not_echoed);
 	tcase_add_test(tc, options_defaults_and_each);
 	tcase_add_test(tc, options_null_kv);
 	suite_add_tcase(s, tc);
