@@ -289,6 +289,17 @@ static const char *type_name(const struct eh_option *o)
 	}
 }
 
+/* Markdown table cell text: GFM splits cells at every unescaped '|', even
+ * inside a code span, so each one is escaped. */
+static void md_cell(FILE *out, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '|')
+			fputc('\\', out);
+		fputc(*s, out);
+	}
+}
+
 void eh_options_write_markdown(FILE *out, const struct eh_option_group *groups, size_t ngroups)
 {
 	for (size_t g = 0; g < ngroups; g++) {
@@ -297,14 +308,20 @@ void eh_options_write_markdown(FILE *out, const struct eh_option_group *groups, 
 		for (const struct eh_option *o = groups[g].options; o && o->key; o++) {
 			fprintf(out, "| `plugin_opt_%s%s` | %s", o->key, (o->flags & EH_OPT_PREFIX) ? "<property>" : "",
 				type_name(o));
-			if (o->type == EH_OPT_ENUM)
-				fprintf(out, " `%s`", o->choices);
+			if (o->type == EH_OPT_ENUM) {
+				fputs(" `", out);
+				md_cell(out, o->choices);
+				fputc('`', out);
+			}
 			if (o->type == EH_OPT_INT)
 				fprintf(out, " %lld..%lld", o->min, o->max);
 			if (o->flags & EH_OPT_REPEAT)
 				fprintf(out, ", repeatable");
-			fprintf(out, " | %s%s%s | %s |\n", o->def ? "`" : "", o->def ? (*o->def ? o->def : "\"\"") : "unset",
-				o->def ? "`" : "", o->help);
+			fprintf(out, " | %s", o->def ? "`" : "");
+			md_cell(out, o->def ? (*o->def ? o->def : "\"\"") : "unset");
+			fprintf(out, "%s | ", o->def ? "`" : "");
+			md_cell(out, o->help);
+			fprintf(out, " |\n");
 		}
 		fprintf(out, "\n");
 	}

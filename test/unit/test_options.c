@@ -355,6 +355,29 @@ START_TEST(options_reference_writers)
 }
 END_TEST
 
+/* In a Markdown table a '|' splits cells even inside backticks (GFM), so
+ * every pipe in a cell must be escaped. */
+START_TEST(options_markdown_escapes_pipes)
+{
+	static const struct eh_option doc_opts[] = {
+		{ "fmt", EH_OPT_ENUM, "a", 0, 0, "a|b", 0, "Either a|b." },
+		{ NULL, 0, NULL, 0, 0, NULL, 0, NULL },
+	};
+	static const struct eh_option_group doc_groups[] = { { "doc", "Doc", doc_opts } };
+	char *md = write_to_string(eh_options_write_markdown, doc_groups, 1);
+	const char *row = strstr(md, "| `plugin_opt_fmt`");
+	int cells = 0;
+
+	ck_assert_ptr_nonnull(row);
+	for (const char *p = row; *p && *p != '\n'; p++) {
+		if (*p == '|' && (p == row || p[-1] != '\\'))
+			cells++;
+	}
+	ck_assert_msg(cells == 5, "row has %d unescaped pipes: %.*s", cells, (int)(strchr(row, '\n') - row), row);
+	free(md);
+}
+END_TEST
+
 /* The real tables: help everywhere, and each default passes its own type's
  * check when given explicitly. */
 START_TEST(options_real_groups)
@@ -417,6 +440,7 @@ static Suite *options_suite(void)
 	tcase_add_test(tc, options_null_kv);
 	suite_add_tcase(s, tc);
 	tcase_add_test(doc, options_reference_writers);
+	tcase_add_test(doc, options_markdown_escapes_pipes);
 	tcase_add_test(doc, options_real_groups);
 	suite_add_tcase(s, doc);
 	return s;
