@@ -64,6 +64,19 @@ START_TEST(filter_events_errors)
 }
 END_TEST
 
+/* The caller's buffer may hold anything before the call: an empty-item
+ * error must still be described. */
+START_TEST(filter_events_error_with_stale_buffer)
+{
+	uint32_t mask = 0;
+	char err[512];
+
+	strcpy(err, "stale text from an earlier call");
+	ck_assert_int_eq(eh_filter_events_parse("client.connect,,x", &mask, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "empty item") != NULL, "got '%s'", err);
+}
+END_TEST
+
 START_TEST(filter_topic_filter_valid)
 {
 	static const char *const ok[] = { "a", "a/b", "/", "//", "a//b", "/a", "a/", "+", "#", "+/+", "/+",
@@ -240,6 +253,7 @@ static Suite *filter_suite(void)
 
 	tcase_add_test(tc, filter_events_names_and_patterns);
 	tcase_add_test(tc, filter_events_errors);
+	tcase_add_test(tc, filter_events_error_with_stale_buffer);
 	suite_add_tcase(s, tc);
 	tcase_add_test(tp, filter_topic_filter_valid);
 	tcase_add_test(tp, filter_topic_match_spec);
