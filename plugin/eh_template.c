@@ -41,6 +41,12 @@ int eh_template_parse(struct eh_template *t, const char *text, char *err, size_t
 		int field = -1;
 
 		if (!open) {
+			/* A '}' in the trailing text is as unbalanced as one
+			 * before a placeholder. */
+			if (strchr(p, '}')) {
+				snprintf(err, errlen, "'}' without '{' in template '%s'", text);
+				goto fail;
+			}
 			if (add_part(t, -1, p, strlen(p)))
 				goto oom;
 			break;

@@ -59,6 +59,8 @@ START_TEST(template_parse_errors)
 		{ "{Event}", "unknown placeholder '{Event}'" },
 		{ "{event", "'{' without '}' in template '{event'" },
 		{ "a/{", "'{' without '}'" },
+		{ "a}b", "'}' without '{' in template 'a}b'" },
+		{ "{event}}", "'}' without '{'" },
 		{ "}{event}", "'}' without '{'" },
 		{ "{{event}}", "unknown placeholder '{{event}'" },
 		{ "{event}/{client id}", "unknown placeholder '{client id}'" },
