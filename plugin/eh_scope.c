@@ -195,6 +195,12 @@ static int parse_file(struct parse *p, const char *path, bool main_file)
 	}
 	while (!rc && getline(&line, &cap, f) >= 0)
 		rc = parse_line(p, line, main_file);
+	/* A read error (EISDIR, EIO) is not the end of the file: what was
+	 * not read may have said anything. */
+	if (!rc && ferror(f)) {
+		snprintf(p->why, sizeof(p->why), "cannot read '%s': %s", path, strerror(errno));
+		rc = -1;
+	}
 	free(line);
 	fclose(f);
 	return rc;

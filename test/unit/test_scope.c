@@ -298,6 +298,10 @@ START_TEST(scope_unreadable)
 	ck_assert(!i.known);
 	ck_assert_ptr_nonnull(strstr(i.why, "cannot read"));
 	ck_assert_ptr_nonnull(strstr(i.why, "does-not-exist.conf"));
+	/* A directory is not a readable configuration file either. */
+	eh_scope_learn_file(&i, dir, false, self, 0);
+	ck_assert(!i.known);
+	ck_assert(i.why[0]);
 }
 END_TEST
 
