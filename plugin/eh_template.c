@@ -100,7 +100,9 @@ struct out {
 
 static void put(struct out *o, const char *s, size_t n)
 {
-	if (o->len < o->cap) {
+	/* An absent value (no username) is NULL with length 0: memcpy must
+	 * not see the NULL even for zero bytes. */
+	if (o->len < o->cap && n) {
 		size_t room = o->cap - o->len;
 
 		memcpy(o->buf + o->len, s, n < room ? n : room);
