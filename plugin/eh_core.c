@@ -19,12 +19,9 @@
 #include <mosquitto_broker.h>
 
 #include "eh_core.h"
+#include "eh_runner.h"
 #include "eh_sinks.h"
 #include "eh_version.h"
-
-int eh_runner_start(struct eh_sink *s);
-void eh_runner_request_stop(struct eh_sink *s, int64_t deadline_ms);
-void eh_runner_join(struct eh_sink *s);
 
 static const struct eh_option core_options[] = {
 	{ "node_id", EH_OPT_STRING, NULL, 0, 0, NULL, 0,

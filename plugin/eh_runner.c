@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "eh_core.h"
+#include "eh_runner.h"
 
 #define IDLE_POLL_MS 100
 
