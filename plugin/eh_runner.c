@@ -229,9 +229,10 @@ static void *run(void *arg)
 			if (!linger_start)
 				linger_start = now;
 			if (now - linger_start < s->linger_ms) {
-				eh_ring_wait_sc(&s->ring, (int)(s->linger_ms - (now - linger_start)));
-				/* A commit wakes us even when the batch is still not
-				 * full; peek again and decide. */
+				/* Sleep until a record beyond the n we hold arrives
+				 * (eh_ring_wait_sc would return at once: the ring
+				 * is not empty); then peek again and decide. */
+				eh_ring_wait_more_sc(&s->ring, n, (int)(s->linger_ms - (now - linger_start)));
 				continue;
 			}
 		}
