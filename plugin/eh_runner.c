@@ -240,9 +240,15 @@ static void *run(void *arg)
 		for (size_t i = 0; i < n; i++) {
 			if (eh_event_unpack(recs[i].data, recs[i].len, &evs[i])) {
 				/* Cannot happen with records written by eh_event_pack;
-				 * count rather than crash if it ever does. */
+				 * count rather than crash if it ever does. The good
+				 * records before it go out first; the bad one is
+				 * then at the front and released alone. */
+				if (i) {
+					n = i;
+					break;
+				}
 				atomic_fetch_add_explicit(&s->failed, 1, memory_order_relaxed);
-				eh_ring_release_sc(&s->ring, &recs[i], i + 1);
+				eh_ring_release_sc(&s->ring, &recs[0], 1);
 				n = 0;
 				break;
 			}

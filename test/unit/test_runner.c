@@ -610,6 +610,35 @@ START_TEST(runner_full_ring_drops)
 }
 END_TEST
 
+/* A record the runner cannot unpack is counted failed; the records
+ * around it are still delivered, none lost from the accounting. */
+START_TEST(runner_malformed_record_counted)
+{
+	struct rig r = rig_new(&fake_ops, 65536, 0);
+	void *slot;
+
+	eh_sink_set_batching(r.sink, 10, 0);
+	rig_push(&r, 2);
+	slot = eh_ring_reserve_sp(&r.sink->ring, 3);
+	memcpy(slot, "bad", 3);
+	eh_ring_commit_sp(&r.sink->ring);
+	atomic_fetch_add(&r.sink->enqueued, 1);
+	r.pushed++;
+	rig_push(&r, 2);
+	rig_start(&r);
+	wait_done(&r, 4);
+	rig_stop(&r, 5000);
+	ck_assert_uint_eq(counter(&r.sink->delivered), 4);
+	ck_assert_uint_eq(counter(&r.sink->failed), 1);
+	ck_assert_uint_eq(r.fake->nseen, 4);
+	ck_assert_uint_eq(r.fake->seen[0], 1);
+	ck_assert_uint_eq(r.fake->seen[1], 2);
+	ck_assert_uint_eq(r.fake->seen[2], 3);
+	ck_assert_uint_eq(r.fake->seen[3], 4);
+	rig_free(&r);
+}
+END_TEST
+
 /* The producer keeps emitting while the sink retries and drops: the
  * accounting still adds up exactly. */
 static enum eh_deliver_rc script_mixed(struct fake *f, struct eh_batch *b)
@@ -667,6 +696,7 @@ static Suite *runner_suite(void)
 	tcase_add_test(tc, runner_stop_interrupts_backoff);
 	tcase_add_test(tc, runner_reload_hook);
 	tcase_add_test(tc, runner_full_ring_drops);
+	tcase_add_test(tc, runner_malformed_record_counted);
 	tcase_add_test(tc, runner_concurrent_accounting);
 	suite_add_tcase(s, tc);
 	return s;
