@@ -6,6 +6,7 @@
 #   make check-asan the same with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make check-tsan the ring and sink unit tests under ThreadSanitizer
 #   make docs       regenerate the option reference in docs/configuration.md
+#   make fuzz       run each libFuzzer target for FUZZ_SECONDS (needs clang)
 #
 # CFLAGS / LDFLAGS are yours (packagers: dpkg-buildflags, rpm optflags);
 # the project's own flags are added separately.
@@ -42,6 +43,13 @@ UNIT_SRC := $(wildcard test/unit/test_*.c)
 UNIT_BIN := $(BUILD)/test/unit_tests
 OPTDOC := $(BUILD)/eh_optdoc
 
+# Fuzz targets: test/fuzz/fuzz_<name>.c, seeds in test/fuzz/corpus/<name>/.
+# make check replays the seeds through gcc-built binaries; make fuzz runs
+# libFuzzer (clang) on each target for FUZZ_SECONDS.
+FUZZ_TARGETS := $(patsubst test/fuzz/fuzz_%.c,%,$(wildcard test/fuzz/fuzz_*.c))
+FUZZ_REPLAY := $(FUZZ_TARGETS:%=$(BUILD)/test/replay_%)
+FUZZ_SECONDS ?= 60
+
 # Debian packages the build and the tests need; installed when missing.
 # One per line, so that each sink's additions merge cleanly.
 DEB_DEPS := gcc make pkg-config
@@ -50,7 +58,13 @@ DEB_DEPS += libjansson-dev libcurl4-openssl-dev librdkafka-dev libpaho-mqtt-dev
 DEB_DEPS += check python3 python3-paho-mqtt
 DEB_DEPS += openssl
 
-.PHONY: all deps demo check check-unit check-integration check-docs check-exports check-asan check-tsan docs clean
+# Only for make fuzz (not make check): clang and its libFuzzer runtime,
+# which Debian 12 ships in a package clang only recommends.
+FUZZ_DEB_DEPS := clang
+FUZZ_DEB_DEPS += libclang-rt-14-dev
+
+.PHONY: all deps demo check check-unit check-integration check-docs check-exports check-asan check-tsan docs clean \
+	fuzz fuzz-bins check-fuzz-replay
 
 all: $(PLUGIN)
 
@@ -80,6 +94,33 @@ $(UNIT_BIN): $(UNIT_SRC) test/unit/unit_main.c $(LIB_OBJ) $(BUILD)/test/broker_s
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(EH_CFLAGS) -Itest/unit $(LDFLAGS) $(EH_LDSAN) -o $@ $(UNIT_SRC) test/unit/unit_main.c $(LIB_OBJ) \
 		$(BUILD)/test/broker_stub.o $(EH_LIBS) $$($(PKG_CONFIG) --libs check)
 
+$(BUILD)/test/replay_%: test/fuzz/fuzz_%.c test/fuzz/replay_main.c test/fuzz/fuzz.h $(LIB_OBJ) $(BUILD)/test/broker_stub.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(EH_CFLAGS) -Itest/fuzz $(LDFLAGS) $(EH_LDSAN) -o $@ test/fuzz/fuzz_$*.c \
+		test/fuzz/replay_main.c $(LIB_OBJ) $(BUILD)/test/broker_stub.o $(EH_LIBS)
+
+$(BUILD)/test/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz.h $(LIB_OBJ) $(BUILD)/test/broker_stub.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(EH_CFLAGS) -Itest/fuzz -fsanitize=fuzzer $(LDFLAGS) $(EH_LDSAN) -o $@ \
+		test/fuzz/fuzz_$*.c $(LIB_OBJ) $(BUILD)/test/broker_stub.o $(EH_LIBS)
+
+fuzz-bins: $(FUZZ_TARGETS:%=$(BUILD)/test/fuzz_%)
+
+check-fuzz-replay: $(FUZZ_REPLAY)
+	for t in $(FUZZ_TARGETS); do $(BUILD)/test/replay_$$t test/fuzz/corpus/$$t || exit 1; done
+
+# New inputs go to build-fuzz/corpus/<target>/; copy the interesting ones
+# into test/fuzz/corpus/<target>/ by hand (keep the committed seeds small).
+fuzz:
+	@sh test/deps.sh $(FUZZ_DEB_DEPS)
+	$(MAKE) BUILD=build-fuzz CC=clang SANITIZER=address,undefined \
+		CFLAGS="-O1 -g -fsanitize=fuzzer-no-link" fuzz-bins
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p build-fuzz/corpus/$$t && \
+		build-fuzz/test/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -max_len=4096 \
+			build-fuzz/corpus/$$t test/fuzz/corpus/$$t || exit 1; \
+	done
+
 deps:
 	@sh test/deps.sh $(DEB_DEPS)
 
@@ -103,8 +144,8 @@ check-integration: $(PLUGIN)
 	EH_PLUGIN=$(abspath $(PLUGIN)) $(PYTHON) test/run.py $(TESTS)
 
 check: deps
-	$(MAKE) all $(UNIT_BIN) $(OPTDOC)
-	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh test/check_all.sh
+	$(MAKE) all $(UNIT_BIN) $(OPTDOC) $(FUZZ_REPLAY)
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) FUZZ_TARGETS="$(FUZZ_TARGETS)" sh test/check_all.sh
 
 check-asan: deps
 	$(MAKE) BUILD=build-asan SANITIZER=address,undefined CFLAGS="-O1 -g" all build-asan/test/unit_tests
@@ -119,4 +160,4 @@ check-tsan: deps
 	TSAN_OPTIONS=halt_on_error=1 CK_FORK=no build-tsan/test/unit_tests
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz
