@@ -55,6 +55,7 @@ class Request:
     conn: int                # the client's source port
     status: int = 0          # what it was answered (0: not answered)
     client_cert: Optional[dict] = None
+    t: float = 0.0           # time.monotonic() at arrival
 
     def json(self):
         return json.loads(self.body)
@@ -75,6 +76,14 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
+
+    def handle_error(self, request, client_address):
+        # Refused handshakes and clients going away are expected in tests
+        # (and counted); anything else is printed as usual.
+        import sys
+        if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError, OSError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class HttpPeer:
@@ -206,7 +215,7 @@ class HttpPeer:
                 req = Request(self.command, self.path,
                               {k.lower(): v for k, v in self.headers.items()},
                               list(self.headers.items()), body, self.client_address[1],
-                              client_cert=cert)
+                              client_cert=cert, t=time.monotonic())
                 reply = peer._next_reply()
                 with peer._cond:
                     peer.requests.append(req)
