@@ -314,8 +314,8 @@ class Failures(HttpSinkCase):
         reqs = peer.requests
         self.assertEqual(reqs[0].body, reqs[1].body)
         self.assertEqual([r.status for r in reqs], [0, 200, 200, 200])
+        b.stop()  # drains the log back-channel
         self.assertRegex(b.log(), r"eventhook: http: .*timed out.* from http://127\.0\.0\.1:\d+/hook; retrying")
-        b.stop()
         self.assert_sessions(peer.delivered_events(), 1)
         self.assertEqual(counters(b)["delivered"], 3)
 
