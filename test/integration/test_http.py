@@ -117,6 +117,28 @@ class Formats(HttpSinkCase):
         self.assertEqual(counters(b), dict(enqueued=6, delivered=6, failed=0, dropped=0, left=0))
         self.assertNotIn(TOKEN, b.log())
 
+    def test_sighup_rereads_token(self):
+        peer = self.peer()
+        (self.tmp / "token").write_text("token-one\n")
+        b = self.broker(peer.url, http_bearer_token_file=self.tmp / "token")
+        self.session(b, 1)
+        peer.wait_requests(3)
+        (self.tmp / "token").write_text("token-two\n")
+        b.sighup()
+        # The reload reaches the sink thread asynchronously: keep making
+        # events until the new token shows, then it must stay.
+        for i in range(50):
+            self.session(b, 1, prefix=f"d{i}-")
+            reqs = peer.wait_requests(3 * (i + 2))
+            if reqs[-1].headers["authorization"] == "Bearer token-two":
+                break
+        tokens = [r.headers["authorization"] for r in reqs]
+        self.assertEqual(tokens[:3], ["Bearer token-one"] * 3)
+        self.assertEqual(tokens[-1], "Bearer token-two")
+        switch = tokens.index("Bearer token-two")
+        self.assertEqual(set(tokens[switch:]), {"Bearer token-two"})
+        self.assertEqual(set(tokens[:switch]), {"Bearer token-one"})
+
     def test_json_array_batch(self):
         peer = self.peer()
         (self.tmp / "secret").write_bytes(b"raw-secret-bytes")
