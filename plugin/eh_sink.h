@@ -96,6 +96,9 @@ void eh_sink_count(struct eh_sink *sink, uint64_t delivered, uint64_t failed);
 void eh_sink_log(struct eh_sink *sink, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* The sink's shutdown deadline budget (plugin_opt_shutdown_timeout_ms). */
 int64_t eh_sink_shutdown_timeout_ms(const struct eh_sink *sink);
+/* Sink thread: the eh_now_ms() time by which the drain at shutdown must end,
+ * or INT64_MAX while the broker is running. Bound blocking calls by it. */
+int64_t eh_sink_deadline_ms(const struct eh_sink *sink);
 /* Milliseconds of a monotonic clock. */
 int64_t eh_now_ms(void);
 /* Milliseconds of the real-time clock (Unix epoch). */

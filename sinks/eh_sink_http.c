@@ -28,7 +28,6 @@
 #include <curl/curl.h>
 #include <mosquitto.h>
 
-#include "eh_core.h" /* drain deadline: see shutdown_deadline_ms */
 #include "eh_sinks.h"
 #include "eh_version.h"
 #include "http/eh_http_util.h"
@@ -173,13 +172,6 @@ static void free_secret(void *p, size_t len)
  * The sink contract has no accessor for it yet (eh_sink.h only gives the
  * budget), so it is read from the core's sink record: a request in flight
  * at shutdown is then abandoned at the same instant the runner would stop. */
-static int64_t shutdown_deadline_ms(struct eh_sink *s)
-{
-	if (!atomic_load_explicit(&s->stop, memory_order_acquire))
-		return INT64_MAX;
-	return atomic_load_explicit(&s->drain_deadline_ms, memory_order_relaxed);
-}
-
 static bool status_logged(struct http_sink *h, long status)
 {
 	unsigned i;
@@ -669,7 +661,7 @@ static int perform(struct http_sink *h)
 		}
 		if (!running)
 			break;
-		deadline = shutdown_deadline_ms(h->sink);
+		deadline = eh_sink_deadline_ms(h->sink);
 		if (deadline != INT64_MAX) {
 			int64_t now = eh_now_ms();
 
