@@ -104,6 +104,13 @@ int64_t eh_now_ms(void);
 /* Milliseconds of the real-time clock (Unix epoch). */
 int64_t eh_wall_ms(void);
 
+/* broker thread, from create only: the core ignores every client whose
+ * id is exactly id (no event of any type, not even when it publishes), so
+ * a sink's own connection to this same broker cannot feed back into the
+ * sinks. The core copies id. Returns 0, or -1 when out of memory or when
+ * EH_EXCLUDED_MAX ids are already registered. */
+int eh_sink_exclude_client_id(struct eh_sink *sink, const char *id);
+
 /* Reads a whole small file (a secret, a token) into a NUL-terminated buffer
  * with trailing newlines removed. Returns NULL with err naming key and path. */
 char *eh_read_secret_file(const char *key, const char *path, char *err, size_t errlen);
