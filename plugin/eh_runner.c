@@ -207,6 +207,9 @@ static void *run(void *arg)
 	size_t retry_n = 0; /* a retried batch keeps its size: same events, same request */
 	int64_t retry_start = 0, linger_start = 0;
 	bool gave_up_logged = false;
+	bool opened = s->ops->open == NULL;
+	unsigned open_failures = 0;
+	int64_t open_backoff = 0;
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
@@ -214,9 +217,6 @@ static void *run(void *arg)
 		eh_sink_log(s, 2 /* MOSQ_LOG_WARNING */, "out of memory; sink stopped");
 		goto out;
 	}
-	if (s->ops->open && s->ops->open(s->ctx))
-		eh_sink_log(s, 2, "could not open at start; will keep retrying");
-
 	for (;;) {
 		size_t n, done;
 		struct eh_batch batch;
@@ -225,6 +225,27 @@ static void *run(void *arg)
 		take_reload(s);
 		if (past_deadline(s))
 			break;
+		if (!opened) {
+			/* A sink that cannot open (its library refused to start)
+			 * keeps its events queued and tries again with backoff. */
+			if (s->ops->open(s->ctx) == 0) {
+				opened = true;
+				open_backoff = 0;
+				if (open_failures)
+					eh_sink_log(s, 5 /* MOSQ_LOG_NOTICE */, "opened after %u failed attempt(s)",
+						    open_failures);
+				continue;
+			}
+			if (!open_failures++)
+				eh_sink_log(s, 2, "could not open; retrying with backoff");
+			open_backoff = open_backoff ? open_backoff * 2 : s->retry_initial_ms;
+			if (open_backoff > s->retry_max_ms)
+				open_backoff = s->retry_max_ms;
+			if (stopping(s))
+				break;
+			wait_until(s, eh_now_ms() + open_backoff);
+			continue;
+		}
 		n = eh_ring_peek_sc(&s->ring, recs, attempt && retry_n ? retry_n : s->batch_max);
 		if (!n) {
 			if (stopping(s))
