@@ -135,7 +135,8 @@ static void plugin_line(struct parse *p, const char *path, bool legacy)
 
 static int parse_line(struct parse *p, char *line, bool main_file)
 {
-	char *key = line, *val;
+	char *key = line, *val, *word_end;
+	bool bool_true;
 
 	while (isspace((unsigned char)*key))
 		key++;
@@ -151,8 +152,15 @@ static int parse_line(struct parse *p, char *line, bool main_file)
 	for (char *e = val + strlen(val); e > val && isspace((unsigned char)e[-1]); e--)
 		e[-1] = '\0';
 
+	/* Like the broker, a boolean is the first word after the key; the
+	 * rest of the line (a trailing comment, say) is ignored. */
+	word_end = val;
+	while (*word_end && !isspace((unsigned char)*word_end))
+		word_end++;
+	bool_true = (size_t)(word_end - val) == 4 && !strncasecmp(val, "true", 4);
+
 	if (!strcmp(key, "per_listener_settings")) {
-		p->per_listener = !strcasecmp(val, "true");
+		p->per_listener = bool_true;
 	} else if (!strcmp(key, "listener")) {
 		p->has_listener = true;
 		if (p->nscopes < MAX_SCOPES) {
@@ -167,7 +175,7 @@ static int parse_line(struct parse *p, char *line, bool main_file)
 		 * line does not (mosquitto 2.0 conf.c). */
 		p->has_listener = true;
 	} else if (!strcmp(key, "allow_anonymous")) {
-		cur(p)->allow_anonymous = !strcasecmp(val, "true");
+		cur(p)->allow_anonymous = bool_true;
 	} else if (!strcmp(key, "password_file")) {
 		cur(p)->password_file = true;
 	} else if (!strcmp(key, "acl_file")) {
