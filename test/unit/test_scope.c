@@ -126,10 +126,18 @@ START_TEST(scope_listener_defaults)
 	i = learn("listener 1883\n", false, 0);
 	ck_assert(i.known);
 	ck_assert(!i.allow_anonymous);
-	/* port counts as a listener, and so does -p on the command line. */
+	/* port and bind_address count as a listener; -p on the command
+	 * line does not end local-only mode (mosquitto 2.0 conf.c). */
 	i = learn("port 1883\n", false, 0);
 	ck_assert(!i.allow_anonymous);
+	i = learn("bind_address 127.0.0.1\n", false, 0);
+	ck_assert(!i.allow_anonymous);
 	i = learn("persistence false\n", true, 0);
+	ck_assert(i.allow_anonymous);
+	/* A boolean is the first word; the rest of the line is ignored. */
+	i = learn("listener 1883\nallow_anonymous true # for the demo\n", false, 0);
+	ck_assert(i.allow_anonymous);
+	i = learn("listener 1883\nallow_anonymous truely\n", false, 0);
 	ck_assert(!i.allow_anonymous);
 	/* Explicit values, with odd spacing and case. */
 	i = learn("listener 1883\n  allow_anonymous\t true  \n", false, 0);
