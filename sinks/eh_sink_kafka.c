@@ -77,7 +77,7 @@ static const struct eh_option kafka_options[] = {
 	  "bytes. Example: mqtt.{event}." },
 	{ "kafka_key", EH_OPT_STRING, "{clientid}", 0, 0, NULL, 0,
 	  "Message key template, rendered as raw bytes. The default keeps every event of one client in one "
-	  "partition, in order. Empty: no key (librdkafka's partitioner spreads the events)." },
+	  "partition, in order. The word none: no key (librdkafka's partitioner spreads the events)." },
 	{ "kafka_format", EH_OPT_ENUM, "json", 0, 0, "json|cloudevents", 0,
 	  "Message value and headers: our JSON event with headers event and node; or CloudEvents 1.0 "
 	  "binary mode: the same value plus the ce_specversion, ce_type, ce_source, ce_id, ce_time and "
@@ -124,9 +124,11 @@ size_t eh_kafka_topic_sanitize(char *name, size_t len)
 
 static int mosq_level(int syslog_level)
 {
-	if (syslog_level <= 3)
+	/* librdkafka reports a refused connection at 3 (LOG_ERR); for a
+	 * broker that is a transient condition, a warning. */
+	if (syslog_level <= 2)
 		return MOSQ_LOG_ERR;
-	if (syslog_level == 4)
+	if (syslog_level <= 4)
 		return MOSQ_LOG_WARNING;
 	if (syslog_level == 5)
 		return MOSQ_LOG_NOTICE;
@@ -344,7 +346,9 @@ static int kafka_create(const struct eh_sink_env *env, void **ctx, char *err, si
 	}
 	if (check_topic_template(&k->topic, topic, err, errlen))
 		return -1;
-	k->has_key = key && *key;
+	/* Mosquitto refuses an empty plugin_opt_ value, so "no key" needs a
+	 * word; a constant key "none" would be pointless anyway. */
+	k->has_key = key && *key && strcmp(key, "none");
 	if (k->has_key && eh_template_parse(&k->key, key, why, sizeof(why))) {
 		snprintf(err, errlen, "plugin_opt_kafka_key: %s", why);
 		return -1;
