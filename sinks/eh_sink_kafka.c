@@ -50,6 +50,7 @@ struct kafka_sink {
 	struct eh_template key;
 	bool has_key;
 	bool cloudevents;
+	int log_max;           /* highest librdkafka log level forwarded */
 	char topic_buf[EH_KAFKA_TOPIC_MAX + 2];
 	char *key_buf;
 	size_t key_cap;
@@ -135,13 +136,13 @@ static int mosq_level(int syslog_level)
 	return syslog_level == 6 ? MOSQ_LOG_INFO : MOSQ_LOG_DEBUG;
 }
 
-/* Any librdkafka thread. Only warnings and worse reach the broker log by
- * default (kafka.log_level raises or lowers what librdkafka emits). */
+/* Any librdkafka thread. Notices and worse reach the broker log; with
+ * kafka.debug set, librdkafka's debug lines too (the user asked for them). */
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
 	struct kafka_sink *k = rd_kafka_opaque(rk);
 
-	if (k && level <= 5)
+	if (k && level <= k->log_max)
 		eh_sink_log(k->sink, mosq_level(level), "librdkafka %s: %s", fac, buf);
 }
 
@@ -340,6 +341,7 @@ static int kafka_create(const struct eh_sink_env *env, void **ctx, char *err, si
 	k->sink = env->sink;
 	k->node = env->node;
 	k->cloudevents = !strcmp(eh_config_get(cfg, "kafka_format"), "cloudevents");
+	k->log_max = eh_config_isset(cfg, "kafka.debug") ? 7 : 5;
 	if (eh_template_parse(&k->topic, topic, why, sizeof(why))) {
 		snprintf(err, errlen, "plugin_opt_kafka_topic: %s", why);
 		return -1;

@@ -17,11 +17,12 @@
  *       stack ID APIKEY               answers "ok N": berror entries left
  *       quit                          (or end of input) stops
  *
- *   kafka_peer consume BOOTSTRAP TOPIC[,TOPIC...] MIN [TIMEOUT_S]
+ *   kafka_peer consume BOOTSTRAP TOPIC[,TOPIC...] MIN [TIMEOUT_S [count]]
  *     Reads every partition of the topics from the beginning until at least
  *     MIN messages were read and every partition is at its end (so a
  *     duplicate or an extra message after the MIN-th shows up), printing
- *     one JSON object per message, then "end N". Exits 1 on timeout.
+ *     one JSON object per message (only counting them with "count"), then
+ *     "end N". Exits 1 on timeout.
  *
  *   kafka_peer produce BOOTSTRAP TOPIC COUNT SIZE
  *     librdkafka's own producer rate with the sink's defaults (idempotent,
@@ -216,6 +217,7 @@ static int run_consume(int argc, char **argv)
 	struct part_state *st = NULL;
 	size_t nst = 0;
 	long min, seen = 0;
+	int quiet = argc > 4 && !strcmp(argv[4], "count");
 	double deadline;
 	char *topics, *save = NULL;
 
@@ -280,7 +282,8 @@ static int run_consume(int argc, char **argv)
 			} else {
 				if (ps)
 					ps->at_end = 0;
-				print_message(m);
+				if (!quiet)
+					print_message(m);
 				seen++;
 			}
 			rd_kafka_message_destroy(m);
