@@ -162,7 +162,9 @@ static int parse_line(struct parse *p, char *line, bool main_file)
 			snprintf(p->why, sizeof(p->why), "more than %d listeners", MAX_SCOPES - 1);
 			return -1;
 		}
-	} else if (!strcmp(key, "port")) {
+	} else if (!strcmp(key, "port") || !strcmp(key, "bind_address")) {
+		/* Like listener, these end local-only mode; -p on the command
+		 * line does not (mosquitto 2.0 conf.c). */
 		p->has_listener = true;
 	} else if (!strcmp(key, "allow_anonymous")) {
 		cur(p)->allow_anonymous = !strcasecmp(val, "true");
@@ -221,8 +223,7 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, bool cmdli
 		free(p);
 		return;
 	}
-	if (cmdline_port)
-		p->has_listener = true;
+	(void)cmdline_port;
 	at = 0;
 	if (p->per_listener) {
 		if (index >= p->nours) {
@@ -236,7 +237,8 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, bool cmdli
 	s = &p->s[at];
 	out->known = true;
 	out->per_listener = p->per_listener;
-	/* Local-only mode (no listener, no -p) forces anonymous access on. */
+	/* Local-only mode (no listener, port or bind_address line) forces
+	 * anonymous access on, even over an explicit allow_anonymous false. */
 	out->allow_anonymous = s->allow_anonymous < 0 ? !p->has_listener : s->allow_anonymous == 1;
 	if (!p->has_listener)
 		out->allow_anonymous = true;
