@@ -368,6 +368,8 @@ class ConfigErrorsTest(BrokerTestCase):
             ([("file_path", "/nonexistent-dir/x.jsonl")], "plugin_opt_file_path"),
             ([("file_fsync", "maybe"), ("file_path", "/tmp/x.jsonl")], "plugin_opt_file_fsync"),
             ([("local_qos", "1")], "plugin_opt_local_qos is set but the local sink is not enabled"),
+            ([("file_path", "/tmp/x.jsonl"), ("kafka.acks", "all")],
+             "plugin_opt_kafka.acks is set but the kafka sink is not enabled"),
         ]
         for opts, needle in cases:
             with self.subTest(opts=opts):
