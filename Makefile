@@ -43,6 +43,8 @@ HEADERS := $(wildcard plugin/*.h sinks/*.h sinks/*/*.h)
 
 UNIT_SRC := $(wildcard test/unit/test_*.c)
 UNIT_BIN := $(BUILD)/test/unit_tests
+# Test peers: programs the integration tests run (one line each).
+PEERS := $(BUILD)/test/kafka_peer
 OPTDOC := $(BUILD)/eh_optdoc
 
 # Fuzz targets: test/fuzz/fuzz_<name>.c, seeds in test/fuzz/corpus/<name>/.
@@ -124,6 +126,11 @@ fuzz:
 			build-fuzz/corpus/$$t test/fuzz/corpus/$$t || exit 1; \
 	done
 
+$(BUILD)/test/kafka_peer: test/kafka_peer.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LDFLAGS) $(EH_LDSAN) -o $@ $< \
+		$$($(PKG_CONFIG) --cflags --libs rdkafka jansson)
+
 deps:
 	@sh test/deps.sh $(DEB_DEPS)
 
@@ -143,15 +150,15 @@ check-exports: $(PLUGIN)
 check-unit: $(UNIT_BIN)
 	CK_DEFAULT_TIMEOUT=120 $(UNIT_BIN)
 
-check-integration: $(PLUGIN)
+check-integration: $(PLUGIN) $(PEERS)
 	EH_PLUGIN=$(abspath $(PLUGIN)) $(PYTHON) test/run.py $(TESTS)
 
 check: deps
-	$(MAKE) all $(UNIT_BIN) $(OPTDOC) $(FUZZ_REPLAY)
+	$(MAKE) all $(UNIT_BIN) $(OPTDOC) $(PEERS) $(FUZZ_REPLAY)
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) FUZZ_TARGETS="$(FUZZ_TARGETS)" sh test/check_all.sh
 
 check-asan: deps
-	$(MAKE) BUILD=build-asan SANITIZER=address,undefined CFLAGS="-O1 -g" all build-asan/test/unit_tests
+	$(MAKE) BUILD=build-asan SANITIZER=address,undefined CFLAGS="-O1 -g" all build-asan/test/unit_tests build-asan/test/kafka_peer
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 build-asan/test/unit_tests
 	EH_PLUGIN=$(abspath build-asan/mosquitto_eventhook.so) \
 	EH_BROKER_PRELOAD="$$(gcc -print-file-name=libasan.so):$$(gcc -print-file-name=libubsan.so)" \
