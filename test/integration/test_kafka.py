@@ -320,7 +320,7 @@ class KafkaTest(BrokerTestCase):
         self.cycle(b, ["sentinel"])
         msgs = wait_until(lambda: (lambda ms: ms if any(m["key"] == "sentinel" and m["event"]["event"] ==
                                                         "client.disconnected" for m in ms) else None)(
-            mock.consume(["mqtt-events"], 1)), message="the sentinel")
+            mock.consume(["mqtt-events"], 1)), timeout=3 * TIMEOUT, message="the sentinel")
         counters = self.stop_counters(b)
         self.assertEqual(counters["enqueued"] + counters["dropped"], 102)
         self.assertEqual([m["event"]["event"] for m in msgs if m["key"] == "sentinel"],
