@@ -647,7 +647,9 @@ static void decide_registration(struct eh_capture *cap)
 	cap->acl_tail_want = false;
 	if (!s->known || cap->v21)
 		return;
-	if (!s->password_file && !s->dynsec && !s->legacy_plugin && !s->unknown_plugin)
+	/* A v2-v4 plugin without a password check never answers
+	 * authentication, so the tail still gives the broker's own answer. */
+	if (!s->password_file && !s->dynsec && !s->legacy_auth && !s->unknown_plugin)
 		cap->auth_tail_want = true;
 	if (!s->acl_file && !s->dynsec && !s->legacy_plugin && !s->unknown_plugin)
 		cap->acl_tail_want = true;
@@ -656,15 +658,16 @@ static void decide_registration(struct eh_capture *cap)
 
 static bool auth_neutral(const struct eh_scope_info *s)
 {
-	/* A password file or dynsec always answers a client with a username,
-	 * and with none at all the tail answers as the broker would. Another
-	 * plugin of unknown capability could leave the decision to the "all
-	 * deferred" rule, where our presence changes it. */
+	/* With a password file, dynsec or a v2-v4 password check in the scope,
+	 * our deferring changes no rule the broker applies; with none at all
+	 * the tail answers as the broker would. A v5 plugin of unknown
+	 * capability could leave the decision to the "all deferred" rule,
+	 * where our presence changes it. */
 	if (!s->known)
 		return false;
 	if (s->password_file)
 		return true;
-	return !s->unknown_plugin && !s->legacy_plugin;
+	return !s->unknown_plugin;
 }
 
 static bool acl_neutral(const struct eh_scope_info *s)

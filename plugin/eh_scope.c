@@ -10,6 +10,7 @@
 
 #include <ctype.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -33,7 +34,7 @@ struct parse {
 	struct scope s[MAX_SCOPES];
 	int our_scopes[MAX_SCOPES]; /* scope of the k-th plugin line naming us */
 	int nours;
-	bool global_dynsec, global_legacy, global_unknown;
+	bool global_dynsec, global_legacy, global_legacy_auth, global_unknown;
 	const char *self;
 	char why[512];
 	bool failed;
@@ -111,7 +112,30 @@ static int include_dir(struct parse *p, const char *dir)
 	return rc;
 }
 
-static void plugin_line(struct parse *p, const char *path, bool legacy)
+enum plugin_kind { KIND_UNKNOWN, KIND_DYNSEC, KIND_LEGACY, KIND_LEGACY_AUTH };
+
+/* What another plugin is, from the symbols it exports. The broker loads
+ * every plugin anyway; looking at one here only runs its constructors early.
+ * In 2.0 `plugin` and `auth_plugin` are the same directive, so the line
+ * says nothing: the exported version function does. */
+static enum plugin_kind classify(const char *path)
+{
+	void *h = dlopen(path, RTLD_LAZY | RTLD_LOCAL);
+	enum plugin_kind kind = KIND_UNKNOWN;
+
+	if (!h)
+		return KIND_UNKNOWN;
+	if (dlsym(h, "mosquitto_plugin_version")) {
+		if (strstr(base_name(path), "mosquitto_dynamic_security"))
+			kind = KIND_DYNSEC;
+	} else if (dlsym(h, "mosquitto_auth_plugin_version")) {
+		kind = dlsym(h, "mosquitto_auth_unpwd_check") ? KIND_LEGACY_AUTH : KIND_LEGACY;
+	}
+	dlclose(h);
+	return kind;
+}
+
+static void plugin_line(struct parse *p, const char *path)
 {
 	struct scope *s = cur(p);
 
@@ -121,15 +145,23 @@ static void plugin_line(struct parse *p, const char *path, bool legacy)
 			p->our_scopes[p->nours++] = p->per_listener ? p->cur : 0;
 		return;
 	}
-	if (legacy) {
-		s->legacy = true;
-		p->global_legacy = true;
-	} else if (strstr(base_name(path), "mosquitto_dynamic_security")) {
+	switch (classify(path)) {
+	case KIND_DYNSEC:
 		s->dynsec = true;
 		p->global_dynsec = true;
-	} else {
+		break;
+	case KIND_LEGACY_AUTH:
+		p->global_legacy_auth = true;
+		/* it is an ACL provider too */
+		__attribute__((fallthrough));
+	case KIND_LEGACY:
+		s->legacy = true;
+		p->global_legacy = true;
+		break;
+	default:
 		s->unknown = true;
 		p->global_unknown = true;
+		break;
 	}
 }
 
@@ -180,14 +212,12 @@ static int parse_line(struct parse *p, char *line, bool main_file)
 		cur(p)->password_file = true;
 	} else if (!strcmp(key, "acl_file")) {
 		cur(p)->acl_file = true;
-	} else if (!strcmp(key, "plugin")) {
-		plugin_line(p, val, false);
-	} else if (!strcmp(key, "auth_plugin")) {
-		plugin_line(p, val, true);
+	} else if (!strcmp(key, "plugin") || !strcmp(key, "auth_plugin")) {
+		plugin_line(p, val);
 	} else if (!strcmp(key, "include_dir") && main_file) {
 		return include_dir(p, val);
 	} else if (!strcmp(key, "global_plugin")) {
-		plugin_line(p, val, false);
+		plugin_line(p, val);
 	}
 	return 0;
 }
@@ -262,6 +292,7 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, bool cmdli
 	 * one loaded object, and being wrong here must only mean seeing less. */
 	out->dynsec = p->per_listener ? (s->dynsec || p->global_dynsec) : p->global_dynsec;
 	out->legacy_plugin = p->global_legacy;
+	out->legacy_auth = p->global_legacy_auth;
 	out->unknown_plugin = p->global_unknown;
 	free(p);
 }

@@ -24,7 +24,8 @@ struct eh_scope_info {
 	bool password_file;
 	bool acl_file;
 	bool dynsec;           /* the dynamic-security plugin is loaded */
-	bool legacy_plugin;    /* an auth_plugin (v2-v4) is loaded */
+	bool legacy_plugin;    /* a v2-v4 plugin is loaded (always an ACL provider) */
+	bool legacy_auth;      /* ... and one exports mosquitto_auth_unpwd_check */
 	bool unknown_plugin;   /* another v5 plugin whose callbacks we cannot know */
 };
 

@@ -195,10 +195,16 @@ START_TEST(scope_plugins)
 	i = learn(CONF("listener 1883\nplugin SELF\nplugin /opt/other/auth.so\n"), false, 0);
 	ck_assert(i.unknown_plugin);
 	ck_assert(!i.dynsec && !i.legacy_plugin);
-	/* auth_plugin: the legacy directive. */
+	/* auth_plugin is the same directive as plugin in 2.0: what a plugin
+	 * is comes from its exports, and one that cannot be loaded to look is
+	 * unknown (we then observe less). */
 	i = learn(CONF("listener 1883\nauth_plugin /opt/old/auth-plug.so\nplugin SELF\n"), false, 0);
-	ck_assert(i.legacy_plugin);
-	ck_assert(!i.dynsec && !i.unknown_plugin);
+	ck_assert(i.unknown_plugin);
+	ck_assert(!i.dynsec && !i.legacy_plugin);
+	i = learn(CONF("listener 1883\nauth_plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n"
+		       "plugin SELF\n"), false, 0);
+	ck_assert(i.dynsec);
+	ck_assert(!i.legacy_plugin && !i.unknown_plugin);
 	/* Another copy with our file name elsewhere is not us (realpath
 	 * of both exists and differs). */
 	mkdir(strcat(strcpy(conf, dir), "/other"), 0700);
@@ -281,7 +287,7 @@ START_TEST(scope_per_listener)
 	/* dynsec in another listener counts for every scope. */
 	i = learn(CONF("per_listener_settings true\n"
 		       "listener 1883\nplugin SELF\n"
-		       "listener 8883\nplugin /usr/lib/mosquitto_dynamic_security.so\n"), false, 0);
+		       "listener 8883\nplugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n"), false, 0);
 	ck_assert(i.known);
 	ck_assert(i.dynsec);
 
