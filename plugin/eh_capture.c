@@ -303,6 +303,13 @@ static void start_attempt(struct eh_capture *cap, struct mosquitto *client)
 
 	if (c && cap->reload_window)
 		return; /* the broker re-checking a connected client after SIGHUP */
+#if EH_HAVE_21
+	/* 2.1 acts on SIGHUP after the loop's client I/O and ticks before the
+	 * next, so every check in the window is a re-check, also of offline
+	 * sessions, which on 2.1 keep their address. */
+	if (cap->v21 && cap->reload_window)
+		return;
+#endif
 	if (c) {
 		/* The broker freed that context without telling us (silent
 		 * session expiry) and reused the memory. */
