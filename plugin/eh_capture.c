@@ -746,6 +746,21 @@ int eh_capture_init(struct eh_core *core, int index)
 				     "refused the 2.1 CONNECT event (error %d): an older broker, falling back to "
 				     "the 2.0 path", rc21);
 	}
+#else
+	/* Built with 2.0 headers. A 2.1 broker accepts its CONNECT event (11),
+	 * and there the 2.0 path is wrong in ways that matter: refusals keep
+	 * their id, offline sessions get CLIENT_OFFLINE instead of DISCONNECT,
+	 * and 2.1 skips a tail appended during the pass (it iterates with
+	 * DL_FOREACH_SAFE), so a DEFER head changes decisions: a client with a
+	 * username was refused where the broker alone accepts it. Refuse to
+	 * load rather than change what the broker decides. */
+	if (reg(cap, 11, on_tick) == MOSQ_ERR_SUCCESS) {
+		mosquitto_callback_unregister(cap->pid, 11, on_tick, NULL);
+		mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: this build uses Mosquitto 2.0 headers but the broker "
+				     "is 2.1 or later; rebuild against the broker's headers "
+				     "(make CPPFLAGS=-I<prefix>/include, see docs/capture-2.1.md)");
+		return -1;
+	}
 #endif
 	decide_registration(cap);
 
