@@ -770,7 +770,7 @@ int eh_capture_init(struct eh_core *core, int index)
 		mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: cannot register broker callbacks");
 		return -1;
 	}
-	if (!cap->scope.known) {
+	if (!cap->scope.known && !cap->v21) { /* 2.1 needs no config knowledge */
 		mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: %s; to keep every broker decision unchanged, "
 				     "client.connect, client.connect_failed, client.subscribe, client.unsubscribe and "
 				     "client.authz_denied are not captured, and client.connected is inferred late",
