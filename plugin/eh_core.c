@@ -15,8 +15,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include <mosquitto.h>
-#include <mosquitto_broker.h>
+#include "eh_mosquitto.h"
 
 #include "eh_core.h"
 #include "eh_runner.h"
