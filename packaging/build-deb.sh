@@ -14,7 +14,7 @@ copy_source "$src"
 rm -rf "$src/debian"
 cp -a "$top/packaging/debian" "$src/debian"
 
-maintainer=$(sed -n 's/^Maintainer: *//p' "$src/debian/control")
+maintainer=$(maintainer)
 cat > "$src/debian/changelog" <<CHANGELOG
 mosquitto-eventhook ($version) unstable; urgency=medium
 

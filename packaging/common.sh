@@ -33,3 +33,9 @@ copy_source() {
 			tar -C "$dest" -xf -
 	fi
 }
+
+# The maintainer, written once in packaging/debian/control, for the
+# changelog entries of both packages.
+maintainer() {
+	sed -n 's/^Maintainer: *//p' "$top/packaging/debian/control"
+}
