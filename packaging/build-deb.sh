@@ -5,6 +5,7 @@
 # top level); debian/changelog is written from plugin/eh_version.h and
 # debian/copyright from COPYING, so neither can disagree with its source.
 set -eu
+# shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
 
 work=$out/deb-build

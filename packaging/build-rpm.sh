@@ -18,6 +18,7 @@
 # - brp-compress uses "read -d", which Debian's /bin/sh (dash) lacks, so man
 #   pages stay uncompressed unless it is run with bash.
 set -eu
+# shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
 
 top_rpm=$out/rpmbuild

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by build-deb.sh and build-rpm.sh: the project's version, the
 # output directory, and a copy of the source tree to build from.
 
