@@ -120,3 +120,24 @@ check-tsan: deps
 
 clean:
 	rm -rf build build-asan build-tsan
+
+# ---- Packages: make deb, make rpm, make check-packages (docs/packaging.md).
+# Output in packaging/out/. The Debian packages that building and checking
+# the packages needs, on top of DEB_DEPS:
+DEB_DEPS_PKG := build-essential debhelper dpkg-dev lintian man-db
+DEB_DEPS_PKG += rpm rpmlint debugedit elfutils cpio
+DEB_DEPS_PKG += debootstrap binutils
+
+.PHONY: deb rpm check-packages
+
+deb:
+	@sh test/deps.sh $(DEB_DEPS) $(DEB_DEPS_PKG)
+	bash packaging/build-deb.sh
+
+rpm:
+	@sh test/deps.sh $(DEB_DEPS) $(DEB_DEPS_PKG)
+	bash packaging/build-rpm.sh
+
+check-packages:
+	@sh test/deps.sh $(DEB_DEPS) $(DEB_DEPS_PKG)
+	PYTHON=$(PYTHON) bash test/packages/check_packages.sh

@@ -297,15 +297,15 @@ rpm_requires() {
 # Each soname the plugin needs maps, on this machine, to the Debian package
 # that ships it: that package must be among the Depends.
 deb_depends() {
-	local depends soname path pkg
+	local depends soname pkg
 	depends=$(dpkg-deb -f "$deb" Depends)
 	echo "Depends: $depends"
 	echo "$depends" | grep -q 'mosquitto (>= 2.0)'
 	for soname in $(needed "$tmp/deb$deb_plugin"); do
-		path=$(ldconfig -p | awk -v s="$soname" '$1 == s && /x86-64|'"$arch"'/ { print $NF; exit }')
-		[ -n "$path" ] || path=$(ldconfig -p | awk -v s="$soname" '$1 == s { print $NF; exit }')
-		pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -n 1 | cut -d: -f1) ||
-			pkg=$(dpkg -S "$path" | head -n 1 | cut -d: -f1)
+		# The package whose file is the soname (link) in the multiarch
+		# directory; /lib or /usr/lib, as dpkg knows it.
+		pkg=$(dpkg -S "*/$multiarch/$soname" | cut -d: -f1 | sort -u)
+		[ "$(echo "$pkg" | wc -w)" = 1 ] || { echo "$soname: packages '$pkg'"; return 1; }
 		echo "$soname -> $pkg"
 		echo "$depends" | tr ',' '\n' | grep -Eq "^ *$pkg( |$)" || { echo "$pkg ($soname) not in Depends"; return 1; }
 	done
