@@ -47,7 +47,10 @@ rpm_dbg=$out/mosquitto-eventhook-debuginfo-${version}-1.${rpm_arch}.rpm
 rpm_src=$out/mosquitto-eventhook-${version}-1.src.rpm
 deb_plugin=/usr/lib/$multiarch/mosquitto_eventhook.so
 snippet=/etc/mosquitto/conf.d/eventhook.conf
-events_file=/var/log/mosquitto/events.jsonl
+# The test's own directory (in the root; under $tmp on this machine): broker
+# configuration, log and the file sink's events.
+testdir=/tmp/eh-pkgtest
+events_file=$testdir/events.jsonl
 
 # Runs a command in the Debian root, or on this machine.
 in_root() {
@@ -74,7 +77,6 @@ cleanup() {
 	fi
 	if [ "$host_installed" = 1 ]; then
 		DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq mosquitto-eventhook >/dev/null 2>&1 || true
-		rm -f "$events_file"
 	fi
 	# Never delete through a mount point.
 	if grep -q " $tmp/" /proc/mounts; then
@@ -356,14 +358,14 @@ install_deb() {
 write_broker_conf() {
 	local port
 	port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-	mkdir -p "$root/tmp/eh-pkgtest"
+	mkdir -p "$root$testdir"
 	# The broker writes its log as the mosquitto user.
-	chmod 1777 "$root/tmp/eh-pkgtest"
-	cat > "$root/tmp/eh-pkgtest/mosquitto.conf" <<CONF
+	chmod 1777 "$root$testdir"
+	cat > "$root$testdir/mosquitto.conf" <<CONF
 listener $port 127.0.0.1
 allow_anonymous true
 persistence false
-log_dest file /tmp/eh-pkgtest/broker.log
+log_dest file $testdir/broker.log
 include_dir /etc/mosquitto/conf.d
 CONF
 	echo "$port" > "$tmp/port"
@@ -372,14 +374,14 @@ CONF
 # start_broker LOG: starts /usr/sbin/mosquitto, returns once it runs; LOG
 # gets the broker's log when it stops (stop_broker).
 start_broker() {
-	local log=$root/tmp/eh-pkgtest/broker.log pid
+	local log=$root$testdir/broker.log pid
 	rm -f "$log"
 	# Started directly (chroot execs the broker), not through in_root: $!
 	# must be the broker's pid, not a subshell's.
 	if [ -n "$root" ]; then
-		chroot "$root" /usr/sbin/mosquitto -c /tmp/eh-pkgtest/mosquitto.conf > "$tmp/broker.out" 2>&1 &
+		chroot "$root" /usr/sbin/mosquitto -c "$testdir/mosquitto.conf" > "$tmp/broker.out" 2>&1 &
 	else
-		/usr/sbin/mosquitto -c /tmp/eh-pkgtest/mosquitto.conf > "$tmp/broker.out" 2>&1 &
+		/usr/sbin/mosquitto -c "$testdir/mosquitto.conf" > "$tmp/broker.out" 2>&1 &
 	fi
 	pid=$!
 	echo "$pid" > "$tmp/broker.pid"
@@ -398,7 +400,7 @@ start_broker() {
 # stop_broker LOG: stops it and keeps its log in LOG.
 stop_broker() {
 	kill_broker
-	cat "$tmp/broker.out" "$root/tmp/eh-pkgtest/broker.log" > "$1"
+	cat "$tmp/broker.out" "$root$testdir/broker.log" > "$1"
 }
 
 publish() {
@@ -423,11 +425,12 @@ not_enabled() {
 enabled() {
 	local log=$tmp/broker-enabled.log
 	rm -f "$root$events_file"
-	# What the administrator does: uncomment the plugin line and a sink.
-	sed -i -e 's/^#plugin /plugin /' -e 's/^#plugin_opt_file_path /plugin_opt_file_path /' "$root$snippet"
+	# What the administrator does: uncomment the plugin line and a sink
+	# (whose file is the test's, not /var/log/mosquitto/ on this machine).
+	sed -i -e 's/^#plugin /plugin /' -e "s|^#plugin_opt_file_path .*|plugin_opt_file_path $events_file|" "$root$snippet"
 	grep -v '^#' "$root$snippet" | grep .
 	start_broker
-	grep "eventhook: mosquitto-eventhook $version loading" "$root/tmp/eh-pkgtest/broker.log"
+	grep "eventhook: mosquitto-eventhook $version loading" "$root$testdir/broker.log"
 	publish
 	# The file sink writes on its own thread: wait for the last event.
 	"$PYTHON" - "$root$events_file" "$CLIENT_ID" "$DEADLINE" <<'PY'
@@ -517,6 +520,10 @@ if [ "$EH_PKG_ROOT" = host ]; then
 		finish
 	fi
 	host_installed=1
+	# The broker's user must reach its log and events under $tmp.
+	chmod 711 "$tmp"
+	testdir=$tmp/run
+	events_file=$testdir/events.jsonl
 fi
 where=${root:+the Debian root}
 where=${where:-this machine}
