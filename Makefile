@@ -19,6 +19,8 @@ SANITIZER ?=
 BUILD ?= build
 
 PKGS := jansson libcurl rdkafka
+# HMAC-SHA256 for webhook signatures (http sink); libssl-dev comes with libcurl4-openssl-dev.
+PKGS += libcrypto
 EH_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
 	-Iplugin -Isinks $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 # paho.mqtt.c has no .pc file on Debian 12.
@@ -49,6 +51,7 @@ DEB_DEPS += mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev
 DEB_DEPS += libjansson-dev libcurl4-openssl-dev librdkafka-dev libpaho-mqtt-dev
 DEB_DEPS += check python3 python3-paho-mqtt
 DEB_DEPS += openssl
+DEB_DEPS += libssl-dev
 
 .PHONY: all deps demo check check-unit check-integration check-docs check-exports check-asan check-tsan docs clean
 

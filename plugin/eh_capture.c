@@ -177,8 +177,13 @@ static struct eh_client *track(struct eh_capture *cap, struct mosquitto *client,
 {
 	const char *id = mosquitto_client_id(client);
 	const char *user = mosquitto_client_username(client);
-	struct eh_client *c = eh_clients_add(&cap->clients, client, id, user, mosquitto_client_address(client));
+	struct eh_client *c;
 
+	/* A sink's own connection: never tracked, so none of its events
+	 * (connect, publish, disconnect) exist. */
+	if (id && eh_core_client_excluded(cap->core, id))
+		return NULL;
+	c = eh_clients_add(&cap->clients, client, id, user, mosquitto_client_address(client));
 	if (!c)
 		return NULL;
 	c->proto_ver = (uint8_t)mosquitto_client_protocol_version(client);

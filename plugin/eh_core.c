@@ -293,6 +293,37 @@ int eh_core_start(struct eh_core *core)
 	return 0;
 }
 
+/* ---- excluded clients ---- */
+
+int eh_sink_exclude_client_id(struct eh_sink *sink, const char *id)
+{
+	struct eh_core *core = sink->core;
+	char *copy;
+
+	if (eh_core_client_excluded(core, id))
+		return 0;
+	if (core->nexcluded == EH_EXCLUDED_MAX || !(copy = strdup(id)))
+		return -1;
+	core->excluded[core->nexcluded++] = copy;
+	return 0;
+}
+
+bool eh_core_client_excluded(const struct eh_core *core, const char *id)
+{
+	for (size_t i = 0; i < core->nexcluded; i++) {
+		if (!strcmp(core->excluded[i], id))
+			return true;
+	}
+	return false;
+}
+
+static void free_excluded(struct eh_core *core)
+{
+	for (size_t i = 0; i < core->nexcluded; i++)
+		free(core->excluded[i]);
+	core->nexcluded = 0;
+}
+
 /* ---- hot path ---- */
 
 void eh_core_emit(struct eh_core *core, struct eh_event *ev)
@@ -439,6 +470,7 @@ void eh_core_stop(struct eh_core *core)
 		eh_ring_destroy(&s->ring);
 	}
 	core->nsinks = 0;
+	free_excluded(core);
 	eh_topics_free(&core->topics);
 	eh_config_free(&core->config);
 	pthread_mutex_destroy(&core->log.lock);

@@ -67,6 +67,17 @@ int64_t eh_sink_shutdown_timeout_ms(const struct eh_sink *sink)
 	return sink->core->shutdown_timeout_ms;
 }
 
+int64_t eh_sink_deadline_ms(const struct eh_sink *sink)
+{
+	struct eh_sink *s = (struct eh_sink *)sink;
+
+	/* acquire: pairs with the release of stop; the deadline was stored
+	 * before it. */
+	if (!atomic_load_explicit(&s->stop, memory_order_acquire))
+		return INT64_MAX;
+	return atomic_load_explicit(&s->drain_deadline_ms, memory_order_relaxed);
+}
+
 void eh_sink_log(struct eh_sink *sink, int level, const char *fmt, ...)
 {
 	char buf[EH_LOG_LEN];
@@ -193,8 +204,12 @@ static void *run(void *arg)
 	struct eh_event *evs = calloc(s->batch_max, sizeof(*evs));
 	sigset_t all;
 	uint64_t attempt = 0;
+	size_t retry_n = 0; /* a retried batch keeps its size: same events, same request */
 	int64_t retry_start = 0, linger_start = 0;
 	bool gave_up_logged = false;
+	bool opened = s->ops->open == NULL;
+	unsigned open_failures = 0;
+	int64_t open_backoff = 0;
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
@@ -202,9 +217,6 @@ static void *run(void *arg)
 		eh_sink_log(s, 2 /* MOSQ_LOG_WARNING */, "out of memory; sink stopped");
 		goto out;
 	}
-	if (s->ops->open && s->ops->open(s->ctx))
-		eh_sink_log(s, 2, "could not open at start; will keep retrying");
-
 	for (;;) {
 		size_t n, done;
 		struct eh_batch batch;
@@ -213,7 +225,28 @@ static void *run(void *arg)
 		take_reload(s);
 		if (past_deadline(s))
 			break;
-		n = eh_ring_peek_sc(&s->ring, recs, s->batch_max);
+		if (!opened) {
+			/* A sink that cannot open (its library refused to start)
+			 * keeps its events queued and tries again with backoff. */
+			if (s->ops->open(s->ctx) == 0) {
+				opened = true;
+				open_backoff = 0;
+				if (open_failures)
+					eh_sink_log(s, 5 /* MOSQ_LOG_NOTICE */, "opened after %u failed attempt(s)",
+						    open_failures);
+				continue;
+			}
+			if (!open_failures++)
+				eh_sink_log(s, 2, "could not open; retrying with backoff");
+			open_backoff = open_backoff ? open_backoff * 2 : s->retry_initial_ms;
+			if (open_backoff > s->retry_max_ms)
+				open_backoff = s->retry_max_ms;
+			if (stopping(s))
+				break;
+			wait_until(s, eh_now_ms() + open_backoff);
+			continue;
+		}
+		n = eh_ring_peek_sc(&s->ring, recs, attempt && retry_n ? retry_n : s->batch_max);
 		if (!n) {
 			if (stopping(s))
 				break;
@@ -261,6 +294,7 @@ static void *run(void *arg)
 			attempt = 0;
 			gave_up_logged = false;
 		}
+		retry_n = n - done;
 		if (s->ops->poll)
 			s->ops->poll(s->ctx);
 		if (rc != EH_DELIVER_RETRY)

@@ -135,7 +135,8 @@ static void plugin_line(struct parse *p, const char *path, bool legacy)
 
 static int parse_line(struct parse *p, char *line, bool main_file)
 {
-	char *key = line, *val;
+	char *key = line, *val, *word_end;
+	bool bool_true;
 
 	while (isspace((unsigned char)*key))
 		key++;
@@ -151,8 +152,15 @@ static int parse_line(struct parse *p, char *line, bool main_file)
 	for (char *e = val + strlen(val); e > val && isspace((unsigned char)e[-1]); e--)
 		e[-1] = '\0';
 
+	/* Like the broker, a boolean is the first word after the key; the
+	 * rest of the line (a trailing comment, say) is ignored. */
+	word_end = val;
+	while (*word_end && !isspace((unsigned char)*word_end))
+		word_end++;
+	bool_true = (size_t)(word_end - val) == 4 && !strncasecmp(val, "true", 4);
+
 	if (!strcmp(key, "per_listener_settings")) {
-		p->per_listener = !strcasecmp(val, "true");
+		p->per_listener = bool_true;
 	} else if (!strcmp(key, "listener")) {
 		p->has_listener = true;
 		if (p->nscopes < MAX_SCOPES) {
@@ -162,10 +170,12 @@ static int parse_line(struct parse *p, char *line, bool main_file)
 			snprintf(p->why, sizeof(p->why), "more than %d listeners", MAX_SCOPES - 1);
 			return -1;
 		}
-	} else if (!strcmp(key, "port")) {
+	} else if (!strcmp(key, "port") || !strcmp(key, "bind_address")) {
+		/* Like listener, these end local-only mode; -p on the command
+		 * line does not (mosquitto 2.0 conf.c). */
 		p->has_listener = true;
 	} else if (!strcmp(key, "allow_anonymous")) {
-		cur(p)->allow_anonymous = !strcasecmp(val, "true");
+		cur(p)->allow_anonymous = bool_true;
 	} else if (!strcmp(key, "password_file")) {
 		cur(p)->password_file = true;
 	} else if (!strcmp(key, "acl_file")) {
@@ -221,8 +231,7 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, bool cmdli
 		free(p);
 		return;
 	}
-	if (cmdline_port)
-		p->has_listener = true;
+	(void)cmdline_port;
 	at = 0;
 	if (p->per_listener) {
 		if (index >= p->nours) {
@@ -236,7 +245,8 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, bool cmdli
 	s = &p->s[at];
 	out->known = true;
 	out->per_listener = p->per_listener;
-	/* Local-only mode (no listener, no -p) forces anonymous access on. */
+	/* Local-only mode (no listener, port or bind_address line) forces
+	 * anonymous access on, even over an explicit allow_anonymous false. */
 	out->allow_anonymous = s->allow_anonymous < 0 ? !p->has_listener : s->allow_anonymous == 1;
 	if (!p->has_listener)
 		out->allow_anonymous = true;

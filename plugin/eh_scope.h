@@ -34,7 +34,8 @@ struct eh_scope_info {
 void eh_scope_learn(struct eh_scope_info *out, const char *override, const char *self, int index);
 
 /* Parses configuration text (for tests): same as eh_scope_learn but from a
- * file path given directly, with cmdline_port telling if -p was used. */
+ * file path given directly. cmdline_port (-p given) is accepted for
+ * completeness: it does not change the security rules. */
 void eh_scope_learn_file(struct eh_scope_info *out, const char *path, bool cmdline_port, const char *self,
 			 int index);
 
