@@ -169,7 +169,7 @@ versions() {
 	case $v in *" - $version-1") ;; *) return 1 ;; esac
 	# The plugin prints the same version when it loads (seen in the broker
 	# checks below); here, that it carries the string.
-	strings "$tmp/deb$deb_plugin" | grep -qx "$version"
+	strings "$tmp/deb$deb_plugin" | grep -F "$version"
 }
 
 # stripped_and_hardened PLUGIN DEBUG_ROOT: no symbol table or DWARF left,
