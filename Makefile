@@ -42,6 +42,8 @@ HEADERS := $(wildcard plugin/*.h sinks/*.h sinks/*/*.h)
 
 UNIT_SRC := $(wildcard test/unit/test_*.c)
 UNIT_BIN := $(BUILD)/test/unit_tests
+# Test peers: programs the integration tests run (one line each).
+PEERS := $(BUILD)/test/kafka_peer
 OPTDOC := $(BUILD)/eh_optdoc
 
 # Debian packages the build and the tests need; installed when missing.
@@ -83,6 +85,11 @@ $(UNIT_BIN): $(UNIT_SRC) test/unit/unit_main.c $(LIB_OBJ) $(BUILD)/test/broker_s
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(EH_CFLAGS) -Itest/unit $(LDFLAGS) $(EH_LDSAN) -o $@ $(UNIT_SRC) test/unit/unit_main.c $(LIB_OBJ) \
 		$(BUILD)/test/broker_stub.o $(EH_LIBS) $$($(PKG_CONFIG) --libs check)
 
+$(BUILD)/test/kafka_peer: test/kafka_peer.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LDFLAGS) $(EH_LDSAN) -o $@ $< \
+		$$($(PKG_CONFIG) --cflags --libs rdkafka jansson)
+
 deps:
 	@sh test/deps.sh $(DEB_DEPS)
 
@@ -102,15 +109,15 @@ check-exports: $(PLUGIN)
 check-unit: $(UNIT_BIN)
 	CK_DEFAULT_TIMEOUT=120 $(UNIT_BIN)
 
-check-integration: $(PLUGIN)
+check-integration: $(PLUGIN) $(PEERS)
 	EH_PLUGIN=$(abspath $(PLUGIN)) $(PYTHON) test/run.py $(TESTS)
 
 check: deps
-	$(MAKE) all $(UNIT_BIN) $(OPTDOC)
+	$(MAKE) all $(UNIT_BIN) $(OPTDOC) $(PEERS)
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh test/check_all.sh
 
 check-asan: deps
-	$(MAKE) BUILD=build-asan SANITIZER=address,undefined CFLAGS="-O1 -g" all build-asan/test/unit_tests
+	$(MAKE) BUILD=build-asan SANITIZER=address,undefined CFLAGS="-O1 -g" all build-asan/test/unit_tests build-asan/test/kafka_peer
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 build-asan/test/unit_tests
 	EH_PLUGIN=$(abspath build-asan/mosquitto_eventhook.so) \
 	EH_BROKER_PRELOAD="$$(gcc -print-file-name=libasan.so):$$(gcc -print-file-name=libubsan.so)" \

@@ -254,13 +254,14 @@ int eh_core_init(struct eh_core *core, void *plugin_id, const struct eh_kv *kv, 
 		const struct eh_sink_ops *ops = eh_sink_types[i];
 		bool enabled = eh_config_isset(&core->config, ops->enable_key);
 
-		for (const struct eh_option *o = ops->options; o && o->key && !enabled; o++) {
-			char key[96];
+		for (size_t k = 0; k < core->config.count && !enabled; k++) {
+			const struct eh_config_entry *e = &core->config.entries[k];
 
-			snprintf(key, sizeof(key), "%s", o->key);
-			if ((o->flags & EH_OPT_PREFIX) ? false : eh_config_isset(&core->config, key)) {
+			for (const struct eh_option *o = ops->options; o && o->key; o++) {
+				if (e->opt != o)
+					continue;
 				snprintf(err, sizeof(err), "plugin_opt_%s is set but the %s sink is not enabled "
-					 "(plugin_opt_%s is missing)", key, ops->name, ops->enable_key);
+					 "(plugin_opt_%s is missing)", e->key, ops->name, ops->enable_key);
 				goto fail;
 			}
 		}
