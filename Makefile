@@ -170,4 +170,27 @@ check-tsan: deps
 	TSAN_OPTIONS=halt_on_error=1 CK_FORK=no build-tsan/test/unit_tests
 
 clean:
-	rm -rf build build-asan build-tsan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz build-dev packaging/out
+
+# ---- Packages: make deb, make rpm, make check-packages (docs/packaging.md).
+# Output in packaging/out/. The Debian packages that building and checking
+# the packages needs, on top of DEB_DEPS:
+DEB_DEPS_PKG := build-essential debhelper dpkg-dev lintian man-db
+DEB_DEPS_PKG += rpm rpmlint debugedit elfutils cpio
+DEB_DEPS_PKG += debootstrap binutils
+
+.PHONY: deb rpm check-packages deps-packages
+
+# On Debian only: elsewhere (make rpm on Fedora) the build requirements are
+# the spec's BuildRequires.
+deps-packages:
+	@if command -v dpkg-query >/dev/null; then sh test/deps.sh $(DEB_DEPS) $(DEB_DEPS_PKG); fi
+
+deb: deps-packages
+	bash packaging/build-deb.sh
+
+rpm: deps-packages
+	bash packaging/build-rpm.sh
+
+check-packages: deps-packages
+	PYTHON=$(PYTHON) bash test/packages/check_packages.sh
