@@ -155,7 +155,7 @@ check-integration: $(PLUGIN) $(PEERS)
 
 check: deps
 	$(MAKE) all $(UNIT_BIN) $(OPTDOC) $(PEERS) $(FUZZ_REPLAY)
-	@BUILD=$(BUILD) PYTHON=$(PYTHON) FUZZ_TARGETS="$(FUZZ_TARGETS)" sh test/check_all.sh
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) MAKE="$(MAKE)" FUZZ_TARGETS="$(FUZZ_TARGETS)" sh test/check_all.sh
 
 check-asan: deps
 	$(MAKE) BUILD=build-asan SANITIZER=address,undefined CFLAGS="-O1 -g" all build-asan/test/unit_tests build-asan/test/kafka_peer
