@@ -185,14 +185,43 @@ static bool status_logged(struct http_sink *h, long status)
 	return false;
 }
 
-/* The response body quoted for a log line, with control bytes replaced. */
+/* The response body quoted for a log line, with control bytes replaced and
+ * our secrets masked: a server (or a proxy's error page) may echo the
+ * request it got, Authorization and the configured headers included. */
 static const char *response_text(struct http_sink *h)
 {
-	for (size_t i = 0; i < h->response_len; i++)
-		if ((unsigned char)h->response[i] < 0x20 || h->response[i] == 0x7f)
-			h->response[i] = ' ';
-	h->response[h->response_len] = '\0';
-	return h->response;
+	char *r = h->response;
+	size_t n = h->response_len;
+	const char *q = strpbrk(h->url, "?#");
+
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)r[i] < 0x20 || r[i] == 0x7f)
+			r[i] = ' ';
+	if (h->token)
+		eh_http_mask(r, n, h->token, strlen(h->token));
+	if (h->key)
+		eh_http_mask(r, n, h->key, h->keylen);
+	for (size_t i = 0; i < h->nheaders; i++) {
+		const char *v = strchr(h->headers[i], ':') + 1;
+
+		v += strspn(v, " \t");
+		eh_http_mask(r, n, v, strlen(v));
+	}
+	/* The query and the user information, which url_log hides too. */
+	if (q && q[1])
+		eh_http_mask(r, n, q + 1, strlen(q + 1));
+	{
+		const char *host = strstr(h->url, "://");
+		const char *end, *at;
+
+		host = host ? host + 3 : h->url;
+		end = host + strcspn(host, "/?#");
+		at = memchr(host, '@', (size_t)(end - host));
+		if (at && at > host)
+			eh_http_mask(r, n, host, (size_t)(at - host));
+	}
+	r[n] = '\0';
+	return r;
 }
 
 /* ---- secrets ---- */

@@ -195,6 +195,23 @@ void eh_http_redact_url(const char *url, char *out, size_t outlen)
 		 tail[pathlen] ? "?..." : "");
 }
 
+void eh_http_mask(char *text, size_t len, const void *secret, size_t secretlen)
+{
+	const char *sec = secret;
+
+	if (!secretlen)
+		return;
+	for (size_t i = 0; i < len; i++) {
+		size_t n = len - i < secretlen ? len - i : secretlen;
+
+		/* A whole occurrence, or a cut one at the very end. */
+		if (text[i] == sec[0] && !memcmp(text + i, sec, n)) {
+			memset(text + i, '*', n);
+			i += n - 1;
+		}
+	}
+}
+
 int eh_http_header_check(const char *header, size_t *namelen)
 {
 	static const char token_extra[] = "!#$%&'*+-.^_`|~";

@@ -49,6 +49,13 @@ int64_t eh_http_retry_after_ms(const char *value, int64_t now_wall_ms);
  * Always NUL-terminates. */
 void eh_http_redact_url(const char *url, char *out, size_t outlen);
 
+/* Overwrites with '*' every occurrence of secret (secretlen bytes) in
+ * text (len bytes), and a tail of text that is the start of secret (the
+ * text may have been cut there). For quoting a peer's answer in a log line
+ * when the peer might echo what it was sent. Does nothing when secretlen
+ * is 0. */
+void eh_http_mask(char *text, size_t len, const void *secret, size_t secretlen);
+
 /* Checks a configured header "Name: value": a token name, a colon, no CR,
  * LF or NUL anywhere. Returns 0 or -1; sets *namelen on success. */
 int eh_http_header_check(const char *header, size_t *namelen);

@@ -142,6 +142,29 @@ START_TEST(header_check)
 }
 END_TEST
 
+START_TEST(mask_secrets)
+{
+	char text[64];
+
+	strcpy(text, "echo: Bearer tok123 and tok123!");
+	eh_http_mask(text, strlen(text), "tok123", 6);
+	ck_assert_str_eq(text, "echo: Bearer ****** and ******!");
+	/* cut at the end of the kept response */
+	strcpy(text, "sent tok1");
+	eh_http_mask(text, strlen(text), "tok123", 6);
+	ck_assert_str_eq(text, "sent ****");
+	/* overlapping starts, and nothing to mask */
+	strcpy(text, "ttok123");
+	eh_http_mask(text, strlen(text), "tok123", 6);
+	ck_assert_str_eq(text, "t******");
+	strcpy(text, "nothing here");
+	eh_http_mask(text, strlen(text), "tok123", 6);
+	ck_assert_str_eq(text, "nothing here");
+	eh_http_mask(text, strlen(text), "", 0);
+	ck_assert_str_eq(text, "nothing here");
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
 	Suite *s = suite_create("http");
@@ -156,6 +179,7 @@ static Suite *http_suite(void)
 	tcase_add_test(tc, status_policy);
 	tcase_add_test(tc, url_redaction);
 	tcase_add_test(tc, header_check);
+	tcase_add_test(tc, mask_secrets);
 	suite_add_tcase(s, tc);
 	return s;
 }
