@@ -67,6 +67,14 @@ struct eh_capture {
 	char *write_topic; /* TOPIC_MAX bytes, allocated once */
 
 	uint64_t closed_before_auth;
+
+	/* What reg() registered, unregistered at cleanup: Mosquitto 2.0 frees
+	 * only the callbacks a plugin unregisters (the rest leak at exit). */
+	struct {
+		int event;
+		MOSQ_FUNC_generic_callback cb;
+	} regs[16];
+	size_t nregs;
 };
 
 static struct eh_capture *cap_of(void *user)
@@ -712,7 +720,14 @@ static bool acl_neutral(const struct eh_scope_info *s)
 
 static int reg(struct eh_capture *cap, int event, MOSQ_FUNC_generic_callback cb)
 {
-	return mosquitto_callback_register(cap->pid, event, cb, NULL, cap->core);
+	int rc = mosquitto_callback_register(cap->pid, event, cb, NULL, cap->core);
+
+	if (rc == MOSQ_ERR_SUCCESS && cap->nregs < sizeof(cap->regs) / sizeof(cap->regs[0])) {
+		cap->regs[cap->nregs].event = event;
+		cap->regs[cap->nregs].cb = cb;
+		cap->nregs++;
+	}
+	return rc;
 }
 
 int eh_capture_init(struct eh_core *core, int index)
@@ -768,6 +783,7 @@ int eh_capture_init(struct eh_core *core, int index)
 	 * load rather than change what the broker decides. */
 	if (reg(cap, 11, on_tick) == MOSQ_ERR_SUCCESS) {
 		mosquitto_callback_unregister(cap->pid, 11, on_tick, NULL);
+		cap->nregs--;
 		mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: this build uses Mosquitto 2.0 headers but the broker "
 				     "is 2.1 or later; rebuild against the broker's headers "
 				     "(make CPPFLAGS=-I<prefix>/include, see docs/capture-2.1.md)");
@@ -823,6 +839,12 @@ void eh_capture_cleanup(struct eh_core *core)
 		for (struct eh_client *c = cap->clients.buckets[i]; c; c = c->hash_next)
 			emit_disconnected(cap, c, EH_REASON_BROKER_SHUTDOWN);
 	}
+	if (cap->auth_tail_on)
+		mosquitto_callback_unregister(cap->pid, MOSQ_EVT_BASIC_AUTH, auth_tail, NULL);
+	if (cap->acl_tail_on)
+		mosquitto_callback_unregister(cap->pid, MOSQ_EVT_ACL_CHECK, acl_tail, NULL);
+	while (cap->nregs--)
+		mosquitto_callback_unregister(cap->pid, cap->regs[cap->nregs].event, cap->regs[cap->nregs].cb, NULL);
 	eh_clients_free(&cap->clients);
 	free(cap->write_topic);
 	free(cap);

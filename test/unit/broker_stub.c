@@ -14,6 +14,8 @@ int eh_stub_log_count;
 char eh_stub_last_log[1024];
 int eh_stub_publish_count;
 char eh_stub_last_topic[1024];
+/* Callbacks registered and not unregistered, as Mosquitto 2.0 holds them. */
+int eh_stub_callbacks;
 
 void mosquitto_log_printf(int level, const char *fmt, ...)
 {
@@ -46,10 +48,14 @@ int mosquitto_callback_register(mosquitto_plugin_id_t *identifier, int event, MO
 				const void *event_data, void *userdata)
 {
 	(void)identifier;
-	(void)event;
 	(void)cb_func;
 	(void)event_data;
 	(void)userdata;
+	/* 2.0 knows events up to MOSQ_EVT_EXT_AUTH_CONTINUE (10) and refuses
+	 * the 2.1 ones, which the plugin probes for. */
+	if (event > 10)
+		return MOSQ_ERR_NOT_SUPPORTED;
+	eh_stub_callbacks++;
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -60,6 +66,7 @@ int mosquitto_callback_unregister(mosquitto_plugin_id_t *identifier, int event, 
 	(void)event;
 	(void)cb_func;
 	(void)event_data;
+	eh_stub_callbacks--;
 	return MOSQ_ERR_SUCCESS;
 }
 
