@@ -7,6 +7,8 @@
 #   make check-tsan the ring and sink unit tests under ThreadSanitizer
 #   make docs       regenerate the option reference in docs/configuration.md
 #   make fuzz       run each libFuzzer target for FUZZ_SECONDS (needs clang)
+#   make soak       all sinks under churn for SOAK_SECONDS (default 3600; not in make check)
+#   make check-valgrind  the broker under valgrind memcheck through every sink
 #
 # CFLAGS / LDFLAGS are yours (packagers: dpkg-buildflags, rpm optflags);
 # the project's own flags are added separately.
@@ -68,6 +70,7 @@ DEB_DEPS += libssl-dev
 FUZZ_DEB_DEPS := clang
 FUZZ_DEB_DEPS += libclang-rt-14-dev
 
+.PHONY: soak check-valgrind
 .PHONY: all deps demo check check-unit check-integration check-docs check-exports check-asan check-tsan docs clean \
 	fuzz fuzz-bins check-fuzz-replay
 
@@ -194,3 +197,10 @@ rpm: deps-packages
 
 check-packages: deps-packages
 	PYTHON=$(PYTHON) bash test/packages/check_packages.sh
+
+# ---- Reliability (docs/reliability.md).
+SOAK_SECONDS ?= 3600
+
+soak: deps
+	$(MAKE) all $(PEERS)
+	EH_PLUGIN=$(abspath $(PLUGIN)) SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) test/soak.py

@@ -32,7 +32,7 @@ from typing import Dict, List, Optional
 
 from eh_harness import (TIMEOUT, Broker, RawClient, encode_connect, encode_packet,
                         encode_pingreq, encode_publish)
-from http_peer import HttpPeer
+from http_peer import HttpPeer, decode_events
 
 STOPPED_RE = re.compile(r"eventhook: (\w+): stopped; enqueued (\d+), delivered (\d+), failed (\d+), "
                         r"dropped (\d+), left undelivered at shutdown (\d+)")
@@ -230,14 +230,13 @@ class AllPeers:
     * mqtt: a plugin-free mosquitto (``target``), topic
       ``eventhook/{node}/{event}/{clientid}``
 
-    ``keep_requests=False`` makes the HTTP peer forget request bodies (a
-    long run would otherwise hold them all in memory); it still counts them.
+    A long run calls ``forget_http()`` now and then, so that the HTTP
+    peer does not hold every request body in memory; it still counts them.
     """
 
-    def __init__(self, keep_requests: bool = True, kafka: bool = True):
+    def __init__(self, kafka: bool = True):
         self.http = HttpPeer()
         self.http_count = 0
-        self.keep_requests = keep_requests
         self.kafka = None
         self.target = None
         try:
@@ -248,11 +247,11 @@ class AllPeers:
             raise
 
     def forget_http(self) -> int:
-        """Drop the recorded HTTP requests; return how many 2xx there were
-        in total so far."""
+        """Drop the recorded HTTP requests; return how many events the
+        2xx-answered ones carried in total so far."""
         with self.http._cond:  # the peer's own lock
             done = [r for r in self.http.requests if r.status]
-            self.http_count += sum(1 for r in done if 200 <= r.status < 300)
+            self.http_count += sum(len(decode_events(r)) for r in done if 200 <= r.status < 300)
             self.http.requests = [r for r in self.http.requests if not r.status]
         return self.http_count
 
