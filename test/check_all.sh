@@ -29,6 +29,7 @@ run "integration tests" env EH_PLUGIN="$(pwd)/$BUILD/mosquitto_eventhook.so" "$P
 if [ -z "${EH_CHECK_QUICK:-}" ]; then
 	run "sanitizers: ASan + UBSan, unit and integration" ${MAKE:-make} -s check-asan
 	run "sanitizers: ThreadSanitizer, ring and runner" ${MAKE:-make} -s check-tsan
+	run "valgrind: the broker with every sink under memcheck" ${MAKE:-make} -s check-valgrind
 	run "packages: deb and rpm built, linted, installed" ${MAKE:-make} -s check-packages
 fi
 echo "check groups: $passed passed, $failed failed"
