@@ -142,7 +142,7 @@ struct mqtt_sink {
 	bool sync_made;
 	bool failure_logged;   /* one warning per outage */
 	size_t limit;          /* effective window: min(max_inflight, Receive Maximum) */
-	unsigned resends;      /* messages in MSG_RESEND */
+	unsigned resends;      /* messages in MSG_RESEND */	struct eh_buf scratch; /* one event's JSON */
 };
 
 static const struct eh_option mqtt_options[] = {
@@ -750,15 +750,18 @@ static int add_content_type(MQTTProperties *props, const char *type)
 static int build_event_msg(struct mqtt_sink *m, const struct eh_event *ev, struct mqtt_msg *msg)
 {
 	bool structured = m->cloudevents && m->version != MQTTVERSION_5;
-	json_t *o = structured ? eh_json_cloudevent(ev, m->node) : eh_json_event(ev, m->node);
 	char id[EH_ID_LEN + 1], ts[EH_TS_LEN + 1];
 	const char *type = eh_event_type_name(ev->type);
 	int rc = 0;
 
 	msg->owner = m;
 	msg->retained = m->retain;
-	msg->payload = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	json_decref(o);
+	/* The message owns its payload (it may be resent after the batch):
+	 * a malloc'd copy of the scratch buffer. */
+	m->scratch.len = 0;
+	rc = structured ? eh_json_write_cloudevent(&m->scratch, ev, m->node)
+			: eh_json_write_event(&m->scratch, ev, m->node);
+	msg->payload = rc ? NULL : strndup(m->scratch.data, m->scratch.len);
 	msg->topic = render_topic(m, &m->topic, ev);
 	if (!msg->payload || !msg->topic)
 		return -1;
@@ -1016,6 +1019,7 @@ static void mqtt_destroy(void *ctx)
 		pthread_mutex_destroy(&m->lock);
 		pthread_cond_destroy(&m->cond);
 	}
+	eh_buf_free(&m->scratch);
 	free(m);
 }
 
