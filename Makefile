@@ -33,7 +33,7 @@ EH_CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recov
 EH_LDSAN := -fsanitize=$(SANITIZER)
 endif
 
-CORE_SRC := plugin/eh_ring.c plugin/eh_event.c plugin/eh_json.c plugin/eh_options.c plugin/eh_filter.c \
+CORE_SRC := plugin/eh_ring.c plugin/eh_event.c plugin/eh_json.c plugin/eh_json_write.c plugin/eh_options.c plugin/eh_filter.c \
 	plugin/eh_template.c plugin/eh_runner.c plugin/eh_core.c plugin/eh_clients.c plugin/eh_scope.c \
 	plugin/eh_capture.c
 # Every .c under sinks/ is a sink (or part of one); the registry is sinks/eh_sinks.c.
