@@ -241,7 +241,12 @@ class MillionEvents(FaultCase):
         self.assertEqual(c["failed"], 0)
         self.assertGreater(c["dropped"], 0)
         self.assertEqual(c["delivered"], len(peer.delivered_events()))
-        self.assertLess(rss_last - rss_first, 16 * 1024, "RSS grew by 16 MiB or more")
+        if "asan" in os.environ.get("EH_BROKER_PRELOAD", ""):
+            # AddressSanitizer keeps freed memory in quarantine (256 MiB):
+            # the broker's RSS grows with every message it frees.
+            print("  (RSS bound not checked under AddressSanitizer)", file=sys.stderr)
+        else:
+            self.assertLess(rss_last - rss_first, 16 * 1024, "RSS grew by 16 MiB or more")
         # seq counts every offered event, dropped ones included.
         seqs = [e["seq"] for e in peer.delivered_events()]
         self.assertEqual(seqs, sorted(seqs))
