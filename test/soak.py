@@ -121,6 +121,13 @@ def file_check(path):
 
 def main():
     peers = AllPeers()
+    try:
+        return run(peers)
+    finally:
+        peers.close()
+
+
+def run(peers):
     opts = peers.options(events="client.*,message.publish", node="soak")
     # queue_bytes 1 MiB: a byte ring touches all its pages once it has
     # wrapped, which with the default 32 MiB per sink takes this churn
@@ -216,7 +223,6 @@ def main():
     if rss_first is not None and rss - rss_first > RSS_MIB * 1024:
         failures.append(f"RSS grew by {(rss - rss_first) / 1024:.1f} MiB (bound {RSS_MIB:g} MiB)")
     target_sub.stop()
-    peers.close()
     if failures:
         print("soak: FAILED:\n  " + "\n  ".join(failures))
         print(f"soak: broker dir kept: {broker.dir}")
