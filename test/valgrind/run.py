@@ -70,8 +70,15 @@ def clients(port, prefix):
 
 
 def main():
-    failures = []
     peers = AllPeers()
+    try:
+        return run(peers)
+    finally:
+        peers.close()
+
+
+def run(peers):
+    failures = []
     peers.http.script(Reply(500), Reply(400))
     tmp = Path(peers.target.dir)
     pw = write_password_file(tmp / "vg.pw", {"dev": "dev-pw"})
@@ -127,7 +134,6 @@ def main():
     rules = re.sub(r"#[^\n]*", "", SUPP.read_text())
     if PLUGIN_SO in rules or re.search(r"\beh_|\bkafka_|\bhttp_|\bmqtt_|\blocal_|\bfile_", rules):
         failures.append("the suppression file names the plugin")
-    peers.close()
     if failures:
         print("valgrind: FAILED\n  " + "\n  ".join(failures))
         print(f"valgrind: log kept in {b.dir}")
