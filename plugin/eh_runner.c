@@ -158,13 +158,23 @@ static bool past_deadline(struct eh_sink *s)
 	return stopping(s) && eh_now_ms() >= atomic_load_explicit(&s->drain_deadline_ms, memory_order_relaxed);
 }
 
-/* Waits until until_ms, or the drain deadline once stopping. A stop request
- * wakes the ring, so the wait is re-evaluated at once. */
+/* Applies a SIGHUP the broker thread asked for. */
+static void take_reload(struct eh_sink *s)
+{
+	if (atomic_exchange_explicit(&s->reload_req, 0, memory_order_acq_rel) && s->ops->reload)
+		s->ops->reload(s->ctx);
+}
+
+/* Waits until until_ms (or the drain deadline once stopping). A SIGHUP
+ * during a long backoff is applied at once: a reopened log file should not
+ * wait for the next retry. */
 static void wait_until(struct eh_sink *s, int64_t until_ms)
 {
 	for (;;) {
-		int64_t now = eh_now_ms();
-		int64_t end = until_ms;
+		int64_t now, end = until_ms;
+
+		take_reload(s);
+		now = eh_now_ms();
 
 		if (stopping(s)) {
 			int64_t dl = atomic_load_explicit(&s->drain_deadline_ms, memory_order_relaxed);
@@ -176,7 +186,7 @@ static void wait_until(struct eh_sink *s, int64_t until_ms)
 			return;
 		/* The ring is not empty while retrying, so eh_ring_wait_sc would
 		 * return at once: wait on the stop word instead, which
-		 * eh_runner_request_stop wakes. Once stopping, end is already
+		 * eh_runner_request_stop and eh_runner_wake wake. Once stopping, end is already
 		 * capped by the deadline and nothing needs to interrupt us. */
 		{
 			struct timespec ts;
@@ -192,11 +202,6 @@ static void wait_until(struct eh_sink *s, int64_t until_ms)
 	}
 }
 
-static void take_reload(struct eh_sink *s)
-{
-	if (atomic_exchange_explicit(&s->reload_req, 0, memory_order_acq_rel) && s->ops->reload)
-		s->ops->reload(s->ctx);
-}
 
 static void *run(void *arg)
 {
@@ -377,6 +382,12 @@ void eh_runner_request_stop(struct eh_sink *s, int64_t deadline_ms)
 	atomic_store_explicit(&s->drain_deadline_ms, deadline_ms, memory_order_relaxed);
 	/* release: the deadline is visible to whoever sees stop. */
 	atomic_store_explicit(&s->stop, 1, memory_order_release);
+	syscall(SYS_futex, (int *)&s->stop, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	eh_ring_wake(&s->ring);
+}
+
+void eh_runner_wake(struct eh_sink *s)
+{
 	syscall(SYS_futex, (int *)&s->stop, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 	eh_ring_wake(&s->ring);
 }
