@@ -120,3 +120,18 @@ check-tsan: deps
 
 clean:
 	rm -rf build build-asan build-tsan
+
+# ---- benchmarks: `make bench` (never part of `make check`; numbers are
+# reported, no test fails on timing). bench/run.sh runs the core's
+# measurements (throughput with and without the plugin, callgrind
+# instruction counts, latency, memory) and then every bench/bench_*.sh.
+BENCH_DEPS := valgrind util-linux
+LOADGEN := $(BUILD)/bench/loadgen
+.PHONY: bench
+$(LOADGEN): bench/loadgen.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LDFLAGS) -o $@ $<
+bench: deps
+	@sh test/deps.sh $(BENCH_DEPS)
+	$(MAKE) all $(LOADGEN)
+	BUILD=$(BUILD) sh bench/run.sh

@@ -1,0 +1,26 @@
+#!/bin/sh
+# `make bench`: the core's benchmarks, then every sink's bench/bench_*.sh.
+# Reports, never fails on a number. Environment knobs (defaults in brackets):
+#   BENCH_ROUNDS [5] BENCH_SECONDS [4] BENCH_CONC [32] BENCH_MODES [cycle publish0 publish1]
+#   CG_CYCLES [1000]   BENCH_ONLY: space-separated subset of
+#   "throughput callgrind latency memory sinks"
+set -eu
+BUILD=${BUILD:-build}
+export BUILD
+here=$(cd "$(dirname "$0")" && pwd)
+only=${BENCH_ONLY:-throughput callgrind latency memory sinks}
+want() { case " $only " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+echo "# mosquitto-eventhook benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'), $(git -C "$here" describe --always --dirty 2>/dev/null || echo unknown)"
+echo
+want throughput && { /usr/bin/python3 "$here/throughput.py"; echo; }
+want callgrind && { sh "$here/callgrind.sh"; echo; }
+want latency && { /usr/bin/python3 "$here/latency.py"; echo; }
+want memory && { /usr/bin/python3 "$here/memory.py"; echo; }
+if want sinks; then
+	for s in "$here"/bench_*.sh; do
+		[ -e "$s" ] || continue
+		echo "## $(basename "$s")"
+		sh "$s" || echo "$(basename "$s") failed (exit $?)"
+		echo
+	done
+fi
