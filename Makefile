@@ -6,6 +6,7 @@
 #   make check-asan the same with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make check-tsan the ring and sink unit tests under ThreadSanitizer
 #   make docs       regenerate the option reference in docs/configuration.md
+#   make fuzz       run each libFuzzer target for FUZZ_SECONDS (needs clang)
 #
 # CFLAGS / LDFLAGS are yours (packagers: dpkg-buildflags, rpm optflags);
 # the project's own flags are added separately.
@@ -19,6 +20,8 @@ SANITIZER ?=
 BUILD ?= build
 
 PKGS := jansson libcurl rdkafka
+# HMAC-SHA256 for webhook signatures (http sink); libssl-dev comes with libcurl4-openssl-dev.
+PKGS += libcrypto
 EH_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
 	-Iplugin -Isinks $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 # paho.mqtt.c has no .pc file on Debian 12.
@@ -40,7 +43,16 @@ HEADERS := $(wildcard plugin/*.h sinks/*.h sinks/*/*.h)
 
 UNIT_SRC := $(wildcard test/unit/test_*.c)
 UNIT_BIN := $(BUILD)/test/unit_tests
+# Test peers: programs the integration tests run (one line each).
+PEERS := $(BUILD)/test/kafka_peer
 OPTDOC := $(BUILD)/eh_optdoc
+
+# Fuzz targets: test/fuzz/fuzz_<name>.c, seeds in test/fuzz/corpus/<name>/.
+# make check replays the seeds through gcc-built binaries; make fuzz runs
+# libFuzzer (clang) on each target for FUZZ_SECONDS.
+FUZZ_TARGETS := $(patsubst test/fuzz/fuzz_%.c,%,$(wildcard test/fuzz/fuzz_*.c))
+FUZZ_REPLAY := $(FUZZ_TARGETS:%=$(BUILD)/test/replay_%)
+FUZZ_SECONDS ?= 60
 
 # Debian packages the build and the tests need; installed when missing.
 # One per line, so that each sink's additions merge cleanly.
@@ -49,8 +61,15 @@ DEB_DEPS += mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev
 DEB_DEPS += libjansson-dev libcurl4-openssl-dev librdkafka-dev libpaho-mqtt-dev
 DEB_DEPS += check python3 python3-paho-mqtt
 DEB_DEPS += openssl
+DEB_DEPS += libssl-dev
 
-.PHONY: all deps demo check check-unit check-integration check-docs check-exports check-asan check-tsan docs clean
+# Only for make fuzz (not make check): clang and its libFuzzer runtime,
+# which Debian 12 ships in a package clang only recommends.
+FUZZ_DEB_DEPS := clang
+FUZZ_DEB_DEPS += libclang-rt-14-dev
+
+.PHONY: all deps demo check check-unit check-integration check-docs check-exports check-asan check-tsan docs clean \
+	fuzz fuzz-bins check-fuzz-replay
 
 all: $(PLUGIN)
 
@@ -80,6 +99,38 @@ $(UNIT_BIN): $(UNIT_SRC) test/unit/unit_main.c $(LIB_OBJ) $(BUILD)/test/broker_s
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(EH_CFLAGS) -Itest/unit $(LDFLAGS) $(EH_LDSAN) -o $@ $(UNIT_SRC) test/unit/unit_main.c $(LIB_OBJ) \
 		$(BUILD)/test/broker_stub.o $(EH_LIBS) $$($(PKG_CONFIG) --libs check)
 
+$(BUILD)/test/replay_%: test/fuzz/fuzz_%.c test/fuzz/replay_main.c test/fuzz/fuzz.h $(LIB_OBJ) $(BUILD)/test/broker_stub.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(EH_CFLAGS) -Itest/fuzz $(LDFLAGS) $(EH_LDSAN) -o $@ test/fuzz/fuzz_$*.c \
+		test/fuzz/replay_main.c $(LIB_OBJ) $(BUILD)/test/broker_stub.o $(EH_LIBS)
+
+$(BUILD)/test/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz.h $(LIB_OBJ) $(BUILD)/test/broker_stub.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(EH_CFLAGS) -Itest/fuzz -fsanitize=fuzzer $(LDFLAGS) $(EH_LDSAN) -o $@ \
+		test/fuzz/fuzz_$*.c $(LIB_OBJ) $(BUILD)/test/broker_stub.o $(EH_LIBS)
+
+fuzz-bins: $(FUZZ_TARGETS:%=$(BUILD)/test/fuzz_%)
+
+check-fuzz-replay: $(FUZZ_REPLAY)
+	for t in $(FUZZ_TARGETS); do $(BUILD)/test/replay_$$t test/fuzz/corpus/$$t || exit 1; done
+
+# New inputs go to build-fuzz/corpus/<target>/; copy the interesting ones
+# into test/fuzz/corpus/<target>/ by hand (keep the committed seeds small).
+fuzz:
+	@sh test/deps.sh $(FUZZ_DEB_DEPS)
+	$(MAKE) BUILD=build-fuzz CC=clang SANITIZER=address,undefined \
+		CFLAGS="-O1 -g -fsanitize=fuzzer-no-link" fuzz-bins
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p build-fuzz/corpus/$$t && \
+		build-fuzz/test/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -max_len=4096 \
+			build-fuzz/corpus/$$t test/fuzz/corpus/$$t || exit 1; \
+	done
+
+$(BUILD)/test/kafka_peer: test/kafka_peer.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LDFLAGS) $(EH_LDSAN) -o $@ $< \
+		$$($(PKG_CONFIG) --cflags --libs rdkafka jansson)
+
 deps:
 	@sh test/deps.sh $(DEB_DEPS)
 
@@ -99,15 +150,15 @@ check-exports: $(PLUGIN)
 check-unit: $(UNIT_BIN)
 	CK_DEFAULT_TIMEOUT=120 $(UNIT_BIN)
 
-check-integration: $(PLUGIN)
+check-integration: $(PLUGIN) $(PEERS)
 	EH_PLUGIN=$(abspath $(PLUGIN)) $(PYTHON) test/run.py $(TESTS)
 
 check: deps
-	$(MAKE) all $(UNIT_BIN) $(OPTDOC)
-	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh test/check_all.sh
+	$(MAKE) all $(UNIT_BIN) $(OPTDOC) $(PEERS) $(FUZZ_REPLAY)
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) FUZZ_TARGETS="$(FUZZ_TARGETS)" sh test/check_all.sh
 
 check-asan: deps
-	$(MAKE) BUILD=build-asan SANITIZER=address,undefined CFLAGS="-O1 -g" all build-asan/test/unit_tests
+	$(MAKE) BUILD=build-asan SANITIZER=address,undefined CFLAGS="-O1 -g" all build-asan/test/unit_tests build-asan/test/kafka_peer
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 build-asan/test/unit_tests
 	EH_PLUGIN=$(abspath build-asan/mosquitto_eventhook.so) \
 	EH_BROKER_PRELOAD="$$(gcc -print-file-name=libasan.so):$$(gcc -print-file-name=libubsan.so)" \
@@ -119,7 +170,7 @@ check-tsan: deps
 	TSAN_OPTIONS=halt_on_error=1 CK_FORK=no build-tsan/test/unit_tests
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz
 
 # ---- benchmarks: `make bench` (never part of `make check`; numbers are
 # reported, no test fails on timing). bench/run.sh runs the core's

@@ -30,18 +30,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <mosquitto.h>
-#include <mosquitto_broker.h>
-#include <mosquitto_plugin.h>
+#include "eh_mosquitto.h"
 
 #include "eh_clients.h"
 #include "eh_scope.h"
-
-#if LIBMOSQUITTO_VERSION_NUMBER >= 2001000
-#define EH_HAVE_21 1
-#else
-#define EH_HAVE_21 0
-#endif
 
 #define TOPIC_MAX 65536
 
@@ -177,8 +169,13 @@ static struct eh_client *track(struct eh_capture *cap, struct mosquitto *client,
 {
 	const char *id = mosquitto_client_id(client);
 	const char *user = mosquitto_client_username(client);
-	struct eh_client *c = eh_clients_add(&cap->clients, client, id, user, mosquitto_client_address(client));
+	struct eh_client *c;
 
+	/* A sink's own connection: never tracked, so none of its events
+	 * (connect, publish, disconnect) exist. */
+	if (id && eh_core_client_excluded(cap->core, id))
+		return NULL;
+	c = eh_clients_add(&cap->clients, client, id, user, mosquitto_client_address(client));
 	if (!c)
 		return NULL;
 	c->proto_ver = (uint8_t)mosquitto_client_protocol_version(client);
@@ -311,6 +308,13 @@ static void start_attempt(struct eh_capture *cap, struct mosquitto *client)
 
 	if (c && cap->reload_window)
 		return; /* the broker re-checking a connected client after SIGHUP */
+#if EH_HAVE_21
+	/* 2.1 acts on SIGHUP after the loop's client I/O and ticks before the
+	 * next, so every check in the window is a re-check, also of offline
+	 * sessions, which on 2.1 keep their address. */
+	if (cap->v21 && cap->reload_window)
+		return;
+#endif
 	if (c) {
 		/* The broker freed that context without telling us (silent
 		 * session expiry) and reused the memory. */
@@ -448,6 +452,8 @@ static int on_message(int event, void *event_data, void *user)
 	return MOSQ_ERR_SUCCESS;
 }
 
+/* The MOSQ_ERR_* code 2.1 hands to DISCONNECT and CLIENT_OFFLINE (the
+ * argument of the broker's do_disconnect) as one of our reason names. */
 static unsigned reason_21(int reason)
 {
 #if EH_HAVE_21
@@ -455,21 +461,34 @@ static unsigned reason_21(int reason)
 	case MOSQ_ERR_SUCCESS:
 		return EH_REASON_NORMAL;
 	case MOSQ_ERR_CONN_LOST:
+	case MOSQ_ERR_ERRNO: /* a socket error, e.g. a reset */
 		return EH_REASON_CONNECTION_LOST;
 	case MOSQ_ERR_KEEPALIVE:
 		return EH_REASON_KEEPALIVE_TIMEOUT;
 	case MOSQ_ERR_SESSION_TAKEN_OVER:
 		return EH_REASON_SESSION_TAKEN_OVER;
 	case MOSQ_ERR_AUTH:
+	case MOSQ_ERR_BAD_USERNAME_OR_PASSWORD:
+	case MOSQ_ERR_BAD_AUTHENTICATION_METHOD:
 		return EH_REASON_NOT_AUTHORIZED;
 	case MOSQ_ERR_ADMINISTRATIVE_ACTION:
 		return EH_REASON_ADMINISTRATIVE_ACTION;
 	case MOSQ_ERR_PROTOCOL:
+	case MOSQ_ERR_MALFORMED_UTF8:
+	case MOSQ_ERR_DUPLICATE_PROPERTY:
+	case MOSQ_ERR_TOPIC_ALIAS_INVALID:
+	case MOSQ_ERR_NOT_SUPPORTED:
 		return EH_REASON_PROTOCOL_ERROR;
 	case MOSQ_ERR_MALFORMED_PACKET:
 		return EH_REASON_MALFORMED_PACKET;
 	case MOSQ_ERR_OVERSIZE_PACKET:
+	case MOSQ_ERR_PAYLOAD_SIZE:
 		return EH_REASON_PAYLOAD_TOO_LARGE;
+	case MOSQ_ERR_RECEIVE_MAXIMUM_EXCEEDED:
+	case MOSQ_ERR_QUOTA_EXCEEDED:
+		return EH_REASON_QUOTA_EXCEEDED;
+	case MOSQ_ERR_SERVER_BUSY:
+		return EH_REASON_SERVER_BUSY;
 	default:
 		return EH_REASON_UNKNOWN;
 	}
@@ -510,8 +529,13 @@ static int on_disconnect(int event, void *event_data, void *user)
 		unsigned reason = EH_REASON_UNKNOWN;
 
 		promote(cap, c);
-		if (cap->v21)
+		if (cap->v21) {
 			reason = reason_21(ed->reason);
+			/* A connected client refused by authentication is the
+			 * broker re-checking it after SIGHUP. */
+			if (reason == EH_REASON_NOT_AUTHORIZED)
+				reason = EH_REASON_REAUTH_FAILED;
+		}
 		else if (eh_clients_pending_with_id(&cap->clients, c, c->id, c->id_len))
 			reason = EH_REASON_SESSION_TAKEN_OVER;
 		emit_disconnected(cap, c, reason);
@@ -534,6 +558,14 @@ static int on_tick(int event, void *event_data, void *user)
 	cap->just_disconnected = NULL;
 	cap->reload_window = false;
 	chores(cap);
+#if EH_HAVE_21
+	/* 2.1 sleeps until its next timed event, up to a day when idle (unless
+	 * built with websockets), and a TICK callback may ask for sooner. The
+	 * chores drain what sink threads left for the broker thread (the local
+	 * sink's outbox, log lines), so keep 2.0's cadence of about 10 Hz. */
+	if (cap->v21)
+		((struct mosquitto_evt_tick *)event_data)->next_ms = 100;
+#endif
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -642,7 +674,9 @@ static void decide_registration(struct eh_capture *cap)
 	cap->acl_tail_want = false;
 	if (!s->known || cap->v21)
 		return;
-	if (!s->password_file && !s->dynsec && !s->legacy_plugin && !s->unknown_plugin)
+	/* A v2-v4 plugin without a password check never answers
+	 * authentication, so the tail still gives the broker's own answer. */
+	if (!s->password_file && !s->dynsec && !s->legacy_auth && !s->unknown_plugin)
 		cap->auth_tail_want = true;
 	if (!s->acl_file && !s->dynsec && !s->legacy_plugin && !s->unknown_plugin)
 		cap->acl_tail_want = true;
@@ -651,15 +685,16 @@ static void decide_registration(struct eh_capture *cap)
 
 static bool auth_neutral(const struct eh_scope_info *s)
 {
-	/* A password file or dynsec always answers a client with a username,
-	 * and with none at all the tail answers as the broker would. Another
-	 * plugin of unknown capability could leave the decision to the "all
-	 * deferred" rule, where our presence changes it. */
+	/* With a password file, dynsec or a v2-v4 password check in the scope,
+	 * our deferring changes no rule the broker applies; with none at all
+	 * the tail answers as the broker would. A v5 plugin of unknown
+	 * capability could leave the decision to the "all deferred" rule,
+	 * where our presence changes it. */
 	if (!s->known)
 		return false;
 	if (s->password_file)
 		return true;
-	return !s->unknown_plugin && !s->legacy_plugin;
+	return !s->unknown_plugin;
 }
 
 static bool acl_neutral(const struct eh_scope_info *s)
@@ -682,6 +717,9 @@ int eh_capture_init(struct eh_core *core, int index)
 	const char *override = eh_config_get(&core->config, "config_file");
 	char self[4096] = "";
 	Dl_info info;
+#if EH_HAVE_21
+	int rc21;
+#endif
 
 	if (!cap || eh_clients_init(&cap->clients) || !(cap->write_topic = malloc(TOPIC_MAX))) {
 		mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: out of memory");
@@ -703,13 +741,33 @@ int eh_capture_init(struct eh_core *core, int index)
 #if EH_HAVE_21
 	/* The headers are 2.1; the broker may still be 2.0, which refuses the
 	 * new events: then the 2.0 path is used. */
-	if (reg(cap, MOSQ_EVT_CONNECT, on_connect_21) == MOSQ_ERR_SUCCESS) {
+	rc21 = reg(cap, MOSQ_EVT_CONNECT, on_connect_21);
+	if (rc21 == MOSQ_ERR_SUCCESS) {
 		cap->v21 = true;
 		if (reg(cap, MOSQ_EVT_SUBSCRIBE, on_subscribe_21) || reg(cap, MOSQ_EVT_UNSUBSCRIBE, on_unsubscribe_21)
 		    || reg(cap, MOSQ_EVT_CLIENT_OFFLINE, on_client_offline_21)) {
 			mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: cannot register the 2.1 broker callbacks");
 			return -1;
 		}
+	} else {
+		mosquitto_log_printf(MOSQ_LOG_INFO, "eventhook: built with Mosquitto 2.1 headers, but the broker "
+				     "refused the 2.1 CONNECT event (error %d): an older broker, falling back to "
+				     "the 2.0 path", rc21);
+	}
+#else
+	/* Built with 2.0 headers. A 2.1 broker accepts its CONNECT event (11),
+	 * and there the 2.0 path is wrong in ways that matter: refusals keep
+	 * their id, offline sessions get CLIENT_OFFLINE instead of DISCONNECT,
+	 * and 2.1 skips a tail appended during the pass (it iterates with
+	 * DL_FOREACH_SAFE), so a DEFER head changes decisions: a client with a
+	 * username was refused where the broker alone accepts it. Refuse to
+	 * load rather than change what the broker decides. */
+	if (reg(cap, 11, on_tick) == MOSQ_ERR_SUCCESS) {
+		mosquitto_callback_unregister(cap->pid, 11, on_tick, NULL);
+		mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: this build uses Mosquitto 2.0 headers but the broker "
+				     "is 2.1 or later; rebuild against the broker's headers "
+				     "(make CPPFLAGS=-I<prefix>/include, see docs/capture-2.1.md)");
+		return -1;
 	}
 #endif
 	decide_registration(cap);
@@ -720,7 +778,7 @@ int eh_capture_init(struct eh_core *core, int index)
 		mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: cannot register broker callbacks");
 		return -1;
 	}
-	if (!cap->scope.known) {
+	if (!cap->scope.known && !cap->v21) { /* 2.1 needs no config knowledge */
 		mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: %s; to keep every broker decision unchanged, "
 				     "client.connect, client.connect_failed, client.subscribe, client.unsubscribe and "
 				     "client.authz_denied are not captured, and client.connected is inferred late",

@@ -15,16 +15,12 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include <mosquitto.h>
-#include <mosquitto_broker.h>
+#include "eh_mosquitto.h"
 
 #include "eh_core.h"
+#include "eh_runner.h"
 #include "eh_sinks.h"
 #include "eh_version.h"
-
-int eh_runner_start(struct eh_sink *s);
-void eh_runner_request_stop(struct eh_sink *s, int64_t deadline_ms);
-void eh_runner_join(struct eh_sink *s);
 
 static const struct eh_option core_options[] = {
 	{ "node_id", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
@@ -254,13 +250,14 @@ int eh_core_init(struct eh_core *core, void *plugin_id, const struct eh_kv *kv, 
 		const struct eh_sink_ops *ops = eh_sink_types[i];
 		bool enabled = eh_config_isset(&core->config, ops->enable_key);
 
-		for (const struct eh_option *o = ops->options; o && o->key && !enabled; o++) {
-			char key[96];
+		for (size_t k = 0; k < core->config.count && !enabled; k++) {
+			const struct eh_config_entry *e = &core->config.entries[k];
 
-			snprintf(key, sizeof(key), "%s", o->key);
-			if ((o->flags & EH_OPT_PREFIX) ? false : eh_config_isset(&core->config, key)) {
+			for (const struct eh_option *o = ops->options; o && o->key; o++) {
+				if (e->opt != o)
+					continue;
 				snprintf(err, sizeof(err), "plugin_opt_%s is set but the %s sink is not enabled "
-					 "(plugin_opt_%s is missing)", key, ops->name, ops->enable_key);
+					 "(plugin_opt_%s is missing)", e->key, ops->name, ops->enable_key);
 				goto fail;
 			}
 		}
@@ -291,6 +288,37 @@ int eh_core_start(struct eh_core *core)
 	core->sinks_running = true;
 	core->next_stats_ms = eh_now_ms() + core->stats_interval_ms;
 	return 0;
+}
+
+/* ---- excluded clients ---- */
+
+int eh_sink_exclude_client_id(struct eh_sink *sink, const char *id)
+{
+	struct eh_core *core = sink->core;
+	char *copy;
+
+	if (eh_core_client_excluded(core, id))
+		return 0;
+	if (core->nexcluded == EH_EXCLUDED_MAX || !(copy = strdup(id)))
+		return -1;
+	core->excluded[core->nexcluded++] = copy;
+	return 0;
+}
+
+bool eh_core_client_excluded(const struct eh_core *core, const char *id)
+{
+	for (size_t i = 0; i < core->nexcluded; i++) {
+		if (!strcmp(core->excluded[i], id))
+			return true;
+	}
+	return false;
+}
+
+static void free_excluded(struct eh_core *core)
+{
+	for (size_t i = 0; i < core->nexcluded; i++)
+		free(core->excluded[i]);
+	core->nexcluded = 0;
 }
 
 /* ---- hot path ---- */
@@ -439,6 +467,7 @@ void eh_core_stop(struct eh_core *core)
 		eh_ring_destroy(&s->ring);
 	}
 	core->nsinks = 0;
+	free_excluded(core);
 	eh_topics_free(&core->topics);
 	eh_config_free(&core->config);
 	pthread_mutex_destroy(&core->log.lock);

@@ -22,6 +22,7 @@
 #define EH_SINKS_MAX 16
 #define EH_LOG_SLOTS 64
 #define EH_LOG_LEN 512
+#define EH_EXCLUDED_MAX 16
 
 struct eh_sink {
 	const struct eh_sink_ops *ops;
@@ -86,6 +87,11 @@ struct eh_core {
 
 	struct eh_log_channel log;
 	struct eh_capture *capture;
+
+	/* Client ids the capture ignores (eh_sink_exclude_client_id); set
+	 * during init, read on the broker thread, owned. */
+	char *excluded[EH_EXCLUDED_MAX];
+	size_t nexcluded;
 };
 
 /* broker thread, from plugin init: parses options, creates the sinks.
@@ -106,6 +112,9 @@ static inline bool eh_core_wants(const struct eh_core *core, unsigned type)
 /* broker thread: offers ev to every interested sink; fills number and
  * seq. Strings in ev are copied; nothing is kept. */
 void eh_core_emit(struct eh_core *core, struct eh_event *ev);
+/* broker thread: true when the client with this id is excluded from
+ * capture (a sink's own connection). */
+bool eh_core_client_excluded(const struct eh_core *core, const char *id);
 /* broker thread: periodic work (log drain, stats, broker_tick hooks). */
 void eh_core_tick(struct eh_core *core);
 /* broker thread: SIGHUP. */

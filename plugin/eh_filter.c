@@ -51,7 +51,11 @@ static int add_pattern(void *arg, const char *item, size_t len)
 int eh_filter_events_parse(const char *list, uint32_t *mask, char *err, size_t errlen)
 {
 	struct mask_arg m = { 0, err, errlen };
-	int rc = eh_list_each(list, add_pattern, &m);
+	int rc;
+
+	/* Cleared first: an empty item is detected by err staying empty. */
+	err[0] = '\0';
+	rc = eh_list_each(list, add_pattern, &m);
 
 	if (rc == -1 && !err[0])
 		snprintf(err, errlen, "'%s' has an empty item", list);

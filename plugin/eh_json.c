@@ -129,12 +129,24 @@ void eh_json_format_id(const struct eh_node *node, uint64_t number, char *out)
 		 hi >> 32, (hi >> 16) & 0xFFFF, hi & 0xFFFF, lo >> 48, (uint64_t)(lo & 0xFFFFFFFFFFFFull));
 }
 
+/* The instants RFC 3339 can write: years 0000 to 9999. */
+#define TS_MIN_MS (-62167219200000LL) /* 0000-01-01T00:00:00.000Z */
+#define TS_MAX_MS 253402300799999LL   /* 9999-12-31T23:59:59.999Z */
+
 void eh_json_format_ts(int64_t ts_ms, char *out)
 {
-	time_t secs = (time_t)(ts_ms / 1000);
-	int ms = (int)(ts_ms % 1000);
+	time_t secs;
+	int ms;
 	struct tm tm;
 
+	/* A clock that far off is broken; clamping keeps the field a valid
+	 * timestamp instead of a wrapped year or a truncated negative one. */
+	if (ts_ms < TS_MIN_MS)
+		ts_ms = TS_MIN_MS;
+	if (ts_ms > TS_MAX_MS)
+		ts_ms = TS_MAX_MS;
+	secs = (time_t)(ts_ms / 1000);
+	ms = (int)(ts_ms % 1000);
 	if (ms < 0) {
 		ms += 1000;
 		secs -= 1;
@@ -144,7 +156,7 @@ void eh_json_format_ts(int64_t ts_ms, char *out)
 	 * other fields are bounded, hence the explicit char buffer. */
 	char tmp[64];
 
-	snprintf(tmp, sizeof(tmp), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", (tm.tm_year + 1900) % 10000,
+	snprintf(tmp, sizeof(tmp), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
 		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
 	memcpy(out, tmp, EH_TS_LEN);
 	out[EH_TS_LEN] = '\0';

@@ -104,34 +104,36 @@ static int choice_ok(const char *choices, const char *v)
 	return 0;
 }
 
-static int check_value(const struct eh_option *o, const char *key, const char *v, char *err, size_t errlen)
+static int check_value(const struct eh_option *o, const char *key, const char *value, char *err, size_t errlen)
 {
 	long long iv;
 	size_t items = 0;
+	/* What the messages quote: a secret is named by its key only. */
+	const char *v = (o->flags & EH_OPT_SECRET) ? "(secret)" : value;
 
 	switch (o->type) {
 	case EH_OPT_INT:
-		if (eh_parse_int(v, o->min, o->max, &iv)) {
+		if (eh_parse_int(value, o->min, o->max, &iv)) {
 			snprintf(err, errlen, "plugin_opt_%s: '%s' is not a whole number from %lld to %lld", key, v,
 				 o->min, o->max);
 			return -1;
 		}
 		return 0;
 	case EH_OPT_BOOL:
-		if (eh_parse_bool(v) < 0) {
+		if (eh_parse_bool(value) < 0) {
 			snprintf(err, errlen, "plugin_opt_%s: '%s' is not a boolean (true/false, yes/no, on/off, 1/0)",
 				 key, v);
 			return -1;
 		}
 		return 0;
 	case EH_OPT_ENUM:
-		if (!choice_ok(o->choices, v)) {
+		if (!choice_ok(o->choices, value)) {
 			snprintf(err, errlen, "plugin_opt_%s: '%s' is not one of %s", key, v, o->choices);
 			return -1;
 		}
 		return 0;
 	case EH_OPT_LIST:
-		if (eh_list_each(v, count_item, &items)) {
+		if (eh_list_each(value, count_item, &items)) {
 			snprintf(err, errlen, "plugin_opt_%s: '%s' is not a comma-separated list of non-empty items",
 				 key, v);
 			return -1;
@@ -139,7 +141,7 @@ static int check_value(const struct eh_option *o, const char *key, const char *v
 		return 0;
 	case EH_OPT_STRING:
 	default:
-		if (!*v) {
+		if (!*value) {
 			snprintf(err, errlen, "plugin_opt_%s: the value is empty", key);
 			return -1;
 		}
@@ -287,6 +289,17 @@ static const char *type_name(const struct eh_option *o)
 	}
 }
 
+/* Markdown table cell text: GFM splits cells at every unescaped '|', even
+ * inside a code span, so each one is escaped. */
+static void md_cell(FILE *out, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '|')
+			fputc('\\', out);
+		fputc(*s, out);
+	}
+}
+
 void eh_options_write_markdown(FILE *out, const struct eh_option_group *groups, size_t ngroups)
 {
 	for (size_t g = 0; g < ngroups; g++) {
@@ -295,14 +308,20 @@ void eh_options_write_markdown(FILE *out, const struct eh_option_group *groups, 
 		for (const struct eh_option *o = groups[g].options; o && o->key; o++) {
 			fprintf(out, "| `plugin_opt_%s%s` | %s", o->key, (o->flags & EH_OPT_PREFIX) ? "<property>" : "",
 				type_name(o));
-			if (o->type == EH_OPT_ENUM)
-				fprintf(out, " `%s`", o->choices);
+			if (o->type == EH_OPT_ENUM) {
+				fputs(" `", out);
+				md_cell(out, o->choices);
+				fputc('`', out);
+			}
 			if (o->type == EH_OPT_INT)
 				fprintf(out, " %lld..%lld", o->min, o->max);
 			if (o->flags & EH_OPT_REPEAT)
 				fprintf(out, ", repeatable");
-			fprintf(out, " | %s%s%s | %s |\n", o->def ? "`" : "", o->def ? (*o->def ? o->def : "\"\"") : "unset",
-				o->def ? "`" : "", o->help);
+			fprintf(out, " | %s", o->def ? "`" : "");
+			md_cell(out, o->def ? (*o->def ? o->def : "\"\"") : "unset");
+			fprintf(out, "%s | ", o->def ? "`" : "");
+			md_cell(out, o->help);
+			fprintf(out, " |\n");
 		}
 		fprintf(out, "\n");
 	}

@@ -6,15 +6,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <mosquitto.h>
-#include <mosquitto_broker.h>
-#include <mosquitto_plugin.h>
+#include "eh_mosquitto.h"
 
 #include "eh_capture.h"
 #include "eh_core.h"
 #include "eh_version.h"
 
 #define EH_EXPORT __attribute__((visibility("default")))
+
+#if EH_HAVE_21
+/* 2.1 only. Weak, because the broker loads plugins with RTLD_NOW: a strong
+ * reference that a 2.0 broker cannot resolve would make loading fail. */
+#pragma weak mosquitto_plugin_set_info
+#endif
 
 /* With per_listener_settings the broker initialises the same loaded object
  * once per listener; this counts them so each instance can find its
@@ -38,6 +42,11 @@ EH_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **us
 	int index = atomic_fetch_add(&init_count, 1);
 	int rc;
 
+#if EH_HAVE_21
+	/* Names us in the broker's log lines and $CONTROL listings. */
+	if (mosquitto_plugin_set_info)
+		mosquitto_plugin_set_info(identifier, "eventhook", EH_VERSION);
+#endif
 	mosquitto_log_printf(MOSQ_LOG_INFO, "eventhook: mosquitto-eventhook %s loading", EH_VERSION);
 	if (!core || (option_count > 0 && !kv)) {
 		mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: out of memory");

@@ -5,9 +5,9 @@
  * - release: release store of tail orders the consumer's last reads of the
  *   freed bytes before the producer's acquire load lets it overwrite them.
  * - wake-up: a sequentially consistent fence on each side (store sleeping /
- *   fence / load head on the consumer, store head / fence / load sleeping on
- *   the producer) guarantees that one of them sees the other's store, so a
- *   consumer never sleeps through a commit.
+ *   fence / load records_in on the consumer, store records_in and head /
+ *   fence / load sleeping on the producer) guarantees that one of them sees
+ *   the other's store, so a consumer never sleeps through a commit.
  */
 #include "eh_ring.h"
 
@@ -159,19 +159,25 @@ void eh_ring_release_sc(struct eh_ring *ring, const struct eh_ring_rec *last, si
 	atomic_fetch_add_explicit(&ring->records_out, count, memory_order_release);
 }
 
-void eh_ring_wait_sc(struct eh_ring *ring, int timeout_ms)
+void eh_ring_wait_more_sc(struct eh_ring *ring, uint64_t have, int timeout_ms)
 {
 	struct timespec ts = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L };
 	uint32_t word = atomic_load_explicit(&ring->wake_word, memory_order_acquire);
 
 	atomic_store_explicit(&ring->sleeping, 1, memory_order_relaxed);
-	/* seq_cst fence: orders the sleeping store before the head load; pairs
-	 * with the producer's fence in eh_ring_commit_sp. */
+	/* seq_cst fence: orders the sleeping store before the records_in
+	 * load; pairs with the producer's fence in eh_ring_commit_sp, which
+	 * follows its records_in store. */
 	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&ring->head, memory_order_acquire)
-	    == atomic_load_explicit(&ring->tail, memory_order_relaxed))
+	if (atomic_load_explicit(&ring->records_in, memory_order_relaxed)
+	    - atomic_load_explicit(&ring->records_out, memory_order_relaxed) <= have)
 		futex(&ring->wake_word, FUTEX_WAIT_PRIVATE, word, timeout_ms >= 0 ? &ts : NULL);
 	atomic_store_explicit(&ring->sleeping, 0, memory_order_relaxed);
+}
+
+void eh_ring_wait_sc(struct eh_ring *ring, int timeout_ms)
+{
+	eh_ring_wait_more_sc(ring, 0, timeout_ms);
 }
 
 uint64_t eh_ring_count(const struct eh_ring *ring)

@@ -81,6 +81,10 @@ void eh_ring_release_sc(struct eh_ring *ring, const struct eh_ring_rec *last, si
 /* Consumer thread: sleeps until a record is committed, eh_ring_wake is
  * called, or timeout_ms passes. Returns at once if the ring is not empty. */
 void eh_ring_wait_sc(struct eh_ring *ring, int timeout_ms);
+/* Consumer thread: the same, but sleeps while the ring holds no more than
+ * have records (to wait for a batch to fill). Returns at once if it
+ * already holds more. */
+void eh_ring_wait_more_sc(struct eh_ring *ring, uint64_t have, int timeout_ms);
 
 /* Any thread: wakes a sleeping consumer (used to deliver a stop request). */
 void eh_ring_wake(struct eh_ring *ring);

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "eh_core.h"
+#include "eh_runner.h"
 
 #define IDLE_POLL_MS 100
 
@@ -65,6 +66,17 @@ void eh_sink_count(struct eh_sink *sink, uint64_t delivered, uint64_t failed)
 int64_t eh_sink_shutdown_timeout_ms(const struct eh_sink *sink)
 {
 	return sink->core->shutdown_timeout_ms;
+}
+
+int64_t eh_sink_deadline_ms(const struct eh_sink *sink)
+{
+	struct eh_sink *s = (struct eh_sink *)sink;
+
+	/* acquire: pairs with the release of stop; the deadline was stored
+	 * before it. */
+	if (!atomic_load_explicit(&s->stop, memory_order_acquire))
+		return INT64_MAX;
+	return atomic_load_explicit(&s->drain_deadline_ms, memory_order_relaxed);
 }
 
 void eh_sink_log(struct eh_sink *sink, int level, const char *fmt, ...)
@@ -193,8 +205,12 @@ static void *run(void *arg)
 	struct eh_event *evs = calloc(s->batch_max, sizeof(*evs));
 	sigset_t all;
 	uint64_t attempt = 0;
+	size_t retry_n = 0; /* a retried batch keeps its size: same events, same request */
 	int64_t retry_start = 0, linger_start = 0;
 	bool gave_up_logged = false;
+	bool opened = s->ops->open == NULL;
+	unsigned open_failures = 0;
+	int64_t open_backoff = 0;
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
@@ -202,9 +218,6 @@ static void *run(void *arg)
 		eh_sink_log(s, 2 /* MOSQ_LOG_WARNING */, "out of memory; sink stopped");
 		goto out;
 	}
-	if (s->ops->open && s->ops->open(s->ctx))
-		eh_sink_log(s, 2, "could not open at start; will keep retrying");
-
 	for (;;) {
 		size_t n, done;
 		struct eh_batch batch;
@@ -213,7 +226,28 @@ static void *run(void *arg)
 		take_reload(s);
 		if (past_deadline(s))
 			break;
-		n = eh_ring_peek_sc(&s->ring, recs, s->batch_max);
+		if (!opened) {
+			/* A sink that cannot open (its library refused to start)
+			 * keeps its events queued and tries again with backoff. */
+			if (s->ops->open(s->ctx) == 0) {
+				opened = true;
+				open_backoff = 0;
+				if (open_failures)
+					eh_sink_log(s, 5 /* MOSQ_LOG_NOTICE */, "opened after %u failed attempt(s)",
+						    open_failures);
+				continue;
+			}
+			if (!open_failures++)
+				eh_sink_log(s, 2, "could not open; retrying with backoff");
+			open_backoff = open_backoff ? open_backoff * 2 : s->retry_initial_ms;
+			if (open_backoff > s->retry_max_ms)
+				open_backoff = s->retry_max_ms;
+			if (stopping(s))
+				break;
+			wait_until(s, eh_now_ms() + open_backoff);
+			continue;
+		}
+		n = eh_ring_peek_sc(&s->ring, recs, attempt && retry_n ? retry_n : s->batch_max);
 		if (!n) {
 			if (stopping(s))
 				break;
@@ -228,9 +262,10 @@ static void *run(void *arg)
 			if (!linger_start)
 				linger_start = now;
 			if (now - linger_start < s->linger_ms) {
-				eh_ring_wait_sc(&s->ring, (int)(s->linger_ms - (now - linger_start)));
-				/* A commit wakes us even when the batch is still not
-				 * full; peek again and decide. */
+				/* Sleep until a record beyond the n we hold arrives
+				 * (eh_ring_wait_sc would return at once: the ring
+				 * is not empty); then peek again and decide. */
+				eh_ring_wait_more_sc(&s->ring, n, (int)(s->linger_ms - (now - linger_start)));
 				continue;
 			}
 		}
@@ -238,9 +273,15 @@ static void *run(void *arg)
 		for (size_t i = 0; i < n; i++) {
 			if (eh_event_unpack(recs[i].data, recs[i].len, &evs[i])) {
 				/* Cannot happen with records written by eh_event_pack;
-				 * count rather than crash if it ever does. */
+				 * count rather than crash if it ever does. The good
+				 * records before it go out first; the bad one is
+				 * then at the front and released alone. */
+				if (i) {
+					n = i;
+					break;
+				}
 				atomic_fetch_add_explicit(&s->failed, 1, memory_order_relaxed);
-				eh_ring_release_sc(&s->ring, &recs[i], i + 1);
+				eh_ring_release_sc(&s->ring, &recs[0], 1);
 				n = 0;
 				break;
 			}
@@ -261,6 +302,7 @@ static void *run(void *arg)
 			attempt = 0;
 			gave_up_logged = false;
 		}
+		retry_n = n - done;
 		if (s->ops->poll)
 			s->ops->poll(s->ctx);
 		if (rc != EH_DELIVER_RETRY)

@@ -10,6 +10,7 @@
 
 #include <ctype.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -33,7 +34,7 @@ struct parse {
 	struct scope s[MAX_SCOPES];
 	int our_scopes[MAX_SCOPES]; /* scope of the k-th plugin line naming us */
 	int nours;
-	bool global_dynsec, global_legacy, global_unknown;
+	bool global_dynsec, global_legacy, global_legacy_auth, global_unknown;
 	const char *self;
 	char why[512];
 	bool failed;
@@ -111,7 +112,30 @@ static int include_dir(struct parse *p, const char *dir)
 	return rc;
 }
 
-static void plugin_line(struct parse *p, const char *path, bool legacy)
+enum plugin_kind { KIND_UNKNOWN, KIND_DYNSEC, KIND_LEGACY, KIND_LEGACY_AUTH };
+
+/* What another plugin is, from the symbols it exports. The broker loads
+ * every plugin anyway; looking at one here only runs its constructors early.
+ * In 2.0 `plugin` and `auth_plugin` are the same directive, so the line
+ * says nothing: the exported version function does. */
+static enum plugin_kind classify(const char *path)
+{
+	void *h = dlopen(path, RTLD_LAZY | RTLD_LOCAL);
+	enum plugin_kind kind = KIND_UNKNOWN;
+
+	if (!h)
+		return KIND_UNKNOWN;
+	if (dlsym(h, "mosquitto_plugin_version")) {
+		if (strstr(base_name(path), "mosquitto_dynamic_security"))
+			kind = KIND_DYNSEC;
+	} else if (dlsym(h, "mosquitto_auth_plugin_version")) {
+		kind = dlsym(h, "mosquitto_auth_unpwd_check") ? KIND_LEGACY_AUTH : KIND_LEGACY;
+	}
+	dlclose(h);
+	return kind;
+}
+
+static void plugin_line(struct parse *p, const char *path)
 {
 	struct scope *s = cur(p);
 
@@ -121,21 +145,30 @@ static void plugin_line(struct parse *p, const char *path, bool legacy)
 			p->our_scopes[p->nours++] = p->per_listener ? p->cur : 0;
 		return;
 	}
-	if (legacy) {
-		s->legacy = true;
-		p->global_legacy = true;
-	} else if (strstr(base_name(path), "mosquitto_dynamic_security")) {
+	switch (classify(path)) {
+	case KIND_DYNSEC:
 		s->dynsec = true;
 		p->global_dynsec = true;
-	} else {
+		break;
+	case KIND_LEGACY_AUTH:
+		p->global_legacy_auth = true;
+		/* it is an ACL provider too */
+		__attribute__((fallthrough));
+	case KIND_LEGACY:
+		s->legacy = true;
+		p->global_legacy = true;
+		break;
+	default:
 		s->unknown = true;
 		p->global_unknown = true;
+		break;
 	}
 }
 
 static int parse_line(struct parse *p, char *line, bool main_file)
 {
-	char *key = line, *val;
+	char *key = line, *val, *word_end;
+	bool bool_true;
 
 	while (isspace((unsigned char)*key))
 		key++;
@@ -151,8 +184,15 @@ static int parse_line(struct parse *p, char *line, bool main_file)
 	for (char *e = val + strlen(val); e > val && isspace((unsigned char)e[-1]); e--)
 		e[-1] = '\0';
 
+	/* Like the broker, a boolean is the first word after the key; the
+	 * rest of the line (a trailing comment, say) is ignored. */
+	word_end = val;
+	while (*word_end && !isspace((unsigned char)*word_end))
+		word_end++;
+	bool_true = (size_t)(word_end - val) == 4 && !strncasecmp(val, "true", 4);
+
 	if (!strcmp(key, "per_listener_settings")) {
-		p->per_listener = !strcasecmp(val, "true");
+		p->per_listener = bool_true;
 	} else if (!strcmp(key, "listener")) {
 		p->has_listener = true;
 		if (p->nscopes < MAX_SCOPES) {
@@ -162,22 +202,22 @@ static int parse_line(struct parse *p, char *line, bool main_file)
 			snprintf(p->why, sizeof(p->why), "more than %d listeners", MAX_SCOPES - 1);
 			return -1;
 		}
-	} else if (!strcmp(key, "port")) {
+	} else if (!strcmp(key, "port") || !strcmp(key, "bind_address")) {
+		/* Like listener, these end local-only mode; -p on the command
+		 * line does not (mosquitto 2.0 conf.c). */
 		p->has_listener = true;
 	} else if (!strcmp(key, "allow_anonymous")) {
-		cur(p)->allow_anonymous = !strcasecmp(val, "true");
+		cur(p)->allow_anonymous = bool_true;
 	} else if (!strcmp(key, "password_file")) {
 		cur(p)->password_file = true;
 	} else if (!strcmp(key, "acl_file")) {
 		cur(p)->acl_file = true;
-	} else if (!strcmp(key, "plugin")) {
-		plugin_line(p, val, false);
-	} else if (!strcmp(key, "auth_plugin")) {
-		plugin_line(p, val, true);
+	} else if (!strcmp(key, "plugin") || !strcmp(key, "auth_plugin")) {
+		plugin_line(p, val);
 	} else if (!strcmp(key, "include_dir") && main_file) {
 		return include_dir(p, val);
 	} else if (!strcmp(key, "global_plugin")) {
-		plugin_line(p, val, false);
+		plugin_line(p, val);
 	}
 	return 0;
 }
@@ -195,6 +235,12 @@ static int parse_file(struct parse *p, const char *path, bool main_file)
 	}
 	while (!rc && getline(&line, &cap, f) >= 0)
 		rc = parse_line(p, line, main_file);
+	/* A read error (EISDIR, EIO) is not the end of the file: what was
+	 * not read may have said anything. */
+	if (!rc && ferror(f)) {
+		snprintf(p->why, sizeof(p->why), "cannot read '%s': %s", path, strerror(errno));
+		rc = -1;
+	}
 	free(line);
 	fclose(f);
 	return rc;
@@ -221,8 +267,7 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, bool cmdli
 		free(p);
 		return;
 	}
-	if (cmdline_port)
-		p->has_listener = true;
+	(void)cmdline_port;
 	at = 0;
 	if (p->per_listener) {
 		if (index >= p->nours) {
@@ -236,7 +281,8 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, bool cmdli
 	s = &p->s[at];
 	out->known = true;
 	out->per_listener = p->per_listener;
-	/* Local-only mode (no listener, no -p) forces anonymous access on. */
+	/* Local-only mode (no listener, port or bind_address line) forces
+	 * anonymous access on, even over an explicit allow_anonymous false. */
 	out->allow_anonymous = s->allow_anonymous < 0 ? !p->has_listener : s->allow_anonymous == 1;
 	if (!p->has_listener)
 		out->allow_anonymous = true;
@@ -246,6 +292,7 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, bool cmdli
 	 * one loaded object, and being wrong here must only mean seeing less. */
 	out->dynsec = p->per_listener ? (s->dynsec || p->global_dynsec) : p->global_dynsec;
 	out->legacy_plugin = p->global_legacy;
+	out->legacy_auth = p->global_legacy_auth;
 	out->unknown_plugin = p->global_unknown;
 	free(p);
 }

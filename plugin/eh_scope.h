@@ -24,7 +24,8 @@ struct eh_scope_info {
 	bool password_file;
 	bool acl_file;
 	bool dynsec;           /* the dynamic-security plugin is loaded */
-	bool legacy_plugin;    /* an auth_plugin (v2-v4) is loaded */
+	bool legacy_plugin;    /* a v2-v4 plugin is loaded (always an ACL provider) */
+	bool legacy_auth;      /* ... and one exports mosquitto_auth_unpwd_check */
 	bool unknown_plugin;   /* another v5 plugin whose callbacks we cannot know */
 };
 
@@ -34,7 +35,8 @@ struct eh_scope_info {
 void eh_scope_learn(struct eh_scope_info *out, const char *override, const char *self, int index);
 
 /* Parses configuration text (for tests): same as eh_scope_learn but from a
- * file path given directly, with cmdline_port telling if -p was used. */
+ * file path given directly. cmdline_port (-p given) is accepted for
+ * completeness: it does not change the security rules. */
 void eh_scope_learn_file(struct eh_scope_info *out, const char *path, bool cmdline_port, const char *self,
 			 int index);
 

@@ -96,10 +96,20 @@ void eh_sink_count(struct eh_sink *sink, uint64_t delivered, uint64_t failed);
 void eh_sink_log(struct eh_sink *sink, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* The sink's shutdown deadline budget (plugin_opt_shutdown_timeout_ms). */
 int64_t eh_sink_shutdown_timeout_ms(const struct eh_sink *sink);
+/* Sink thread: the eh_now_ms() time by which the drain at shutdown must end,
+ * or INT64_MAX while the broker is running. Bound blocking calls by it. */
+int64_t eh_sink_deadline_ms(const struct eh_sink *sink);
 /* Milliseconds of a monotonic clock. */
 int64_t eh_now_ms(void);
 /* Milliseconds of the real-time clock (Unix epoch). */
 int64_t eh_wall_ms(void);
+
+/* broker thread, from create only: the core ignores every client whose
+ * id is exactly id (no event of any type, not even when it publishes), so
+ * a sink's own connection to this same broker cannot feed back into the
+ * sinks. The core copies id. Returns 0, or -1 when out of memory or when
+ * EH_EXCLUDED_MAX ids are already registered. */
+int eh_sink_exclude_client_id(struct eh_sink *sink, const char *id);
 
 /* Reads a whole small file (a secret, a token) into a NUL-terminated buffer
  * with trailing newlines removed. Returns NULL with err naming key and path. */

@@ -41,6 +41,12 @@ int eh_template_parse(struct eh_template *t, const char *text, char *err, size_t
 		int field = -1;
 
 		if (!open) {
+			/* A '}' in the trailing text is as unbalanced as one
+			 * before a placeholder. */
+			if (strchr(p, '}')) {
+				snprintf(err, errlen, "'}' without '{' in template '%s'", text);
+				goto fail;
+			}
 			if (add_part(t, -1, p, strlen(p)))
 				goto oom;
 			break;
@@ -94,7 +100,9 @@ struct out {
 
 static void put(struct out *o, const char *s, size_t n)
 {
-	if (o->len < o->cap) {
+	/* An absent value (no username) is NULL with length 0: memcpy must
+	 * not see the NULL even for zero bytes. */
+	if (o->len < o->cap && n) {
 		size_t room = o->cap - o->len;
 
 		memcpy(o->buf + o->len, s, n < room ? n : room);

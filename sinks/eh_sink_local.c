@@ -15,8 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include <mosquitto.h>
-#include <mosquitto_broker.h>
+#include "eh_mosquitto.h"
 
 #include "eh_ring.h"
 #include "eh_sinks.h"

@@ -19,6 +19,9 @@ run() {
 run "exported symbols" sh test/check_exports.sh "$BUILD/mosquitto_eventhook.so"
 run "option reference is current" "$PYTHON" docs/gen_reference.py --check "$BUILD/eh_optdoc"
 run "unit tests (Check)" env CK_DEFAULT_TIMEOUT=120 "$BUILD/test/unit_tests"
+for t in $FUZZ_TARGETS; do
+	run "fuzz corpus replay: $t" "$BUILD/test/replay_$t" "test/fuzz/corpus/$t"
+done
 run "integration tests" env EH_PLUGIN="$(pwd)/$BUILD/mosquitto_eventhook.so" "$PYTHON" test/run.py
 echo "check groups: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -8,8 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <mosquitto.h>
-#include <mosquitto_broker.h>
+#include "eh_mosquitto.h"
 
 int eh_stub_log_count;
 char eh_stub_last_log[1024];

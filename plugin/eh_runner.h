@@ -1,0 +1,21 @@
+/*
+ * eh_runner: the thread behind every sink (see eh_runner.c for what it
+ * owns). The core starts one per sink instance after create, asks it to
+ * stop with a drain deadline at cleanup, and joins it before destroy.
+ */
+#ifndef EH_RUNNER_H
+#define EH_RUNNER_H
+
+#include <stdint.h>
+
+struct eh_sink;
+
+/* broker thread: starts the sink's thread. Returns 0, or -1 with errno. */
+int eh_runner_start(struct eh_sink *s);
+/* broker thread: asks the thread to deliver what it can until deadline_ms
+ * (eh_now_ms clock) and then stop; wakes it if it sleeps or backs off. */
+void eh_runner_request_stop(struct eh_sink *s, int64_t deadline_ms);
+/* broker thread: waits for the thread to end; a no-op if not started. */
+void eh_runner_join(struct eh_sink *s);
+
+#endif

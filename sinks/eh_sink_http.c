@@ -1,0 +1,789 @@
+/*
+ * HTTP sink: POSTs events to a webhook with libcurl.
+ *
+ * One curl easy handle inside one multi handle per sink, made on the sink
+ * thread in open and reused for every request, so the connection (and its
+ * TLS session) is kept alive between batches. The multi handle exists only
+ * so that a request in flight can be abandoned at the shutdown deadline:
+ * deliver drives the transfer in steps of at most POLL_STEP_MS and checks
+ * the deadline between steps.
+ *
+ * One request at a time: deliver answers for its batch before the runner
+ * hands over the next one, which is what keeps events in capture order
+ * without any bookkeeping here. The runner owns batching, backoff with
+ * jitter, the give-up budget and the counters; this file turns a batch into
+ * one request and the response into OK, RETRY (408, 429, 5xx, transport
+ * errors, with Retry-After) or DROP (any other status).
+ *
+ * Secrets (bearer token, signing key, header values) are read at create on
+ * the broker thread, re-read on SIGHUP on the sink thread, and never logged;
+ * logged URLs go through eh_http_redact_url.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+#include <mosquitto.h>
+
+#include "eh_sinks.h"
+#include "eh_version.h"
+#include "http/eh_http_util.h"
+
+#define POLL_STEP_MS 100
+#define RESPONSE_KEEP 200 /* bytes of a response body quoted in a log line */
+#define URL_LOG_LEN 512
+#define STATUS_BITS 1000
+
+enum http_format { FORMAT_JSON, FORMAT_CLOUDEVENTS };
+
+struct buf {
+	char *data;
+	size_t len, cap;
+};
+
+struct http_sink {
+	struct eh_sink *sink;
+	const struct eh_node *node;
+
+	/* fixed after create */
+	char *url;
+	char url_log[URL_LOG_LEN];
+	char **headers; /* "Name: value", as configured */
+	size_t nheaders;
+	char *token_path, *secret_path;
+	char *ca_file, *client_cert, *client_key;
+	bool insecure;
+	long timeout_ms, connect_timeout_ms;
+	enum http_format format;
+	bool ndjson;
+	bool array; /* batch_max > 1: the body is an array even for one event */
+	int64_t retry_max_elapsed_ms;
+
+	/* secrets; replaced on reload (sink thread) */
+	char *token;
+	unsigned char *key;
+	size_t keylen;
+
+	/* sink thread only */
+	CURLM *multi;
+	CURL *easy;
+	struct buf body;
+	char retry_after[64];
+	char response[RESPONSE_KEEP + 1];
+	size_t response_len;
+	char errbuf[CURL_ERROR_SIZE];
+	bool failing;
+	long fail_key; /* status, or -curl code, of the last logged failure */
+	unsigned char rejected_logged[STATUS_BITS / 8];
+};
+
+static const struct eh_option http_options[] = {
+	{ "http_url", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "Enables the HTTP sink: events are POSTed to this http:// or https:// URL. User information "
+	  "and the query are never logged." },
+	{ "http_header", EH_OPT_STRING, NULL, 0, 0, NULL, EH_OPT_REPEAT | EH_OPT_SECRET,
+	  "An extra request header, \"Name: value\"; repeat the option for more. Values are treated as "
+	  "secrets (never logged). Content-Type, Content-Length, Transfer-Encoding and the webhook-* "
+	  "signature headers are set by the sink and cannot be given." },
+	{ "http_bearer_token_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "File holding a token sent as \"Authorization: Bearer <token>\" (trailing newlines removed). "
+	  "Read at start and again on SIGHUP; never logged." },
+	{ "http_timeout_ms", EH_OPT_INT, "10000", 100, 600000, NULL, 0,
+	  "Longest time one request may take, connection included; then it is retried." },
+	{ "http_connect_timeout_ms", EH_OPT_INT, "5000", 100, 600000, NULL, 0,
+	  "Longest time to establish a connection (TCP and TLS); then the request is retried." },
+	{ "http_concurrency", EH_OPT_INT, "1", 1, 1, NULL, 0,
+	  "Requests in flight at most. Only 1 is supported: a request is answered before the next batch "
+	  "is sent, which keeps every client's events in order; use http_batch_max for throughput." },
+	{ "http_batch_max", EH_OPT_INT, "1", 1, 10000, NULL, 0,
+	  "Events per request at most. 1: the body is one JSON object. More: a JSON array (or NDJSON "
+	  "lines with http_batch_format ndjson), even when fewer events are queued." },
+	{ "http_batch_linger_ms", EH_OPT_INT, "0", 0, 60000, NULL, 0,
+	  "How long to wait for a batch to fill before sending a partial one. 0: send what is queued." },
+	{ "http_batch_format", EH_OPT_ENUM, "json", 0, 0, "json|ndjson", 0,
+	  "Body of a batch (http_batch_max > 1): a JSON array (application/json, or "
+	  "application/cloudevents-batch+json) or newline-delimited objects (application/x-ndjson; "
+	  "not with http_format cloudevents)." },
+	{ "http_format", EH_OPT_ENUM, "json", 0, 0, "json|cloudevents", 0,
+	  "json: the event objects of docs/events.md. cloudevents: CloudEvents 1.0 structured mode "
+	  "(application/cloudevents+json), the event object as data." },
+	{ "http_retry_initial_ms", EH_OPT_INT, "500", 1, 3600000, NULL, 0,
+	  "First delay before a failed request is retried; it doubles per attempt, with jitter." },
+	{ "http_retry_max_ms", EH_OPT_INT, "30000", 1, 3600000, NULL, 0,
+	  "Longest delay between two attempts (a longer Retry-After from the server is honoured)." },
+	{ "http_retry_max_elapsed_ms", EH_OPT_INT, "600000", -1, 86400000, NULL, 0,
+	  "Time after the first failure of a batch when it is given up (dropped, counted failed) and "
+	  "the next one is tried. -1: retry forever (the ring still bounds memory)." },
+	{ "http_ca_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "PEM file of the CA certificates that verify the server; default: the system's CA store." },
+	{ "http_client_cert", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "PEM client certificate for mutual TLS (may also hold the key)." },
+	{ "http_client_key", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "PEM private key of http_client_cert, when not in the same file. Must not be encrypted." },
+	{ "http_tls_insecure", EH_OPT_BOOL, "false", 0, 0, NULL, 0,
+	  "Do not verify the server's certificate and host name. For tests only; logged as a warning "
+	  "at start." },
+	{ "http_signing_secret_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "File holding the Standard Webhooks signing secret: \"whsec_<base64>\" (the key is the decoded "
+	  "bytes) or any other text (the key is those bytes). Each request then carries webhook-id, "
+	  "webhook-timestamp and webhook-signature. Read at start and again on SIGHUP." },
+	EH_SINK_FILTER_OPTIONS("http"),
+	{ NULL, 0, NULL, 0, 0, NULL, 0, NULL },
+};
+
+/* ---- small helpers ---- */
+
+static int buf_add(struct buf *b, const char *p, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		char *grown;
+
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		grown = realloc(b->data, cap);
+		if (!grown)
+			return -1;
+		b->data = grown;
+		b->cap = cap;
+	}
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+	return 0;
+}
+
+static int dump_to_buf(const char *p, size_t n, void *arg)
+{
+	return buf_add(arg, p, n);
+}
+
+static void free_secret(void *p, size_t len)
+{
+	if (p)
+		memset(p, 0, len);
+	free(p);
+}
+
+/* The runner's drain deadline once the broker is stopping, else INT64_MAX.
+ * The sink contract has no accessor for it yet (eh_sink.h only gives the
+ * budget), so it is read from the core's sink record: a request in flight
+ * at shutdown is then abandoned at the same instant the runner would stop. */
+static bool status_logged(struct http_sink *h, long status)
+{
+	unsigned i;
+
+	if (status < 0 || status >= STATUS_BITS)
+		status = 0;
+	i = (unsigned)status;
+	if (h->rejected_logged[i / 8] & (1u << (i % 8)))
+		return true;
+	h->rejected_logged[i / 8] |= (unsigned char)(1u << (i % 8));
+	return false;
+}
+
+/* The response body quoted for a log line, with control bytes replaced. */
+static const char *response_text(struct http_sink *h)
+{
+	for (size_t i = 0; i < h->response_len; i++)
+		if ((unsigned char)h->response[i] < 0x20 || h->response[i] == 0x7f)
+			h->response[i] = ' ';
+	h->response[h->response_len] = '\0';
+	return h->response;
+}
+
+/* ---- secrets ---- */
+
+static int load_token(struct http_sink *h, char **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	if (!h->token_path)
+		return 0;
+	*out = eh_read_secret_file("http_bearer_token_file", h->token_path, err, errlen);
+	if (!*out)
+		return -1;
+	if (strpbrk(*out, "\r\n")) {
+		snprintf(err, errlen, "plugin_opt_http_bearer_token_file: '%s' holds more than one line", h->token_path);
+		free_secret(*out, strlen(*out));
+		*out = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+static int load_key(struct http_sink *h, unsigned char **key, size_t *keylen, char *err, size_t errlen)
+{
+	char *text;
+
+	*key = NULL;
+	*keylen = 0;
+	if (!h->secret_path)
+		return 0;
+	text = eh_read_secret_file("http_signing_secret_file", h->secret_path, err, errlen);
+	if (!text)
+		return -1;
+	*key = eh_http_secret_key(text, keylen);
+	free_secret(text, strlen(text));
+	if (!*key) {
+		snprintf(err, errlen,
+			 "plugin_opt_http_signing_secret_file: '%s' starts with whsec_ but the rest is not base64",
+			 h->secret_path);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- create / destroy (broker thread) ---- */
+
+static void http_destroy(void *ctx)
+{
+	struct http_sink *h = ctx;
+
+	if (!h)
+		return;
+	if (h->easy) {
+		if (h->multi)
+			curl_multi_remove_handle(h->multi, h->easy);
+		curl_easy_cleanup(h->easy);
+	}
+	if (h->multi)
+		curl_multi_cleanup(h->multi);
+	free(h->url);
+	for (size_t i = 0; i < h->nheaders; i++)
+		free_secret(h->headers[i], strlen(h->headers[i]));
+	free(h->headers);
+	free(h->token_path);
+	free(h->secret_path);
+	free(h->ca_file);
+	free(h->client_cert);
+	free(h->client_key);
+	if (h->token)
+		free_secret(h->token, strlen(h->token));
+	free_secret(h->key, h->keylen);
+	free(h->body.data);
+	free(h);
+}
+
+static int check_url(const char *url, char *err, size_t errlen)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL, *host = NULL;
+	int rc = -1;
+
+	if (!u) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	/* Parsing only: CURLU never touches the network. The scheme is checked
+	 * by hand so the error names what is allowed. */
+	if (curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK
+	    || curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK
+	    || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host || !*host) {
+		char shown[URL_LOG_LEN];
+
+		eh_http_redact_url(url, shown, sizeof(shown));
+		snprintf(err, errlen, "plugin_opt_http_url: '%s' is not a valid URL", shown);
+		goto out;
+	}
+	if (strcasecmp(scheme, "http") && strcasecmp(scheme, "https")) {
+		snprintf(err, errlen, "plugin_opt_http_url: scheme '%s' is not supported (use http:// or https://)",
+			 scheme);
+		goto out;
+	}
+	rc = 0;
+out:
+	curl_free(scheme);
+	curl_free(host);
+	curl_url_cleanup(u);
+	return rc;
+}
+
+static int check_readable(const char *key, const char *path, char *err, size_t errlen)
+{
+	FILE *f;
+
+	if (!path)
+		return 0;
+	f = fopen(path, "re");
+	if (!f) {
+		snprintf(err, errlen, "plugin_opt_%s: cannot read '%s': %m", key, path);
+		return -1;
+	}
+	fclose(f);
+	return 0;
+}
+
+struct header_ctx {
+	struct http_sink *h;
+	char *err;
+	size_t errlen;
+};
+
+static int add_header(void *arg, const char *key, const char *value)
+{
+	static const char *const reserved[] = { "content-type", "content-length", "transfer-encoding",
+						"webhook-id", "webhook-timestamp", "webhook-signature" };
+	struct header_ctx *c = arg;
+	struct http_sink *h = c->h;
+	size_t namelen;
+	char **grown;
+
+	(void)key;
+	if (eh_http_header_check(value, &namelen)) {
+		snprintf(c->err, c->errlen,
+			 "plugin_opt_http_header: header %zu is not \"Name: value\" (a token name, no line breaks)",
+			 h->nheaders + 1);
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+		if (strlen(reserved[i]) == namelen && !strncasecmp(value, reserved[i], namelen)) {
+			snprintf(c->err, c->errlen, "plugin_opt_http_header: %s is set by the sink", reserved[i]);
+			return -1;
+		}
+	}
+	if (h->token_path && namelen == 13 && !strncasecmp(value, "authorization", 13)) {
+		snprintf(c->err, c->errlen,
+			 "plugin_opt_http_header: Authorization conflicts with plugin_opt_http_bearer_token_file");
+		return -1;
+	}
+	grown = realloc(h->headers, (h->nheaders + 1) * sizeof(*grown));
+	if (!grown)
+		goto oom;
+	h->headers = grown;
+	h->headers[h->nheaders] = strdup(value);
+	if (!h->headers[h->nheaders])
+		goto oom;
+	h->nheaders++;
+	return 0;
+oom:
+	snprintf(c->err, c->errlen, "out of memory");
+	return -1;
+}
+
+static char *dup_opt(const struct eh_config *cfg, const char *key, bool *oom)
+{
+	const char *v = eh_config_get(cfg, key);
+	char *copy;
+
+	if (!v)
+		return NULL;
+	copy = strdup(v);
+	if (!copy)
+		*oom = true;
+	return copy;
+}
+
+static int http_create(const struct eh_sink_env *env, void **ctx, char *err, size_t errlen)
+{
+	/* curl_global_init is not thread-safe: once, here, on the broker thread
+	 * before any sink thread exists. Never undone: curl_global_cleanup is
+	 * no safer, and the process may hold other curl users. */
+	static bool curl_ready;
+	const struct eh_config *cfg = env->config;
+	struct http_sink *h = calloc(1, sizeof(*h));
+	struct header_ctx hc = { h, err, errlen };
+	bool oom = false;
+	long long batch_max;
+
+	*ctx = h;
+	if (!h) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (!curl_ready) {
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+			snprintf(err, errlen, "plugin_opt_http_url: libcurl could not be initialised");
+			return -1;
+		}
+		curl_ready = true;
+	}
+	h->sink = env->sink;
+	h->node = env->node;
+	h->url = dup_opt(cfg, "http_url", &oom);
+	h->token_path = dup_opt(cfg, "http_bearer_token_file", &oom);
+	h->secret_path = dup_opt(cfg, "http_signing_secret_file", &oom);
+	h->ca_file = dup_opt(cfg, "http_ca_file", &oom);
+	h->client_cert = dup_opt(cfg, "http_client_cert", &oom);
+	h->client_key = dup_opt(cfg, "http_client_key", &oom);
+	if (oom || !h->url) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (check_url(h->url, err, errlen))
+		return -1;
+	eh_http_redact_url(h->url, h->url_log, sizeof(h->url_log));
+	if (eh_config_each(cfg, "http_header", add_header, &hc))
+		return -1;
+	if (load_token(h, &h->token, err, errlen) || load_key(h, &h->key, &h->keylen, err, errlen))
+		return -1;
+	if (h->client_key && !h->client_cert) {
+		snprintf(err, errlen, "plugin_opt_http_client_key: given without plugin_opt_http_client_cert");
+		return -1;
+	}
+	if (check_readable("http_ca_file", h->ca_file, err, errlen)
+	    || check_readable("http_client_cert", h->client_cert, err, errlen)
+	    || check_readable("http_client_key", h->client_key, err, errlen))
+		return -1;
+	h->insecure = eh_config_bool(cfg, "http_tls_insecure");
+	h->timeout_ms = (long)eh_config_int(cfg, "http_timeout_ms");
+	h->connect_timeout_ms = (long)eh_config_int(cfg, "http_connect_timeout_ms");
+	h->format = strcmp(eh_config_get(cfg, "http_format"), "cloudevents") ? FORMAT_JSON : FORMAT_CLOUDEVENTS;
+	h->ndjson = !strcmp(eh_config_get(cfg, "http_batch_format"), "ndjson");
+	batch_max = eh_config_int(cfg, "http_batch_max");
+	h->array = batch_max > 1;
+	if (h->ndjson && h->format == FORMAT_CLOUDEVENTS) {
+		snprintf(err, errlen, "plugin_opt_http_batch_format: ndjson is not a CloudEvents batch format; "
+				      "use json with http_format cloudevents");
+		return -1;
+	}
+	if (eh_config_int(cfg, "http_retry_max_ms") < eh_config_int(cfg, "http_retry_initial_ms")) {
+		snprintf(err, errlen, "plugin_opt_http_retry_max_ms: smaller than plugin_opt_http_retry_initial_ms");
+		return -1;
+	}
+	h->retry_max_elapsed_ms = eh_config_int(cfg, "http_retry_max_elapsed_ms");
+	if (h->insecure)
+		eh_sink_log(h->sink, MOSQ_LOG_WARNING,
+			    "plugin_opt_http_tls_insecure is on: the server's certificate is NOT verified");
+	if (!strncasecmp(h->url, "http:", 5) && (h->token || h->nheaders))
+		eh_sink_log(h->sink, MOSQ_LOG_NOTICE, "credentials are sent to %s without TLS", h->url_log);
+	eh_sink_set_batching(env->sink, (size_t)batch_max, eh_config_int(cfg, "http_batch_linger_ms"));
+	eh_sink_set_retry(env->sink, eh_config_int(cfg, "http_retry_initial_ms"), eh_config_int(cfg, "http_retry_max_ms"),
+			  h->retry_max_elapsed_ms);
+	return 0;
+}
+
+/* ---- the sink thread ---- */
+
+static size_t on_header(char *data, size_t size, size_t n, void *arg)
+{
+	struct http_sink *h = arg;
+	size_t len = size * n;
+
+	if (len > 12 && !strncasecmp(data, "retry-after:", 12)) {
+		size_t vlen = len - 12;
+
+		if (vlen >= sizeof(h->retry_after))
+			vlen = sizeof(h->retry_after) - 1;
+		memcpy(h->retry_after, data + 12, vlen);
+		h->retry_after[vlen] = '\0';
+	}
+	return len;
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *arg)
+{
+	struct http_sink *h = arg;
+	size_t len = size * n, room = RESPONSE_KEEP - h->response_len;
+
+	/* Keep the start for the log; read and discard the rest so the
+	 * connection stays usable. */
+	if (room) {
+		size_t k = len < room ? len : room;
+
+		memcpy(h->response + h->response_len, data, k);
+		h->response_len += k;
+	}
+	return len;
+}
+
+static int http_open(void *ctx)
+{
+	struct http_sink *h = ctx;
+	CURL *e;
+	int rc = 0;
+
+	if (h->easy)
+		return 0;
+	if (!h->multi)
+		h->multi = curl_multi_init();
+	if (!h->multi)
+		return -1;
+	e = curl_easy_init();
+	if (!e)
+		return -1;
+	rc |= (int)curl_easy_setopt(e, CURLOPT_URL, h->url);
+	rc |= (int)curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	rc |= (int)curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	rc |= (int)curl_easy_setopt(e, CURLOPT_POST, 1L);
+	rc |= (int)curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	rc |= (int)curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, h->timeout_ms);
+	rc |= (int)curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, h->connect_timeout_ms);
+	rc |= (int)curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	rc |= (int)curl_easy_setopt(e, CURLOPT_USERAGENT, "mosquitto-eventhook/" EH_VERSION);
+	rc |= (int)curl_easy_setopt(e, CURLOPT_ERRORBUFFER, h->errbuf);
+	rc |= (int)curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	rc |= (int)curl_easy_setopt(e, CURLOPT_HEADERDATA, h);
+	rc |= (int)curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	rc |= (int)curl_easy_setopt(e, CURLOPT_WRITEDATA, h);
+	rc |= (int)curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+	if (h->ca_file)
+		rc |= (int)curl_easy_setopt(e, CURLOPT_CAINFO, h->ca_file);
+	if (h->client_cert)
+		rc |= (int)curl_easy_setopt(e, CURLOPT_SSLCERT, h->client_cert);
+	if (h->client_key)
+		rc |= (int)curl_easy_setopt(e, CURLOPT_SSLKEY, h->client_key);
+	if (h->insecure) {
+		rc |= (int)curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+		rc |= (int)curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+	if (rc) {
+		eh_sink_log(h->sink, MOSQ_LOG_WARNING, "this libcurl lacks an option the sink needs");
+		curl_easy_cleanup(e);
+		return -1;
+	}
+	h->easy = e;
+	return 0;
+}
+
+static int add_event(struct http_sink *h, const struct eh_event *ev)
+{
+	json_t *o = h->format == FORMAT_CLOUDEVENTS ? eh_json_cloudevent(ev, h->node) : eh_json_event(ev, h->node);
+	int rc;
+
+	if (!o)
+		return -1;
+	rc = json_dump_callback(o, dump_to_buf, &h->body, JSON_COMPACT);
+	json_decref(o);
+	return rc;
+}
+
+static int build_body(struct http_sink *h, const struct eh_batch *b)
+{
+	h->body.len = 0;
+	if (h->array && !h->ndjson && buf_add(&h->body, "[", 1))
+		return -1;
+	for (size_t i = 0; i < b->count; i++) {
+		if (i && h->array && !h->ndjson && buf_add(&h->body, ",", 1))
+			return -1;
+		if (add_event(h, &b->events[i]))
+			return -1;
+		if (h->ndjson && buf_add(&h->body, "\n", 1))
+			return -1;
+	}
+	if (h->array && !h->ndjson && buf_add(&h->body, "]", 1))
+		return -1;
+	if (!h->body.data && buf_add(&h->body, "", 0))
+		return -1;
+	return 0;
+}
+
+static const char *content_type(const struct http_sink *h)
+{
+	if (h->format == FORMAT_CLOUDEVENTS)
+		return h->array ? "Content-Type: application/cloudevents-batch+json"
+				: "Content-Type: application/cloudevents+json";
+	return h->ndjson ? "Content-Type: application/x-ndjson" : "Content-Type: application/json";
+}
+
+static struct curl_slist *add_line(struct curl_slist *list, const char *line, bool *failed)
+{
+	struct curl_slist *next;
+
+	if (*failed)
+		return list;
+	next = curl_slist_append(list, line);
+	if (!next)
+		*failed = true;
+	return next ? next : list;
+}
+
+/* The request headers for this body; NULL on out of memory. The message id
+ * is the first event's id (with the count for a batch): a retry of the same
+ * batch repeats it, so receivers can deduplicate by webhook-id. */
+static struct curl_slist *build_headers(struct http_sink *h, const struct eh_batch *b)
+{
+	struct curl_slist *list = NULL;
+	bool failed = false;
+	char line[256];
+
+	list = add_line(list, content_type(h), &failed);
+	/* No "Expect: 100-continue" round trip for large bodies. */
+	list = add_line(list, "Expect:", &failed);
+	for (size_t i = 0; i < h->nheaders; i++)
+		list = add_line(list, h->headers[i], &failed);
+	if (h->token) {
+		size_t n = strlen(h->token) + 32;
+		char *auth = malloc(n);
+
+		if (!auth) {
+			failed = true;
+		} else {
+			snprintf(auth, n, "Authorization: Bearer %s", h->token);
+			list = add_line(list, auth, &failed);
+			free_secret(auth, n);
+		}
+	}
+	if (h->key) {
+		char id[EH_ID_LEN + 32], sig[EH_HTTP_SIGNATURE_LEN + 1];
+		int64_t ts = eh_wall_ms() / 1000;
+
+		eh_json_format_id(h->node, b->events[0].number, id);
+		if (h->array)
+			snprintf(id + EH_ID_LEN, sizeof(id) - EH_ID_LEN, ".%zu", b->count);
+		if (eh_http_sign(h->key, h->keylen, id, ts, h->body.data, h->body.len, sig)) {
+			failed = true;
+		} else {
+			snprintf(line, sizeof(line), "webhook-id: %s", id);
+			list = add_line(list, line, &failed);
+			snprintf(line, sizeof(line), "webhook-timestamp: %" PRId64, ts);
+			list = add_line(list, line, &failed);
+			snprintf(line, sizeof(line), "webhook-signature: %s", sig);
+			list = add_line(list, line, &failed);
+		}
+	}
+	if (failed) {
+		curl_slist_free_all(list);
+		return NULL;
+	}
+	return list;
+}
+
+/* Runs the transfer on the multi handle until it ends or the shutdown
+ * deadline passes. Returns the transfer's result, or -1 when abandoned. */
+static int perform(struct http_sink *h)
+{
+	int running = 1;
+	CURLcode result = CURLE_OK;
+	CURLMsg *msg;
+	int left;
+
+	if (curl_multi_add_handle(h->multi, h->easy) != CURLM_OK)
+		return CURLE_OUT_OF_MEMORY;
+	for (;;) {
+		int64_t deadline, wait = POLL_STEP_MS;
+
+		if (curl_multi_perform(h->multi, &running) != CURLM_OK) {
+			result = CURLE_OUT_OF_MEMORY;
+			break;
+		}
+		if (!running)
+			break;
+		deadline = eh_sink_deadline_ms(h->sink);
+		if (deadline != INT64_MAX) {
+			int64_t now = eh_now_ms();
+
+			if (now >= deadline) {
+				curl_multi_remove_handle(h->multi, h->easy);
+				return -1;
+			}
+			if (deadline - now < wait)
+				wait = deadline - now;
+		}
+		curl_multi_poll(h->multi, NULL, 0, (int)wait, NULL);
+	}
+	while ((msg = curl_multi_info_read(h->multi, &left)))
+		if (msg->msg == CURLMSG_DONE && msg->easy_handle == h->easy)
+			result = msg->data.result;
+	curl_multi_remove_handle(h->multi, h->easy);
+	return (int)result;
+}
+
+static void log_retry(struct http_sink *h, long key, const char *what)
+{
+	if (h->failing && h->fail_key == key)
+		return;
+	h->failing = true;
+	h->fail_key = key;
+	eh_sink_log(h->sink, MOSQ_LOG_WARNING, "%s from %s; retrying", what, h->url_log);
+}
+
+static enum eh_deliver_rc http_deliver(void *ctx, struct eh_batch *b)
+{
+	struct http_sink *h = ctx;
+	struct curl_slist *headers;
+	long status = 0;
+	int result;
+	char what[CURL_ERROR_SIZE + 64];
+
+	b->done = 0;
+	if (!h->easy && http_open(h)) {
+		log_retry(h, -CURLE_OUT_OF_MEMORY, "cannot set up libcurl");
+		return EH_DELIVER_RETRY;
+	}
+	if (build_body(h, b) || !(headers = build_headers(h, b))) {
+		log_retry(h, -CURLE_OUT_OF_MEMORY, "out of memory building the request");
+		return EH_DELIVER_RETRY;
+	}
+	curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(h->easy, CURLOPT_POSTFIELDS, h->body.data);
+	curl_easy_setopt(h->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)h->body.len);
+	h->retry_after[0] = '\0';
+	h->response_len = 0;
+	h->errbuf[0] = '\0';
+	result = perform(h);
+	curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, NULL);
+	curl_slist_free_all(headers);
+	if (result < 0)
+		return EH_DELIVER_RETRY; /* abandoned at the shutdown deadline */
+	if (result != CURLE_OK) {
+		snprintf(what, sizeof(what), "%s", h->errbuf[0] ? h->errbuf : curl_easy_strerror((CURLcode)result));
+		log_retry(h, -(long)result, what);
+		return EH_DELIVER_RETRY;
+	}
+	curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
+	switch (eh_http_verdict(status)) {
+	case EH_HTTP_DELIVERED:
+		if (h->failing)
+			eh_sink_log(h->sink, MOSQ_LOG_NOTICE, "delivering to %s again", h->url_log);
+		h->failing = false;
+		return EH_DELIVER_OK;
+	case EH_HTTP_RETRY:
+		if (h->retry_after[0]) {
+			b->retry_after_ms = eh_http_retry_after_ms(h->retry_after, eh_wall_ms());
+			/* Waiting past the give-up budget would only delay the
+			 * give-up. */
+			if (h->retry_max_elapsed_ms >= 0 && b->retry_after_ms > h->retry_max_elapsed_ms)
+				b->retry_after_ms = h->retry_max_elapsed_ms;
+		}
+		snprintf(what, sizeof(what), "HTTP %ld", status);
+		log_retry(h, status, what);
+		return EH_DELIVER_RETRY;
+	case EH_HTTP_REJECTED:
+	default:
+		if (!status_logged(h, status))
+			eh_sink_log(h->sink, MOSQ_LOG_ERR,
+				    "HTTP %ld from %s: %zu event(s) dropped; further %ld responses are counted, not "
+				    "logged. Response: %s",
+				    status, h->url_log, b->count, status, response_text(h));
+		h->failing = false;
+		return EH_DELIVER_DROP;
+	}
+}
+
+static void http_reload(void *ctx)
+{
+	struct http_sink *h = ctx;
+	char err[512];
+	char *token;
+	unsigned char *key;
+	size_t keylen;
+
+	if (load_token(h, &token, err, sizeof(err))) {
+		eh_sink_log(h->sink, MOSQ_LOG_WARNING, "%s; keeping the previous token", err);
+	} else if (token) {
+		free_secret(h->token, h->token ? strlen(h->token) : 0);
+		h->token = token;
+	}
+	if (load_key(h, &key, &keylen, err, sizeof(err))) {
+		eh_sink_log(h->sink, MOSQ_LOG_WARNING, "%s; keeping the previous signing secret", err);
+	} else if (key) {
+		free_secret(h->key, h->keylen);
+		h->key = key;
+		h->keylen = keylen;
+	}
+}
+
+const struct eh_sink_ops eh_sink_http_ops = {
+	.name = "http",
+	.enable_key = "http_url",
+	.options = http_options,
+	.title = "HTTP sink",
+	.create = http_create,
+	.open = http_open,
+	.deliver = http_deliver,
+	.reload = http_reload,
+	.destroy = http_destroy,
+};

@@ -1,0 +1,592 @@
+/*
+ * Kafka sink: each event becomes one Kafka message produced with librdkafka.
+ *
+ * create builds and validates an rd_kafka_conf_t (no I/O): our defaults
+ * first, then every plugin_opt_kafka.<property> unchanged, so the user can
+ * override any default and librdkafka's own error text reports a bad
+ * property before the broker starts. open (sink thread, all signals blocked,
+ * so librdkafka's threads inherit a mask that leaves the broker's signals
+ * alone) creates the producer from a copy of that configuration.
+ *
+ * deliver renders topic and key, builds the value and headers and calls
+ * rd_kafka_producev per event; librdkafka batches, compresses and retries.
+ * When librdkafka's queue is full the sink serves delivery reports for a
+ * moment and then answers RETRY, so the backlog moves back into the ring,
+ * where the core drops and counts what does not fit. The sink is
+ * EH_SINK_ASYNC_ACK: a message counts as delivered or failed only in its
+ * delivery report, which runs on the sink thread (rd_kafka_poll from the
+ * poll hook, rd_kafka_flush from the flush hook), so the counters need no
+ * lock and each message is counted exactly once.
+ *
+ * Shutdown: flush waits for the outstanding messages within the deadline;
+ * those still unconfirmed are reported as left, and no delivery report is
+ * counted after that, so enqueued = delivered + failed + left (+ what was
+ * still in the ring) always holds.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <librdkafka/rdkafka.h>
+#include <mosquitto.h>
+
+#include "eh_sink_kafka.h"
+#include "eh_sinks.h"
+#include "eh_template.h"
+
+#define BATCH_MAX 1024
+/* How long deliver serves delivery reports on a full queue before it hands
+ * the batch back to the runner (which then backs off). */
+#define QUEUE_FULL_WAIT_MS 100
+/* Same librdkafka error reported again within this window is not logged. */
+#define ERROR_LOG_EVERY_MS 30000
+
+struct kafka_sink {
+	struct eh_sink *sink;
+	const struct eh_node *node;
+	rd_kafka_conf_t *conf; /* validated; a copy goes to each rd_kafka_new */
+	rd_kafka_t *rk;        /* sink thread; NULL until open succeeds */
+	struct eh_template topic;
+	struct eh_template key;
+	bool has_key;
+	bool cloudevents;
+	int log_max;           /* highest librdkafka log level forwarded */
+	char topic_buf[EH_KAFKA_TOPIC_MAX + 2];
+	char *key_buf;
+	size_t key_cap;
+
+	/* sink thread only (delivery reports and errors are served there) */
+	uint64_t produced; /* handed to librdkafka */
+	uint64_t reported; /* confirmed or failed by a delivery report */
+	bool closing;      /* after flush: reports are no longer counted */
+	bool fatal;        /* the producer hit a fatal error: recreate it */
+	bool open_failed_logged;
+	bool queue_full_logged;
+	int last_error;
+	int64_t last_error_ms;
+	uint64_t failed_logged;
+};
+
+static const struct eh_option kafka_options[] = {
+	{ "kafka_brokers", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "Enables the Kafka sink: the bootstrap brokers, host:port[,host:port...] (librdkafka's "
+	  "bootstrap.servers). Example: kafka1:9092,kafka2:9092." },
+	{ "kafka_topic", EH_OPT_STRING, "mqtt-events", 0, 0, NULL, 0,
+	  "Topic template. Placeholders {event} {node} {clientid} {username} {seq}. Kafka topic names hold "
+	  "only a-z A-Z 0-9 . _ - and at most 249 bytes: a literal character outside that set is a "
+	  "configuration error; in a rendered value each other byte becomes '_' and the name is cut at 249 "
+	  "bytes. Example: mqtt.{event}." },
+	{ "kafka_key", EH_OPT_STRING, "{clientid}", 0, 0, NULL, 0,
+	  "Message key template, rendered as raw bytes. The default keeps every event of one client in one "
+	  "partition, in order. The word none: no key (librdkafka's partitioner spreads the events)." },
+	{ "kafka_format", EH_OPT_ENUM, "json", 0, 0, "json|cloudevents", 0,
+	  "Message value and headers: our JSON event with headers event and node; or CloudEvents 1.0 "
+	  "binary mode: the same value plus the ce_specversion, ce_type, ce_source, ce_id, ce_time and "
+	  "content-type headers." },
+	{ "kafka_sasl_password_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "File holding the SASL password (librdkafka's sasl.password); read at start, never logged." },
+	{ "kafka_ssl_key_password_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "File holding the passphrase of the client key (librdkafka's ssl.key.password); read at start, "
+	  "never logged." },
+	{ "kafka.", EH_OPT_STRING, NULL, 0, 0, NULL, EH_OPT_PREFIX | EH_OPT_SECRET,
+	  "Any librdkafka configuration property, passed through unchanged and applied after the sink's "
+	  "defaults: plugin_opt_kafka.security.protocol sasl_ssl, plugin_opt_kafka.compression.type zstd, "
+	  "plugin_opt_kafka.linger.ms 20. A property librdkafka rejects stops the broker from starting with "
+	  "librdkafka's own message. See docs/sinks/kafka.md for the defaults." },
+	EH_SINK_FILTER_OPTIONS("kafka"),
+	{ NULL, 0, NULL, 0, 0, NULL, 0, NULL },
+};
+
+bool eh_kafka_topic_char_ok(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_'
+	       || c == '-';
+}
+
+size_t eh_kafka_topic_sanitize(char *name, size_t len)
+{
+	if (len > EH_KAFKA_TOPIC_MAX)
+		len = EH_KAFKA_TOPIC_MAX;
+	for (size_t i = 0; i < len; i++) {
+		if (!eh_kafka_topic_char_ok((unsigned char)name[i]))
+			name[i] = '_';
+	}
+	/* Kafka refuses "." and ".." (they are directory names on the
+	 * broker); "" is no name at all. */
+	if (len == 0 || (len == 1 && name[0] == '.'))
+		name[0] = '_', len = 1;
+	else if (len == 2 && name[0] == '.' && name[1] == '.')
+		name[0] = name[1] = '_';
+	name[len] = '\0';
+	return len;
+}
+
+/* ---- librdkafka callbacks ---- */
+
+static int mosq_level(int syslog_level)
+{
+	/* librdkafka reports a refused connection at 3 (LOG_ERR); for a
+	 * broker that is a transient condition, a warning. */
+	if (syslog_level <= 2)
+		return MOSQ_LOG_ERR;
+	if (syslog_level <= 4)
+		return MOSQ_LOG_WARNING;
+	if (syslog_level == 5)
+		return MOSQ_LOG_NOTICE;
+	return syslog_level == 6 ? MOSQ_LOG_INFO : MOSQ_LOG_DEBUG;
+}
+
+/* Any librdkafka thread. Notices and worse reach the broker log; with
+ * kafka.debug set, librdkafka's debug lines too (the user asked for them). */
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	struct kafka_sink *k = rd_kafka_opaque(rk);
+
+	if (k && level <= k->log_max)
+		eh_sink_log(k->sink, mosq_level(level), "librdkafka %s: %s", fac, buf);
+}
+
+/* Sink thread (served by rd_kafka_poll). Transient errors (a broker down)
+ * repeat while they last: one line per error code per 30 s is enough. */
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	struct kafka_sink *k = opaque;
+	int64_t now = eh_now_ms();
+
+	if (err == RD_KAFKA_RESP_ERR__FATAL) {
+		char why[512];
+
+		rd_kafka_fatal_error(rk, why, sizeof(why));
+		eh_sink_log(k->sink, MOSQ_LOG_ERR, "fatal producer error: %s; restarting the producer", why);
+		k->fatal = true;
+		return;
+	}
+	if (err == k->last_error && now - k->last_error_ms < ERROR_LOG_EVERY_MS)
+		return;
+	k->last_error = err;
+	k->last_error_ms = now;
+	eh_sink_log(k->sink, MOSQ_LOG_WARNING, "%s: %s", rd_kafka_err2name(err), reason);
+}
+
+/* Sink thread (rd_kafka_poll / rd_kafka_flush). */
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+	struct kafka_sink *k = opaque;
+
+	(void)rk;
+	if (k->closing)
+		return;
+	k->reported++;
+	if (!m->err) {
+		eh_sink_count(k->sink, 1, 0);
+		return;
+	}
+	eh_sink_count(k->sink, 0, 1);
+	/* A broken configuration fails every message: log the first few and
+	 * then every 1000th, not each one. */
+	if (k->failed_logged < 10 || k->failed_logged % 1000 == 0)
+		eh_sink_log(k->sink, MOSQ_LOG_WARNING, "message to topic %s not delivered: %s",
+			    rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+	k->failed_logged++;
+}
+
+/* ---- create / destroy ---- */
+
+static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *name, const char *value, char *err,
+		    size_t errlen)
+{
+	char why[512];
+
+	if (rd_kafka_conf_set(conf, name, value, why, sizeof(why)) != RD_KAFKA_CONF_OK) {
+		snprintf(err, errlen, "plugin_opt_%s: %s", key, why);
+		return -1;
+	}
+	return 0;
+}
+
+struct pass_ctx {
+	rd_kafka_conf_t *conf;
+	char *err;
+	size_t errlen;
+};
+
+static int pass_through(void *arg, const char *key, const char *value)
+{
+	struct pass_ctx *p = arg;
+	const char *name = key + strlen("kafka.");
+
+	if (!strcmp(name, "bootstrap.servers") || !strcmp(name, "metadata.broker.list")) {
+		snprintf(p->err, p->errlen, "plugin_opt_%s: set the brokers with plugin_opt_kafka_brokers", key);
+		return -1;
+	}
+	return conf_set(p->conf, key, name, value, p->err, p->errlen);
+}
+
+static int secret_from_file(const struct eh_config *cfg, rd_kafka_conf_t *conf, const char *key,
+			    const char *property, char *err, size_t errlen)
+{
+	const char *path = eh_config_get(cfg, key);
+	char passkey[96];
+	char *secret;
+	int rc;
+
+	if (!path)
+		return 0;
+	snprintf(passkey, sizeof(passkey), "kafka.%s", property);
+	if (eh_config_isset(cfg, passkey)) {
+		snprintf(err, errlen, "plugin_opt_%s: plugin_opt_%s is also set; use one of them", key, passkey);
+		return -1;
+	}
+	secret = eh_read_secret_file(key, path, err, errlen);
+	if (!secret)
+		return -1;
+	rc = conf_set(conf, key, property, secret, err, errlen);
+	memset(secret, 0, strlen(secret));
+	free(secret);
+	return rc;
+}
+
+/* Our defaults, chosen for no loss and no duplicates; see
+ * docs/sinks/kafka.md for the reasoning behind each. */
+static int set_defaults(rd_kafka_conf_t *conf, char *err, size_t errlen)
+{
+	static const char *const defaults[][2] = {
+		{ "enable.idempotence", "true" }, /* retries cannot duplicate or reorder */
+		{ "acks", "all" },                /* confirmed only once every in-sync replica has it */
+		{ "message.timeout.ms", "0" },    /* wait out outages; the ring and the queue bound it */
+		{ "queue.buffering.max.messages", "100000" },
+		{ "queue.buffering.max.kbytes", "65536" }, /* 64 MiB, not librdkafka's 1 GiB, inside a broker */
+		{ "linger.ms", "5" },
+		{ "log.connection.close", "false" }, /* idle disconnects by the cluster are normal */
+		{ "client.id", "mosquitto-eventhook" },
+	};
+	char features[512] = "";
+	size_t n = sizeof(features);
+
+	for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++) {
+		if (conf_set(conf, "kafka_brokers", defaults[i][0], defaults[i][1], err, errlen))
+			return -1;
+	}
+	/* Compression only when this librdkafka was built with the codec:
+	 * lz4 costs the least CPU on the broker host; zstd next. */
+	rd_kafka_conf_get(conf, "builtin.features", features, &n);
+	if (strstr(features, "lz4"))
+		return conf_set(conf, "kafka_brokers", "compression.type", "lz4", err, errlen);
+	if (strstr(features, "zstd"))
+		return conf_set(conf, "kafka_brokers", "compression.type", "zstd", err, errlen);
+	return 0;
+}
+
+/* A literal character in the topic template that Kafka cannot hold is a
+ * mistake in the configuration, not something to rewrite silently. */
+static int check_topic_template(const struct eh_template *t, const char *text, char *err, size_t errlen)
+{
+	size_t fixed = 0;
+	bool placeholders = false;
+
+	for (size_t i = 0; i < t->count; i++) {
+		if (t->parts[i].field != -1) {
+			placeholders = true;
+			continue;
+		}
+		for (size_t j = 0; j < t->parts[i].len; j++) {
+			unsigned char c = (unsigned char)t->parts[i].text[j];
+
+			if (!eh_kafka_topic_char_ok(c)) {
+				snprintf(err, errlen, "plugin_opt_kafka_topic: '%s' holds '%c'; Kafka topic names hold "
+					 "only a-z A-Z 0-9 . _ -", text, c >= 0x20 && c < 0x7F ? c : '?');
+				return -1;
+			}
+		}
+		fixed += t->parts[i].len;
+	}
+	if (fixed > EH_KAFKA_TOPIC_MAX || (!placeholders && (!strcmp(text, ".") || !strcmp(text, "..")))) {
+		snprintf(err, errlen, "plugin_opt_kafka_topic: '%s' is not a legal Kafka topic name (at most %d "
+			 "bytes, not '.' or '..')", text, EH_KAFKA_TOPIC_MAX);
+		return -1;
+	}
+	return 0;
+}
+
+static void kafka_destroy(void *ctx)
+{
+	struct kafka_sink *k = ctx;
+
+	if (!k)
+		return;
+	if (k->rk)
+		rd_kafka_destroy(k->rk);
+	if (k->conf)
+		rd_kafka_conf_destroy(k->conf);
+	eh_template_free(&k->topic);
+	eh_template_free(&k->key);
+	free(k->key_buf);
+	free(k);
+}
+
+static int kafka_create(const struct eh_sink_env *env, void **ctx, char *err, size_t errlen)
+{
+	struct kafka_sink *k = calloc(1, sizeof(*k));
+	const struct eh_config *cfg = env->config;
+	const char *topic = eh_config_get(cfg, "kafka_topic");
+	const char *key = eh_config_get(cfg, "kafka_key");
+	struct pass_ctx pass;
+	char why[400];
+
+	*ctx = k;
+	if (!k) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	k->sink = env->sink;
+	k->node = env->node;
+	k->cloudevents = !strcmp(eh_config_get(cfg, "kafka_format"), "cloudevents");
+	k->log_max = eh_config_isset(cfg, "kafka.debug") ? 7 : 5;
+	if (eh_template_parse(&k->topic, topic, why, sizeof(why))) {
+		snprintf(err, errlen, "plugin_opt_kafka_topic: %s", why);
+		return -1;
+	}
+	if (check_topic_template(&k->topic, topic, err, errlen))
+		return -1;
+	/* Mosquitto refuses an empty plugin_opt_ value, so "no key" needs a
+	 * word; a constant key "none" would be pointless anyway. */
+	k->has_key = key && *key && strcmp(key, "none");
+	if (k->has_key && eh_template_parse(&k->key, key, why, sizeof(why))) {
+		snprintf(err, errlen, "plugin_opt_kafka_key: %s", why);
+		return -1;
+	}
+	k->key_cap = 256;
+	k->key_buf = malloc(k->key_cap);
+	k->conf = rd_kafka_conf_new();
+	if (!k->key_buf || !k->conf) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (set_defaults(k->conf, err, errlen)
+	    || conf_set(k->conf, "kafka_brokers", "bootstrap.servers", eh_config_get(cfg, "kafka_brokers"), err,
+			errlen))
+		return -1;
+	pass = (struct pass_ctx){ k->conf, err, errlen };
+	if (eh_config_each(cfg, "kafka.", pass_through, &pass))
+		return -1;
+	if (secret_from_file(cfg, k->conf, "kafka_sasl_password_file", "sasl.password", err, errlen)
+	    || secret_from_file(cfg, k->conf, "kafka_ssl_key_password_file", "ssl.key.password", err, errlen))
+		return -1;
+	rd_kafka_conf_set_opaque(k->conf, k);
+	rd_kafka_conf_set_dr_msg_cb(k->conf, on_delivery);
+	rd_kafka_conf_set_error_cb(k->conf, on_error);
+	rd_kafka_conf_set_log_cb(k->conf, on_log);
+
+	eh_sink_set_batching(env->sink, BATCH_MAX, 0);
+	/* Only a full librdkafka queue makes deliver retry: come back soon,
+	 * never give up (the ring bounds the backlog and counts the drops). */
+	eh_sink_set_retry(env->sink, 50, 1000, -1);
+	return 0;
+}
+
+/* ---- sink thread ---- */
+
+static int kafka_open(void *ctx)
+{
+	struct kafka_sink *k = ctx;
+	rd_kafka_conf_t *conf;
+	char why[512];
+
+	if (k->rk)
+		return 0;
+	conf = rd_kafka_conf_dup(k->conf);
+	if (!conf)
+		return -1;
+	/* rd_kafka_new owns conf on success only. */
+	k->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
+	if (!k->rk) {
+		rd_kafka_conf_destroy(conf);
+		if (!k->open_failed_logged)
+			eh_sink_log(k->sink, MOSQ_LOG_ERR, "cannot create the Kafka producer: %s; retrying", why);
+		k->open_failed_logged = true;
+		return -1;
+	}
+	if (k->open_failed_logged)
+		eh_sink_log(k->sink, MOSQ_LOG_NOTICE, "Kafka producer created");
+	k->open_failed_logged = false;
+	k->fatal = false;
+	return 0;
+}
+
+/* After a fatal error (the idempotent producer lost its guarantees) the
+ * handle is unusable: fail what it still holds and start a new one. */
+static void restart_producer(struct kafka_sink *k)
+{
+	rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+	rd_kafka_flush(k->rk, 1000);
+	rd_kafka_poll(k->rk, 0);
+	/* Whatever was not reported is failed: it dies with the handle. */
+	if (k->produced > k->reported) {
+		eh_sink_count(k->sink, 0, k->produced - k->reported);
+		k->reported = k->produced;
+	}
+	rd_kafka_destroy(k->rk);
+	k->rk = NULL;
+	kafka_open(k);
+}
+
+static const char *render_key(struct kafka_sink *k, const struct eh_event *ev, size_t *len)
+{
+	size_t n = eh_template_render(&k->key, ev, k->node, EH_TEMPLATE_RAW, k->key_buf, k->key_cap);
+
+	if (n >= k->key_cap) {
+		size_t cap = n + 1;
+		char *grown = realloc(k->key_buf, cap);
+
+		if (!grown)
+			return NULL;
+		k->key_buf = grown;
+		k->key_cap = cap;
+		n = eh_template_render(&k->key, ev, k->node, EH_TEMPLATE_RAW, k->key_buf, k->key_cap);
+	}
+	*len = n;
+	return k->key_buf;
+}
+
+/* Produces one event. Returns librdkafka's error; on success librdkafka
+ * owns (and frees) the value. */
+static rd_kafka_resp_err_t produce(struct kafka_sink *k, const struct eh_event *ev, const char *key, size_t keylen,
+				   char *value)
+{
+	const char *type = eh_event_type_name(ev->type);
+	size_t tlen;
+	char id[EH_ID_LEN + 1], ts[EH_TS_LEN + 1];
+
+	tlen = eh_template_render(&k->topic, ev, k->node, EH_TEMPLATE_RAW, k->topic_buf, sizeof(k->topic_buf));
+	eh_kafka_topic_sanitize(k->topic_buf, tlen < sizeof(k->topic_buf) - 1 ? tlen : sizeof(k->topic_buf) - 2);
+	if (!k->cloudevents)
+		return rd_kafka_producev(k->rk, RD_KAFKA_V_TOPIC(k->topic_buf), RD_KAFKA_V_KEY(key, keylen),
+					 RD_KAFKA_V_VALUE(value, strlen(value)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+					 RD_KAFKA_V_HEADER("event", type, -1), RD_KAFKA_V_HEADER("node", k->node->name, -1),
+					 RD_KAFKA_V_END);
+	eh_json_format_id(k->node, ev->number, id);
+	eh_json_format_ts(ev->ts_ms, ts);
+	return rd_kafka_producev(k->rk, RD_KAFKA_V_TOPIC(k->topic_buf), RD_KAFKA_V_KEY(key, keylen),
+				 RD_KAFKA_V_VALUE(value, strlen(value)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+				 RD_KAFKA_V_HEADER("event", type, -1), RD_KAFKA_V_HEADER("node", k->node->name, -1),
+				 RD_KAFKA_V_HEADER("ce_specversion", "1.0", -1), RD_KAFKA_V_HEADER("ce_type", type, -1),
+				 RD_KAFKA_V_HEADER("ce_source", k->node->name, -1), RD_KAFKA_V_HEADER("ce_id", id, -1),
+				 RD_KAFKA_V_HEADER("ce_time", ts, -1),
+				 RD_KAFKA_V_HEADER("content-type", "application/json", -1), RD_KAFKA_V_END);
+}
+
+static enum eh_deliver_rc kafka_deliver(void *ctx, struct eh_batch *b)
+{
+	struct kafka_sink *k = ctx;
+	int64_t full_since = 0;
+
+	b->done = 0;
+	if (k->fatal && k->rk)
+		restart_producer(k);
+	if (!k->rk && kafka_open(k))
+		return EH_DELIVER_RETRY;
+	while (b->done < b->count) {
+		const struct eh_event *ev = &b->events[b->done];
+		json_t *o = eh_json_event(ev, k->node);
+		/* jansson allocates with malloc unless told otherwise (the
+		 * plugin never does), so librdkafka may free() the value. */
+		char *value = o ? json_dumps(o, JSON_COMPACT) : NULL;
+		const char *key = NULL;
+		size_t keylen = 0;
+		rd_kafka_resp_err_t rc;
+
+		json_decref(o);
+		if (value && k->has_key && !(key = render_key(k, ev, &keylen))) {
+			free(value);
+			value = NULL;
+		}
+		if (!value)
+			return EH_DELIVER_RETRY; /* out of memory: try again later */
+		rc = produce(k, ev, key, keylen, value);
+		if (rc == RD_KAFKA_RESP_ERR_NO_ERROR) {
+			k->produced++;
+			b->done++;
+			full_since = 0;
+			continue;
+		}
+		free(value); /* still ours: librdkafka took nothing */
+		if (rc == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+			int64_t now = eh_now_ms();
+
+			if (!full_since)
+				full_since = now;
+			if (now - full_since < QUEUE_FULL_WAIT_MS) {
+				/* Delivery reports free room; serve them and try again. */
+				rd_kafka_poll(k->rk, 10);
+				continue;
+			}
+			if (!k->queue_full_logged)
+				eh_sink_log(k->sink, MOSQ_LOG_WARNING, "librdkafka's queue is full (%d messages waiting); "
+					    "events wait in the ring", rd_kafka_outq_len(k->rk));
+			k->queue_full_logged = true;
+			return EH_DELIVER_RETRY;
+		}
+		if (rc == RD_KAFKA_RESP_ERR__FATAL) {
+			k->fatal = true;
+			return EH_DELIVER_RETRY;
+		}
+		/* Permanent for this message (too large, bad topic): count it
+		 * failed and go on with the next. */
+		if (k->failed_logged < 10 || k->failed_logged % 1000 == 0)
+			eh_sink_log(k->sink, MOSQ_LOG_WARNING, "cannot produce event seq %llu to topic %s: %s",
+				    (unsigned long long)ev->seq, k->topic_buf, rd_kafka_err2str(rc));
+		k->failed_logged++;
+		eh_sink_count(k->sink, 0, 1);
+		b->done++;
+	}
+	if (k->queue_full_logged)
+		eh_sink_log(k->sink, MOSQ_LOG_NOTICE, "librdkafka's queue has room again");
+	k->queue_full_logged = false;
+	return EH_DELIVER_OK;
+}
+
+static void kafka_poll(void *ctx)
+{
+	struct kafka_sink *k = ctx;
+
+	if (!k->rk) {
+		kafka_open(k);
+		return;
+	}
+	rd_kafka_poll(k->rk, 0);
+}
+
+static uint64_t kafka_flush(void *ctx, int64_t timeout_ms)
+{
+	struct kafka_sink *k = ctx;
+	uint64_t left;
+
+	if (!k->rk) {
+		k->closing = true;
+		return 0;
+	}
+	rd_kafka_flush(k->rk, timeout_ms > INT32_MAX ? INT32_MAX : (int)timeout_ms);
+	rd_kafka_poll(k->rk, 0);
+	/* From here on a report would race the shutdown log line: what is not
+	 * reported now is left undelivered. */
+	k->closing = true;
+	left = k->produced - k->reported;
+	if (left)
+		eh_sink_log(k->sink, MOSQ_LOG_WARNING, "%llu message(s) not confirmed by Kafka within the shutdown "
+			    "timeout; they are lost", (unsigned long long)left);
+	return left;
+}
+
+const struct eh_sink_ops eh_sink_kafka_ops = {
+	.name = "kafka",
+	.enable_key = "kafka_brokers",
+	.options = kafka_options,
+	.title = "Kafka sink",
+	.flags = EH_SINK_ASYNC_ACK,
+	.create = kafka_create,
+	.open = kafka_open,
+	.deliver = kafka_deliver,
+	.poll = kafka_poll,
+	.flush = kafka_flush,
+	.destroy = kafka_destroy,
+};

@@ -1,0 +1,987 @@
+/*
+ * MQTT sink: publishes each event to another MQTT broker (a central broker,
+ * a cloud IoT hub) with paho.mqtt.c's asynchronous client.
+ *
+ * Threads. Every paho call is made on the sink thread; paho's own threads
+ * only run our callbacks, which change the state of a message under `lock`
+ * and signal `cond`. The sink thread never holds `lock` while calling paho
+ * (paho holds its own mutex while it runs callbacks, so the reverse order
+ * would deadlock).
+ *
+ * The window. Each event handed to paho occupies one slot of a circular
+ * window of mqtt_max_inflight slots (fewer when an MQTT 5 server announces a
+ * smaller Receive Maximum), with a copy of what was sent: the event message
+ * and, with mqtt_presence_topic, the retained presence message. A slot is
+ * settled when paho confirmed every message of it (PUBACK / PUBCOMP, or the
+ * write for QoS 0) or failed it for good; the sink thread pops settled slots
+ * from the front in order and counts them (delivered, or failed). When the
+ * window is full or the client is disconnected, deliver answers RETRY and the
+ * events wait in the ring, in order.
+ *
+ * Reconnects. The session is persistent (clean session off; MQTT 5: clean
+ * start off with a session expiry), so when the target still has the session
+ * paho resends what was unacknowledged, oldest first, before anything new.
+ * When the target lost the session (a restart without persistence), paho
+ * fails those messages with "operation incomplete": they are marked for
+ * resending and the sink thread sends them again, oldest first, before any
+ * new event. The first connection is retried by the sink with backoff (paho
+ * retries only connections that were once up); after that paho's automatic
+ * reconnect with mqtt_reconnect_min..max applies.
+ *
+ * Loop safety: the sink's client id is excluded from capture
+ * (eh_sink_exclude_client_id), so pointed at this same broker its
+ * connection and its publishes produce no event.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <MQTTAsync.h>
+#include <mosquitto.h>
+
+#include "eh_sinks.h"
+#include "eh_template.h"
+
+#define MSGS_PER_SLOT 2  /* the event, and its presence message */
+#define ROOM_WAIT_MS 100 /* deliver waits this long for window room, then RETRY */
+#define CONNECT_BACKOFF_MIN_MS 500
+
+enum msg_state { MSG_NONE = 0, MSG_SENT, MSG_OK, MSG_FAILED, MSG_RESEND };
+
+struct mqtt_sink;
+
+struct mqtt_msg {
+	struct mqtt_sink *owner;
+	char *topic;
+	char *payload;
+	int len;
+	bool retained;
+	MQTTProperties props;
+	int state; /* enum msg_state; guarded by owner->lock */
+};
+
+struct slot {
+	struct mqtt_msg msg[MSGS_PER_SLOT];
+	int nmsg;
+};
+
+struct mqtt_sink {
+	struct eh_sink *sink;
+	const struct eh_node *node;
+
+	/* options, fixed after create */
+	char *uri, *client_id, *username, *password;
+	char *ca_file, *cert_file, *key_file;
+	bool tls, insecure;
+	struct eh_template topic, presence;
+	bool has_presence;
+	int qos;
+	bool retain;
+	int version; /* MQTTVERSION_3_1_1 or MQTTVERSION_5 */
+	bool cloudevents;
+	size_t max_inflight;
+	int keepalive, reconnect_min, reconnect_max;
+	int session_expiry;
+
+	/* sink thread only */
+	MQTTAsync client;
+	bool client_made;
+	int64_t next_connect_ms, connect_backoff_ms;
+	char *topic_buf;
+	size_t topic_cap;
+	struct slot *win;      /* max_inflight slots */
+	size_t head, count;    /* changed by the sink thread under lock */
+
+	/* shared with paho's callback threads; guarded by lock */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool sync_made;
+	bool up;               /* connected and usable */
+	bool ever_up;          /* paho reconnects on its own from then on */
+	bool connecting;       /* our MQTTAsync_connect is outstanding */
+	bool disconnected;     /* our MQTTAsync_disconnect finished */
+	bool failure_logged;   /* one warning per outage */
+	size_t limit;          /* effective window: min(max_inflight, Receive Maximum) */
+	unsigned resends;      /* messages in MSG_RESEND */
+};
+
+static const struct eh_option mqtt_options[] = {
+	{ "mqtt_uri", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "Enables the MQTT sink: the broker events are published to, as tcp://host:port, mqtt://, ssl://, "
+	  "mqtts://, ws:// or wss:// (TLS for ssl, mqtts and wss). Example: ssl://hub.example.com:8883." },
+	{ "mqtt_client_id", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "Client id of the sink's connection. Default: eventhook-<node>. The plugin never reports events "
+	  "of a client with this id on the broker it runs in, so the sink may point at that same broker." },
+	{ "mqtt_username", EH_OPT_STRING, NULL, 0, 0, NULL, 0, "User name for the target broker." },
+	{ "mqtt_password_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "File holding the password for the target broker (trailing newlines removed); read at start, never "
+	  "logged." },
+	{ "mqtt_topic", EH_OPT_STRING, "eventhook/{node}/{event}/{clientid}", 0, 0, NULL, 0,
+	  "Topic template of the events. Placeholders {event} {node} {clientid} {username} {seq}; "
+	  "client-supplied values have '/', '+', '#', '%', control characters and invalid UTF-8 written as %XX." },
+	{ "mqtt_qos", EH_OPT_INT, "1", 0, 2, NULL, 0,
+	  "QoS of the published events. 1 and 2: an event counts as delivered when the target acknowledged "
+	  "it, and unacknowledged events are resent after a reconnect (at QoS 1 possibly twice)." },
+	{ "mqtt_retain", EH_OPT_BOOL, "false", 0, 0, NULL, 0, "Publish the events retained." },
+	{ "mqtt_protocol", EH_OPT_ENUM, "3.1.1", 0, 0, "3.1.1|5", 0,
+	  "MQTT version. With 5, each event carries user properties event, node and id, and a content type." },
+	{ "mqtt_format", EH_OPT_ENUM, "json", 0, 0, "json|cloudevents", 0,
+	  "Payload format: our JSON event, or CloudEvents 1.0 per its MQTT binding: binary mode with MQTT 5 "
+	  "(the event as data, specversion, type, source, id and time as user properties), structured mode "
+	  "with 3.1.1." },
+	{ "mqtt_presence_topic", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "Topic template for presence: on client.connected and client.disconnected a retained JSON document "
+	  "with status online or offline is published there, so a late subscriber learns who is online. "
+	  "Example: presence/{clientid}." },
+	{ "mqtt_ca_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "PEM file of the CAs that sign the target's certificate. Default: the system's trust store." },
+	{ "mqtt_cert_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "PEM client certificate (chain) for mutual TLS; needs mqtt_key_file unless the key is in it." },
+	{ "mqtt_key_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0, "PEM private key of mqtt_cert_file." },
+	{ "mqtt_tls_insecure", EH_OPT_BOOL, "false", 0, 0, NULL, 0,
+	  "Skip the verification of the target's certificate and host name (testing only; logged)." },
+	{ "mqtt_max_inflight", EH_OPT_INT, "256", 1, 65535, NULL, 0,
+	  "Events handed to the target and not yet acknowledged, at most. Further events wait in the queue. "
+	  "An MQTT 5 target's Receive Maximum lowers it." },
+	{ "mqtt_keepalive", EH_OPT_INT, "30", 5, 65535, NULL, 0, "Keep-alive interval, in seconds." },
+	{ "mqtt_reconnect_min", EH_OPT_INT, "1", 1, 3600, NULL, 0,
+	  "First delay before reconnecting, in seconds; doubled after each failed attempt." },
+	{ "mqtt_reconnect_max", EH_OPT_INT, "30", 1, 3600, NULL, 0, "Longest delay between reconnect attempts." },
+	{ "mqtt_session_expiry", EH_OPT_INT, "3600", 1, 4294967295LL, NULL, 0,
+	  "MQTT 5: seconds the target keeps the sink's session (and its unacknowledged messages) after a "
+	  "disconnect." },
+	EH_SINK_FILTER_OPTIONS("mqtt"),
+	{ NULL, 0, NULL, 0, 0, NULL, 0, NULL },
+};
+
+/* ---- messages and the window ---- */
+
+static void msg_clear(struct mqtt_msg *msg)
+{
+	free(msg->topic);
+	free(msg->payload);
+	MQTTProperties_free(&msg->props);
+	memset(msg, 0, sizeof(*msg));
+}
+
+static void slot_clear(struct slot *s)
+{
+	for (int i = 0; i < s->nmsg; i++)
+		msg_clear(&s->msg[i]);
+	s->nmsg = 0;
+}
+
+static struct slot *slot_at(struct mqtt_sink *m, size_t k)
+{
+	return &m->win[(m->head + k) % m->max_inflight];
+}
+
+/* Pops settled slots from the front and counts them. Sink thread. */
+static void settle(struct mqtt_sink *m)
+{
+	uint64_t ok = 0, failed = 0;
+
+	pthread_mutex_lock(&m->lock);
+	while (m->count) {
+		struct slot *s = slot_at(m, 0);
+		bool all_ok = true;
+		int k;
+
+		for (k = 0; k < s->nmsg; k++) {
+			if (s->msg[k].state != MSG_OK && s->msg[k].state != MSG_FAILED)
+				break;
+			if (s->msg[k].state == MSG_FAILED)
+				all_ok = false;
+		}
+		if (k < s->nmsg)
+			break;
+		if (all_ok)
+			ok++;
+		else
+			failed++;
+		slot_clear(s);
+		m->head = (m->head + 1) % m->max_inflight;
+		m->count--;
+	}
+	pthread_mutex_unlock(&m->lock);
+	if (ok || failed)
+		eh_sink_count(m->sink, ok, failed);
+}
+
+/* ---- paho callbacks (paho's threads) ---- */
+
+static void on_publish_ok(void *context, MQTTAsync_successData *resp)
+{
+	struct mqtt_msg *msg = context;
+	struct mqtt_sink *m = msg->owner;
+
+	(void)resp;
+	pthread_mutex_lock(&m->lock);
+	msg->state = MSG_OK;
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+}
+
+static void on_publish_ok5(void *context, MQTTAsync_successData5 *resp)
+{
+	(void)resp;
+	on_publish_ok(context, NULL);
+}
+
+static void publish_failed(struct mqtt_msg *msg, int code, int reason, const char *text)
+{
+	struct mqtt_sink *m = msg->owner;
+	bool resend = code == MQTTASYNC_OPERATION_INCOMPLETE || code == MQTTASYNC_DISCONNECTED;
+
+	pthread_mutex_lock(&m->lock);
+	msg->state = resend ? MSG_RESEND : MSG_FAILED;
+	if (resend)
+		m->resends++;
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+	if (!resend)
+		eh_sink_log(m->sink, MOSQ_LOG_WARNING, "the target refused a message on '%s': code %d, reason %d%s%s",
+			    msg->topic, code, reason, text ? ": " : "", text ? text : "");
+}
+
+static void on_publish_fail(void *context, MQTTAsync_failureData *resp)
+{
+	publish_failed(context, resp->code, 0, resp->message);
+}
+
+static void on_publish_fail5(void *context, MQTTAsync_failureData5 *resp)
+{
+	publish_failed(context, resp->code, resp->reasonCode, resp->message);
+}
+
+static void mark_up(struct mqtt_sink *m, const char *how)
+{
+	bool was_down;
+
+	pthread_mutex_lock(&m->lock);
+	was_down = !m->up;
+	m->up = true;
+	m->ever_up = true;
+	m->connecting = false;
+	m->failure_logged = false;
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+	if (was_down)
+		eh_sink_log(m->sink, MOSQ_LOG_NOTICE, "%s %s as '%s'", how, m->uri, m->client_id);
+}
+
+static void on_connect_ok(void *context, MQTTAsync_successData *resp)
+{
+	(void)resp;
+	mark_up(context, "connected to");
+}
+
+static void on_connect_ok5(void *context, MQTTAsync_successData5 *resp)
+{
+	struct mqtt_sink *m = context;
+
+	if (MQTTProperties_hasProperty(&resp->properties, MQTTPROPERTY_CODE_RECEIVE_MAXIMUM)) {
+		int rm = MQTTProperties_getNumericValue(&resp->properties, MQTTPROPERTY_CODE_RECEIVE_MAXIMUM);
+
+		pthread_mutex_lock(&m->lock);
+		m->limit = rm > 0 && (size_t)rm < m->max_inflight ? (size_t)rm : m->max_inflight;
+		pthread_mutex_unlock(&m->lock);
+	}
+	mark_up(m, "connected to");
+}
+
+static void connect_failed(struct mqtt_sink *m, int code, const char *text)
+{
+	bool log;
+
+	pthread_mutex_lock(&m->lock);
+	m->connecting = false;
+	log = !m->failure_logged;
+	m->failure_logged = true;
+	pthread_mutex_unlock(&m->lock);
+	if (log)
+		eh_sink_log(m->sink, MOSQ_LOG_WARNING, "cannot connect to %s: %s (code %d); events wait in the queue "
+			    "and the sink keeps retrying", m->uri, text ? text : "no reason given", code);
+}
+
+static void on_connect_fail(void *context, MQTTAsync_failureData *resp)
+{
+	connect_failed(context, resp->code, resp->message);
+}
+
+static void on_connect_fail5(void *context, MQTTAsync_failureData5 *resp)
+{
+	connect_failed(context, resp->reasonCode ? (int)resp->reasonCode : resp->code, resp->message);
+}
+
+/* paho's automatic reconnect succeeded (also called after the first
+ * connect, where on_connect_ok already did the work). */
+static void on_connected(void *context, char *cause)
+{
+	(void)cause;
+	mark_up(context, "reconnected to");
+}
+
+static void on_connection_lost(void *context, char *cause)
+{
+	struct mqtt_sink *m = context;
+
+	pthread_mutex_lock(&m->lock);
+	m->up = false;
+	m->failure_logged = true;
+	pthread_mutex_unlock(&m->lock);
+	eh_sink_log(m->sink, MOSQ_LOG_WARNING, "connection to %s lost%s%s; reconnecting, events wait in the queue",
+		    m->uri, cause ? ": " : "", cause ? cause : "");
+}
+
+static int on_message_arrived(void *context, char *topic, int topic_len, MQTTAsync_message *message)
+{
+	(void)context;
+	(void)topic_len;
+	/* The sink subscribes to nothing; a server could still send. */
+	MQTTAsync_freeMessage(&message);
+	MQTTAsync_free(topic);
+	return 1;
+}
+
+static void on_disconnect_done(void *context, MQTTAsync_successData *resp)
+{
+	struct mqtt_sink *m = context;
+
+	(void)resp;
+	pthread_mutex_lock(&m->lock);
+	m->disconnected = true;
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+}
+
+static void on_disconnect_fail(void *context, MQTTAsync_failureData *resp)
+{
+	(void)resp;
+	on_disconnect_done(context, NULL);
+}
+
+/* ---- connection (sink thread) ---- */
+
+static bool is_up(struct mqtt_sink *m)
+{
+	bool up;
+
+	pthread_mutex_lock(&m->lock);
+	up = m->up;
+	pthread_mutex_unlock(&m->lock);
+	return up;
+}
+
+static void start_connect(struct mqtt_sink *m)
+{
+	MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
+	MQTTAsync_connectOptions co5 = MQTTAsync_connectOptions_initializer5;
+	MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
+	MQTTProperties props = MQTTProperties_initializer;
+	MQTTAsync_connectOptions *o = m->version == MQTTVERSION_5 ? &co5 : &co;
+	int rc;
+
+	if (!strncmp(m->uri, "ws", 2)) {
+		MQTTAsync_connectOptions ws = MQTTAsync_connectOptions_initializer_ws;
+		MQTTAsync_connectOptions ws5 = MQTTAsync_connectOptions_initializer5_ws;
+
+		co = ws;
+		co5 = ws5;
+	}
+	o->keepAliveInterval = m->keepalive;
+	o->maxInflight = (int)m->max_inflight;
+	o->username = m->username;
+	o->password = m->password;
+	o->connectTimeout = 10;
+	o->automaticReconnect = 1;
+	o->minRetryInterval = m->reconnect_min;
+	o->maxRetryInterval = m->reconnect_max;
+	o->context = m;
+	if (m->version == MQTTVERSION_5) {
+		MQTTProperty p = { .identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL };
+
+		o->cleanstart = 0;
+		p.value.integer4 = (unsigned)m->session_expiry;
+		MQTTProperties_add(&props, &p);
+		o->connectProperties = &props;
+		o->onSuccess5 = on_connect_ok5;
+		o->onFailure5 = on_connect_fail5;
+	} else {
+		o->cleansession = 0;
+		o->MQTTVersion = MQTTVERSION_3_1_1;
+		o->onSuccess = on_connect_ok;
+		o->onFailure = on_connect_fail;
+	}
+	if (m->tls) {
+		ssl.trustStore = m->ca_file;
+		ssl.keyStore = m->cert_file;
+		ssl.privateKey = m->key_file;
+		ssl.enableServerCertAuth = !m->insecure;
+		ssl.verify = !m->insecure;
+		o->ssl = &ssl;
+	}
+	pthread_mutex_lock(&m->lock);
+	m->connecting = true;
+	pthread_mutex_unlock(&m->lock);
+	rc = MQTTAsync_connect(m->client, o);
+	MQTTProperties_free(&props);
+	if (rc != MQTTASYNC_SUCCESS)
+		connect_failed(m, rc, "the client refused to start connecting");
+}
+
+/* Until the first connection is up, the sink retries itself (paho's
+ * automatic reconnect only covers connections that were once made). */
+static void maybe_connect(struct mqtt_sink *m)
+{
+	int64_t now = eh_now_ms();
+	bool busy;
+
+	if (!m->client_made)
+		return;
+	pthread_mutex_lock(&m->lock);
+	busy = m->connecting || m->ever_up;
+	pthread_mutex_unlock(&m->lock);
+	if (busy || now < m->next_connect_ms)
+		return;
+	m->connect_backoff_ms = m->connect_backoff_ms ? m->connect_backoff_ms * 2 : CONNECT_BACKOFF_MIN_MS;
+	if (m->connect_backoff_ms > (int64_t)m->reconnect_max * 1000)
+		m->connect_backoff_ms = (int64_t)m->reconnect_max * 1000;
+	if (m->connect_backoff_ms < CONNECT_BACKOFF_MIN_MS)
+		m->connect_backoff_ms = CONNECT_BACKOFF_MIN_MS;
+	m->next_connect_ms = now + m->connect_backoff_ms;
+	start_connect(m);
+}
+
+static int send_msg(struct mqtt_sink *m, struct mqtt_msg *msg)
+{
+	MQTTAsync_message pm = MQTTAsync_message_initializer;
+	MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+	int rc;
+
+	pm.payload = msg->payload;
+	pm.payloadlen = msg->len;
+	pm.qos = m->qos;
+	pm.retained = msg->retained;
+	pm.properties = msg->props;
+	ro.context = msg;
+	if (m->version == MQTTVERSION_5) {
+		ro.onSuccess5 = on_publish_ok5;
+		ro.onFailure5 = on_publish_fail5;
+	} else {
+		ro.onSuccess = on_publish_ok;
+		ro.onFailure = on_publish_fail;
+	}
+	pthread_mutex_lock(&m->lock);
+	msg->state = MSG_SENT;
+	pthread_mutex_unlock(&m->lock);
+	rc = MQTTAsync_sendMessage(m->client, msg->topic, &pm, &ro);
+	if (rc != MQTTASYNC_SUCCESS) {
+		pthread_mutex_lock(&m->lock);
+		msg->state = MSG_RESEND;
+		m->resends++;
+		pthread_mutex_unlock(&m->lock);
+		return -1;
+	}
+	return 0;
+}
+
+/* Sends again, oldest first, what paho gave back. Returns 0 when nothing
+ * is left to resend. */
+static int resend_all(struct mqtt_sink *m)
+{
+	for (size_t k = 0; k < m->count; k++) {
+		struct slot *s = slot_at(m, k);
+
+		for (int i = 0; i < s->nmsg; i++) {
+			bool again;
+
+			pthread_mutex_lock(&m->lock);
+			again = s->msg[i].state == MSG_RESEND;
+			if (again)
+				m->resends--;
+			pthread_mutex_unlock(&m->lock);
+			if (again && send_msg(m, &s->msg[i]))
+				return -1;
+		}
+	}
+	return 0;
+}
+
+/* Ready for new events: connected and nothing older waiting to be resent. */
+static bool ready(struct mqtt_sink *m)
+{
+	unsigned resends;
+
+	maybe_connect(m);
+	if (!is_up(m))
+		return false;
+	pthread_mutex_lock(&m->lock);
+	resends = m->resends;
+	pthread_mutex_unlock(&m->lock);
+	return !resends || !resend_all(m);
+}
+
+/* ---- building messages (sink thread) ---- */
+
+static char *render_topic(struct mqtt_sink *m, const struct eh_template *t, const struct eh_event *ev)
+{
+	size_t n = eh_template_render(t, ev, m->node, EH_TEMPLATE_TOPIC, m->topic_buf, m->topic_cap);
+
+	if (n >= m->topic_cap) {
+		char *grown = realloc(m->topic_buf, n + 1);
+
+		if (!grown)
+			return NULL;
+		m->topic_buf = grown;
+		m->topic_cap = n + 1;
+		eh_template_render(t, ev, m->node, EH_TEMPLATE_TOPIC, m->topic_buf, m->topic_cap);
+	}
+	return strdup(m->topic_buf);
+}
+
+static int add_user_prop(MQTTProperties *props, const char *name, const char *value)
+{
+	MQTTProperty p = { .identifier = MQTTPROPERTY_CODE_USER_PROPERTY };
+
+	p.value.data.data = (char *)name;
+	p.value.data.len = (int)strlen(name);
+	p.value.value.data = (char *)value;
+	p.value.value.len = (int)strlen(value);
+	return MQTTProperties_add(props, &p);
+}
+
+static int add_content_type(MQTTProperties *props, const char *type)
+{
+	MQTTProperty p = { .identifier = MQTTPROPERTY_CODE_CONTENT_TYPE };
+
+	p.value.data.data = (char *)type;
+	p.value.data.len = (int)strlen(type);
+	return MQTTProperties_add(props, &p);
+}
+
+static int build_event_msg(struct mqtt_sink *m, const struct eh_event *ev, struct mqtt_msg *msg)
+{
+	bool structured = m->cloudevents && m->version != MQTTVERSION_5;
+	json_t *o = structured ? eh_json_cloudevent(ev, m->node) : eh_json_event(ev, m->node);
+	char id[EH_ID_LEN + 1], ts[EH_TS_LEN + 1];
+	const char *type = eh_event_type_name(ev->type);
+	int rc = 0;
+
+	msg->owner = m;
+	msg->retained = m->retain;
+	msg->payload = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	msg->topic = render_topic(m, &m->topic, ev);
+	if (!msg->payload || !msg->topic)
+		return -1;
+	msg->len = (int)strlen(msg->payload);
+	if (m->version != MQTTVERSION_5)
+		return 0;
+	eh_json_format_id(m->node, ev->number, id);
+	eh_json_format_ts(ev->ts_ms, ts);
+	if (m->cloudevents) {
+		/* CloudEvents MQTT binding, binary mode: attributes as user
+		 * properties, the event as data. */
+		rc |= add_content_type(&msg->props, "application/json");
+		rc |= add_user_prop(&msg->props, "specversion", "1.0");
+		rc |= add_user_prop(&msg->props, "type", type);
+		rc |= add_user_prop(&msg->props, "source", m->node->name);
+		rc |= add_user_prop(&msg->props, "id", id);
+		rc |= add_user_prop(&msg->props, "time", ts);
+	} else {
+		rc |= add_content_type(&msg->props, "application/json");
+		rc |= add_user_prop(&msg->props, "event", type);
+		rc |= add_user_prop(&msg->props, "node", m->node->name);
+		rc |= add_user_prop(&msg->props, "id", id);
+	}
+	return rc ? -1 : 0;
+}
+
+static int build_presence_msg(struct mqtt_sink *m, const struct eh_event *ev, struct mqtt_msg *msg)
+{
+	json_t *o = json_object();
+	char id[EH_ID_LEN + 1], ts[EH_TS_LEN + 1];
+	const struct eh_bytes *cid = &ev->f[EH_F_CLIENTID];
+	int rc = 0;
+
+	msg->owner = m;
+	msg->retained = true;
+	if (!o)
+		return -1;
+	eh_json_format_id(m->node, ev->number, id);
+	eh_json_format_ts(ev->ts_ms, ts);
+	rc |= json_object_set_new(o, "clientid", eh_json_string_bytes(cid->ptr, cid->len, NULL));
+	rc |= json_object_set_new(o, "status", json_string(ev->type == EH_EV_CONNECTED ? "online" : "offline"));
+	rc |= json_object_set_new(o, "node", json_string(m->node->name));
+	rc |= json_object_set_new(o, "ts", json_string(ts));
+	rc |= json_object_set_new(o, "event_id", json_string(id));
+	msg->payload = rc ? NULL : json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	msg->topic = render_topic(m, &m->presence, ev);
+	if (!msg->payload || !msg->topic)
+		return -1;
+	msg->len = (int)strlen(msg->payload);
+	if (m->version == MQTTVERSION_5 && add_content_type(&msg->props, "application/json"))
+		return -1;
+	return 0;
+}
+
+/* ---- hooks ---- */
+
+static int mqtt_open(void *ctx)
+{
+	struct mqtt_sink *m = ctx;
+	MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
+	int rc;
+
+	co.MQTTVersion = m->version;
+	co.sendWhileDisconnected = 0;
+	rc = MQTTAsync_createWithOptions(&m->client, m->uri, m->client_id, MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
+	if (rc != MQTTASYNC_SUCCESS) {
+		eh_sink_log(m->sink, MOSQ_LOG_ERR, "cannot create the MQTT client for %s: code %d", m->uri, rc);
+		return -1;
+	}
+	m->client_made = true;
+	MQTTAsync_setCallbacks(m->client, m, on_connection_lost, on_message_arrived, NULL);
+	MQTTAsync_setConnected(m->client, m, on_connected);
+	if (m->tls && m->insecure)
+		eh_sink_log(m->sink, MOSQ_LOG_WARNING, "plugin_opt_mqtt_tls_insecure: the certificate of %s is NOT "
+			    "verified", m->uri);
+	maybe_connect(m);
+	return 0;
+}
+
+/* Waits up to ms for a callback (window room, a connection). */
+static void wait_callback(struct mqtt_sink *m, int64_t ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&m->lock);
+	pthread_cond_timedwait(&m->cond, &m->lock, &ts);
+	pthread_mutex_unlock(&m->lock);
+}
+
+static bool window_full(struct mqtt_sink *m)
+{
+	size_t limit;
+
+	pthread_mutex_lock(&m->lock);
+	limit = m->limit;
+	pthread_mutex_unlock(&m->lock);
+	return m->count >= limit;
+}
+
+static enum eh_deliver_rc mqtt_deliver(void *ctx, struct eh_batch *b)
+{
+	struct mqtt_sink *m = ctx;
+
+	settle(m);
+	if (!m->client_made || !ready(m)) {
+		b->done = 0;
+		return EH_DELIVER_RETRY;
+	}
+	for (size_t i = 0; i < b->count; i++) {
+		const struct eh_event *ev = &b->events[i];
+		struct slot *s;
+		bool presence = m->has_presence && (ev->type == EH_EV_CONNECTED || ev->type == EH_EV_DISCONNECTED);
+
+		if (window_full(m)) {
+			wait_callback(m, ROOM_WAIT_MS);
+			settle(m);
+			if (window_full(m)) {
+				b->done = i;
+				return EH_DELIVER_RETRY;
+			}
+		}
+		s = &m->win[(m->head + m->count) % m->max_inflight];
+		s->nmsg = presence ? 2 : 1;
+		if (build_event_msg(m, ev, &s->msg[0]) || (presence && build_presence_msg(m, ev, &s->msg[1]))) {
+			slot_clear(s);
+			b->done = i;
+			return EH_DELIVER_RETRY;
+		}
+		if (send_msg(m, &s->msg[0])) {
+			/* Not accepted (the connection just went): the event
+			 * stays in the ring. */
+			pthread_mutex_lock(&m->lock);
+			m->resends--;
+			pthread_mutex_unlock(&m->lock);
+			slot_clear(s);
+			b->done = i;
+			return EH_DELIVER_RETRY;
+		}
+		pthread_mutex_lock(&m->lock);
+		m->count++;
+		pthread_mutex_unlock(&m->lock);
+		if (presence && send_msg(m, &s->msg[1])) {
+			/* Kept for resending, in order, before anything new. */
+			b->done = i + 1;
+			return EH_DELIVER_RETRY;
+		}
+	}
+	return EH_DELIVER_OK;
+}
+
+static void mqtt_poll(void *ctx)
+{
+	struct mqtt_sink *m = ctx;
+
+	settle(m);
+	if (m->client_made)
+		ready(m);
+}
+
+static uint64_t mqtt_flush(void *ctx, int64_t timeout_ms)
+{
+	struct mqtt_sink *m = ctx;
+	int64_t deadline = eh_now_ms() + timeout_ms;
+	uint64_t left;
+
+	for (;;) {
+		int64_t now = eh_now_ms();
+
+		settle(m);
+		if (!m->count || now >= deadline || !m->client_made)
+			break;
+		ready(m);
+		wait_callback(m, deadline - now < 50 ? deadline - now : 50);
+	}
+	left = m->count;
+	if (m->client_made) {
+		MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+		int64_t rest = deadline - eh_now_ms();
+
+		if (rest < 100)
+			rest = 100;
+		if (rest > 2000)
+			rest = 2000;
+		d.timeout = (int)rest;
+		d.onSuccess = on_disconnect_done;
+		d.onFailure = on_disconnect_fail;
+		d.context = m;
+		if (is_up(m) && MQTTAsync_disconnect(m->client, &d) == MQTTASYNC_SUCCESS) {
+			int64_t until = eh_now_ms() + rest;
+			bool done = false;
+
+			while (!done && eh_now_ms() < until) {
+				wait_callback(m, 20);
+				pthread_mutex_lock(&m->lock);
+				done = m->disconnected;
+				pthread_mutex_unlock(&m->lock);
+			}
+		}
+		/* Pending messages fail back to us here; they are already in
+		 * left and no longer counted. */
+		MQTTAsync_destroy(&m->client);
+		m->client_made = false;
+	}
+	return left;
+}
+
+static void mqtt_destroy(void *ctx)
+{
+	struct mqtt_sink *m = ctx;
+
+	if (!m)
+		return;
+	if (m->client_made)
+		MQTTAsync_destroy(&m->client);
+	if (m->win) {
+		for (size_t i = 0; i < m->max_inflight; i++)
+			slot_clear(&m->win[i]);
+	}
+	free(m->win);
+	if (m->password) {
+		memset(m->password, 0, strlen(m->password));
+		free(m->password);
+	}
+	free(m->uri);
+	free(m->client_id);
+	free(m->username);
+	free(m->ca_file);
+	free(m->cert_file);
+	free(m->key_file);
+	free(m->topic_buf);
+	eh_template_free(&m->topic);
+	eh_template_free(&m->presence);
+	if (m->sync_made) {
+		pthread_mutex_destroy(&m->lock);
+		pthread_cond_destroy(&m->cond);
+	}
+	free(m);
+}
+
+static int dup_opt(const struct eh_config *cfg, const char *key, char **out)
+{
+	const char *v = eh_config_get(cfg, key);
+
+	*out = NULL;
+	if (!v)
+		return 0;
+	*out = strdup(v);
+	return *out ? 0 : -1;
+}
+
+static int check_readable(const char *key, const char *path, char *err, size_t errlen)
+{
+	if (path && access(path, R_OK)) {
+		snprintf(err, errlen, "plugin_opt_%s: cannot read '%s': %s", key, path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int check_uri(struct mqtt_sink *m, char *err, size_t errlen)
+{
+	static const char *const plain[] = { "tcp://", "mqtt://", "ws://" };
+	static const char *const secure[] = { "ssl://", "mqtts://", "wss://" };
+
+	for (size_t i = 0; i < 3; i++) {
+		if (!strncmp(m->uri, plain[i], strlen(plain[i])) && m->uri[strlen(plain[i])])
+			return 0;
+		if (!strncmp(m->uri, secure[i], strlen(secure[i])) && m->uri[strlen(secure[i])]) {
+			m->tls = true;
+			return 0;
+		}
+	}
+	snprintf(err, errlen, "plugin_opt_mqtt_uri: '%s' is not tcp://, mqtt://, ssl://, mqtts://, ws:// or "
+		 "wss:// followed by host:port", m->uri);
+	return -1;
+}
+
+static int mqtt_create(const struct eh_sink_env *env, void **ctx, char *err, size_t errlen)
+{
+	const struct eh_config *cfg = env->config;
+	struct mqtt_sink *m = calloc(1, sizeof(*m));
+	const char *v;
+	char why[400];
+
+	*ctx = m;
+	if (!m)
+		goto oom;
+	m->sink = env->sink;
+	m->node = env->node;
+	if (pthread_mutex_init(&m->lock, NULL))
+		goto oom;
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		if (pthread_cond_init(&m->cond, &ca)) {
+			pthread_condattr_destroy(&ca);
+			pthread_mutex_destroy(&m->lock);
+			goto oom;
+		}
+		pthread_condattr_destroy(&ca);
+	}
+	m->sync_made = true;
+	if (dup_opt(cfg, "mqtt_uri", &m->uri) || dup_opt(cfg, "mqtt_username", &m->username)
+	    || dup_opt(cfg, "mqtt_ca_file", &m->ca_file) || dup_opt(cfg, "mqtt_cert_file", &m->cert_file)
+	    || dup_opt(cfg, "mqtt_key_file", &m->key_file) || dup_opt(cfg, "mqtt_client_id", &m->client_id))
+		goto oom;
+	if (check_uri(m, err, errlen))
+		return -1;
+	if (!m->client_id) {
+		size_t n = strlen("eventhook-") + strlen(m->node->name) + 1;
+
+		if (!(m->client_id = malloc(n)))
+			goto oom;
+		snprintf(m->client_id, n, "eventhook-%s", m->node->name);
+	}
+	if (!*m->client_id) {
+		snprintf(err, errlen, "plugin_opt_mqtt_client_id: must not be empty (the session is persistent)");
+		return -1;
+	}
+	v = eh_config_get(cfg, "mqtt_password_file");
+	if (v && !(m->password = eh_read_secret_file("mqtt_password_file", v, err, errlen)))
+		return -1;
+	if (m->password && !m->username) {
+		snprintf(err, errlen, "plugin_opt_mqtt_password_file: needs plugin_opt_mqtt_username");
+		return -1;
+	}
+	if (check_readable("mqtt_ca_file", m->ca_file, err, errlen)
+	    || check_readable("mqtt_cert_file", m->cert_file, err, errlen)
+	    || check_readable("mqtt_key_file", m->key_file, err, errlen))
+		return -1;
+	m->insecure = eh_config_bool(cfg, "mqtt_tls_insecure");
+	if (!m->tls && (m->ca_file || m->cert_file || m->key_file || eh_config_isset(cfg, "mqtt_tls_insecure"))) {
+		snprintf(err, errlen, "plugin_opt_mqtt_uri: TLS options are set but '%s' is not ssl://, mqtts:// or "
+			 "wss://", m->uri);
+		return -1;
+	}
+	if (m->key_file && !m->cert_file) {
+		snprintf(err, errlen, "plugin_opt_mqtt_key_file: needs plugin_opt_mqtt_cert_file");
+		return -1;
+	}
+	if (eh_template_parse(&m->topic, eh_config_get(cfg, "mqtt_topic"), why, sizeof(why))) {
+		snprintf(err, errlen, "plugin_opt_mqtt_topic: %s", why);
+		return -1;
+	}
+	v = eh_config_get(cfg, "mqtt_presence_topic");
+	if (v) {
+		if (eh_template_parse(&m->presence, v, why, sizeof(why))) {
+			snprintf(err, errlen, "plugin_opt_mqtt_presence_topic: %s", why);
+			return -1;
+		}
+		m->has_presence = true;
+	}
+	m->qos = (int)eh_config_int(cfg, "mqtt_qos");
+	m->retain = eh_config_bool(cfg, "mqtt_retain");
+	m->version = !strcmp(eh_config_get(cfg, "mqtt_protocol"), "5") ? MQTTVERSION_5 : MQTTVERSION_3_1_1;
+	m->cloudevents = !strcmp(eh_config_get(cfg, "mqtt_format"), "cloudevents");
+	m->max_inflight = (size_t)eh_config_int(cfg, "mqtt_max_inflight");
+	m->limit = m->max_inflight;
+	m->keepalive = (int)eh_config_int(cfg, "mqtt_keepalive");
+	m->reconnect_min = (int)eh_config_int(cfg, "mqtt_reconnect_min");
+	m->reconnect_max = (int)eh_config_int(cfg, "mqtt_reconnect_max");
+	if (m->reconnect_max < m->reconnect_min) {
+		snprintf(err, errlen, "plugin_opt_mqtt_reconnect_max: must be at least plugin_opt_mqtt_reconnect_min");
+		return -1;
+	}
+	m->session_expiry = (int)eh_config_int(cfg, "mqtt_session_expiry");
+	m->win = calloc(m->max_inflight, sizeof(*m->win));
+	m->topic_cap = 256;
+	m->topic_buf = malloc(m->topic_cap);
+	if (!m->win || !m->topic_buf)
+		goto oom;
+	if (eh_sink_exclude_client_id(env->sink, m->client_id)) {
+		snprintf(err, errlen, "plugin_opt_mqtt_client_id: cannot register '%s' for exclusion", m->client_id);
+		return -1;
+	}
+	eh_sink_set_batching(env->sink, m->max_inflight < 512 ? m->max_inflight : 512, 0);
+	/* RETRY means "not connected" or "window full": retry soon; the
+	 * connection itself has its own backoff. Never give up: events beyond
+	 * the queue's capacity are dropped at capture, the rest wait. */
+	eh_sink_set_retry(env->sink, 20, 250, -1);
+	return 0;
+oom:
+	snprintf(err, errlen, "out of memory");
+	return -1;
+}
+
+const struct eh_sink_ops eh_sink_mqtt_ops = {
+	.name = "mqtt",
+	.enable_key = "mqtt_uri",
+	.options = mqtt_options,
+	.title = "MQTT sink",
+	.flags = EH_SINK_ASYNC_ACK,
+	.create = mqtt_create,
+	.open = mqtt_open,
+	.deliver = mqtt_deliver,
+	.poll = mqtt_poll,
+	.flush = mqtt_flush,
+	.destroy = mqtt_destroy,
+};

@@ -1,0 +1,217 @@
+/*
+ * eh_http_util: see eh_http_util.h. HMAC-SHA256 comes from OpenSSL's
+ * libcrypto, which libcurl on Debian already links; HTTP dates are parsed
+ * by curl_getdate, a pure function that needs no curl_global_init.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <openssl/evp.h>
+#include <openssl/core_names.h>
+
+#include "eh_json.h"
+#include "http/eh_http_util.h"
+
+#define DAY_MS (24LL * 3600 * 1000)
+
+enum eh_http_verdict eh_http_verdict(long status)
+{
+	if (status >= 200 && status <= 299)
+		return EH_HTTP_DELIVERED;
+	if (status == 408 || status == 429 || (status >= 500 && status <= 599))
+		return EH_HTTP_RETRY;
+	return EH_HTTP_REJECTED;
+}
+
+int eh_http_sign(const unsigned char *key, size_t keylen, const char *id, int64_t timestamp,
+		 const char *body, size_t bodylen, char *out)
+{
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	char prefix[128];
+	int plen = snprintf(prefix, sizeof(prefix), "%s.%" PRId64 ".", id, timestamp);
+	EVP_MAC *hmac = NULL;
+	EVP_MAC_CTX *ctx = NULL;
+	OSSL_PARAM params[2];
+	size_t outl = 0;
+	int rc = -1;
+
+	if (plen < 0 || (size_t)plen >= sizeof(prefix))
+		return -1;
+	/* The EVP_MAC interface signs the message in pieces, so the body is
+	 * never copied to prepend "id.timestamp.". */
+	hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	if (!hmac)
+		goto out;
+	ctx = EVP_MAC_CTX_new(hmac);
+	if (!ctx)
+		goto out;
+	params[0] = OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0);
+	params[1] = OSSL_PARAM_construct_end();
+	if (!EVP_MAC_init(ctx, key, keylen, params) || !EVP_MAC_update(ctx, (const unsigned char *)prefix, (size_t)plen)
+	    || !EVP_MAC_update(ctx, (const unsigned char *)body, bodylen)
+	    || !EVP_MAC_final(ctx, mac, &outl, sizeof(mac)) || outl != 32)
+		goto out;
+	memcpy(out, "v1,", 3);
+	eh_base64_encode(mac, outl, out + 3);
+	rc = 0;
+out:
+	EVP_MAC_CTX_free(ctx);
+	EVP_MAC_free(hmac);
+	return rc;
+}
+
+static int b64_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+long eh_http_base64_decode(const char *in, size_t len, unsigned char *out)
+{
+	uint32_t acc = 0;
+	int bits = 0;
+	long n = 0;
+
+	while (len && in[len - 1] == '=')
+		len--;
+	if (len % 4 == 1)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		int v = b64_value((unsigned char)in[i]);
+
+		if (v < 0)
+			return -1;
+		acc = (acc << 6) | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[n++] = (unsigned char)(acc >> bits);
+			acc &= (1u << bits) - 1;
+		}
+	}
+	return n;
+}
+
+unsigned char *eh_http_secret_key(const char *text, size_t *keylen)
+{
+	size_t len = strlen(text);
+	unsigned char *key;
+
+	if (strncmp(text, "whsec_", 6) == 0) {
+		long n;
+
+		key = malloc((len - 6) * 3 / 4 + 3);
+		if (!key)
+			return NULL;
+		n = eh_http_base64_decode(text + 6, len - 6, key);
+		if (n <= 0) {
+			free(key);
+			return NULL;
+		}
+		*keylen = (size_t)n;
+		return key;
+	}
+	if (!len)
+		return NULL;
+	key = malloc(len);
+	if (!key)
+		return NULL;
+	memcpy(key, text, len);
+	*keylen = len;
+	return key;
+}
+
+int64_t eh_http_retry_after_ms(const char *value, int64_t now_wall_ms)
+{
+	const char *p = value, *end;
+	time_t when;
+	int64_t ms;
+
+	while (*p == ' ' || *p == '\t')
+		p++;
+	end = p + strlen(p);
+	while (end > p && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r' || end[-1] == '\n'))
+		end--;
+	if (end == p)
+		return -1;
+	if (isdigit((unsigned char)*p)) {
+		int64_t secs = 0;
+
+		for (const char *q = p; q < end; q++) {
+			if (!isdigit((unsigned char)*q))
+				return -1;
+			if (secs < DAY_MS / 1000)
+				secs = secs * 10 + (*q - '0');
+		}
+		ms = secs * 1000;
+		return ms > DAY_MS ? DAY_MS : ms;
+	}
+	{
+		char buf[64];
+		size_t n = (size_t)(end - p);
+
+		if (n >= sizeof(buf))
+			return -1;
+		memcpy(buf, p, n);
+		buf[n] = '\0';
+		when = curl_getdate(buf, NULL);
+	}
+	if (when == (time_t)-1)
+		return -1;
+	ms = (int64_t)when * 1000 - now_wall_ms;
+	if (ms < 0)
+		return 0;
+	return ms > DAY_MS ? DAY_MS : ms;
+}
+
+void eh_http_redact_url(const char *url, char *out, size_t outlen)
+{
+	const char *scheme_end = strstr(url, "://");
+	const char *host = scheme_end ? scheme_end + 3 : url;
+	const char *auth_end = host + strcspn(host, "/?#");
+	const char *at = memchr(host, '@', (size_t)(auth_end - host));
+	const char *tail;
+	size_t pathlen;
+
+	if (!outlen)
+		return;
+	tail = at ? at + 1 : host;
+	pathlen = strcspn(tail, "?#");
+	snprintf(out, outlen, "%.*s%s%.*s%s", (int)(host - url), url, at ? "***@" : "", (int)pathlen, tail,
+		 tail[pathlen] ? "?..." : "");
+}
+
+int eh_http_header_check(const char *header, size_t *namelen)
+{
+	static const char token_extra[] = "!#$%&'*+-.^_`|~";
+	size_t n = 0;
+
+	while (header[n] && header[n] != ':') {
+		unsigned char c = (unsigned char)header[n];
+
+		if (!isalnum(c) && !strchr(token_extra, c))
+			return -1;
+		n++;
+	}
+	if (!n || header[n] != ':')
+		return -1;
+	for (const char *p = header; *p; p++)
+		if (*p == '\r' || *p == '\n')
+			return -1;
+	*namelen = n;
+	return 0;
+}

@@ -1,0 +1,56 @@
+/*
+ * eh_http_util: the pure parts of the HTTP sink, kept apart so that unit
+ * tests reach them without a network: Standard Webhooks signing, the
+ * signing secret's encoding, Retry-After parsing, the status policy and
+ * the redaction of URLs for logs. Nothing here allocates except where
+ * stated, and every function may run on any thread.
+ */
+#ifndef EH_HTTP_UTIL_H
+#define EH_HTTP_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* What a response status means for the batch that was sent. */
+enum eh_http_verdict {
+	EH_HTTP_DELIVERED = 0, /* 2xx */
+	EH_HTTP_RETRY,         /* 408, 429, 5xx: the peer may recover */
+	EH_HTTP_REJECTED       /* anything else (other 4xx, 3xx, 1xx): sending again cannot help */
+};
+enum eh_http_verdict eh_http_verdict(long status);
+
+/* Length of the signature header value for one key: "v1," + base64 of 32 bytes. */
+#define EH_HTTP_SIGNATURE_LEN (3 + 44)
+
+/* Writes the Standard Webhooks signature "v1,<base64 HMAC-SHA256(key,
+ * id.timestamp.body)>" into out (EH_HTTP_SIGNATURE_LEN + 1 bytes).
+ * Returns 0, or -1 if the HMAC could not be computed. */
+int eh_http_sign(const unsigned char *key, size_t keylen, const char *id, int64_t timestamp,
+		 const char *body, size_t bodylen, char *out);
+
+/* Decodes standard base64 (padding optional, no whitespace) into out, which
+ * has room for len * 3 / 4 + 3 bytes. Returns the decoded length or -1. */
+long eh_http_base64_decode(const char *in, size_t len, unsigned char *out);
+
+/* Turns the signing secret file's text into the HMAC key: "whsec_<base64>"
+ * (the Standard Webhooks form) is base64-decoded, anything else is used
+ * as raw bytes. Returns a malloc'ed key and sets *keylen, or NULL when a
+ * whsec_ value is not valid base64 or decodes to nothing (or on OOM). */
+unsigned char *eh_http_secret_key(const char *text, size_t *keylen);
+
+/* Parses a Retry-After value: delay-seconds or an HTTP-date (IMF-fixdate,
+ * RFC 850 or asctime), relative to now_wall_ms (Unix ms). Returns the delay
+ * in ms (0 for a date in the past), or -1 when the value is neither.
+ * Delays are capped at one day so a hostile peer cannot park the sink. */
+int64_t eh_http_retry_after_ms(const char *value, int64_t now_wall_ms);
+
+/* Copies url into out (outlen bytes) without what may be secret: user
+ * information is replaced by "***@" and a query or fragment by "?...".
+ * Always NUL-terminates. */
+void eh_http_redact_url(const char *url, char *out, size_t outlen);
+
+/* Checks a configured header "Name: value": a token name, a colon, no CR,
+ * LF or NUL anywhere. Returns 0 or -1; sets *namelen on success. */
+int eh_http_header_check(const char *header, size_t *namelen);
+
+#endif

@@ -1,0 +1,387 @@
+"""The events a user sees: exact types, fields and order for each client
+scenario, against the real broker with the file and local sinks.
+
+Each test drives real MQTT clients (RawClient, which reports the broker's
+exact answers) and reads the JSON lines the file sink wrote. "Nothing more
+happened" is proven with a sentinel client whose events come after every
+event of the scenario, never with a sleep.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from eh_harness import (MQTTV311, MQTTV5, TIMEOUT, Broker, BrokerTestCase,  # noqa: E402
+                        RawClient, Will, read_events, wait_events, wait_until,
+                        write_password_file)
+
+ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+COMMON = ["event", "id", "ts", "node", "seq", "clientid", "peer", "protocol"]
+
+
+def of(events, clientid):
+    return [e for e in events if e.get("clientid") == clientid]
+
+
+def kinds(events):
+    return [e["event"] for e in events]
+
+
+class EventsTest(BrokerTestCase):
+    def broker(self, conf=("allow_anonymous true",), files=None, **opts):
+        """A broker with the plugin writing events.jsonl in its directory.
+        files: {name: text} written there first; "{dir}" in conf lines is
+        replaced by that directory."""
+        plugin_opts = {"node_id": "test-node", "events": "*", "file_path": None}
+        plugin_opts.update(opts)
+        b = Broker([], start=False, plugin_opts=None, name=self._testMethodName)
+        self.add_broker(b)
+        for name, text in (files or {}).items():
+            with open(b.path(name), "w") as f:
+                f.write(text)
+        b.configure(conf_lines=[line.replace("{dir}", str(b.dir)) for line in conf])
+        plugin_opts["file_path"] = b.path("events.jsonl")
+        b.plugin_opts = [(k, v) for k, v in plugin_opts.items() if v is not None]
+        b.start()
+        b.events_path = b.path("events.jsonl")
+        return b
+
+    def sentinel(self, b, name="zz-sentinel"):
+        """Connects and disconnects a sentinel client and waits for its
+        disconnected event: every event caused before it is then written."""
+        c = RawClient(b.port, name)
+        self.assertEqual(c.connect().rc, 0)
+        c.disconnect()
+        return wait_events(b.events_path, lambda evs: any(
+            e["event"] == "client.disconnected" and e["clientid"] == name for e in evs))
+
+    def assert_common(self, events, node="test-node"):
+        seqs = [e["seq"] for e in events]
+        self.assertEqual(seqs, list(range(1, len(events) + 1)), "seq counts every event from 1")
+        ids = [e["id"] for e in events]
+        self.assertEqual(len(set(ids)), len(ids), "ids are unique")
+        for e in events:
+            for k in COMMON:
+                self.assertIn(k, e, e)
+            self.assertRegex(e["id"], ID_RE)
+            self.assertRegex(e["ts"], TS_RE)
+            self.assertEqual(e["node"], node)
+            self.assertEqual(e["protocol"], "mqtt")
+            self.assertEqual(e["peer"], "127.0.0.1")
+            self.assertNotIn("password", json.dumps(e))
+
+    def test_lifecycle_mqtt311_exact_fields(self):
+        b = self.broker()
+        c = RawClient(b.port, "dev-1", MQTTV311)
+        self.assertEqual(c.connect(username="u1", keepalive=30).rc, 0)
+        self.assertEqual(c.subscribe([("s/#", 1)]), [1])
+        self.assertEqual(c.publish("s/x", b"\x00\xffhi", qos=1), 0)
+        c.wait_messages(1)
+        c.unsubscribe("s/#")
+        c.disconnect()
+        evs = of(self.sentinel(b), "dev-1")
+        self.assertEqual(kinds(evs), ["client.connect", "client.connected", "client.subscribe",
+                                      "message.publish", "client.unsubscribe", "client.disconnected"])
+        connect, connected, sub, pub, unsub, disc = evs
+        for e in (connect, connected):
+            self.assertEqual(e["username"], "u1")
+            self.assertEqual(e["proto_ver"], 4)
+            self.assertEqual(e["keepalive"], 30)
+            self.assertIs(e["clean_start"], True)
+        self.assertIs(connected["inferred"], True)
+        self.assertNotIn("inferred", connect)
+        self.assertEqual((sub["topic"], sub["qos"], sub["granted"]), ("s/#", 1, True))
+        self.assertEqual((pub["topic"], pub["qos"], pub["retain"], pub["payload_size"]), ("s/x", 1, False, 4))
+        self.assertEqual(pub["payload"], "AP9oaQ==")
+        self.assertEqual(unsub["topic"], "s/#")
+        self.assertEqual(disc["reason"], "unknown")
+        self.assertIsInstance(disc["connected_ms"], int)
+        self.assertGreaterEqual(disc["connected_ms"], 0)
+        self.assert_common(read_events(b.events_path))
+
+    def test_lifecycle_mqtt5_anonymous_retained_qos2(self):
+        b = self.broker()
+        c = RawClient(b.port, "dev-5", MQTTV5)
+        self.assertEqual(c.connect(clean=False, session_expiry=60, keepalive=0).rc, 0)
+        self.assertEqual(c.publish("r/t", "retained", qos=2, retain=True), 0)
+        c.disconnect()
+        evs = of(self.sentinel(b), "dev-5")
+        self.assertEqual(kinds(evs), ["client.connect", "client.connected", "message.publish",
+                                      "client.disconnected"])
+        self.assertNotIn("username", evs[0])
+        self.assertEqual((evs[0]["proto_ver"], evs[0]["keepalive"], evs[0]["clean_start"]), (5, 0, False))
+        self.assertEqual((evs[2]["qos"], evs[2]["retain"]), (2, True))
+
+    def test_refused_connections(self):
+        b = self.broker(conf=["allow_anonymous false", "password_file {dir}/pw"], files={"pw": ""})
+        write_password_file(b.path("pw"), {"alice": "secret"})
+        b.sighup()
+        good = RawClient(b.port, "good")
+        self.assertEqual(good.connect(username="alice", password="secret").rc, 0)
+        good.disconnect()
+        for cid, user, pw in (("wrong-pw", "alice", "nope"), ("unknown-user", "mallory", "x"),
+                              ("anon", None, None)):
+            c = RawClient(b.port, cid)
+            self.assertEqual(c.connect(username=user, password=pw).rc, 5, cid)
+            c.close()
+        s = RawClient(b.port, "zz-sentinel")
+        self.assertEqual(s.connect(username="alice", password="secret").rc, 0)
+        s.disconnect()
+        evs = wait_events(b.events_path, lambda e: any(x["clientid"] == "zz-sentinel"
+                                                       and x["event"] == "client.disconnected" for x in e))
+        self.assertEqual(kinds(of(evs, "good")), ["client.connect", "client.connected", "client.disconnected"])
+        for cid in ("wrong-pw", "unknown-user", "anon"):
+            got = of(evs, cid)
+            self.assertEqual(kinds(got), ["client.connect", "client.connect_failed"], cid)
+            self.assertEqual(got[1]["reason"], "not_authorized")
+        self.assertEqual(of(evs, "wrong-pw")[1]["username"], "alice")
+        self.assertNotIn("nope", open(b.events_path).read())
+        self.assertNotIn("secret", open(b.events_path).read())
+
+    def test_authz_denied_publish_and_allowed(self):
+        b = self.broker(conf=["allow_anonymous true", "acl_file {dir}/acl"],
+                        files={"acl": "topic readwrite open/#\n"})
+        c = RawClient(b.port, "pub5", MQTTV5)
+        self.assertEqual(c.connect().rc, 0)
+        self.assertEqual(c.publish("closed/x", b"no", qos=1), 135)
+        self.assertEqual(c.publish("open/x", b"yes", qos=1), 16)  # no matching subscribers
+        self.assertEqual(c.subscribe("closed/#"), [0])
+        c.disconnect()
+        evs = of(self.sentinel(b), "pub5")
+        self.assertEqual(kinds(evs), ["client.connect", "client.connected", "client.authz_denied",
+                                      "message.publish", "client.subscribe", "client.disconnected"])
+        d = evs[2]
+        self.assertEqual((d["action"], d["topic"], d["qos"], d["retain"]), ("publish", "closed/x", 1, False))
+        self.assertEqual(evs[3]["topic"], "open/x")
+        # with an acl_file a SUBSCRIBE is always granted by the broker
+        self.assertIs(evs[4]["granted"], True)
+
+    def test_session_takeover_orders_disconnect_first(self):
+        b = self.broker()
+        first = RawClient(b.port, "dup")
+        self.assertEqual(first.connect().rc, 0)
+        second = RawClient(b.port, "dup")
+        self.assertEqual(second.connect().rc, 0)
+        self.assertTrue(first.wait_closed())
+        second.disconnect()
+        evs = of(self.sentinel(b), "dup")
+        self.assertEqual(kinds(evs), ["client.connect", "client.connected", "client.disconnected",
+                                      "client.connect", "client.connected", "client.disconnected"])
+        self.assertEqual(evs[2]["reason"], "session_taken_over")
+        self.assertEqual(evs[5]["reason"], "unknown")
+
+    def test_durable_session_resume_reports_once(self):
+        b = self.broker()
+        c = RawClient(b.port, "durable")
+        self.assertEqual(c.connect(clean=False).rc, 0)
+        c.subscribe([("d/#", 1)])
+        c.disconnect()
+        p = RawClient(b.port, "pusher")
+        p.connect()
+        p.publish("d/1", b"while offline", qos=1)
+        p.disconnect()
+        c = RawClient(b.port, "durable")
+        ack = c.connect(clean=False)
+        self.assertEqual((ack.rc, ack.session_present), (0, True))
+        c.wait_messages(1)
+        c.disconnect()
+        evs = of(self.sentinel(b), "durable")
+        self.assertEqual(kinds(evs), ["client.connect", "client.connected", "client.subscribe",
+                                      "client.disconnected", "client.connect", "client.connected",
+                                      "client.disconnected"])
+        self.assertIs(evs[4]["clean_start"], False)
+
+    def test_will_is_not_a_publish_event(self):
+        b = self.broker()
+        w = RawClient(b.port, "willer")
+        self.assertEqual(w.connect(will=Will("wills/willer", b"gone", 1, False)).rc, 0)
+        w.drop()
+        evs = of(self.sentinel(b), "willer")
+        self.assertEqual(kinds(evs), ["client.connect", "client.connected", "client.disconnected"])
+
+    def test_hostile_client_data_gives_valid_json(self):
+        cases = {
+            "long": ("L" * 65535, "u"),
+            "long-user": ("lu", "U" * 65535),
+            "ctl": ("ctl\x01\x1f\x7f", "u"),
+            "ctl-user": ("cu", "u\x02\x1b[31m"),
+            "unicode": ("d\u00e9v-\u2603-\U0001F600", "\u00fcser"),
+            "slashes": ("a/b+#%", "u"),
+            # invalid UTF-8 and an encoded surrogate: the broker refuses these
+            # itself; the plugin must neither crash nor write bad JSON
+            "bad-utf8": (b"bad\xff\xfe", "u"),
+            "surrogate-user": ("su", b"\xed\xa0\x80"),
+        }
+
+        def run(b):
+            answers = {}
+            for name, (cid, user) in cases.items():
+                c = RawClient(b.port, cid, MQTTV311)
+                answers[name] = c.connect(username=user).rc
+                if answers[name] == 0:
+                    c.publish("t/\u00e9", bytes(range(256)), qos=1)
+                    c.disconnect()
+                c.close()
+            return answers
+
+        plain = self.start_broker(["allow_anonymous true"], plugin=False)
+        expected = run(plain)
+        b = self.broker()
+        answers = run(b)
+        self.assertEqual(answers, expected, "the broker answers hostile clients as without the plugin")
+        evs = self.sentinel(b)
+        with open(b.events_path, "rb") as f:
+            for line in f.read().splitlines():
+                json.loads(line.decode("utf-8"))  # every line is UTF-8 JSON
+        for name, (cid, user) in cases.items():
+            if isinstance(cid, bytes):
+                continue
+            got = of(evs, cid)
+            if answers[name] == 0:
+                self.assertEqual(kinds(got), ["client.connect", "client.connected", "message.publish",
+                                              "client.disconnected"], name)
+                self.assertEqual(got[0]["username"], user)
+                self.assertEqual(got[2]["payload_size"], 256)
+                self.assertEqual(got[2]["topic"], "t/\u00e9")
+            else:
+                self.assertNotIn("client.connected", kinds(got), name)
+        self.assertEqual(answers["long"], 0, "a 65535-byte client id is accepted by the broker")
+        self.assertEqual(answers["long-user"], 0, "a 65535-byte username is accepted by the broker")
+        self.assertTrue(b.alive())
+
+    def test_sighup_reopens_file_and_keeps_capturing(self):
+        b = self.broker()
+        c = RawClient(b.port, "before")
+        c.connect()
+        c.disconnect()
+        self.sentinel(b, "zz-1")
+        os.rename(b.events_path, b.events_path + ".1")
+        b.sighup()
+        c = RawClient(b.port, "after")
+        self.assertEqual(c.connect().rc, 0)
+        c.disconnect()
+        evs = self.sentinel(b, "zz-2")
+        old = read_events(b.events_path + ".1")
+        self.assertEqual(kinds(of(old, "before")), ["client.connect", "client.connected", "client.disconnected"])
+        self.assertEqual(kinds(of(evs, "after")), ["client.connect", "client.connected", "client.disconnected"])
+        self.assertEqual(of(evs, "before"), [])
+        # seq continues across the reopen: nothing was lost
+        self.assertEqual(evs[0]["seq"], old[-1]["seq"] + 1)
+
+    def test_shutdown_reports_connected_clients_and_counters(self):
+        b = self.broker()
+        clients = []
+        for i in range(3):
+            c = RawClient(b.port, f"stay-{i}")
+            self.assertEqual(c.connect().rc, 0)
+            clients.append(c)
+        self.sentinel(b)
+        self.assertEqual(b.stop(), 0)
+        evs = read_events(b.events_path)
+        for i in range(3):
+            got = of(evs, f"stay-{i}")
+            self.assertEqual(kinds(got), ["client.connect", "client.connected", "client.disconnected"])
+            self.assertEqual(got[-1]["reason"], "broker_shutdown")
+        m = re.search(r"eventhook: file: stopped; enqueued (\d+), delivered (\d+), failed (\d+), "
+                      r"dropped (\d+), left undelivered at shutdown (\d+)", b.log())
+        self.assertIsNotNone(m, "counters logged at shutdown")
+        enq, dlv, fail, drop, left = map(int, m.groups())
+        self.assertEqual((enq, dlv, fail, drop, left), (len(evs), len(evs), 0, 0, 0))
+        for c in clients:
+            c.close()
+
+    def test_event_and_topic_filters_per_sink(self):
+        b = self.broker(events="client.*,message.publish", file_events="client.connected,client.disconnected,"
+                        "message.publish", file_topics="keep/#", topics="keep/#,drop/#",
+                        local_topic="$ev/{event}/{clientid}", local_events="client.subscribe")
+        viewer = RawClient(b.port, "viewer")
+        viewer.connect()
+        viewer.subscribe("$ev/#")
+        c = RawClient(b.port, "f1")
+        c.connect()
+        c.subscribe(["keep/a", "drop/a", "other/a"])
+        c.publish("keep/x", b"1", qos=1)
+        c.publish("drop/x", b"2", qos=1)
+        c.disconnect()
+        evs = of(self.sentinel(b), "f1")
+        self.assertEqual(kinds(evs), ["client.connected", "message.publish", "client.disconnected"])
+        self.assertEqual(evs[1]["topic"], "keep/x")
+        msgs = viewer.wait_messages(lambda m: len([x for x in m if b"f1" in x.topic.encode()]) >= 2)
+        got = [(m.topic, json.loads(m.payload)["topic"]) for m in msgs if "/f1" in m.topic]
+        self.assertEqual(got, [("$ev/client.subscribe/f1", "keep/a"), ("$ev/client.subscribe/f1", "drop/a")])
+        # its own seq, per sink, also from 1
+        self.assertEqual(json.loads(msgs[0].payload)["seq"], 1)
+        viewer.close()
+
+    def test_local_sink_topics_escaping_stats_and_no_feedback(self):
+        b = self.broker(local_topic="$events/{event}/{clientid}", stats_interval="1")
+        viewer = RawClient(b.port, "viewer")
+        viewer.connect()
+        viewer.subscribe(["$events/#", "$SYS/broker/eventhook/#"])
+        c = RawClient(b.port, "a/b+c#d%e")
+        c.connect()
+        c.disconnect()
+        msgs = viewer.wait_messages(lambda m: any(x.topic.startswith("$events/client.disconnected/a")
+                                                  for x in m))
+        topics = [m.topic for m in msgs if m.topic.startswith("$events/")]
+        self.assertIn("$events/client.connected/a%2Fb%2Bc%23d%25e", topics)
+        ev = [json.loads(m.payload) for m in msgs if m.topic == "$events/client.connected/a%2Fb%2Bc%23d%25e"][0]
+        self.assertEqual(ev["clientid"], "a/b+c#d%e")
+        stats = viewer.wait_messages(lambda m: any(x.topic == "$SYS/broker/eventhook/local/delivered"
+                                                   for x in m))
+        self.assertTrue(any(m.topic == "$SYS/broker/eventhook/file/enqueued" for m in stats))
+        evs = self.sentinel(b)
+        # the local sink's own publishes never become events
+        self.assertFalse([e for e in evs if e["event"] == "message.publish"])
+        viewer.close()
+
+
+class ConfigErrorsTest(BrokerTestCase):
+    def run_bad(self, opts):
+        b = Broker(["allow_anonymous true"], start=False, plugin_opts=opts, name="bad")
+        self.add_broker(b)
+        b.write_config()
+        try:
+            env = dict(os.environ)
+            if os.environ.get("EH_BROKER_PRELOAD"):
+                env["LD_PRELOAD"] = os.environ["EH_BROKER_PRELOAD"]
+            proc = subprocess.run([b_mosq(), "-c", str(b.conf_path)], capture_output=True, text=True,
+                                  timeout=TIMEOUT, env=env)
+        except subprocess.TimeoutExpired:
+            self.fail(f"broker started with bad options {opts}")
+        return proc.returncode, b.log() + proc.stdout + proc.stderr
+
+    def test_bad_options_stop_the_broker_naming_the_key(self):
+        cases = [
+            ([("file_path", "/tmp/x.jsonl"), ("no_such_option", "1")], "plugin_opt_no_such_option"),
+            ([("file_path", "/tmp/x.jsonl"), ("file_path", "/tmp/y.jsonl")], "given more than once"),
+            ([("file_path", "/tmp/x.jsonl"), ("queue_size", "12x")], "plugin_opt_queue_size"),
+            ([("file_path", "/tmp/x.jsonl"), ("queue_size", "1")], "plugin_opt_queue_size"),
+            ([("file_path", "/tmp/x.jsonl"), ("events", "client.nope")], "plugin_opt_events"),
+            ([("file_path", "/tmp/x.jsonl"), ("topics", "a/#/b")], "plugin_opt_topics"),
+            ([("local_topic", "$e/{nope}")], "plugin_opt_local_topic"),
+            ([("file_path", "/nonexistent-dir/x.jsonl")], "plugin_opt_file_path"),
+            ([("file_fsync", "maybe"), ("file_path", "/tmp/x.jsonl")], "plugin_opt_file_fsync"),
+            ([("local_qos", "1")], "plugin_opt_local_qos is set but the local sink is not enabled"),
+            ([("file_path", "/tmp/x.jsonl"), ("kafka.acks", "all")],
+             "plugin_opt_kafka.acks is set but the kafka sink is not enabled"),
+        ]
+        for opts, needle in cases:
+            with self.subTest(opts=opts):
+                rc, text = self.run_bad(opts)
+                self.assertNotEqual(rc, 0)
+                self.assertIn(needle, text)
+
+
+def b_mosq():
+    from eh_harness import MOSQUITTO
+    return MOSQUITTO
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,416 @@
+"""The HTTP sink against a real HTTP(S) server (http_peer.HttpPeer) and a
+real mosquitto carrying the plugin.
+
+Events come from real MQTT clients: one client connecting and disconnecting
+cleanly yields client.connect, client.connected and client.disconnected, so
+``session(n)`` makes exactly 3n events in a known order.  Waits are
+deadlines (tens of seconds) on what the server received; "nothing more"
+is proven by the broker's shutdown counters, which are final.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from eh_harness import BrokerError, BrokerTestCase, RawClient, TIMEOUT, wait_until  # noqa: E402
+from http_peer import HttpPeer, Reply, free_port, server_context  # noqa: E402
+
+EXPECTED_3 = ["client.connect", "client.connected", "client.disconnected"]
+STOPPED = re.compile(r"eventhook: http: stopped; enqueued (\d+), delivered (\d+), failed (\d+), "
+                     r"dropped (\d+), left undelivered at shutdown (\d+)")
+SECRET_B64 = base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+TOKEN = "tok-SECRET-7f3a"
+
+
+def counters(broker):
+    """The final counters from the shutdown log line (broker stopped)."""
+    m = STOPPED.search(broker.log())
+    if not m:
+        raise AssertionError("no shutdown counters in the broker log")
+    return dict(zip(("enqueued", "delivered", "failed", "dropped", "left"), map(int, m.groups())))
+
+
+def verify_signature(req, key: bytes) -> bool:
+    """An independent Standard Webhooks verification (Python's hmac)."""
+    msg_id = req.headers["webhook-id"]
+    ts = req.headers["webhook-timestamp"]
+    signed = msg_id.encode() + b"." + ts.encode() + b"." + req.body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(hmac.compare_digest(expected, s.split(",", 1)[1])
+               for s in req.headers["webhook-signature"].split(" ") if s.startswith("v1,"))
+
+
+class HttpSinkCase(BrokerTestCase):
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="eh-http-"))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def peer(self, **kw) -> HttpPeer:
+        p = HttpPeer(**kw)
+        self.addCleanup(p.stop)
+        return p
+
+    def broker(self, url, **opts):
+        base = {"http_url": url, "node_id": "node-a", "http_retry_initial_ms": 20,
+                "http_retry_max_ms": 100, "stats_interval": 0}
+        base.update(opts)
+        return self.start_broker(["allow_anonymous true"], plugin_opts=base)
+
+    def session(self, broker, n=1, prefix="c"):
+        """n clients connect and disconnect in turn: 3n events."""
+        for i in range(n):
+            c = RawClient(broker.port, f"{prefix}{i}")
+            self.assertEqual(c.connect().rc, 0)
+            c.disconnect()
+
+    def assert_sessions(self, events, n, prefix="c"):
+        self.assertEqual([e["event"] for e in events], EXPECTED_3 * n)
+        self.assertEqual([e["clientid"] for e in events], [f"{prefix}{i}" for i in range(n) for _ in range(3)])
+        self.assertEqual([e["seq"] for e in events], list(range(1, 3 * n + 1)))
+        self.assertEqual(len({e["id"] for e in events}), 3 * n)
+
+
+class Formats(HttpSinkCase):
+    def test_json_single_headers_signature_keepalive(self):
+        peer = self.peer()
+        (self.tmp / "secret").write_text(f"whsec_{SECRET_B64}\n")
+        (self.tmp / "token").write_text(TOKEN + "\n")
+        b = self.broker(peer.url, http_signing_secret_file=self.tmp / "secret",
+                        http_bearer_token_file=self.tmp / "token",
+                        http_header="X-Tenant: t-42")
+        self.session(b, 2)
+        reqs = peer.wait_requests(6)
+        events = peer.delivered_events()
+        self.assert_sessions(events, 2)
+        key = base64.b64decode(SECRET_B64)
+        for r, ev in zip(reqs, events):
+            self.assertEqual(r.method, "POST")
+            self.assertEqual(r.path, "/hook")
+            self.assertEqual(r.headers["content-type"], "application/json")
+            self.assertEqual(r.headers["user-agent"], "mosquitto-eventhook/0.1.0")
+            self.assertEqual(r.headers["authorization"], f"Bearer {TOKEN}")
+            self.assertEqual(r.headers["x-tenant"], "t-42")
+            self.assertEqual(r.headers["webhook-id"], ev["id"])
+            self.assertTrue(verify_signature(r, key), r.headers)
+            self.assertLess(abs(int(r.headers["webhook-timestamp"]) - time.time()), 3600)
+            self.assertIsInstance(r.json(), dict)
+        self.assertEqual(reqs[0].json(), {
+            "event": "client.connect", "id": events[0]["id"], "ts": events[0]["ts"], "node": "node-a",
+            "seq": 1, "clientid": "c0", "peer": "127.0.0.1", "protocol": "mqtt", "proto_ver": 4,
+            "keepalive": 60, "clean_start": True})
+        # keep-alive: every request on one connection
+        self.assertEqual(len({r.conn for r in reqs}), 1, [r.conn for r in reqs])
+        b.stop()
+        self.assertEqual(counters(b), dict(enqueued=6, delivered=6, failed=0, dropped=0, left=0))
+        self.assertNotIn(TOKEN, b.log())
+
+    def test_sighup_rereads_token(self):
+        peer = self.peer()
+        (self.tmp / "token").write_text("token-one\n")
+        b = self.broker(peer.url, http_bearer_token_file=self.tmp / "token")
+        self.session(b, 1)
+        peer.wait_requests(3)
+        (self.tmp / "token").write_text("token-two\n")
+        b.sighup()
+        # The reload reaches the sink thread asynchronously: keep making
+        # events until the new token shows, then it must stay.
+        for i in range(50):
+            self.session(b, 1, prefix=f"d{i}-")
+            reqs = peer.wait_requests(3 * (i + 2))
+            if reqs[-1].headers["authorization"] == "Bearer token-two":
+                break
+        tokens = [r.headers["authorization"] for r in reqs]
+        self.assertEqual(tokens[:3], ["Bearer token-one"] * 3)
+        self.assertEqual(tokens[-1], "Bearer token-two")
+        switch = tokens.index("Bearer token-two")
+        self.assertEqual(set(tokens[switch:]), {"Bearer token-two"})
+        self.assertEqual(set(tokens[:switch]), {"Bearer token-one"})
+
+    def test_json_array_batch(self):
+        peer = self.peer()
+        (self.tmp / "secret").write_bytes(b"raw-secret-bytes")
+        b = self.broker(peer.url, http_batch_max=3, http_batch_linger_ms=60000,
+                        http_signing_secret_file=self.tmp / "secret")
+        self.session(b, 2)
+        reqs = peer.wait_requests(2)
+        self.assertEqual(len(reqs), 2)
+        for i, r in enumerate(reqs):
+            self.assertEqual(r.headers["content-type"], "application/json")
+            body = r.json()
+            self.assertIsInstance(body, list)
+            self.assertEqual(len(body), 3)
+            self.assertEqual(r.headers["webhook-id"], body[0]["id"] + ".3")
+            self.assertTrue(verify_signature(r, b"raw-secret-bytes"))
+        self.assert_sessions(peer.delivered_events(), 2)
+
+    def test_ndjson_batch(self):
+        peer = self.peer()
+        b = self.broker(peer.url, http_batch_max=3, http_batch_linger_ms=60000, http_batch_format="ndjson")
+        self.session(b, 1)
+        (r,) = peer.wait_requests(1)
+        self.assertEqual(r.headers["content-type"], "application/x-ndjson")
+        lines = r.body.split(b"\n")
+        self.assertEqual(len(lines), 4)
+        self.assertEqual(lines[3], b"")
+        self.assert_sessions(peer.delivered_events(), 1)
+
+    def check_cloudevent(self, ce, ev_type):
+        self.assertEqual(set(ce), {"specversion", "type", "source", "id", "time", "datacontenttype", "data"})
+        self.assertEqual(ce["specversion"], "1.0")
+        self.assertEqual(ce["type"], ev_type)
+        self.assertEqual(ce["source"], "node-a")
+        self.assertEqual(ce["datacontenttype"], "application/json")
+        self.assertEqual(ce["id"], ce["data"]["id"])
+        self.assertEqual(ce["time"], ce["data"]["ts"])
+        self.assertEqual(ce["data"]["event"], ev_type)
+
+    def test_cloudevents_single_and_batch(self):
+        peer = self.peer()
+        b = self.broker(peer.url, http_format="cloudevents")
+        self.session(b, 1)
+        reqs = peer.wait_requests(3)
+        for r, t in zip(reqs, EXPECTED_3):
+            self.assertEqual(r.headers["content-type"], "application/cloudevents+json")
+            self.check_cloudevent(r.json(), t)
+        b.stop()
+
+        peer2 = self.peer()
+        b2 = self.broker(peer2.url, http_format="cloudevents", http_batch_max=3, http_batch_linger_ms=60000)
+        self.session(b2, 1)
+        (r,) = peer2.wait_requests(1)
+        self.assertEqual(r.headers["content-type"], "application/cloudevents-batch+json")
+        batch = r.json()
+        self.assertEqual(len(batch), 3)
+        for ce, t in zip(batch, EXPECTED_3):
+            self.check_cloudevent(ce, t)
+        self.assertEqual(len({ce["id"] for ce in batch}), 3)
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def make_ca(d, name):
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN={name}",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            cwd=d)
+
+
+def make_cert(d, name, ca, cn, ext):
+    (Path(d) / f"{name}.ext").write_text(ext + "\n")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d)
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+
+
+class Tls(HttpSinkCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.pki = tempfile.mkdtemp(prefix="eh-http-pki-")
+        d = cls.pki
+        make_ca(d, "ca")
+        make_ca(d, "otherca")
+        server_ext = "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"
+        make_cert(d, "server", "ca", "localhost", server_ext)
+        make_cert(d, "rogue", "otherca", "localhost", server_ext)
+        make_cert(d, "client", "ca", "eh-client", "extendedKeyUsage=clientAuth")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.pki, True)
+
+    def p(self, name):
+        return os.path.join(self.pki, name)
+
+    def test_https_mutual_tls(self):
+        peer = self.peer(tls=server_context(self.p("server.crt"), self.p("server.key"), client_ca=self.p("ca.crt")))
+        b = self.broker(peer.url, http_ca_file=self.p("ca.crt"), http_client_cert=self.p("client.crt"),
+                        http_client_key=self.p("client.key"))
+        self.session(b, 1)
+        reqs = peer.wait_requests(3)
+        self.assert_sessions(peer.delivered_events(), 1)
+        subject = dict(x[0] for x in reqs[0].client_cert["subject"])
+        self.assertEqual(subject["commonName"], "eh-client")
+        self.assertEqual(len({r.conn for r in reqs}), 1)
+
+    def test_wrong_server_certificate_refused(self):
+        peer = self.peer(tls=server_context(self.p("rogue.crt"), self.p("rogue.key")))
+        b = self.broker(peer.url, http_ca_file=self.p("ca.crt"), shutdown_timeout_ms=0)
+        self.session(b, 1)
+        wait_until(lambda: peer.tls_failures >= 2 and "retrying" in b.log(), message="refused handshakes")
+        b.stop()
+        self.assertEqual(peer.requests, [])
+        self.assertRegex(b.log(), r"eventhook: http: .*(certificate|SSL).* from https://127\.0\.0\.1:\d+/hook; retrying")
+        c = counters(b)
+        self.assertEqual((c["enqueued"], c["delivered"], c["left"]), (3, 0, 3))
+
+    def test_insecure_opt_out_is_logged(self):
+        peer = self.peer(tls=server_context(self.p("rogue.crt"), self.p("rogue.key")))
+        b = self.broker(peer.url, http_tls_insecure="true")
+        self.assertIn("eventhook: http: plugin_opt_http_tls_insecure is on: the server's certificate is NOT verified",
+                      b.log())
+        self.session(b, 1)
+        peer.wait_requests(3)
+        self.assert_sessions(peer.delivered_events(), 1)
+
+
+class Failures(HttpSinkCase):
+    def test_server_down_at_start_then_up(self):
+        port = free_port()
+        b = self.broker(f"http://127.0.0.1:{port}/hook", http_batch_max=4)
+        self.session(b, 5)
+        wait_until(lambda: "retrying" in b.log(), message="a refused connection logged")
+        peer = self.peer(port=port)
+        peer.wait_events(lambda evs: len(evs) >= 15, what="15 events")
+        b.stop()
+        self.assert_sessions(peer.delivered_events(), 5)
+        self.assertEqual(counters(b), dict(enqueued=15, delivered=15, failed=0, dropped=0, left=0))
+        self.assertIn("delivering to http://127.0.0.1:%d/hook again" % port, b.log())
+
+    def test_500s_then_recovery_same_message_id(self):
+        peer = self.peer()
+        peer.script(Reply(500), Reply(503), Reply(502))
+        (self.tmp / "secret").write_text(f"whsec_{SECRET_B64}")
+        b = self.broker(peer.url, http_signing_secret_file=self.tmp / "secret")
+        self.session(b, 1)
+        reqs = peer.wait_requests(6)
+        self.assertEqual([r.status for r in reqs], [500, 503, 502, 200, 200, 200])
+        self.assertEqual(len({r.body for r in reqs[:4]}), 1)
+        self.assertEqual(len({r.headers["webhook-id"] for r in reqs[:4]}), 1)
+        b.stop()
+        self.assert_sessions(peer.delivered_events(), 1)
+        self.assertEqual(counters(b), dict(enqueued=3, delivered=3, failed=0, dropped=0, left=0))
+
+    def test_429_retry_after_honoured(self):
+        peer = self.peer()
+        peer.script(Reply(429, headers={"Retry-After": "1"}))
+        b = self.broker(peer.url, http_retry_initial_ms=1, http_retry_max_ms=5)
+        self.session(b, 1)
+        reqs = peer.wait_requests(4)
+        self.assertEqual([r.status for r in reqs], [429, 200, 200, 200])
+        # Without Retry-After the retry would come after at most 5 ms.
+        self.assertGreaterEqual(reqs[1].t - reqs[0].t, 0.9)
+        self.assert_sessions(peer.delivered_events(), 1)
+
+    def test_400_dropped_counted_logged_once(self):
+        peer = self.peer()
+        peer.script(Reply(400, body=b"schema mismatch"), Reply(400), Reply(200), Reply(404))
+        (self.tmp / "token").write_text(TOKEN)
+        b = self.broker(peer.url.replace("/hook", "/hook?key=qs-secret"), http_bearer_token_file=self.tmp / "token")
+        self.session(b, 2)
+        reqs = peer.wait_requests(6)
+        self.assertEqual([r.status for r in reqs], [400, 400, 200, 404, 200, 200])
+        b.stop()
+        events = peer.delivered_events()
+        self.assertEqual([e["seq"] for e in events], [3, 5, 6])
+        self.assertEqual(counters(b), dict(enqueued=6, delivered=3, failed=3, dropped=0, left=0))
+        log = b.log()
+        self.assertEqual(log.count("HTTP 400 from"), 1)
+        self.assertEqual(log.count("HTTP 404 from"), 1)
+        self.assertIn(f"HTTP 400 from http://127.0.0.1:{peer.port}/hook?...: 1 event(s) dropped", log)
+        self.assertIn("schema mismatch", log)
+        self.assertNotIn(TOKEN, log)
+        self.assertNotIn("qs-secret", log)
+
+    def test_server_never_answers_timeout_then_retry(self):
+        peer = self.peer()
+        peer.script(Reply(hang=True))
+        b = self.broker(peer.url, http_timeout_ms=300)
+        self.session(b, 1)
+        peer.wait(lambda p: len(p.requests) >= 4 and all(r.status for r in p.requests[1:4]), what="4 requests")
+        reqs = peer.requests
+        self.assertEqual(reqs[0].body, reqs[1].body)
+        self.assertEqual([r.status for r in reqs], [0, 200, 200, 200])
+        b.stop()  # drains the log back-channel
+        self.assertRegex(b.log(), r"eventhook: http: .*timed out.* from http://127\.0\.0\.1:\d+/hook; retrying")
+        self.assert_sessions(peer.delivered_events(), 1)
+        self.assertEqual(counters(b)["delivered"], 3)
+
+    def test_hanging_server_never_slows_clients_and_full_ring_counts(self):
+        peer = self.peer()
+        peer.default = Reply(hang=True)
+        b = self.broker(peer.url, queue_size=16, http_timeout_ms=600000)
+        # While the first request hangs, clients keep getting CONNACK and
+        # PUBACK, and the ring fills then drops.
+        for i in range(10):
+            c = RawClient(b.port, f"c{i}")
+            self.assertEqual(c.connect().rc, 0)
+            self.assertEqual(c.publish("t/x", b"p", qos=1), 0)
+            c.disconnect()
+        self.assertEqual(len(peer.requests), 1)
+        peer.default = Reply(200)
+        peer.release()  # the hung request ends unanswered: retried
+        wait_until(lambda: "retrying" in b.log(), message="the unanswered request to be retried")
+        c = RawClient(b.port, "late")
+        self.assertEqual(c.connect().rc, 0)
+        c.disconnect()
+        b.stop()
+        n = counters(b)
+        events = peer.delivered_events()
+        self.assertGreater(n["dropped"], 0)
+        self.assertEqual(n["enqueued"] + n["dropped"], 33)
+        self.assertEqual(n["enqueued"], n["delivered"] + n["failed"] + n["left"])
+        self.assertEqual((n["failed"], n["left"]), (0, 0))
+        self.assertEqual(len(events), n["delivered"])
+        seqs = [e["seq"] for e in events]
+        self.assertEqual(seqs, sorted(set(seqs)))  # in order, none twice
+        self.assertEqual(seqs[:16], list(range(1, 17)))  # the first 16 were in the ring
+
+    def test_shutdown_abandons_hanging_request_at_deadline(self):
+        peer = self.peer()
+        peer.default = Reply(hang=True)
+        b = self.broker(peer.url, http_timeout_ms=600000, shutdown_timeout_ms=500)
+        self.session(b, 1)
+        peer.wait(lambda p: p.requests, what="the first request")
+        self.assertEqual(b.stop(timeout=TIMEOUT), 0)
+        self.assertEqual(counters(b), dict(enqueued=3, delivered=0, failed=0, dropped=0, left=3))
+
+
+class ConfigErrors(HttpSinkCase):
+    def expect_refusal(self, option, **opts):
+        base = {"http_url": "http://127.0.0.1:9/hook"}
+        base.update(opts)
+        with self.assertRaises(BrokerError) as cm:
+            self.start_broker(["allow_anonymous true"], plugin_opts=base)
+        self.assertNotEqual(cm.exception.returncode, 0)
+        self.assertIn(f"plugin_opt_{option}", cm.exception.log)
+        return cm.exception.log
+
+    def test_refused_at_start(self):
+        with self.subTest("scheme"):
+            self.expect_refusal("http_url", http_url="ftp://127.0.0.1/x")
+        with self.subTest("not a url"):
+            self.expect_refusal("http_url", http_url="http://")
+        with self.subTest("token file"):
+            self.expect_refusal("http_bearer_token_file", http_bearer_token_file=self.tmp / "missing")
+        with self.subTest("secret file"):
+            (self.tmp / "bad").write_text("whsec_***")
+            self.expect_refusal("http_signing_secret_file", http_signing_secret_file=self.tmp / "bad")
+        with self.subTest("ca file"):
+            self.expect_refusal("http_ca_file", http_ca_file=self.tmp / "missing.pem")
+        with self.subTest("client cert"):
+            self.expect_refusal("http_client_cert", http_client_cert=self.tmp / "missing.pem")
+        with self.subTest("header"):
+            log = self.expect_refusal("http_header", http_header="X-Key secret-value")
+            self.assertNotIn("secret-value", log)
+        with self.subTest("ndjson cloudevents"):
+            self.expect_refusal("http_batch_format", http_batch_format="ndjson", http_format="cloudevents")
+
+
+if __name__ == "__main__":
+    unittest.main()

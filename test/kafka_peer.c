@@ -1,0 +1,384 @@
+/*
+ * kafka_peer: the Kafka side of the Kafka sink's tests and benchmark, built
+ * on librdkafka alone.
+ *
+ *   kafka_peer mock [BROKERS] [TOPIC:PARTITIONS ...]
+ *     Hosts librdkafka's mock cluster (a real Kafka-protocol broker set on
+ *     loopback), prints "bootstrap HOST:PORT,..." and then obeys one
+ *     command per line on stdin, answering "ok" or "error <why>":
+ *       down ID | up ID               broker ID refuses / accepts connections
+ *       leader TOPIC PARTITION ID     moves a partition's leadership
+ *       errors APIKEY CODE [CODE...]  the next requests of that API fail
+ *                                     with these error codes, in order
+ *       create TOPIC PARTITIONS       creates a topic
+ *       rtt ID MS                     delays broker ID's responses
+ *       berror ID APIKEY CODE RTT     broker ID answers its next request of
+ *                                     that API with CODE after RTT ms
+ *       stack ID APIKEY               answers "ok N": berror entries left
+ *       quit                          (or end of input) stops
+ *
+ *   kafka_peer consume BOOTSTRAP TOPIC[,TOPIC...] MIN [TIMEOUT_S [count]]
+ *     Reads every partition of the topics from the beginning until at least
+ *     MIN messages were read and every partition is at its end (so a
+ *     duplicate or an extra message after the MIN-th shows up), printing
+ *     one JSON object per message (only counting them with "count"), then
+ *     "end N". Exits 1 on timeout.
+ *
+ *   kafka_peer produce BOOTSTRAP TOPIC COUNT SIZE
+ *     librdkafka's own producer rate with the sink's defaults (idempotent,
+ *     acks=all, lz4): COUNT messages of SIZE bytes over 64 keys; prints
+ *     "rate <messages per second> delivered <n> failed <n>".
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what, const char *why)
+{
+	fprintf(stderr, "kafka_peer: %s: %s\n", what, why);
+	exit(2);
+}
+
+static rd_kafka_t *new_handle(rd_kafka_type_t type, const char *const *props)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char err[512];
+	rd_kafka_t *rk;
+
+	for (; props && props[0]; props += 2) {
+		if (rd_kafka_conf_set(conf, props[0], props[1], err, sizeof(err)) != RD_KAFKA_CONF_OK)
+			die(props[0], err);
+	}
+	rk = rd_kafka_new(type, conf, err, sizeof(err));
+	if (!rk)
+		die("rd_kafka_new", err);
+	return rk;
+}
+
+/* ---- mock ---- */
+
+static int mock_command(rd_kafka_mock_cluster_t *mc, char *line, char *why, size_t whylen, long *answer)
+{
+	char *tok[66], *save = NULL;
+	int n = 0;
+	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+	for (char *t = strtok_r(line, " \t\r\n", &save); t && n < 66; t = strtok_r(NULL, " \t\r\n", &save))
+		tok[n++] = t;
+	if (!n)
+		return 0;
+	if (!strcmp(tok[0], "down") && n == 2) {
+		err = rd_kafka_mock_broker_set_down(mc, atoi(tok[1]));
+	} else if (!strcmp(tok[0], "up") && n == 2) {
+		err = rd_kafka_mock_broker_set_up(mc, atoi(tok[1]));
+	} else if (!strcmp(tok[0], "leader") && n == 4) {
+		err = rd_kafka_mock_partition_set_leader(mc, tok[1], atoi(tok[2]), atoi(tok[3]));
+	} else if (!strcmp(tok[0], "create") && n == 3) {
+		err = rd_kafka_mock_topic_create(mc, tok[1], atoi(tok[2]), 1);
+	} else if (!strcmp(tok[0], "rtt") && n == 3) {
+		err = rd_kafka_mock_broker_set_rtt(mc, atoi(tok[1]), atoi(tok[2]));
+	} else if (!strcmp(tok[0], "errors") && n >= 3) {
+		rd_kafka_resp_err_t codes[64];
+
+		for (int i = 2; i < n; i++)
+			codes[i - 2] = (rd_kafka_resp_err_t)atoi(tok[i]);
+		rd_kafka_mock_push_request_errors_array(mc, (int16_t)atoi(tok[1]), (size_t)(n - 2), codes);
+	} else if (!strcmp(tok[0], "berror") && n == 5) {
+		err = rd_kafka_mock_broker_push_request_error_rtts(mc, atoi(tok[1]), (int16_t)atoi(tok[2]), 1,
+								   (rd_kafka_resp_err_t)atoi(tok[3]), atoi(tok[4]));
+	} else if (!strcmp(tok[0], "stack") && n == 3) {
+		size_t cnt = 0;
+
+		err = rd_kafka_mock_broker_error_stack_cnt(mc, atoi(tok[1]), (int16_t)atoi(tok[2]), &cnt);
+		*answer = (long)cnt;
+	} else {
+		snprintf(why, whylen, "unknown command or wrong arguments");
+		return -1;
+	}
+	if (err) {
+		snprintf(why, whylen, "%s", rd_kafka_err2str(err));
+		return -1;
+	}
+	return 0;
+}
+
+static int run_mock(int argc, char **argv)
+{
+	static const char *const props[] = { "log_level", "3", NULL };
+	int brokers = argc > 0 ? atoi(argv[0]) : 3;
+	rd_kafka_t *rk = new_handle(RD_KAFKA_PRODUCER, props);
+	rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(rk, brokers > 0 ? brokers : 3);
+	char line[1024], why[256];
+
+	if (!mc)
+		die("rd_kafka_mock_cluster_new", "failed");
+	for (int i = 1; i < argc; i++) {
+		char *colon = strrchr(argv[i], ':');
+
+		if (!colon)
+			die(argv[i], "expected TOPIC:PARTITIONS");
+		*colon = '\0';
+		if (rd_kafka_mock_topic_create(mc, argv[i], atoi(colon + 1), 1))
+			die(argv[i], "cannot create topic");
+	}
+	printf("bootstrap %s\n", rd_kafka_mock_cluster_bootstraps(mc));
+	fflush(stdout);
+	while (fgets(line, sizeof(line), stdin)) {
+		if (!strncmp(line, "quit", 4))
+			break;
+		long answer = -1;
+
+		if (mock_command(mc, line, why, sizeof(why), &answer))
+			printf("error %s\n", why);
+		else if (answer >= 0)
+			printf("ok %ld\n", answer);
+		else
+			printf("ok\n");
+		fflush(stdout);
+	}
+	rd_kafka_mock_cluster_destroy(mc);
+	rd_kafka_destroy(rk);
+	return 0;
+}
+
+/* ---- consume ---- */
+
+static json_t *bytes_json(const void *p, size_t len)
+{
+	json_t *s = p ? json_stringn(p, len) : json_null();
+
+	return s ? s : json_string("<not UTF-8>");
+}
+
+static char *hex(const unsigned char *p, size_t len)
+{
+	char *out = malloc(len * 2 + 1);
+
+	for (size_t i = 0; i < len; i++)
+		sprintf(out + i * 2, "%02x", p[i]);
+	out[len * 2] = '\0';
+	return out;
+}
+
+static void print_message(const rd_kafka_message_t *m)
+{
+	json_t *o = json_object(), *hs = json_array();
+	rd_kafka_headers_t *h = NULL;
+	char *kh;
+
+	json_object_set_new(o, "topic", json_string(rd_kafka_topic_name(m->rkt)));
+	json_object_set_new(o, "partition", json_integer(m->partition));
+	json_object_set_new(o, "offset", json_integer(m->offset));
+	json_object_set_new(o, "key", bytes_json(m->key, m->key_len));
+	kh = hex(m->key, m->key ? m->key_len : 0);
+	json_object_set_new(o, "key_hex", json_string(kh));
+	free(kh);
+	json_object_set_new(o, "value", bytes_json(m->payload, m->len));
+	if (!rd_kafka_message_headers(m, &h)) {
+		const char *name;
+		const void *val;
+		size_t vlen;
+
+		for (size_t i = 0; !rd_kafka_header_get_all(h, i, &name, &val, &vlen); i++)
+			json_array_append_new(hs, json_pack("[so]", name, bytes_json(val, vlen)));
+	}
+	json_object_set_new(o, "headers", hs);
+	json_dumpf(o, stdout, JSON_COMPACT);
+	putchar('\n');
+	json_decref(o);
+}
+
+struct part_state {
+	char topic[256];
+	int32_t partition;
+	int at_end;
+};
+
+static int run_consume(int argc, char **argv)
+{
+	static const char *props[] = { "bootstrap.servers", NULL, "group.id", "kafka_peer", "enable.partition.eof",
+				       "true", "enable.auto.commit", "false", "log_level", "3", NULL };
+	rd_kafka_t *rk;
+	rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(16);
+	struct part_state *st = NULL;
+	size_t nst = 0;
+	long min, seen = 0;
+	int quiet = argc > 4 && !strcmp(argv[4], "count");
+	double deadline;
+	char *topics, *save = NULL;
+
+	if (argc < 3)
+		die("consume", "BOOTSTRAP TOPIC[,TOPIC...] MIN [TIMEOUT_S]");
+	props[1] = argv[0];
+	min = atol(argv[2]);
+	deadline = now_s() + (argc > 3 ? atof(argv[3]) : 60);
+	rk = new_handle(RD_KAFKA_CONSUMER, props);
+	rd_kafka_poll_set_consumer(rk);
+	topics = strdup(argv[1]);
+	for (char *t = strtok_r(topics, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		const struct rd_kafka_metadata *md = NULL;
+		rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, t, NULL);
+
+		/* A topic the producer has not created yet has no partitions:
+		 * ask until it does (or the deadline passes). */
+		for (;;) {
+			rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, 5000);
+
+			if (!err && md->topic_cnt == 1 && !md->topics[0].err && md->topics[0].partition_cnt > 0)
+				break;
+			if (md)
+				rd_kafka_metadata_destroy(md);
+			md = NULL;
+			if (now_s() > deadline)
+				die(t, "no metadata");
+			struct timespec ts = { 0, 200 * 1000000L };
+			nanosleep(&ts, NULL);
+		}
+		for (int p = 0; p < md->topics[0].partition_cnt; p++) {
+			rd_kafka_topic_partition_list_add(parts, t, md->topics[0].partitions[p].id)->offset =
+				RD_KAFKA_OFFSET_BEGINNING;
+			st = realloc(st, (nst + 1) * sizeof(*st));
+			snprintf(st[nst].topic, sizeof(st[nst].topic), "%s", t);
+			st[nst].partition = md->topics[0].partitions[p].id;
+			st[nst].at_end = 0;
+			nst++;
+		}
+		rd_kafka_metadata_destroy(md);
+		rd_kafka_topic_destroy(rkt);
+	}
+	free(topics);
+	if (rd_kafka_assign(rk, parts))
+		die("assign", "failed");
+	for (;;) {
+		rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+		int all = 1;
+
+		if (m) {
+			struct part_state *ps = NULL;
+
+			for (size_t i = 0; i < nst; i++) {
+				if (st[i].partition == m->partition && !strcmp(st[i].topic, rd_kafka_topic_name(m->rkt)))
+					ps = &st[i];
+			}
+			if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+				if (ps)
+					ps->at_end = 1;
+			} else if (m->err) {
+				fprintf(stderr, "kafka_peer: consume: %s\n", rd_kafka_message_errstr(m));
+			} else {
+				if (ps)
+					ps->at_end = 0;
+				if (!quiet)
+					print_message(m);
+				seen++;
+			}
+			rd_kafka_message_destroy(m);
+		}
+		for (size_t i = 0; i < nst; i++)
+			all &= st[i].at_end;
+		if (seen >= min && all)
+			break;
+		if (now_s() > deadline) {
+			printf("timeout %ld\n", seen);
+			fflush(stdout);
+			return 1;
+		}
+	}
+	printf("end %ld\n", seen);
+	fflush(stdout);
+	rd_kafka_topic_partition_list_destroy(parts);
+	free(st);
+	rd_kafka_consumer_close(rk);
+	rd_kafka_destroy(rk);
+	return 0;
+}
+
+/* ---- produce (benchmark baseline) ---- */
+
+static long delivered, failed;
+
+static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+	(void)rk;
+	(void)opaque;
+	if (m->err)
+		failed++;
+	else
+		delivered++;
+}
+
+static int run_produce(int argc, char **argv)
+{
+	const char *props[] = { "bootstrap.servers", NULL, "enable.idempotence", "true", "acks", "all",
+				"compression.type", "lz4", "linger.ms", "5", "queue.buffering.max.kbytes", "65536",
+				"log_level", "3", NULL };
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char err[512], key[16];
+	rd_kafka_t *rk;
+	long count, size;
+	char *value;
+	double t0, t1;
+
+	if (argc < 4)
+		die("produce", "BOOTSTRAP TOPIC COUNT SIZE");
+	props[1] = argv[0];
+	count = atol(argv[2]);
+	size = atol(argv[3]);
+	for (const char *const *p = props; p[0]; p += 2) {
+		if (rd_kafka_conf_set(conf, p[0], p[1], err, sizeof(err)) != RD_KAFKA_CONF_OK)
+			die(p[0], err);
+	}
+	rd_kafka_conf_set_dr_msg_cb(conf, on_dr);
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+	if (!rk)
+		die("rd_kafka_new", err);
+	value = malloc((size_t)size + 1);
+	/* Roughly JSON-like text, so compression has the same work. */
+	static const char text[] = "{\"event\":\"client.connected\",\"clientid\":\"c-";
+	for (long i = 0; i < size; i++)
+		value[i] = text[i % (long)(sizeof(text) - 1)];
+	t0 = now_s();
+	for (long i = 0; i < count; i++) {
+		int klen = snprintf(key, sizeof(key), "c-%ld", i % 64);
+
+		while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(argv[1]), RD_KAFKA_V_KEY(key, (size_t)klen),
+					 RD_KAFKA_V_VALUE(value, (size_t)size), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+					 RD_KAFKA_V_END)
+		       == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+			rd_kafka_poll(rk, 10);
+		rd_kafka_poll(rk, 0);
+	}
+	rd_kafka_flush(rk, 60000);
+	t1 = now_s();
+	printf("rate %.0f delivered %ld failed %ld\n", (double)delivered / (t1 - t0), delivered, failed);
+	free(value);
+	rd_kafka_destroy(rk);
+	return failed || delivered != count;
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc >= 2 && !strcmp(argv[1], "mock"))
+		return run_mock(argc - 2, argv + 2);
+	if (argc >= 2 && !strcmp(argv[1], "consume"))
+		return run_consume(argc - 2, argv + 2);
+	if (argc >= 2 && !strcmp(argv[1], "produce"))
+		return run_produce(argc - 2, argv + 2);
+	fprintf(stderr, "usage: kafka_peer mock|consume|produce ... (see the comment in test/kafka_peer.c)\n");
+	return 2;
+}

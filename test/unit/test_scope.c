@@ -1,0 +1,354 @@
+/*
+ * eh_scope: the mosquitto.conf reader, on files written to a temporary
+ * directory. Covers local-only mode, allow_anonymous defaults, built-in
+ * providers, plugin classification, include_dir and per-listener scopes.
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "eh_scope.h"
+#include "unit.h"
+
+static char dir[256];
+static char self[512];
+
+static void write_file(const char *name, const char *text)
+{
+	char path[768];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static void rm_tree(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+
+	if (!d) {
+		unlink(path);
+		return;
+	}
+	while ((e = readdir(d))) {
+		char sub[1024];
+
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
+		rm_tree(sub);
+	}
+	closedir(d);
+	rmdir(path);
+}
+
+static void setup(void)
+{
+	strcpy(dir, "/tmp/eh_scope_XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	/* Our own plugin object: any existing file works for realpath. */
+	snprintf(self, sizeof(self), "%s/mosquitto_eventhook.so", dir);
+	write_file("mosquitto_eventhook.so", "not really a shared object\n");
+}
+
+static void teardown(void)
+{
+	rm_tree(dir);
+}
+
+/* Writes text as main.conf and learns instance index from it. */
+static struct eh_scope_info learn(const char *text, bool cmdline_port, int index)
+{
+	struct eh_scope_info info;
+	char path[768];
+
+	write_file("main.conf", text);
+	snprintf(path, sizeof(path), "%s/main.conf", dir);
+	eh_scope_learn_file(&info, path, cmdline_port, self, index);
+	return info;
+}
+
+static char conf[8192];
+
+/* Returns tmpl with every SELF replaced by our plugin's path. */
+static const char *CONF(const char *tmpl)
+{
+	char *at = conf;
+	const char *p = tmpl;
+
+	while (*p) {
+		if (!strncmp(p, "SELF", 4)) {
+			at += sprintf(at, "%s", self);
+			p += 4;
+		} else {
+			*at++ = *p++;
+		}
+	}
+	*at = '\0';
+	return conf;
+}
+
+START_TEST(scope_local_only)
+{
+	struct eh_scope_info i = learn("# Debian's stock file has no listener\n"
+				       "pid_file /run/mosquitto/mosquitto.pid\n"
+				       "persistence true\n", false, 0);
+
+	ck_assert(i.known);
+	ck_assert(!i.per_listener);
+	ck_assert(i.allow_anonymous);
+	ck_assert(!i.password_file && !i.acl_file && !i.dynsec && !i.legacy_plugin && !i.unknown_plugin);
+	ck_assert_ptr_nonnull(strstr(i.path, "main.conf"));
+
+	/* Local-only mode forces anonymous access on, whatever the file. */
+	i = learn("allow_anonymous false\n", false, 0);
+	ck_assert(i.known);
+	ck_assert(i.allow_anonymous);
+	/* An empty file is local-only too. */
+	i = learn("", false, 0);
+	ck_assert(i.known);
+	ck_assert(i.allow_anonymous);
+}
+END_TEST
+
+START_TEST(scope_listener_defaults)
+{
+	struct eh_scope_info i;
+
+	/* A listener makes unset allow_anonymous false. */
+	i = learn("listener 1883\n", false, 0);
+	ck_assert(i.known);
+	ck_assert(!i.allow_anonymous);
+	/* port and bind_address count as a listener; -p on the command
+	 * line does not end local-only mode (mosquitto 2.0 conf.c). */
+	i = learn("port 1883\n", false, 0);
+	ck_assert(!i.allow_anonymous);
+	i = learn("bind_address 127.0.0.1\n", false, 0);
+	ck_assert(!i.allow_anonymous);
+	i = learn("persistence false\n", true, 0);
+	ck_assert(i.allow_anonymous);
+	/* A boolean is the first word; the rest of the line is ignored. */
+	i = learn("listener 1883\nallow_anonymous true # for the demo\n", false, 0);
+	ck_assert(i.allow_anonymous);
+	i = learn("listener 1883\nallow_anonymous truely\n", false, 0);
+	ck_assert(!i.allow_anonymous);
+	/* Explicit values, with odd spacing and case. */
+	i = learn("listener 1883\n  allow_anonymous\t true  \n", false, 0);
+	ck_assert(i.allow_anonymous);
+	i = learn("listener 1883\nallow_anonymous TRUE\n", false, 0);
+	ck_assert(i.allow_anonymous);
+	i = learn("allow_anonymous true\nlistener 1883\n", false, 0);
+	ck_assert(i.allow_anonymous);
+	i = learn("listener 1883\nallow_anonymous false\n", false, 0);
+	ck_assert(!i.allow_anonymous);
+	/* The last line wins. */
+	i = learn("listener 1883\nallow_anonymous true\nallow_anonymous false\n", false, 0);
+	ck_assert(!i.allow_anonymous);
+	/* Comments are not directives. */
+	i = learn("listener 1883\n#allow_anonymous true\n   # allow_anonymous true\n", false, 0);
+	ck_assert(!i.allow_anonymous);
+}
+END_TEST
+
+START_TEST(scope_builtin_files)
+{
+	struct eh_scope_info i;
+
+	i = learn("listener 1883\npassword_file /etc/mosquitto/passwd\n", false, 0);
+	ck_assert(i.known);
+	ck_assert(i.password_file);
+	ck_assert(!i.acl_file);
+	i = learn("listener 1883\nacl_file /etc/mosquitto/acl\n", false, 0);
+	ck_assert(!i.password_file);
+	ck_assert(i.acl_file);
+	i = learn("listener 1883\n#password_file x\nacl_filex y\n", false, 0);
+	ck_assert(!i.password_file);
+	ck_assert(!i.acl_file);
+}
+END_TEST
+
+START_TEST(scope_plugins)
+{
+	struct eh_scope_info i;
+
+	/* Ourselves only. */
+	i = learn(CONF("listener 1883\nplugin SELF\n"), false, 0);
+	ck_assert(i.known);
+	ck_assert(!i.dynsec && !i.legacy_plugin && !i.unknown_plugin);
+	/* Ourselves through another spelling of the same path. */
+	snprintf(conf, sizeof(conf), "listener 1883\nplugin %s/./mosquitto_eventhook.so\n", dir);
+	i = learn(conf, false, 0);
+	ck_assert(!i.dynsec && !i.legacy_plugin && !i.unknown_plugin);
+	/* The dynamic-security plugin. */
+	i = learn(CONF("listener 1883\nplugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n"
+		       "plugin SELF\n"), false, 0);
+	ck_assert(i.dynsec);
+	ck_assert(!i.legacy_plugin && !i.unknown_plugin);
+	/* Another v5 plugin we cannot know. */
+	i = learn(CONF("listener 1883\nplugin SELF\nplugin /opt/other/auth.so\n"), false, 0);
+	ck_assert(i.unknown_plugin);
+	ck_assert(!i.dynsec && !i.legacy_plugin);
+	/* auth_plugin is the same directive as plugin in 2.0: what a plugin
+	 * is comes from its exports, and one that cannot be loaded to look is
+	 * unknown (we then observe less). */
+	i = learn(CONF("listener 1883\nauth_plugin /opt/old/auth-plug.so\nplugin SELF\n"), false, 0);
+	ck_assert(i.unknown_plugin);
+	ck_assert(!i.dynsec && !i.legacy_plugin);
+	i = learn(CONF("listener 1883\nauth_plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n"
+		       "plugin SELF\n"), false, 0);
+	ck_assert(i.dynsec);
+	ck_assert(!i.legacy_plugin && !i.unknown_plugin);
+	/* Another copy with our file name elsewhere is not us (realpath
+	 * of both exists and differs). */
+	mkdir(strcat(strcpy(conf, dir), "/other"), 0700);
+	write_file("other/mosquitto_eventhook.so", "x");
+	snprintf(conf, sizeof(conf), "listener 1883\nplugin %s\nplugin %s/other/mosquitto_eventhook.so\n", self,
+		 dir);
+	i = learn(conf, false, 0);
+	ck_assert(i.unknown_plugin);
+}
+END_TEST
+
+START_TEST(scope_include_dir)
+{
+	struct eh_scope_info i;
+	char sub[512];
+
+	snprintf(sub, sizeof(sub), "%s/conf.d", dir);
+	ck_assert_int_eq(mkdir(sub, 0700), 0);
+	/* Sorted by name: 10 before 20, so 20's line wins. Files not
+	 * ending in .conf are skipped. */
+	write_file("conf.d/20-anon.conf", "allow_anonymous false\n");
+	write_file("conf.d/10-anon.conf", "allow_anonymous true\npassword_file /x\n");
+	write_file("conf.d/30-acl.conf.disabled", "acl_file /y\n");
+	write_file("conf.d/README", "acl_file /y\n");
+	write_file("conf.d/.conf", "acl_file /y\n");
+	snprintf(conf, sizeof(conf), "listener 1883\ninclude_dir %s\n", sub);
+	i = learn(conf, false, 0);
+	ck_assert(i.known);
+	ck_assert(!i.allow_anonymous);
+	ck_assert(i.password_file);
+	ck_assert(!i.acl_file);
+
+	/* include_dir inside an included file is ignored, as the broker
+	 * does. */
+	ck_assert_int_eq(mkdir(strcat(strcpy(conf, sub), "/nested"), 0700), 0);
+	write_file("conf.d/nested/x.conf", "acl_file /z\n");
+	snprintf(conf, sizeof(conf), "include_dir %s/nested\n", sub);
+	write_file("conf.d/40-include.conf", conf);
+	snprintf(conf, sizeof(conf), "listener 1883\ninclude_dir %s\n", sub);
+	i = learn(conf, false, 0);
+	ck_assert(i.known);
+	ck_assert(!i.acl_file);
+
+	/* A missing include_dir makes the result unknown. */
+	snprintf(conf, sizeof(conf), "listener 1883\ninclude_dir %s/missing\n", dir);
+	i = learn(conf, false, 0);
+	ck_assert(!i.known);
+	ck_assert_ptr_nonnull(strstr(i.why, "include_dir"));
+}
+END_TEST
+
+START_TEST(scope_per_listener)
+{
+	struct eh_scope_info i;
+	const char *text = CONF("per_listener_settings true\n"
+				"listener 1883\n"
+				"allow_anonymous true\n"
+				"plugin SELF\n"
+				"listener 8883\n"
+				"password_file /etc/mosquitto/passwd\n"
+				"acl_file /etc/mosquitto/acl\n"
+				"plugin SELF\n");
+	char copy[8192];
+
+	snprintf(copy, sizeof(copy), "%s", text);
+	i = learn(copy, false, 0);
+	ck_assert(i.known);
+	ck_assert(i.per_listener);
+	ck_assert(i.allow_anonymous);
+	ck_assert(!i.password_file && !i.acl_file);
+	i = learn(copy, false, 1);
+	ck_assert(i.known);
+	ck_assert(!i.allow_anonymous);
+	ck_assert(i.password_file && i.acl_file);
+	/* A third instance has no plugin line: unknown, with a reason. */
+	i = learn(copy, false, 2);
+	ck_assert(!i.known);
+	ck_assert_ptr_nonnull(strstr(i.why, "listener"));
+
+	/* dynsec in another listener counts for every scope. */
+	i = learn(CONF("per_listener_settings true\n"
+		       "listener 1883\nplugin SELF\n"
+		       "listener 8883\nplugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n"), false, 0);
+	ck_assert(i.known);
+	ck_assert(i.dynsec);
+
+	/* Without per_listener_settings the settings are global, whatever
+	 * listener they follow. */
+	i = learn(CONF("listener 1883\nplugin SELF\nlistener 8883\npassword_file /p\nallow_anonymous true\n"), false,
+		  0);
+	ck_assert(i.known);
+	ck_assert(!i.per_listener);
+	ck_assert(i.password_file);
+	ck_assert(i.allow_anonymous);
+}
+END_TEST
+
+START_TEST(scope_unreadable)
+{
+	struct eh_scope_info i;
+	char path[768];
+
+	snprintf(path, sizeof(path), "%s/does-not-exist.conf", dir);
+	eh_scope_learn_file(&i, path, false, self, 0);
+	ck_assert(!i.known);
+	ck_assert_ptr_nonnull(strstr(i.why, "cannot read"));
+	ck_assert_ptr_nonnull(strstr(i.why, "does-not-exist.conf"));
+	/* A directory is not a readable configuration file either. */
+	eh_scope_learn_file(&i, dir, false, self, 0);
+	ck_assert(!i.known);
+	ck_assert(i.why[0]);
+}
+END_TEST
+
+/* The override path of eh_scope_learn reads the given file. */
+START_TEST(scope_learn_override)
+{
+	struct eh_scope_info i;
+	char path[768];
+
+	write_file("o.conf", "listener 1\npassword_file /p\n");
+	snprintf(path, sizeof(path), "%s/o.conf", dir);
+	eh_scope_learn(&i, path, self, 0);
+	ck_assert(i.known);
+	ck_assert(i.password_file);
+	ck_assert(!i.allow_anonymous);
+}
+END_TEST
+
+static Suite *scope_suite(void)
+{
+	Suite *s = suite_create("scope");
+	TCase *tc = tcase_create("conf");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, scope_local_only);
+	tcase_add_test(tc, scope_listener_defaults);
+	tcase_add_test(tc, scope_builtin_files);
+	tcase_add_test(tc, scope_plugins);
+	tcase_add_test(tc, scope_include_dir);
+	tcase_add_test(tc, scope_per_listener);
+	tcase_add_test(tc, scope_unreadable);
+	tcase_add_test(tc, scope_learn_override);
+	suite_add_tcase(s, tc);
+	return s;
+}
+EH_UNIT_SUITE(scope_suite)
