@@ -175,8 +175,9 @@ clean:
 # ---- benchmarks: `make bench` (never part of `make check`; numbers are
 # reported, no test fails on timing). bench/run.sh runs the core's
 # measurements (throughput with and without the plugin, callgrind
-# instruction counts, latency, memory) and then every bench/bench_*.sh.
-BENCH_DEPS := valgrind util-linux
+# instruction counts, latency, wake-ups, memory) and then every
+# bench/bench_*.sh and bench/bench_*.py (docs/performance.md).
+BENCH_DEPS := valgrind util-linux linux-perf
 LOADGEN := $(BUILD)/bench/loadgen
 .PHONY: bench
 $(LOADGEN): bench/loadgen.c
@@ -184,5 +185,5 @@ $(LOADGEN): bench/loadgen.c
 	$(CC) $(CPPFLAGS) $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LDFLAGS) -o $@ $<
 bench: deps
 	@sh test/deps.sh $(BENCH_DEPS)
-	$(MAKE) all $(LOADGEN)
+	$(MAKE) all $(LOADGEN) $(PEERS)
 	BUILD=$(BUILD) sh bench/run.sh
