@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <linux/futex.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,7 @@ static void write_hdr(uint8_t *at, uint32_t len)
 void *eh_ring_reserve_sp(struct eh_ring *ring, uint32_t len)
 {
 	uint64_t need, head, pos, to_end, total, used;
+	bool need_rewind = false;
 
 	if (len > ring->max_record)
 		return NULL;
@@ -89,7 +91,21 @@ void *eh_ring_reserve_sp(struct eh_ring *ring, uint32_t len)
 		if (ring->size - used < total)
 			return NULL;
 	}
-	if (need > to_end) {
+	if (pos >= EH_RING_REWIND_FROM && head >= ring->next_rewind_try && to_end - EH_RING_HDR < PAD_FLAG) {
+		/* Keep an often-empty ring in its first pages: once the head is
+		 * past EH_RING_REWIND_FROM and the consumer has caught up, pad to
+		 * the end so this record starts at offset 0. Otherwise every
+		 * page of the buffer becomes resident as the head walks round,
+		 * and a drained ring costs queue_bytes of memory. The consumer's
+		 * line is read at most once per 4 KiB of records.
+		 * acquire: as above. */
+		ring->next_rewind_try = head + 4096;
+		ring->tail_seen = atomic_load_explicit(&ring->tail, memory_order_acquire);
+		/* Empty, so the pad and the record need only fit the size. */
+		if (ring->tail_seen == head && to_end + need <= ring->size)
+			need_rewind = true;
+	}
+	if (need > to_end || need_rewind) {
 		write_hdr(ring->buf + pos, PAD_FLAG | (uint32_t)(to_end - EH_RING_HDR));
 		head += to_end;
 		pos = 0;
