@@ -40,7 +40,7 @@ def main():
     for label, lines in cases:
         with benchlib.Broker(lines) as b:
             before = b.rss_kib()
-            r = benchlib.loadgen(b, "publish0", conc=32, args=["-n", str(CYCLES)], timeout=600)
+            r = benchlib.loadgen(b, "publish0", conc=32, warmup=0, args=["-n", str(CYCLES)], timeout=600)
             after = b.rss_kib()
             b.stop()
             c = b.sink_counters().get("file", {})
