@@ -31,7 +31,7 @@ EH_CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recov
 EH_LDSAN := -fsanitize=$(SANITIZER)
 endif
 
-CORE_SRC := plugin/eh_ring.c plugin/eh_event.c plugin/eh_json.c plugin/eh_options.c plugin/eh_filter.c \
+CORE_SRC := plugin/eh_ring.c plugin/eh_event.c plugin/eh_json.c plugin/eh_json_write.c plugin/eh_options.c plugin/eh_filter.c \
 	plugin/eh_template.c plugin/eh_runner.c plugin/eh_core.c plugin/eh_clients.c plugin/eh_scope.c \
 	plugin/eh_capture.c
 # Every .c under sinks/ is a sink (or part of one); the registry is sinks/eh_sinks.c.
@@ -155,7 +155,7 @@ check-integration: $(PLUGIN) $(PEERS)
 
 check: deps
 	$(MAKE) all $(UNIT_BIN) $(OPTDOC) $(PEERS) $(FUZZ_REPLAY)
-	@BUILD=$(BUILD) PYTHON=$(PYTHON) FUZZ_TARGETS="$(FUZZ_TARGETS)" sh test/check_all.sh
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) MAKE="$(MAKE)" FUZZ_TARGETS="$(FUZZ_TARGETS)" sh test/check_all.sh
 
 check-asan: deps
 	$(MAKE) BUILD=build-asan SANITIZER=address,undefined CFLAGS="-O1 -g" all build-asan/test/unit_tests build-asan/test/kafka_peer
@@ -170,7 +170,30 @@ check-tsan: deps
 	TSAN_OPTIONS=halt_on_error=1 CK_FORK=no build-tsan/test/unit_tests
 
 clean:
-	rm -rf build build-asan build-tsan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz build-dev packaging/out
+
+# ---- Packages: make deb, make rpm, make check-packages (docs/packaging.md).
+# Output in packaging/out/. The Debian packages that building and checking
+# the packages needs, on top of DEB_DEPS:
+DEB_DEPS_PKG := build-essential debhelper dpkg-dev lintian man-db
+DEB_DEPS_PKG += rpm rpmlint debugedit elfutils cpio
+DEB_DEPS_PKG += debootstrap binutils
+
+.PHONY: deb rpm check-packages deps-packages
+
+# On Debian only: elsewhere (make rpm on Fedora) the build requirements are
+# the spec's BuildRequires.
+deps-packages:
+	@if command -v dpkg-query >/dev/null; then sh test/deps.sh $(DEB_DEPS) $(DEB_DEPS_PKG); fi
+
+deb: deps-packages
+	bash packaging/build-deb.sh
+
+rpm: deps-packages
+	bash packaging/build-rpm.sh
+
+check-packages: deps-packages
+	PYTHON=$(PYTHON) bash test/packages/check_packages.sh
 
 # ---- benchmarks: `make bench` (never part of `make check`; numbers are
 # reported, no test fails on timing). bench/run.sh runs the core's

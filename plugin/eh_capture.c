@@ -319,7 +319,11 @@ static void start_attempt(struct eh_capture *cap, struct mosquitto *client)
 		/* The broker freed that context without telling us (silent
 		 * session expiry) and reused the memory. */
 		eh_clients_remove(&cap->clients, c);
-	} else if (cap->reload_window && !mosquitto_client_address(client)) {
+	} else if (cap->reload_window && mosquitto_client_protocol(client) != mp_websockets) {
+		/* 2.0 acts on SIGHUP after the loop's socket I/O; until the tick
+		 * only websocket clients can connect. Anything else is the broker
+		 * re-checking an offline durable session (which keeps its
+		 * address). */
 		return;
 	}
 	c = track(cap, client, EH_CLIENT_PENDING);

@@ -45,4 +45,18 @@ void eh_base64_encode(const void *in, size_t len, char *out);
  * it is valid). */
 size_t eh_utf8_valid_prefix(const char *s, size_t len);
 
+/* A growable text buffer: sinks keep one and reset len to reuse it. */
+struct eh_buf {
+	char *data; /* NUL-terminated when not NULL */
+	size_t len, cap;
+};
+
+int eh_buf_append(struct eh_buf *b, const char *s, size_t n);
+void eh_buf_free(struct eh_buf *b);
+/* Append the event (or its CloudEvents envelope) as compact JSON, the same
+ * bytes as json_dumps(eh_json_event(...), JSON_COMPACT) without building a
+ * jansson tree. Return 0, or -1 on out of memory (b is then unchanged). */
+int eh_json_write_event(struct eh_buf *b, const struct eh_event *ev, const struct eh_node *node);
+int eh_json_write_cloudevent(struct eh_buf *b, const struct eh_event *ev, const struct eh_node *node);
+
 #endif

@@ -23,7 +23,7 @@
 
 struct scope {
 	int allow_anonymous; /* -1 unset */
-	bool password_file, acl_file, dynsec, legacy, unknown, ours;
+	bool password_file, acl_file, dynsec, legacy, legacy_auth, unknown, ours;
 };
 
 struct parse {
@@ -151,6 +151,7 @@ static void plugin_line(struct parse *p, const char *path)
 		p->global_dynsec = true;
 		break;
 	case KIND_LEGACY_AUTH:
+		s->legacy_auth = true;
 		p->global_legacy_auth = true;
 		/* it is an ACL provider too */
 		__attribute__((fallthrough));
@@ -288,11 +289,14 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, bool cmdli
 		out->allow_anonymous = true;
 	out->password_file = s->password_file;
 	out->acl_file = s->acl_file;
-	/* A plugin in any listener counts for every scope: the broker shares
-	 * one loaded object, and being wrong here must only mean seeing less. */
-	out->dynsec = p->per_listener ? (s->dynsec || p->global_dynsec) : p->global_dynsec;
-	out->legacy_plugin = p->global_legacy;
-	out->legacy_auth = p->global_legacy_auth;
+	/* With per-listener settings a plugin answers only for the listener
+	 * whose block loads it, so a provider counts only in its own scope
+	 * (counting it elsewhere would make us defer where nobody answers).
+	 * A plugin we cannot know counts everywhere: that only makes us
+	 * observe less. */
+	out->dynsec = p->per_listener ? s->dynsec : p->global_dynsec;
+	out->legacy_plugin = p->per_listener ? s->legacy : p->global_legacy;
+	out->legacy_auth = p->per_listener ? s->legacy_auth : p->global_legacy_auth;
 	out->unknown_plugin = p->global_unknown;
 	free(p);
 }

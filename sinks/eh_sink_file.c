@@ -24,8 +24,7 @@ struct file_sink {
 	int fd;
 	bool fsync_each;
 	int mode;
-	char *buf;
-	size_t cap;
+	struct eh_buf out; /* the batch's lines */
 	bool failing;
 };
 
@@ -64,7 +63,7 @@ static void file_destroy(void *ctx)
 	if (f->fd >= 0)
 		close(f->fd);
 	free(f->path);
-	free(f->buf);
+	eh_buf_free(&f->out);
 	free(f);
 }
 
@@ -110,36 +109,17 @@ static enum eh_deliver_rc file_deliver(void *ctx, struct eh_batch *b)
 
 	if (!ends)
 		return EH_DELIVER_RETRY;
+	f->out.len = 0;
 	for (size_t i = 0; i < b->count; i++) {
-		json_t *o = eh_json_event(&b->events[i], f->node);
-		char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
-		size_t n = line ? strlen(line) : 0;
-
-		json_decref(o);
-		if (!line) {
+		if (eh_json_write_event(&f->out, &b->events[i], f->node) || eh_buf_append(&f->out, "\n", 1)) {
 			free(ends);
 			return EH_DELIVER_RETRY;
 		}
-		if (len + n + 1 > f->cap) {
-			size_t cap = (len + n + 1) * 2;
-			char *grown = realloc(f->buf, cap);
-
-			if (!grown) {
-				free(line);
-				free(ends);
-				return EH_DELIVER_RETRY;
-			}
-			f->buf = grown;
-			f->cap = cap;
-		}
-		memcpy(f->buf + len, line, n);
-		f->buf[len + n] = '\n';
-		len += n + 1;
-		ends[i] = len;
-		free(line);
+		ends[i] = f->out.len;
 	}
+	len = f->out.len;
 	while (written < len) {
-		ssize_t w = write(f->fd, f->buf + written, len - written);
+		ssize_t w = write(f->fd, f->out.data + written, len - written);
 
 		if (w < 0 && errno == EINTR)
 			continue;

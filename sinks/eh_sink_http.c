@@ -39,11 +39,6 @@
 
 enum http_format { FORMAT_JSON, FORMAT_CLOUDEVENTS };
 
-struct buf {
-	char *data;
-	size_t len, cap;
-};
-
 struct http_sink {
 	struct eh_sink *sink;
 	const struct eh_node *node;
@@ -70,7 +65,7 @@ struct http_sink {
 	/* sink thread only */
 	CURLM *multi;
 	CURL *easy;
-	struct buf body;
+	struct eh_buf body;
 	char retry_after[64];
 	char response[RESPONSE_KEEP + 1];
 	size_t response_len;
@@ -135,31 +130,6 @@ static const struct eh_option http_options[] = {
 };
 
 /* ---- small helpers ---- */
-
-static int buf_add(struct buf *b, const char *p, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		char *grown;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		grown = realloc(b->data, cap);
-		if (!grown)
-			return -1;
-		b->data = grown;
-		b->cap = cap;
-	}
-	memcpy(b->data + b->len, p, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-	return 0;
-}
-
-static int dump_to_buf(const char *p, size_t n, void *arg)
-{
-	return buf_add(arg, p, n);
-}
 
 static void free_secret(void *p, size_t len)
 {
@@ -263,7 +233,7 @@ static void http_destroy(void *ctx)
 	if (h->token)
 		free_secret(h->token, strlen(h->token));
 	free_secret(h->key, h->keylen);
-	free(h->body.data);
+	eh_buf_free(&h->body);
 	free(h);
 }
 
@@ -540,32 +510,26 @@ static int http_open(void *ctx)
 
 static int add_event(struct http_sink *h, const struct eh_event *ev)
 {
-	json_t *o = h->format == FORMAT_CLOUDEVENTS ? eh_json_cloudevent(ev, h->node) : eh_json_event(ev, h->node);
-	int rc;
-
-	if (!o)
-		return -1;
-	rc = json_dump_callback(o, dump_to_buf, &h->body, JSON_COMPACT);
-	json_decref(o);
-	return rc;
+	return h->format == FORMAT_CLOUDEVENTS ? eh_json_write_cloudevent(&h->body, ev, h->node)
+					       : eh_json_write_event(&h->body, ev, h->node);
 }
 
 static int build_body(struct http_sink *h, const struct eh_batch *b)
 {
 	h->body.len = 0;
-	if (h->array && !h->ndjson && buf_add(&h->body, "[", 1))
+	if (h->array && !h->ndjson && eh_buf_append(&h->body, "[", 1))
 		return -1;
 	for (size_t i = 0; i < b->count; i++) {
-		if (i && h->array && !h->ndjson && buf_add(&h->body, ",", 1))
+		if (i && h->array && !h->ndjson && eh_buf_append(&h->body, ",", 1))
 			return -1;
 		if (add_event(h, &b->events[i]))
 			return -1;
-		if (h->ndjson && buf_add(&h->body, "\n", 1))
+		if (h->ndjson && eh_buf_append(&h->body, "\n", 1))
 			return -1;
 	}
-	if (h->array && !h->ndjson && buf_add(&h->body, "]", 1))
+	if (h->array && !h->ndjson && eh_buf_append(&h->body, "]", 1))
 		return -1;
-	if (!h->body.data && buf_add(&h->body, "", 0))
+	if (!h->body.data && eh_buf_append(&h->body, "", 0))
 		return -1;
 	return 0;
 }

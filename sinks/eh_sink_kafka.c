@@ -64,7 +64,7 @@ struct kafka_sink {
 	bool queue_full_logged;
 	int last_error;
 	int64_t last_error_ms;
-	uint64_t failed_logged;
+	uint64_t failed_logged;	struct eh_buf scratch; /* one event's JSON */
 };
 
 static const struct eh_option kafka_options[] = {
@@ -321,6 +321,7 @@ static void kafka_destroy(void *ctx)
 	eh_template_free(&k->topic);
 	eh_template_free(&k->key);
 	free(k->key_buf);
+	eh_buf_free(&k->scratch);
 	free(k);
 }
 
@@ -487,15 +488,14 @@ static enum eh_deliver_rc kafka_deliver(void *ctx, struct eh_batch *b)
 		return EH_DELIVER_RETRY;
 	while (b->done < b->count) {
 		const struct eh_event *ev = &b->events[b->done];
-		json_t *o = eh_json_event(ev, k->node);
-		/* jansson allocates with malloc unless told otherwise (the
-		 * plugin never does), so librdkafka may free() the value. */
-		char *value = o ? json_dumps(o, JSON_COMPACT) : NULL;
+		/* librdkafka takes the value and free()s it: a malloc'd copy. */
+		char *value;
 		const char *key = NULL;
 		size_t keylen = 0;
 		rd_kafka_resp_err_t rc;
 
-		json_decref(o);
+		k->scratch.len = 0;
+		value = eh_json_write_event(&k->scratch, ev, k->node) ? NULL : strndup(k->scratch.data, k->scratch.len);
 		if (value && k->has_key && !(key = render_key(k, ev, &keylen))) {
 			free(value);
 			value = NULL;

@@ -35,6 +35,7 @@ struct local_sink {
 	bool cloudevents;
 	struct eh_ring outbox;
 	char *topic_buf;
+	struct eh_buf payload; /* one event's JSON */
 };
 
 static const struct eh_option local_options[] = {
@@ -59,6 +60,7 @@ static void local_destroy(void *ctx)
 	eh_template_free(&l->topic);
 	eh_ring_destroy(&l->outbox);
 	free(l->topic_buf);
+	eh_buf_free(&l->payload);
 	free(l);
 }
 
@@ -99,34 +101,32 @@ static enum eh_deliver_rc local_deliver(void *ctx, struct eh_batch *b)
 
 	for (b->done = 0; b->done < b->count; b->done++) {
 		const struct eh_event *ev = &b->events[b->done];
-		json_t *o = l->cloudevents ? eh_json_cloudevent(ev, l->node) : eh_json_event(ev, l->node);
-		char *payload = o ? json_dumps(o, JSON_COMPACT) : NULL;
 		size_t tlen = eh_template_render(&l->topic, ev, l->node, EH_TEMPLATE_TOPIC, l->topic_buf, TOPIC_CAP);
-		size_t plen = payload ? strlen(payload) : 0;
 		uint32_t t32 = (uint32_t)tlen;
+		const char *payload;
+		size_t plen;
 		char *slot;
 
-		json_decref(o);
-		if (!payload)
+		l->payload.len = 0;
+		if (l->cloudevents ? eh_json_write_cloudevent(&l->payload, ev, l->node)
+				   : eh_json_write_event(&l->payload, ev, l->node))
 			return EH_DELIVER_RETRY;
+		payload = l->payload.data;
+		plen = l->payload.len;
 		if (tlen >= TOPIC_CAP) {
 			/* An MQTT topic cannot be that long: count it failed. */
-			free(payload);
 			eh_sink_log(l->sink, MOSQ_LOG_WARNING, "topic for event seq %llu is longer than 65535 bytes; "
 				    "dropped", (unsigned long long)ev->seq);
 			eh_sink_count(l->sink, 0, 1);
 			continue;
 		}
 		slot = eh_ring_reserve_sp(&l->outbox, (uint32_t)(sizeof(t32) + tlen + plen));
-		if (!slot) {
-			free(payload);
+		if (!slot)
 			return EH_DELIVER_RETRY;
-		}
 		memcpy(slot, &t32, sizeof(t32));
 		memcpy(slot + sizeof(t32), l->topic_buf, tlen);
 		memcpy(slot + sizeof(t32) + tlen, payload, plen);
 		eh_ring_commit_sp(&l->outbox);
-		free(payload);
 	}
 	return EH_DELIVER_OK;
 }

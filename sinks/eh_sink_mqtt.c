@@ -2,11 +2,12 @@
  * MQTT sink: publishes each event to another MQTT broker (a central broker,
  * a cloud IoT hub) with paho.mqtt.c's asynchronous client.
  *
- * Threads. Every paho call is made on the sink thread; paho's own threads
- * only run our callbacks, which change the state of a message under `lock`
- * and signal `cond`. The sink thread never holds `lock` while calling paho
- * (paho holds its own mutex while it runs callbacks, so the reverse order
- * would deadlock).
+ * Threads. Every paho call is made on the sink thread, with one exception
+ * (publish_failed, below); paho's own threads only run our callbacks, which
+ * change the state of a message or a connection under `lock` and signal
+ * `cond`. The sink thread never holds `lock` while calling paho (paho holds
+ * its own mutex while it runs callbacks, so the reverse order would
+ * deadlock).
  *
  * The window. Each event handed to paho occupies one slot of a circular
  * window of mqtt_max_inflight slots (fewer when an MQTT 5 server announces a
@@ -18,20 +19,40 @@
  * window is full or the client is disconnected, deliver answers RETRY and the
  * events wait in the ring, in order.
  *
+ * Clients. A paho client starts with a short clean-session connection (the
+ * "wiper", a separate client destroyed as soon as the target accepted it), so
+ * no unfinished QoS 2 flow of an earlier client can take a new message for a
+ * retransmission of an old one with the same packet id. Until the wiper gets
+ * through, the sink retries it with backoff. Then the persistent client
+ * connects once and paho's automatic reconnect keeps it connected for the
+ * rest of the run: MQTTAsync_connect is never called on a client paho may be
+ * reconnecting (it frees and replaces the client's options unlocked).
+ *
  * Reconnects. The session is persistent (clean session off; MQTT 5: clean
  * start off with a session expiry), so when the target still has the session
  * paho resends what was unacknowledged, oldest first, before anything new.
  * When the target lost the session (a restart without persistence), paho
  * fails those messages with "operation incomplete": they are marked for
  * resending and the sink thread sends them again, oldest first, before any
- * new event. The first connection is retried by the sink with backoff (paho
- * retries only connections that were once up); after that paho's automatic
- * reconnect with mqtt_reconnect_min..max applies.
+ * new event.
+ *
+ * paho 1.3.12 write failures. When the socket write of a QoS 1/2 PUBLISH
+ * fails (the target died; MQTTAsync_processCommand gets SOCKET_ERROR), paho
+ * calls the failure callback and then frees the message's topic and payload,
+ * but leaves the message in the session it resends after a reconnect: the
+ * resend reads freed memory, and the PUBACK, a session clean-up or
+ * MQTTAsync_destroy free it a second time. So that client is poisoned: the
+ * callback disconnects it at once (before paho can schedule a reconnect),
+ * and once its connection is closed the sink abandons it for good (never
+ * reconnected, never destroyed, paho's library pinned in memory since its
+ * threads keep running) and starts a new client, to which everything the old
+ * one had not seen acknowledged is handed again, oldest first.
  *
  * Loop safety: the sink's client id is excluded from capture
  * (eh_sink_exclude_client_id), so pointed at this same broker its
  * connection and its publishes produce no event.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -54,8 +75,25 @@ enum msg_state { MSG_NONE = 0, MSG_SENT, MSG_OK, MSG_FAILED, MSG_RESEND };
 
 struct mqtt_sink;
 
+/* One paho client and what its callbacks report. */
+struct conn {
+	struct mqtt_sink *owner;
+	MQTTAsync client;
+	bool wiper;             /* the clean-session connection before a client */
+	struct conn *next;      /* in the list of abandoned clients */
+
+	/* guarded by owner->lock */
+	bool up;                /* connected and usable */
+	bool ever_up;
+	bool failed;            /* wiper: the attempt failed */
+	bool disconnected;      /* our MQTTAsync_disconnect finished */
+	bool poisoned;          /* paho lost a message after a failed write */
+	bool closed;            /* poisoned, and its connection is down */
+};
+
 struct mqtt_msg {
 	struct mqtt_sink *owner;
+	struct conn *conn;      /* the client it was last handed to */
 	char *topic;
 	char *payload;
 	int len;
@@ -88,8 +126,10 @@ struct mqtt_sink {
 	int session_expiry;
 
 	/* sink thread only */
-	MQTTAsync client;
-	bool client_made;
+	struct conn *cur;      /* the persistent client, or NULL */
+	struct conn *wiper;    /* the wiper before it, or NULL */
+	struct conn *abandoned; /* poisoned clients: never freed */
+	bool paho_pinned;
 	int64_t next_connect_ms, connect_backoff_ms;
 	char *topic_buf;
 	size_t topic_cap;
@@ -100,13 +140,9 @@ struct mqtt_sink {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool sync_made;
-	bool up;               /* connected and usable */
-	bool ever_up;          /* paho reconnects on its own from then on */
-	bool connecting;       /* our MQTTAsync_connect is outstanding */
-	bool disconnected;     /* our MQTTAsync_disconnect finished */
 	bool failure_logged;   /* one warning per outage */
 	size_t limit;          /* effective window: min(max_inflight, Receive Maximum) */
-	unsigned resends;      /* messages in MSG_RESEND */
+	unsigned resends;      /* messages in MSG_RESEND */	struct eh_buf scratch; /* one event's JSON */
 };
 
 static const struct eh_option mqtt_options[] = {
@@ -235,12 +271,25 @@ static void on_publish_ok5(void *context, MQTTAsync_successData5 *resp)
 static void publish_failed(struct mqtt_msg *msg, int code, int reason, const char *text)
 {
 	struct mqtt_sink *m = msg->owner;
-	bool resend = code == MQTTASYNC_OPERATION_INCOMPLETE || code == MQTTASYNC_DISCONNECTED;
+	struct conn *c = msg->conn;
+	/* The socket write of the PUBLISH failed (MQTTAsync_processCommand got
+	 * SOCKET_ERROR): the message never left. At QoS 1 and 2 paho is about
+	 * to free its topic and payload while keeping it in the session (see
+	 * the top of the file). Disconnecting here, on paho's thread before it
+	 * returns to its loop, clears paho's "should be connected" before
+	 * anything could schedule an automatic reconnect of this client. */
+	bool write_failed = code == MQTTASYNC_FAILURE || code == MQTTASYNC_PERSISTENCE_ERROR;
+	bool poisoned = write_failed && m->qos > 0;
+	bool resend = write_failed || code == MQTTASYNC_OPERATION_INCOMPLETE || code == MQTTASYNC_DISCONNECTED;
 
+	if (poisoned)
+		MQTTAsync_disconnect(c->client, NULL);
 	pthread_mutex_lock(&m->lock);
 	msg->state = resend ? MSG_RESEND : MSG_FAILED;
 	if (resend)
 		m->resends++;
+	if (poisoned)
+		c->poisoned = true;
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 	if (!resend)
@@ -258,50 +307,57 @@ static void on_publish_fail5(void *context, MQTTAsync_failureData5 *resp)
 	publish_failed(context, resp->code, resp->reasonCode, resp->message);
 }
 
-static void mark_up(struct mqtt_sink *m, const char *how)
+static void mark_up(struct conn *c)
 {
-	bool was_down;
+	struct mqtt_sink *m = c->owner;
+	bool was_down, again;
 
 	pthread_mutex_lock(&m->lock);
-	was_down = !m->up;
-	m->up = true;
-	m->ever_up = true;
-	m->connecting = false;
-	m->failure_logged = false;
+	was_down = !c->up;
+	again = c->ever_up;
+	c->up = true;
+	c->ever_up = true;
+	if (!c->wiper)
+		m->failure_logged = false;
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
-	if (was_down)
-		eh_sink_log(m->sink, MOSQ_LOG_NOTICE, "%s %s as '%s'", how, m->uri, m->client_id);
+	if (was_down && !c->wiper)
+		eh_sink_log(m->sink, MOSQ_LOG_NOTICE, "%s %s as '%s'", again ? "reconnected to" : "connected to", m->uri,
+			    m->client_id);
 }
 
 static void on_connect_ok(void *context, MQTTAsync_successData *resp)
 {
 	(void)resp;
-	mark_up(context, "connected to");
+	mark_up(context);
 }
 
 static void on_connect_ok5(void *context, MQTTAsync_successData5 *resp)
 {
-	struct mqtt_sink *m = context;
+	struct conn *c = context;
+	struct mqtt_sink *m = c->owner;
 
-	if (MQTTProperties_hasProperty(&resp->properties, MQTTPROPERTY_CODE_RECEIVE_MAXIMUM)) {
+	if (!c->wiper && MQTTProperties_hasProperty(&resp->properties, MQTTPROPERTY_CODE_RECEIVE_MAXIMUM)) {
 		int rm = MQTTProperties_getNumericValue(&resp->properties, MQTTPROPERTY_CODE_RECEIVE_MAXIMUM);
 
 		pthread_mutex_lock(&m->lock);
 		m->limit = rm > 0 && (size_t)rm < m->max_inflight ? (size_t)rm : m->max_inflight;
 		pthread_mutex_unlock(&m->lock);
 	}
-	mark_up(m, "connected to");
+	mark_up(c);
 }
 
-static void connect_failed(struct mqtt_sink *m, int code, const char *text)
+static void connect_failed(struct conn *c, int code, const char *text)
 {
+	struct mqtt_sink *m = c->owner;
 	bool log;
 
 	pthread_mutex_lock(&m->lock);
-	m->connecting = false;
+	if (c->wiper)
+		c->failed = true;
 	log = !m->failure_logged;
 	m->failure_logged = true;
+	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 	if (log)
 		eh_sink_log(m->sink, MOSQ_LOG_WARNING, "cannot connect to %s: %s (code %d); events wait in the queue "
@@ -318,24 +374,32 @@ static void on_connect_fail5(void *context, MQTTAsync_failureData5 *resp)
 	connect_failed(context, resp->reasonCode ? (int)resp->reasonCode : resp->code, resp->message);
 }
 
-/* paho's automatic reconnect succeeded (also called after the first
- * connect, where on_connect_ok already did the work). */
+/* paho connected the persistent client: our own connect (after its
+ * onSuccess) or an automatic reconnect. */
 static void on_connected(void *context, char *cause)
 {
 	(void)cause;
-	mark_up(context, "reconnected to");
+	mark_up(context);
 }
 
+/* Called once per lost connection, after paho closed it; for a poisoned
+ * client that is the last callback it ever makes. */
 static void on_connection_lost(void *context, char *cause)
 {
-	struct mqtt_sink *m = context;
+	struct conn *c = context;
+	struct mqtt_sink *m = c->owner;
+	bool poisoned;
 
 	pthread_mutex_lock(&m->lock);
-	m->up = false;
+	c->up = false;
+	poisoned = c->poisoned;
+	if (poisoned)
+		c->closed = true;
 	m->failure_logged = true;
+	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
-	eh_sink_log(m->sink, MOSQ_LOG_WARNING, "connection to %s lost%s%s; reconnecting, events wait in the queue",
-		    m->uri, cause ? ": " : "", cause ? cause : "");
+	eh_sink_log(m->sink, MOSQ_LOG_WARNING, "connection to %s lost%s%s; %s, events wait in the queue", m->uri,
+		    cause ? ": " : "", cause ? cause : "", poisoned ? "replacing the client" : "reconnecting");
 }
 
 static int on_message_arrived(void *context, char *topic, int topic_len, MQTTAsync_message *message)
@@ -350,11 +414,12 @@ static int on_message_arrived(void *context, char *topic, int topic_len, MQTTAsy
 
 static void on_disconnect_done(void *context, MQTTAsync_successData *resp)
 {
-	struct mqtt_sink *m = context;
+	struct conn *c = context;
+	struct mqtt_sink *m = c->owner;
 
 	(void)resp;
 	pthread_mutex_lock(&m->lock);
-	m->disconnected = true;
+	c->disconnected = true;
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 }
@@ -365,19 +430,9 @@ static void on_disconnect_fail(void *context, MQTTAsync_failureData *resp)
 	on_disconnect_done(context, NULL);
 }
 
-/* ---- connection (sink thread) ---- */
+/* ---- clients (sink thread) ---- */
 
-static bool is_up(struct mqtt_sink *m)
-{
-	bool up;
-
-	pthread_mutex_lock(&m->lock);
-	up = m->up;
-	pthread_mutex_unlock(&m->lock);
-	return up;
-}
-
-static void start_connect(struct mqtt_sink *m)
+static int start_connect(struct mqtt_sink *m, struct conn *c)
 {
 	MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
 	MQTTAsync_connectOptions co5 = MQTTAsync_connectOptions_initializer5;
@@ -393,26 +448,31 @@ static void start_connect(struct mqtt_sink *m)
 		co = ws;
 		co5 = ws5;
 	}
+	/* paho copies every string, the SSL options and the properties. */
 	o->keepAliveInterval = m->keepalive;
 	o->maxInflight = (int)m->max_inflight;
 	o->username = m->username;
 	o->password = m->password;
 	o->connectTimeout = 10;
-	o->automaticReconnect = 1;
+	/* The wiper is retried by the sink, the persistent client by paho
+	 * (its first connection included). */
+	o->automaticReconnect = !c->wiper;
 	o->minRetryInterval = m->reconnect_min;
 	o->maxRetryInterval = m->reconnect_max;
-	o->context = m;
+	o->context = c;
 	if (m->version == MQTTVERSION_5) {
-		MQTTProperty p = { .identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL };
+		o->cleanstart = c->wiper;
+		if (!c->wiper) {
+			MQTTProperty p = { .identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL };
 
-		o->cleanstart = 0;
-		p.value.integer4 = (unsigned)m->session_expiry;
-		MQTTProperties_add(&props, &p);
-		o->connectProperties = &props;
+			p.value.integer4 = (unsigned)m->session_expiry;
+			MQTTProperties_add(&props, &p);
+			o->connectProperties = &props;
+		}
 		o->onSuccess5 = on_connect_ok5;
 		o->onFailure5 = on_connect_fail5;
 	} else {
-		o->cleansession = 0;
+		o->cleansession = c->wiper;
 		o->MQTTVersion = MQTTVERSION_3_1_1;
 		o->onSuccess = on_connect_ok;
 		o->onFailure = on_connect_fail;
@@ -425,28 +485,134 @@ static void start_connect(struct mqtt_sink *m)
 		ssl.verify = !m->insecure;
 		o->ssl = &ssl;
 	}
-	pthread_mutex_lock(&m->lock);
-	m->connecting = true;
-	pthread_mutex_unlock(&m->lock);
-	rc = MQTTAsync_connect(m->client, o);
+	rc = MQTTAsync_connect(c->client, o);
 	MQTTProperties_free(&props);
-	if (rc != MQTTASYNC_SUCCESS)
-		connect_failed(m, rc, "the client refused to start connecting");
+	if (rc != MQTTASYNC_SUCCESS) {
+		connect_failed(c, rc, "the client refused to start connecting");
+		return -1;
+	}
+	return 0;
 }
 
-/* Until the first connection is up, the sink retries itself (paho's
- * automatic reconnect only covers connections that were once made). */
-static void maybe_connect(struct mqtt_sink *m)
+/* A client that is connecting; NULL when paho refused to make or start it
+ * (bad options: logged). */
+static struct conn *new_client(struct mqtt_sink *m, bool wiper)
+{
+	MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
+	struct conn *c = calloc(1, sizeof(*c));
+	int rc;
+
+	if (!c)
+		return NULL;
+	c->owner = m;
+	c->wiper = wiper;
+	co.MQTTVersion = m->version;
+	co.sendWhileDisconnected = 0;
+	rc = MQTTAsync_createWithOptions(&c->client, m->uri, m->client_id, MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
+	if (rc != MQTTASYNC_SUCCESS) {
+		eh_sink_log(m->sink, MOSQ_LOG_ERR, "cannot create the MQTT client for %s: code %d", m->uri, rc);
+		free(c);
+		return NULL;
+	}
+	if (!wiper) {
+		MQTTAsync_setCallbacks(c->client, c, on_connection_lost, on_message_arrived, NULL);
+		MQTTAsync_setConnected(c->client, c, on_connected);
+	}
+	if (start_connect(m, c)) {
+		MQTTAsync_destroy(&c->client);
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+static void destroy_client(struct conn **cp)
+{
+	if (*cp) {
+		MQTTAsync_destroy(&(*cp)->client);
+		free(*cp);
+		*cp = NULL;
+	}
+}
+
+/* The current client is poisoned: keep it, silent, until the process
+ * exits. MQTTAsync_destroy would free the lost message again, so paho's
+ * threads keep running for it, and paho must stay mapped even when the
+ * broker unloads the plugin. */
+static void abandon(struct mqtt_sink *m)
+{
+	Dl_info info;
+
+	m->cur->next = m->abandoned;
+	m->abandoned = m->cur;
+	m->cur = NULL;
+	if (m->paho_pinned)
+		return;
+	if (dladdr((void *)MQTTAsync_createWithOptions, &info) && info.dli_fname
+	    && dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE))
+		m->paho_pinned = true;
+	else
+		eh_sink_log(m->sink, MOSQ_LOG_WARNING, "cannot pin the paho library in memory: %s", dlerror());
+}
+
+/* The poisoned client is closed and will call back no more: whatever it had
+ * not seen acknowledged goes to the next client. */
+static void retire(struct mqtt_sink *m)
+{
+	unsigned n = 0;
+
+	pthread_mutex_lock(&m->lock);
+	for (size_t k = 0; k < m->count; k++) {
+		struct slot *s = slot_at(m, k);
+
+		for (int i = 0; i < s->nmsg; i++) {
+			if (s->msg[i].conn == m->cur && s->msg[i].state == MSG_SENT) {
+				s->msg[i].state = MSG_RESEND;
+				m->resends++;
+				n++;
+			}
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+	abandon(m);
+	eh_sink_log(m->sink, MOSQ_LOG_WARNING, "a publish to %s failed in the middle of a write; the MQTT client is "
+		    "replaced (paho.mqtt.c would resend a message it already freed) and %u unacknowledged message(s) "
+		    "are published again", m->uri, n);
+}
+
+/* Moves the connection along: wiper, then the persistent client, and a new
+ * wiper after a poisoned client closed. */
+static void step_clients(struct mqtt_sink *m)
 {
 	int64_t now = eh_now_ms();
-	bool busy;
+	bool closed, up, failed;
 
-	if (!m->client_made)
+	if (m->cur) {
+		pthread_mutex_lock(&m->lock);
+		closed = m->cur->closed;
+		up = m->cur->up;
+		pthread_mutex_unlock(&m->lock);
+		if (up)
+			m->connect_backoff_ms = 0;
+		if (!closed)
+			return;
+		retire(m);
+	}
+	if (m->wiper) {
+		pthread_mutex_lock(&m->lock);
+		up = m->wiper->up;
+		failed = m->wiper->failed;
+		pthread_mutex_unlock(&m->lock);
+		if (!up && !failed)
+			return;
+		/* Once the target accepted the clean session, the old one is
+		 * gone; destroy disconnects it. */
+		destroy_client(&m->wiper);
+		if (up)
+			m->cur = new_client(m, false);
 		return;
-	pthread_mutex_lock(&m->lock);
-	busy = m->connecting || m->ever_up;
-	pthread_mutex_unlock(&m->lock);
-	if (busy || now < m->next_connect_ms)
+	}
+	if (now < m->next_connect_ms)
 		return;
 	m->connect_backoff_ms = m->connect_backoff_ms ? m->connect_backoff_ms * 2 : CONNECT_BACKOFF_MIN_MS;
 	if (m->connect_backoff_ms > (int64_t)m->reconnect_max * 1000)
@@ -454,10 +620,23 @@ static void maybe_connect(struct mqtt_sink *m)
 	if (m->connect_backoff_ms < CONNECT_BACKOFF_MIN_MS)
 		m->connect_backoff_ms = CONNECT_BACKOFF_MIN_MS;
 	m->next_connect_ms = now + m->connect_backoff_ms;
-	start_connect(m);
+	m->wiper = new_client(m, true);
 }
 
-static int send_msg(struct mqtt_sink *m, struct mqtt_msg *msg)
+/* The persistent client, connected and not poisoned; else NULL. */
+static struct conn *usable(struct mqtt_sink *m)
+{
+	bool ok = false;
+
+	if (!m->cur)
+		return NULL;
+	pthread_mutex_lock(&m->lock);
+	ok = m->cur->up && !m->cur->poisoned;
+	pthread_mutex_unlock(&m->lock);
+	return ok ? m->cur : NULL;
+}
+
+static int send_msg(struct mqtt_sink *m, struct conn *c, struct mqtt_msg *msg)
 {
 	MQTTAsync_message pm = MQTTAsync_message_initializer;
 	MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
@@ -478,8 +657,10 @@ static int send_msg(struct mqtt_sink *m, struct mqtt_msg *msg)
 	}
 	pthread_mutex_lock(&m->lock);
 	msg->state = MSG_SENT;
+	msg->conn = c;
 	pthread_mutex_unlock(&m->lock);
-	rc = MQTTAsync_sendMessage(m->client, msg->topic, &pm, &ro);
+	/* paho copies the topic, the payload and the properties. */
+	rc = MQTTAsync_sendMessage(c->client, msg->topic, &pm, &ro);
 	if (rc != MQTTASYNC_SUCCESS) {
 		pthread_mutex_lock(&m->lock);
 		msg->state = MSG_RESEND;
@@ -492,7 +673,7 @@ static int send_msg(struct mqtt_sink *m, struct mqtt_msg *msg)
 
 /* Sends again, oldest first, what paho gave back. Returns 0 when nothing
  * is left to resend. */
-static int resend_all(struct mqtt_sink *m)
+static int resend_all(struct mqtt_sink *m, struct conn *c)
 {
 	for (size_t k = 0; k < m->count; k++) {
 		struct slot *s = slot_at(m, k);
@@ -505,25 +686,27 @@ static int resend_all(struct mqtt_sink *m)
 			if (again)
 				m->resends--;
 			pthread_mutex_unlock(&m->lock);
-			if (again && send_msg(m, &s->msg[i]))
+			if (again && send_msg(m, c, &s->msg[i]))
 				return -1;
 		}
 	}
 	return 0;
 }
 
-/* Ready for new events: connected and nothing older waiting to be resent. */
-static bool ready(struct mqtt_sink *m)
+/* The client to hand new events to: connected, and nothing older waiting
+ * to be resent. */
+static struct conn *ready(struct mqtt_sink *m)
 {
+	struct conn *c;
 	unsigned resends;
 
-	maybe_connect(m);
-	if (!is_up(m))
-		return false;
+	step_clients(m);
+	if (!(c = usable(m)))
+		return NULL;
 	pthread_mutex_lock(&m->lock);
 	resends = m->resends;
 	pthread_mutex_unlock(&m->lock);
-	return !resends || !resend_all(m);
+	return !resends || !resend_all(m, c) ? c : NULL;
 }
 
 /* ---- building messages (sink thread) ---- */
@@ -567,15 +750,18 @@ static int add_content_type(MQTTProperties *props, const char *type)
 static int build_event_msg(struct mqtt_sink *m, const struct eh_event *ev, struct mqtt_msg *msg)
 {
 	bool structured = m->cloudevents && m->version != MQTTVERSION_5;
-	json_t *o = structured ? eh_json_cloudevent(ev, m->node) : eh_json_event(ev, m->node);
 	char id[EH_ID_LEN + 1], ts[EH_TS_LEN + 1];
 	const char *type = eh_event_type_name(ev->type);
 	int rc = 0;
 
 	msg->owner = m;
 	msg->retained = m->retain;
-	msg->payload = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	json_decref(o);
+	/* The message owns its payload (it may be resent after the batch):
+	 * a malloc'd copy of the scratch buffer. */
+	m->scratch.len = 0;
+	rc = structured ? eh_json_write_cloudevent(&m->scratch, ev, m->node)
+			: eh_json_write_event(&m->scratch, ev, m->node);
+	msg->payload = rc ? NULL : strndup(m->scratch.data, m->scratch.len);
 	msg->topic = render_topic(m, &m->topic, ev);
 	if (!msg->payload || !msg->topic)
 		return -1;
@@ -636,27 +822,17 @@ static int build_presence_msg(struct mqtt_sink *m, const struct eh_event *ev, st
 static int mqtt_open(void *ctx)
 {
 	struct mqtt_sink *m = ctx;
-	MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
-	int rc;
 
-	co.MQTTVersion = m->version;
-	co.sendWhileDisconnected = 0;
-	rc = MQTTAsync_createWithOptions(&m->client, m->uri, m->client_id, MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
-	if (rc != MQTTASYNC_SUCCESS) {
-		eh_sink_log(m->sink, MOSQ_LOG_ERR, "cannot create the MQTT client for %s: code %d", m->uri, rc);
-		return -1;
-	}
-	m->client_made = true;
-	MQTTAsync_setCallbacks(m->client, m, on_connection_lost, on_message_arrived, NULL);
-	MQTTAsync_setConnected(m->client, m, on_connected);
 	if (m->tls && m->insecure)
 		eh_sink_log(m->sink, MOSQ_LOG_WARNING, "plugin_opt_mqtt_tls_insecure: the certificate of %s is NOT "
 			    "verified", m->uri);
-	maybe_connect(m);
-	return 0;
+	/* paho refusing to make or start the first client is a configuration
+	 * problem (URI, user name): the runner retries open with backoff. */
+	m->next_connect_ms = 0;
+	step_clients(m);
+	return m->wiper ? 0 : -1;
 }
 
-/* Waits up to ms for a callback (window room, a connection). */
 static void wait_callback(struct mqtt_sink *m, int64_t ms)
 {
 	struct timespec ts;
@@ -686,9 +862,10 @@ static bool window_full(struct mqtt_sink *m)
 static enum eh_deliver_rc mqtt_deliver(void *ctx, struct eh_batch *b)
 {
 	struct mqtt_sink *m = ctx;
+	struct conn *c;
 
 	settle(m);
-	if (!m->client_made || !ready(m)) {
+	if (!(c = ready(m))) {
 		b->done = 0;
 		return EH_DELIVER_RETRY;
 	}
@@ -697,6 +874,11 @@ static enum eh_deliver_rc mqtt_deliver(void *ctx, struct eh_batch *b)
 		struct slot *s;
 		bool presence = m->has_presence && (ev->type == EH_EV_CONNECTED || ev->type == EH_EV_DISCONNECTED);
 
+		if (usable(m) != c) {
+			/* Lost or poisoned meanwhile. */
+			b->done = i;
+			return EH_DELIVER_RETRY;
+		}
 		if (window_full(m)) {
 			wait_callback(m, ROOM_WAIT_MS);
 			settle(m);
@@ -712,7 +894,7 @@ static enum eh_deliver_rc mqtt_deliver(void *ctx, struct eh_batch *b)
 			b->done = i;
 			return EH_DELIVER_RETRY;
 		}
-		if (send_msg(m, &s->msg[0])) {
+		if (send_msg(m, c, &s->msg[0])) {
 			/* Not accepted (the connection just went): the event
 			 * stays in the ring. */
 			pthread_mutex_lock(&m->lock);
@@ -725,7 +907,7 @@ static enum eh_deliver_rc mqtt_deliver(void *ctx, struct eh_batch *b)
 		pthread_mutex_lock(&m->lock);
 		m->count++;
 		pthread_mutex_unlock(&m->lock);
-		if (presence && send_msg(m, &s->msg[1])) {
+		if (presence && send_msg(m, c, &s->msg[1])) {
 			/* Kept for resending, in order, before anything new. */
 			b->done = i + 1;
 			return EH_DELIVER_RETRY;
@@ -739,8 +921,50 @@ static void mqtt_poll(void *ctx)
 	struct mqtt_sink *m = ctx;
 
 	settle(m);
-	if (m->client_made)
-		ready(m);
+	ready(m);
+}
+
+/* Disconnects and destroys the clients, waiting for the disconnect until
+ * deadline; a poisoned client is abandoned instead. */
+static void close_clients(struct mqtt_sink *m, int64_t deadline)
+{
+	MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+	int64_t rest = deadline - eh_now_ms();
+	bool up, poisoned;
+
+	destroy_client(&m->wiper);
+	if (!m->cur)
+		return;
+	pthread_mutex_lock(&m->lock);
+	up = m->cur->up;
+	poisoned = m->cur->poisoned;
+	pthread_mutex_unlock(&m->lock);
+	if (poisoned) {
+		abandon(m);
+		return;
+	}
+	if (rest < 100)
+		rest = 100;
+	if (rest > 2000)
+		rest = 2000;
+	d.timeout = (int)rest;
+	d.onSuccess = on_disconnect_done;
+	d.onFailure = on_disconnect_fail;
+	d.context = m->cur;
+	if (up && MQTTAsync_disconnect(m->cur->client, &d) == MQTTASYNC_SUCCESS) {
+		int64_t until = eh_now_ms() + rest;
+		bool done = false;
+
+		while (!done && eh_now_ms() < until) {
+			wait_callback(m, 20);
+			pthread_mutex_lock(&m->lock);
+			done = m->cur->disconnected;
+			pthread_mutex_unlock(&m->lock);
+		}
+	}
+	/* Pending messages fail back to us here; they are already counted as
+	 * left and no longer matter. */
+	destroy_client(&m->cur);
 }
 
 static uint64_t mqtt_flush(void *ctx, int64_t timeout_ms)
@@ -753,40 +977,13 @@ static uint64_t mqtt_flush(void *ctx, int64_t timeout_ms)
 		int64_t now = eh_now_ms();
 
 		settle(m);
-		if (!m->count || now >= deadline || !m->client_made)
+		if (!m->count || now >= deadline)
 			break;
 		ready(m);
 		wait_callback(m, deadline - now < 50 ? deadline - now : 50);
 	}
 	left = m->count;
-	if (m->client_made) {
-		MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
-		int64_t rest = deadline - eh_now_ms();
-
-		if (rest < 100)
-			rest = 100;
-		if (rest > 2000)
-			rest = 2000;
-		d.timeout = (int)rest;
-		d.onSuccess = on_disconnect_done;
-		d.onFailure = on_disconnect_fail;
-		d.context = m;
-		if (is_up(m) && MQTTAsync_disconnect(m->client, &d) == MQTTASYNC_SUCCESS) {
-			int64_t until = eh_now_ms() + rest;
-			bool done = false;
-
-			while (!done && eh_now_ms() < until) {
-				wait_callback(m, 20);
-				pthread_mutex_lock(&m->lock);
-				done = m->disconnected;
-				pthread_mutex_unlock(&m->lock);
-			}
-		}
-		/* Pending messages fail back to us here; they are already in
-		 * left and no longer counted. */
-		MQTTAsync_destroy(&m->client);
-		m->client_made = false;
-	}
+	close_clients(m, deadline);
 	return left;
 }
 
@@ -796,8 +993,10 @@ static void mqtt_destroy(void *ctx)
 
 	if (!m)
 		return;
-	if (m->client_made)
-		MQTTAsync_destroy(&m->client);
+	if (m->sync_made)
+		close_clients(m, eh_now_ms());
+	/* Abandoned clients stay, with their struct conn (the context of their
+	 * callbacks, which never come) and paho's copies of their messages. */
 	if (m->win) {
 		for (size_t i = 0; i < m->max_inflight; i++)
 			slot_clear(&m->win[i]);
@@ -820,6 +1019,7 @@ static void mqtt_destroy(void *ctx)
 		pthread_mutex_destroy(&m->lock);
 		pthread_cond_destroy(&m->cond);
 	}
+	eh_buf_free(&m->scratch);
 	free(m);
 }
 

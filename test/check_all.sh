@@ -23,5 +23,13 @@ for t in $FUZZ_TARGETS; do
 	run "fuzz corpus replay: $t" "$BUILD/test/replay_$t" "test/fuzz/corpus/$t"
 done
 run "integration tests" env EH_PLUGIN="$(pwd)/$BUILD/mosquitto_eventhook.so" "$PYTHON" test/run.py
+# The same suite again with the plugin under the sanitizers, the ring and
+# runner under ThreadSanitizer, and the packages. EH_CHECK_QUICK=1 skips
+# them for a fast edit-test loop; CI always runs them.
+if [ -z "${EH_CHECK_QUICK:-}" ]; then
+	run "sanitizers: ASan + UBSan, unit and integration" ${MAKE:-make} -s check-asan
+	run "sanitizers: ThreadSanitizer, ring and runner" ${MAKE:-make} -s check-tsan
+	run "packages: deb and rpm built, linted, installed" ${MAKE:-make} -s check-packages
+fi
 echo "check groups: $passed passed, $failed failed"
 [ "$failed" = 0 ]

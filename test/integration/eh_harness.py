@@ -18,6 +18,18 @@ a few lines of scenario rather than a page of process and socket handling:
 * Events: ``read_events()`` / ``wait_events()`` read the JSON-lines file the
   plugin's file sink writes.
 
+A test in brief:
+
+    class MySinkTest(BrokerTestCase):
+        def test_connect_event(self):
+            b = self.start_broker(["allow_anonymous true"], plugin_opts={
+                "file_path": "{dir}/events.jsonl", "events": "*"})
+            c = RawClient(b.port, "c1", MQTTV5)
+            self.assertEqual(c.connect().rc, 0)
+            c.disconnect()
+            wait_events(b.path("events.jsonl"),
+                        lambda evs: any(e.get("clientid") == "c1" for e in evs))
+
 Timing rules (they keep the suite correct on slow or sanitizer-instrumented
 machines): every wait is a poll against a generous deadline (``TIMEOUT``,
 20 s, override with EH_TIMEOUT), never a fixed sleep.  To prove that
@@ -253,9 +265,11 @@ class Broker:
 
     Every listener binds 127.0.0.1 on a free port: ``port`` is the first,
     ``ports`` all of them.  In any configuration line, ``{port}`` and
-    ``{port0}``, ``{port1}``... are replaced by those ports.  The config always has ``user root`` (so the
-    broker does not switch to user mosquitto and can read our temp files),
-    ``log_dest file <dir>/broker.log`` and ``log_type all``.
+    ``{port0}``, ``{port1}``... are replaced by those ports, and ``{dir}``
+    (also in plugin option values) by the broker's temp dir.  The config
+    always has ``user root`` (so the broker does not switch to user
+    mosquitto and can read our temp files), ``log_dest file
+    <dir>/broker.log`` and ``log_type all``.
     """
 
     def __init__(self, conf_lines: Sequence[str] = (), *, plugin: bool = True,
@@ -297,7 +311,13 @@ class Broker:
         self.proc: Optional[subprocess.Popen] = None
         self.returncode: Optional[int] = None
         if start:
-            self.start()
+            try:
+                self.start()
+            except BaseException:
+                # Nobody holds this object yet to clean it up; the error
+                # carries the log.
+                self.cleanup()
+                raise
 
     # -- configuration ----------------------------------------------------
 
@@ -333,7 +353,8 @@ class Broker:
 
     def _plugin_block(self, listener_index: Optional[int]) -> List[str]:
         def one(path: str, opts: OptionsSpec) -> List[str]:
-            return [f"plugin {path}"] + [f"plugin_opt_{k} {v}" for k, v in _option_items(opts)]
+            return [f"plugin {path}"] + [self._expand(f"plugin_opt_{k} {v}")
+                                         for k, v in _option_items(opts)]
 
         def spec(p: PluginSpec) -> List[str]:
             if isinstance(p, str):
@@ -379,6 +400,7 @@ class Broker:
         return "\n".join(out) + "\n"
 
     def _expand(self, line: str) -> str:
+        line = line.replace("{dir}", str(self.dir))
         line = line.replace("{port}", str(self.ports[0]))
         for i, port in enumerate(self.ports):
             line = line.replace(f"{{port{i}}}", str(port))
@@ -417,6 +439,7 @@ class Broker:
         for attempt in range(3):
             self.write_config()
             log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            out_offset = self.output_path.stat().st_size if self.output_path.exists() else 0
             out = open(self.output_path, "ab")
             try:
                 self.proc = subprocess.Popen(self.command(),
@@ -431,8 +454,9 @@ class Broker:
                 rc = self.proc.poll()
                 if rc is not None:
                     self.returncode = rc
-                    text = self.log()
-                    if "Address already in use" in text[log_offset:] and attempt < 2:
+                    said = _read_from(self.log_path, log_offset) + _read_from(self.output_path,
+                                                                              out_offset)
+                    if b"Address already in use" in said and attempt < 2:
                         self.ports = [free_port() for _ in self.ports]
                         break
                     raise BrokerError(f"{self.name} exited with status {rc} during startup",
@@ -447,7 +471,7 @@ class Broker:
         raise BrokerError(f"{self.name}: could not find free ports")
 
     def _running_line_seen(self, offset: int) -> bool:
-        return " running" in self.log()[offset:]
+        return b" running" in _read_from(self.log_path, offset)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -531,6 +555,17 @@ class Broker:
 
     def __exit__(self, *exc) -> None:
         self.cleanup()
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    """The bytes of ``path`` after ``offset`` (offsets are byte counts: the
+    log holds client ids in any encoding)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+    except FileNotFoundError:
+        return b""
 
 
 def _ports_listening(ports: Iterable[int]) -> bool:
@@ -1466,9 +1501,10 @@ class RawClient:
             return list(self.messages)
 
     def take_messages(self) -> List[Message]:
-        """Return and forget the messages received so far."""
+        """Return and forget the messages received so far (``publishes``
+        is emptied too)."""
         with self._cond:
-            msgs, self.messages = self.messages, []
+            msgs, self.messages, self.publishes = self.messages, [], []
             return msgs
 
     def __enter__(self) -> "RawClient":
@@ -1526,6 +1562,14 @@ def _make_paho_class():
             self._eh_capture("PUBREC")
             return super()._handle_pubrec()
 
+        # paho has no public ping; Client.ping() needs to see the answer.
+        def _handle_pingresp(self):
+            rc = super()._handle_pingresp()
+            with self._eh_cond:
+                self._eh_pings += 1
+                self._eh_cond.notify_all()
+            return rc
+
     return _AckCapturingClient
 
 
@@ -1553,6 +1597,7 @@ class Client:
         self.paho = _make_paho_class()(client_id=client_id, protocol=paho_protocol, **kwargs)
         self.paho._eh_cond = threading.Condition()
         self.paho._eh_acks = {}
+        self.paho._eh_pings = 0
         self._cond = self.paho._eh_cond
         self.messages: List[Message] = []
         self.connack: Optional[int] = None
@@ -1623,14 +1668,15 @@ class Client:
         """Connect; return the CONNACK code (None: closed without CONNACK).
         ``clean_start`` applies to MQTT 5; 3.1.1 takes clean_session in the
         constructor.  ``session_present`` is set from the CONNACK."""
-        mqtt = _paho()
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
         if username is not None or password is not None:
             self.paho.username_pw_set(username, password)
         if will is not None:
             wprops = None
             if will.properties:
-                from paho.mqtt.properties import Properties
-                from paho.mqtt.packettypes import PacketTypes
+                # paho names properties in CamelCase: will_delay_interval
+                # becomes WillDelayInterval.
                 wprops = Properties(PacketTypes.WILLMESSAGE)
                 for k, v in will.properties.items():
                     setattr(wprops, "".join(p.capitalize() for p in k.split("_")), v)
@@ -1639,8 +1685,6 @@ class Client:
         if self.protocol == MQTTV5:
             kwargs["clean_start"] = clean_start
             if session_expiry is not None:
-                from paho.mqtt.properties import Properties
-                from paho.mqtt.packettypes import PacketTypes
                 props = Properties(PacketTypes.CONNECT)
                 props.SessionExpiryInterval = session_expiry
                 kwargs["properties"] = props
@@ -1685,6 +1729,18 @@ class Client:
         if qos == 2 and rc < 0x80:
             self._wait(lambda: info.is_published() or self._disconnected, "PUBCOMP", timeout)
         return rc
+
+    def ping(self, timeout: Optional[float] = None) -> bool:
+        """PINGREQ/PINGRESP round trip, with the same ordering guarantee as
+        RawClient.ping() (so barrier() accepts paho clients too)."""
+        with self._cond:
+            before = self.paho._eh_pings
+        if self.closed or self.paho._send_pingreq() != 0:
+            self._raise_closed("PINGRESP")
+        self._wait(lambda: self.paho._eh_pings > before or self._disconnected, "PINGRESP", timeout)
+        if self.paho._eh_pings == before:
+            self._raise_closed("PINGRESP")
+        return True
 
     def wait_messages(self, predicate: Union[int, Callable[[List[Message]], Any]],
                       timeout: Optional[float] = None) -> List[Message]:

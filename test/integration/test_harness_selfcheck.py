@@ -7,7 +7,6 @@ here rather than as a confusing failure in a plugin test.
 
 import contextlib
 import io
-import json
 import os
 import socket
 import tempfile
@@ -188,8 +187,8 @@ class HelpersTest(unittest.TestCase):
     def test_config_text(self):
         # Any existing file serves as plugin path: the broker is not started.
         so = h.DYNSEC_PLUGIN
-        b = Broker(["per_listener_settings true"], plugin=True, plugin_path=so,
-                   plugin_opts=[("file_path", "/x/e.jsonl"), ("events", "*")],
+        b = Broker(["per_listener_settings true", "# {port1} {dir}"], plugin=True,
+                   plugin_path=so, plugin_opts=[("file_path", "{dir}/e.jsonl"), ("events", "*")],
                    extra_plugins_before=[(so, {"config_file": "/x/d.json"})],
                    listeners=[["allow_anonymous true"], ["allow_anonymous false"]],
                    start=False)
@@ -201,11 +200,12 @@ class HelpersTest(unittest.TestCase):
             first = lines.index(f"listener {b.ports[0]} 127.0.0.1")
             second = lines.index(f"listener {b.ports[1]} 127.0.0.1")
             block = [f"plugin {so}", "plugin_opt_config_file /x/d.json", f"plugin {so}",
-                     "plugin_opt_file_path /x/e.jsonl", "plugin_opt_events *"]
+                     f"plugin_opt_file_path {b.dir}/e.jsonl", "plugin_opt_events *"]
             self.assertEqual(lines[first + 1:first + 6], block)
             self.assertEqual(lines[first + 6], "allow_anonymous true")
             self.assertEqual(lines[second + 1:second + 6], block)
             self.assertLess(lines.index("per_listener_settings true"), first)
+            self.assertIn(f"# {b.ports[1]} {b.dir}", lines)
         finally:
             b.cleanup()
 
@@ -224,6 +224,26 @@ class BrokerTest(BrokerTestCase):
         self.assertEqual(b.stop(), 0)
         self.assertFalse(b.alive())
         self.assertEqual(b.stop(), 0)  # idempotent
+
+    def test_restart_and_port_retry(self):
+        b = self.start_broker(["allow_anonymous true"], plugin=False)
+        c = RawClient(b.port, "ünïcødé-client")
+        self.assertEqual(c.connect().rc, 0)
+        c.disconnect()
+        self.assertEqual(b.stop(), 0)
+        b.start()  # the log already holds multibyte text from the first run
+        c = RawClient(b.port, "again")
+        self.assertEqual(c.connect().rc, 0)
+        c.disconnect()
+        b.stop()
+        # A port taken between free_port() and bind: start() moves on.
+        with socket.socket() as blocker:
+            blocker.bind(("127.0.0.1", 0))
+            blocker.listen()
+            b.ports = [blocker.getsockname()[1]]
+            b.start()
+            self.assertNotEqual(b.port, blocker.getsockname()[1])
+            self.assertTrue(b.alive())
 
     def test_bad_config_reports_log(self):
         b = Broker(["no_such_option 1"], plugin=False, start=False)
@@ -361,7 +381,14 @@ class ClientTest(BrokerTestCase):
                                            Message(f"p{proto}/2", b"two", 2, False),
                                            Message(f"p{proto}/own", b"self", 1, False)])
             self.assertEqual(c.wait_messages(1), [Message(f"p{proto}/own", b"self", 1, False)])
+            # barrier() accepts paho clients: nothing else is on its way.
+            c.publish(f"p{proto}/late", "late", 0)
+            barrier([c], [col])
+            self.assertEqual(col.messages[-1], Message(f"p{proto}/late", b"late", 0, False))
             c.disconnect()
+            self.assertTrue(c.closed)
+            with self.assertRaises(h.MqttClosed):
+                c.ping()
             col.disconnect()
 
     def test_paho_will_and_session(self):

@@ -284,12 +284,19 @@ START_TEST(scope_per_listener)
 	ck_assert(!i.known);
 	ck_assert_ptr_nonnull(strstr(i.why, "listener"));
 
-	/* dynsec in another listener counts for every scope. */
+	/* A provider in another listener answers only there: listener 1883
+	 * has none (counting it would make us defer where nobody answers). */
 	i = learn(CONF("per_listener_settings true\n"
 		       "listener 1883\nplugin SELF\n"
 		       "listener 8883\nplugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n"), false, 0);
 	ck_assert(i.known);
-	ck_assert(i.dynsec);
+	ck_assert(!i.dynsec && !i.unknown_plugin);
+	/* A plugin we cannot know counts everywhere: we then observe less. */
+	i = learn(CONF("per_listener_settings true\n"
+		       "listener 1883\nplugin SELF\n"
+		       "listener 8883\nplugin /opt/other/unknown.so\n"), false, 0);
+	ck_assert(i.known);
+	ck_assert(i.unknown_plugin);
 
 	/* Without per_listener_settings the settings are global, whatever
 	 * listener they follow. */
