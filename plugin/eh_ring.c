@@ -91,19 +91,19 @@ void *eh_ring_reserve_sp(struct eh_ring *ring, uint32_t len)
 		if (ring->size - used < total)
 			return NULL;
 	}
-	if (pos >= EH_RING_REWIND_FROM && head >= ring->next_rewind_try && to_end - EH_RING_HDR < PAD_FLAG) {
-		/* Keep an often-empty ring in its first pages: once the head is
-		 * past EH_RING_REWIND_FROM and the consumer has caught up, pad to
-		 * the end so this record starts at offset 0. Otherwise every
-		 * page of the buffer becomes resident as the head walks round,
-		 * and a drained ring costs queue_bytes of memory. The consumer's
-		 * line is read at most once per 4 KiB of records.
-		 * acquire: as above. */
+	if (pos >= ring->size / 4 + need && head >= ring->next_rewind_try && to_end - EH_RING_HDR < PAD_FLAG) {
+		/* Keep an often-empty ring in its first quarter: once the head
+		 * is past it and the consumer has caught up, pad to the end so
+		 * this record starts at offset 0. Otherwise every page of the
+		 * buffer becomes resident as the head walks round, and a drained
+		 * ring costs queue_bytes of memory. The pad counts as used until
+		 * the consumer skips it, so the ring holds only pos - need more
+		 * bytes meanwhile: the threshold keeps that above a quarter of
+		 * the ring. The consumer's line is read at most once per 4 KiB
+		 * of records. acquire: as above. */
 		ring->next_rewind_try = head + 4096;
 		ring->tail_seen = atomic_load_explicit(&ring->tail, memory_order_acquire);
-		/* Empty, so the pad and the record need only fit the size. */
-		if (ring->tail_seen == head && to_end + need <= ring->size)
-			need_rewind = true;
+		need_rewind = ring->tail_seen == head;
 	}
 	if (need > to_end || need_rewind) {
 		write_hdr(ring->buf + pos, PAD_FLAG | (uint32_t)(to_end - EH_RING_HDR));

@@ -8,8 +8,9 @@
  * Records are 8-byte aligned and never split: a record that would cross the
  * end of the buffer is preceded by a padding record that fills the end; so
  * is the first record after the consumer caught up, once the head is past
- * EH_RING_REWIND_FROM, which keeps the resident memory of an often-empty
- * ring near its high-water mark instead of the whole buffer.
+ * the first quarter of the buffer, which keeps the resident memory of an
+ * often-empty ring to that quarter (or its high-water mark) instead of the
+ * whole buffer.
  * Capacity is limited twice, in bytes and in records, and a push that does
  * not fit fails at once: the caller drops and counts, it never waits.
  *
@@ -26,9 +27,6 @@
 
 #define EH_RING_ALIGN 8u
 #define EH_RING_HDR 8u
-/* An empty ring whose head is at least this far into the buffer starts its
- * next record at offset 0 again (see eh_ring_reserve_sp). */
-#define EH_RING_REWIND_FROM 65536u
 
 struct eh_ring {
 	/* Producer line: head is published with release after the record is

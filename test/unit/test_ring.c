@@ -8,6 +8,7 @@
  */
 #include <pthread.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,16 +189,20 @@ START_TEST(ring_wrap_with_padding)
 END_TEST
 
 /* A ring that the consumer keeps emptying restarts at offset 0 once the head
- * is past EH_RING_REWIND_FROM (only its first pages become resident), while
- * a ring with a backlog keeps going round the whole buffer. */
+ * is past its first quarter (only those pages become resident); right after
+ * such a rewind, while the consumer has not yet skipped the pad, a quarter of
+ * the ring still takes new records; a ring with a backlog keeps going round
+ * the whole buffer in order. */
 START_TEST(ring_rewinds_when_empty)
 {
 	struct eh_ring r;
 	struct eh_ring_rec rec[4];
-	size_t furthest = 0;
+	size_t furthest = 0, quarter = (1u << 20) / 4;
+	bool rewound = false;
+	uint64_t seq;
 
 	ck_assert_int_eq(eh_ring_init(&r, 1u << 20, 0), 0);
-	for (uint64_t seq = 0; seq < 20000; seq++) {
+	for (seq = 0; seq < 20000; seq++) {
 		void *slot = eh_ring_reserve_sp(&r, 100);
 		size_t off;
 
@@ -212,21 +217,59 @@ START_TEST(ring_rewinds_when_empty)
 			furthest = off;
 		eh_ring_release_sc(&r, &rec[0], 1);
 	}
-	/* 20000 x 112 bytes went through; none beyond the threshold plus a
-	 * page of records between two checks. */
-	ck_assert_uint_lt(furthest, EH_RING_REWIND_FROM + 4096 + 128);
+	/* 20000 x 112 bytes went through; none beyond the quarter plus a page
+	 * of records between two checks. */
+	ck_assert_uint_lt(furthest, quarter + 4096 + 256);
+
+	/* Walk to the next rewind, then fill without consuming: the pad is
+	 * still unread, and a quarter of the ring must take new records. */
+	for (;; seq++) {
+		void *slot = eh_ring_reserve_sp(&r, 100);
+
+		ck_assert_ptr_nonnull(slot);
+		memcpy(slot, &seq, sizeof(seq));
+		eh_ring_commit_sp(&r);
+		if ((uint8_t *)slot - r.buf == EH_RING_HDR) {
+			rewound = true;
+			break;
+		}
+		ck_assert_uint_eq(eh_ring_peek_sc(&r, rec, 1), 1);
+		eh_ring_release_sc(&r, &rec[0], 1);
+	}
+	ck_assert(rewound);
+	for (size_t filled = 112; filled + 112 <= quarter; filled += 112) {
+		void *slot = eh_ring_reserve_sp(&r, 100);
+
+		ck_assert_ptr_nonnull(slot);
+		seq++;
+		memcpy(slot, &seq, sizeof(seq));
+		eh_ring_commit_sp(&r);
+	}
+	{
+		/* Everything arrives in order, the pad skipped. */
+		uint64_t want = seq - (quarter / 112 - 1), got;
+		size_t n;
+
+		while ((n = eh_ring_peek_sc(&r, rec, 1)) == 1) {
+			memcpy(&got, rec[0].data, sizeof(got));
+			ck_assert_uint_eq(got, want);
+			want++;
+			eh_ring_release_sc(&r, &rec[0], 1);
+		}
+		ck_assert_uint_eq(want, seq + 1);
+	}
 	ck_assert_uint_eq(eh_ring_count(&r), 0);
 
 	/* With a backlog there is no rewind: the records keep their order
 	 * past the threshold. */
-	for (uint64_t seq = 0; seq < 2000; seq++) {
+	for (seq = 0; seq < 4000; seq++) {
 		void *slot = eh_ring_reserve_sp(&r, 100);
 
 		ck_assert_ptr_nonnull(slot);
 		memcpy(slot, &seq, sizeof(seq));
 		eh_ring_commit_sp(&r);
 	}
-	for (uint64_t seq = 0; seq < 2000; seq++) {
+	for (seq = 0; seq < 4000; seq++) {
 		ck_assert_uint_eq(eh_ring_peek_sc(&r, rec, 1), 1);
 		ck_assert_int_eq(memcmp(rec[0].data, &seq, sizeof(seq)), 0);
 		eh_ring_release_sc(&r, &rec[0], 1);
