@@ -199,6 +199,22 @@ rpm: deps-packages
 check-packages: deps-packages
 	PYTHON=$(PYTHON) bash test/packages/check_packages.sh
 
+# ---- benchmarks: `make bench` (never part of `make check`; numbers are
+# reported, no test fails on timing). bench/run.sh runs the core's
+# measurements (throughput with and without the plugin, callgrind
+# instruction counts, latency, wake-ups, memory) and then every
+# bench/bench_*.sh and bench/bench_*.py (docs/performance.md).
+BENCH_DEPS := valgrind util-linux linux-perf
+LOADGEN := $(BUILD)/bench/loadgen
+.PHONY: bench
+$(LOADGEN): bench/loadgen.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LDFLAGS) -o $@ $<
+bench: deps
+	@sh test/deps.sh $(BENCH_DEPS)
+	$(MAKE) all $(LOADGEN) $(PEERS)
+	BUILD=$(BUILD) sh bench/run.sh
+
 # ---- Reliability (docs/reliability.md).
 SOAK_SECONDS ?= 3600
 

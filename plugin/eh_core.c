@@ -418,7 +418,7 @@ void eh_core_reload(struct eh_core *core)
 {
 	for (size_t i = 0; i < core->nsinks; i++) {
 		atomic_store_explicit(&core->sinks[i].reload_req, 1, memory_order_release);
-		eh_ring_wake(&core->sinks[i].ring);
+		eh_runner_wake(&core->sinks[i]);
 	}
 }
 

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <linux/futex.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,7 @@ static void write_hdr(uint8_t *at, uint32_t len)
 void *eh_ring_reserve_sp(struct eh_ring *ring, uint32_t len)
 {
 	uint64_t need, head, pos, to_end, total, used;
+	bool need_rewind = false;
 
 	if (len > ring->max_record)
 		return NULL;
@@ -89,7 +91,21 @@ void *eh_ring_reserve_sp(struct eh_ring *ring, uint32_t len)
 		if (ring->size - used < total)
 			return NULL;
 	}
-	if (need > to_end) {
+	if (pos >= ring->size / 4 + need && head >= ring->next_rewind_try && to_end - EH_RING_HDR < PAD_FLAG) {
+		/* Keep an often-empty ring in its first quarter: once the head
+		 * is past it and the consumer has caught up, pad to the end so
+		 * this record starts at offset 0. Otherwise every page of the
+		 * buffer becomes resident as the head walks round, and a drained
+		 * ring costs queue_bytes of memory. The pad counts as used until
+		 * the consumer skips it, so the ring holds only pos - need more
+		 * bytes meanwhile: the threshold keeps that above a quarter of
+		 * the ring. The consumer's line is read at most once per 4 KiB
+		 * of records. acquire: as above. */
+		ring->next_rewind_try = head + 4096;
+		ring->tail_seen = atomic_load_explicit(&ring->tail, memory_order_acquire);
+		need_rewind = ring->tail_seen == head;
+	}
+	if (need > to_end || need_rewind) {
 		write_hdr(ring->buf + pos, PAD_FLAG | (uint32_t)(to_end - EH_RING_HDR));
 		head += to_end;
 		pos = 0;

@@ -6,7 +6,11 @@
  * thread its only consumer, so two monotonic byte counters (head written by
  * the producer, tail by the consumer) are all the synchronisation needed.
  * Records are 8-byte aligned and never split: a record that would cross the
- * end of the buffer is preceded by a padding record that fills the end.
+ * end of the buffer is preceded by a padding record that fills the end; so
+ * is the first record after the consumer caught up, once the head is past
+ * the first quarter of the buffer, which keeps the resident memory of an
+ * often-empty ring to that quarter (or its high-water mark) instead of the
+ * whole buffer.
  * Capacity is limited twice, in bytes and in records, and a push that does
  * not fit fails at once: the caller drops and counts, it never waits.
  *
@@ -31,6 +35,7 @@ struct eh_ring {
 	_Alignas(64) _Atomic uint64_t head;
 	uint64_t head_pending;
 	uint64_t tail_seen;
+	uint64_t next_rewind_try; /* head position of the next rewind check */
 	_Atomic uint64_t records_in; /* written by the producer only */
 
 	/* Consumer line: tail is published with release after the consumer is

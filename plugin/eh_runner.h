@@ -15,6 +15,9 @@ int eh_runner_start(struct eh_sink *s);
 /* broker thread: asks the thread to deliver what it can until deadline_ms
  * (eh_now_ms clock) and then stop; wakes it if it sleeps or backs off. */
 void eh_runner_request_stop(struct eh_sink *s, int64_t deadline_ms);
+/* any thread: wakes the thread from an idle wait or a retry backoff, so
+ * that it looks at its stop and reload requests now. */
+void eh_runner_wake(struct eh_sink *s);
 /* broker thread: waits for the thread to end; a no-op if not started. */
 void eh_runner_join(struct eh_sink *s);
 

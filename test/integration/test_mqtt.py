@@ -250,8 +250,10 @@ class MqttSinkTest(unittest.TestCase):
         bob.loop_start()
         wait_until(bob.is_connected, what="carol connected")
         client_session(main.port, "sentinel")
-        wait_until(lambda: any(e["clientid"] == "sentinel" and e["event"] == "client.disconnected"
-                               for e in sub.events()), what="sentinel")
+        # The sentinel's offline presence document is the last message the
+        # sink publishes for it (after its event): wait for that one.
+        wait_until(lambda: sum(1 for m in sub.snapshot() if m[0] == "presence/sentinel") == 2,
+                   what="sentinel's presence documents")
         msgs = sub.snapshot()
         ev_msgs = [m for m in msgs if m[0].startswith("eventhook/")]
         topics = [m[0] for m in ev_msgs]

@@ -1,5 +1,6 @@
 /*
- * eh_ring: single-thread behaviour (order, padding at the wrap, both
+ * eh_ring: single-thread behaviour (order, padding at the wrap, rewind of
+ * an emptied ring, both
  * capacity limits, oversize refusal, counts) and a two-thread stress test
  * that checks order, identity and exact accounting (every record arrives
  * once, in order; refused pushes are counted and retried) across the futex
@@ -7,6 +8,7 @@
  */
 #include <pthread.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,6 +184,97 @@ START_TEST(ring_wrap_with_padding)
 	}
 	ck_assert_uint_gt(pads, 100);
 	ck_assert_uint_gt(next_pop, 50000);
+	eh_ring_destroy(&r);
+}
+END_TEST
+
+/* A ring that the consumer keeps emptying restarts at offset 0 once the head
+ * is past its first quarter (only those pages become resident); right after
+ * such a rewind, while the consumer has not yet skipped the pad, a quarter of
+ * the ring still takes new records; a ring with a backlog keeps going round
+ * the whole buffer in order. */
+START_TEST(ring_rewinds_when_empty)
+{
+	struct eh_ring r;
+	struct eh_ring_rec rec[4];
+	size_t furthest = 0, quarter = (1u << 20) / 4;
+	bool rewound = false;
+	uint64_t seq;
+
+	ck_assert_int_eq(eh_ring_init(&r, 1u << 20, 0), 0);
+	for (seq = 0; seq < 20000; seq++) {
+		void *slot = eh_ring_reserve_sp(&r, 100);
+		size_t off;
+
+		ck_assert_ptr_nonnull(slot);
+		memcpy(slot, &seq, sizeof(seq));
+		eh_ring_commit_sp(&r);
+		ck_assert_uint_eq(eh_ring_peek_sc(&r, rec, 4), 1);
+		ck_assert_uint_eq(rec[0].len, 100);
+		ck_assert_int_eq(memcmp(rec[0].data, &seq, sizeof(seq)), 0);
+		off = (size_t)((const uint8_t *)rec[0].data - r.buf);
+		if (off > furthest)
+			furthest = off;
+		eh_ring_release_sc(&r, &rec[0], 1);
+	}
+	/* 20000 x 112 bytes went through; none beyond the quarter plus a page
+	 * of records between two checks. */
+	ck_assert_uint_lt(furthest, quarter + 4096 + 256);
+
+	/* Walk to the next rewind, then fill without consuming: the pad is
+	 * still unread, and a quarter of the ring must take new records. */
+	for (;; seq++) {
+		void *slot = eh_ring_reserve_sp(&r, 100);
+
+		ck_assert_ptr_nonnull(slot);
+		memcpy(slot, &seq, sizeof(seq));
+		eh_ring_commit_sp(&r);
+		if ((uint8_t *)slot - r.buf == EH_RING_HDR) {
+			rewound = true;
+			break;
+		}
+		ck_assert_uint_eq(eh_ring_peek_sc(&r, rec, 1), 1);
+		eh_ring_release_sc(&r, &rec[0], 1);
+	}
+	ck_assert(rewound);
+	for (size_t filled = 112; filled + 112 <= quarter; filled += 112) {
+		void *slot = eh_ring_reserve_sp(&r, 100);
+
+		ck_assert_ptr_nonnull(slot);
+		seq++;
+		memcpy(slot, &seq, sizeof(seq));
+		eh_ring_commit_sp(&r);
+	}
+	{
+		/* Everything arrives in order, the pad skipped. */
+		uint64_t want = seq - (quarter / 112 - 1), got;
+		size_t n;
+
+		while ((n = eh_ring_peek_sc(&r, rec, 1)) == 1) {
+			memcpy(&got, rec[0].data, sizeof(got));
+			ck_assert_uint_eq(got, want);
+			want++;
+			eh_ring_release_sc(&r, &rec[0], 1);
+		}
+		ck_assert_uint_eq(want, seq + 1);
+	}
+	ck_assert_uint_eq(eh_ring_count(&r), 0);
+
+	/* With a backlog there is no rewind: the records keep their order
+	 * past the threshold. */
+	for (seq = 0; seq < 4000; seq++) {
+		void *slot = eh_ring_reserve_sp(&r, 100);
+
+		ck_assert_ptr_nonnull(slot);
+		memcpy(slot, &seq, sizeof(seq));
+		eh_ring_commit_sp(&r);
+	}
+	for (seq = 0; seq < 4000; seq++) {
+		ck_assert_uint_eq(eh_ring_peek_sc(&r, rec, 1), 1);
+		ck_assert_int_eq(memcmp(rec[0].data, &seq, sizeof(seq)), 0);
+		eh_ring_release_sc(&r, &rec[0], 1);
+	}
+	ck_assert_uint_eq(eh_ring_count(&r), 0);
 	eh_ring_destroy(&r);
 }
 END_TEST
@@ -494,6 +587,7 @@ static Suite *ring_suite(void)
 	tcase_add_test(tc, ring_push_peek_release);
 	tcase_add_test(tc, ring_init_sizes);
 	tcase_add_test(tc, ring_wrap_with_padding);
+	tcase_add_test(tc, ring_rewinds_when_empty);
 	tcase_add_test(tc, ring_byte_capacity);
 	tcase_add_test(tc, ring_record_capacity);
 	tcase_add_test(tc, ring_oversize_refused);

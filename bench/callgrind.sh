@@ -1,0 +1,95 @@
+#!/bin/sh
+# Instructions on the broker thread, counted by valgrind's callgrind
+# (deterministic: repeatable on a noisy machine, unlike a stopwatch).
+#
+# 1. For each configuration (no plugin; plugin with no sink interested; file
+#    sink with events '*'; file and local sinks with events '*'), mosquitto
+#    runs under callgrind, collection is zeroed once it listens
+#    (callgrind_control -z), a fixed load is driven by bench/loadgen (CYCLES
+#    cycles of: connect, subscribe, 4 QoS 1 publishes, unsubscribe,
+#    disconnect, which fires every callback type) and dumped before
+#    shutdown (callgrind_control -d). From the broker's main thread (--separate-threads) we get the
+#    total instructions per cycle, and from callgrind_annotate's caller tree
+#    each plugin callback's inclusive instructions and call count.
+# 2. Allocation proof: one more run with collection on only inside the
+#    plugin's callbacks (--toggle-collect=on_*), so that any instruction
+#    of malloc/calloc/realloc in that profile ran inside a callback; the
+#    table shows who called them.
+#
+# Usage: sh bench/callgrind.sh [cycles]     (make bench runs it)
+set -eu
+KEEP=${KEEP:-}
+BUILD=${BUILD:-build}
+CYCLES=${1:-${CG_CYCLES:-1000}}
+plugin=$(readlink -f "$BUILD/mosquitto_eventhook.so")
+loadgen=$(readlink -f "$BUILD/bench/loadgen")
+here=$(cd "$(dirname "$0")" && pwd)
+command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind is not installed (apt-get install valgrind)"; exit 1; }
+dir=$(mktemp -d /tmp/eh-callgrind.XXXXXX)
+vg_pid=""
+cleanup() {
+	if [ -n "$vg_pid" ]; then
+		kill "$vg_pid" 2>/dev/null || true
+		wait "$vg_pid" 2>/dev/null || true
+	fi
+	[ -n "$KEEP" ] && echo "kept $dir" || rm -rf "$dir"
+}
+trap cleanup EXIT INT TERM
+
+# run <name> <whole|toggle> [plugin options...]   (name "none": no plugin)
+run() {
+	name=$1
+	how=$2
+	shift 2
+	port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	{
+		echo "listener $port 127.0.0.1"
+		echo "allow_anonymous true"
+		echo "set_tcp_nodelay true"
+		echo "connection_messages false"
+		echo "user $(id -un)"
+		echo "log_dest file $dir/$name.log"
+		if [ "$name" != none ]; then
+			echo "plugin $plugin"
+			for o in "$@"; do echo "plugin_opt_$o"; done
+		fi
+	} > "$dir/$name.conf"
+	if [ "$how" = whole ]; then
+		set -- --separate-threads=yes
+	else
+		set -- --toggle-collect='on_*' --toggle-collect='*_tail'
+	fi
+	valgrind --tool=callgrind --callgrind-out-file="$dir/$name.cg" "$@" \
+		/usr/sbin/mosquitto -c "$dir/$name.conf" > "$dir/$name.vg" 2>&1 &
+	vg_pid=$!
+	i=0
+	until /usr/bin/python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1).close()" 2>/dev/null; do
+		i=$((i + 1))
+		[ $i -lt 600 ] || { echo "broker under valgrind did not start"; cat "$dir/$name.vg"; exit 1; }
+		sleep 0.1
+	done
+	# Zero the counters once it listens, dump them right after the load:
+	# start-up and shutdown are not counted.
+	[ "$how" = whole ] && callgrind_control -z "$vg_pid" >/dev/null 2>&1
+	"$loadgen" -p "$port" -c 4 -w 0 -n "$CYCLES" -m publish -q 1 -N 4 -i "cg$(echo "$name" | tr -cd a-z)" \
+		> "$dir/$name.lg"
+	[ "$how" = whole ] && callgrind_control -d "$vg_pid" >/dev/null 2>&1
+	kill "$vg_pid"
+	wait "$vg_pid" || true
+	vg_pid=""
+	main="$dir/$name.cg"
+	[ "$how" = whole ] && main="$dir/$name.cg.1-01"
+	callgrind_annotate --inclusive=yes --tree=caller --threshold=100 --auto=no "$main" > "$dir/$name.txt" 2>/dev/null
+	# the loadgen's own count: cycles actually completed (in-flight ones finish too)
+	done_cycles=$(sed -n 's/.*RESULT .*all_cycles=\([0-9]*\).*/\1/p' "$dir/$name.lg")
+	/usr/bin/python3 "$here/cg_table.py" "$name" "$how" "$main" "$dir/$name.txt" "$dir/$name.log" "$done_cycles" \
+		>> "$dir/report"
+}
+
+run none whole
+run idle whole "file_path $dir/idle.jsonl" "file_events client.connect_failed"
+run file whole "events *" "file_path $dir/file.jsonl"
+run filelocal whole "events *" "file_path $dir/all.jsonl" 'local_topic $events/{event}/{clientid}'
+run allocs toggle "events *" "file_path $dir/allocs.jsonl"
+run allocslocal toggle "events *" "file_path $dir/allocs.jsonl" 'local_topic $events/{event}/{clientid}'
+/usr/bin/python3 "$here/cg_table.py" --report "$dir/report" "$CYCLES"

@@ -1,0 +1,92 @@
+"""Throughput of the broker with and without the plugin, same load, same run.
+
+Configurations (each with a fresh broker):
+  none  no plugin: the baseline every ratio is against.
+  idle  the plugin with one sink that wants no event the load produces
+        (file sink, file_events client.connect_failed). Capture still runs:
+        the client table is kept per connection (its one allocation), every
+        callback is entered and returns after a bit test, nothing is
+        enqueued. This is the price of having the plugin loaded.
+  all   the plugin with the file and local sinks and events '*': every
+        client event and every publish is captured, enqueued, rendered to
+        JSON on the sink threads, written to a file and published back into
+        the broker (the local sink's publishes are work the broker does).
+
+Modes: cycle (connect, subscribe, unsubscribe, disconnect), publish0 and
+publish1 (the same plus 10 publishes at QoS 0 / QoS 1).
+
+The configurations alternate inside each round (rotated every round) so that
+drift on a shared machine spreads over all of them; the table has medians.
+Two numbers per row: the rate (cycles/s, what a user sees; noisy on a busy
+machine) and the broker main thread's CPU time per cycle (what the plugin
+adds to the broker's single thread; steadier).
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+SECS = float(os.environ.get("BENCH_SECONDS", "4"))
+CONC = int(os.environ.get("BENCH_CONC", "32"))
+MODES = os.environ.get("BENCH_MODES", "cycle publish0 publish1").split()
+
+CONFIGS = [
+    ("none", []),
+    ("idle", benchlib.plugin_lines(["file_path {dir}/events.jsonl", "file_events client.connect_failed"])),
+    ("all", benchlib.plugin_lines(["events *", "file_path {dir}/events.jsonl",
+                                   "local_topic $events/{event}/{clientid}"])),
+]
+EVENTS_PER_CYCLE = {"cycle": 5, "publish0": 15, "publish1": 15}
+
+
+def main():
+    print("## Throughput: %d round(s) x %.0f s, %d connections in flight" % (ROUNDS, SECS, CONC))
+    print("machine: " + benchlib.machine())
+    if benchlib.BROKER_CPU:
+        print("pinning: broker main thread on CPU 0; generator and sink threads on CPU(s) %s"
+              % ",".join(map(str, sorted(benchlib.OTHER_CPUS))))
+    results = {(m, c): [] for m in MODES for c, _ in CONFIGS}
+    counters = {(m, c): [] for m in MODES for c, _ in CONFIGS}
+    for r in range(ROUNDS):
+        order = CONFIGS[r % len(CONFIGS):] + CONFIGS[:r % len(CONFIGS)]
+        for mode in MODES:
+            for name, lines in order:
+                with benchlib.Broker(lines) as b:
+                    res = benchlib.loadgen(b, mode, secs=SECS, conc=CONC)
+                    b.stop()
+                    counters[(mode, name)].append(b.sink_counters())
+                results[(mode, name)].append(res)
+                print("round %d %-8s %-4s %8.0f cycles/s  broker thread %3.0f%%  generator %3.0f%%  errors %d"
+                      % (r + 1, mode, name, res["rate"], 100 * res["broker_thread_cpu"] / res["secs"],
+                         100 * res["cpu"] / res["secs"], res["errors"]), flush=True)
+    print()
+    rows = []
+    for mode in MODES:
+        base = results[(mode, "none")]
+        base_rate = benchlib.median([x["rate"] for x in base])
+        base_cost = benchlib.median([1e6 * x["broker_thread_cpu"] / x["cycles"] for x in base])
+        for name, _ in CONFIGS:
+            rs = results[(mode, name)]
+            rate = benchlib.median([x["rate"] for x in rs])
+            cost = benchlib.median([1e6 * x["broker_thread_cpu"] / x["cycles"] for x in rs])
+            gen = benchlib.median([100 * x["cpu"] / x["secs"] for x in rs])
+            brk = benchlib.median([100 * x["broker_thread_cpu"] / x["secs"] for x in rs])
+            enq = drop = 0
+            for c in counters[(mode, name)]:
+                for s in c.values():
+                    enq += s["enqueued"]
+                    drop += s["dropped"]
+            rows.append([mode, name, "%.0f" % rate, "%.3f" % (rate / base_rate), "%.1f" % cost,
+                         "%.3f" % (cost / base_cost), "%.0f%%" % brk, "%.0f%%" % gen,
+                         "-" if name == "none" else "%d / %d" % (enq, drop)])
+    print(benchlib.table(["mode", "plugin", "cycles/s (median)", "rate vs none",
+                          "broker thread CPU us/cycle", "CPU vs none", "broker thread CPU",
+                          "generator CPU", "events enqueued / dropped (all rounds)"], rows))
+    print()
+    print("targets: idle rate >= 0.99 x none, all rate >= 0.97 x none (reported, never enforced)")
+
+
+if __name__ == "__main__":
+    main()

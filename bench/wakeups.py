@@ -1,0 +1,58 @@
+"""System calls the plugin makes on the broker thread: the ring wakes a
+sleeping sink thread with FUTEX_WAKE, so the number of futex calls by the
+broker's main thread per enqueued event says how often a commit found its
+consumer asleep. Counted with perf's syscalls:sys_enter_futex tracepoint on
+the main thread only, for the whole life of the load; the no-plugin row is
+the broker's own count (normally 0).
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+
+SECS = float(os.environ.get("BENCH_SECONDS", "4"))
+MODERATE = float(os.environ.get("BENCH_LATENCY_RATE", "500"))
+CONFIGS = [
+    ("none", []),
+    ("file", benchlib.plugin_lines(["events *", "file_path {dir}/events.jsonl"])),
+    ("file+local", benchlib.plugin_lines(["events *", "file_path {dir}/events.jsonl",
+                                          "local_topic $events/{event}/{clientid}"])),
+]
+
+
+def main():
+    if subprocess.run(["perf", "stat", "-e", "syscalls:sys_enter_futex", "true"], capture_output=True).returncode:
+        print("## Wake-ups: skipped (perf with syscall tracepoints is not available)")
+        return
+    print("## Wake-ups: futex calls on the broker's main thread per enqueued event (publish0, events '*')")
+    print()
+    rows = []
+    for label, rate in (("moderate (%.0f cycles/s)" % MODERATE, MODERATE), ("maximum", 0)):
+        for name, lines in CONFIGS:
+            with benchlib.Broker(lines) as b:
+                out = os.path.join(b.dir, "perf.txt")
+                perf = subprocess.Popen(["perf", "stat", "-x,", "-o", out, "-e", "syscalls:sys_enter_futex",
+                                         "-t", str(b.proc.pid)], stderr=subprocess.DEVNULL)
+                time.sleep(0.3)
+                r = benchlib.loadgen(b, "publish0", secs=SECS, conc=32, args=["-r", str(rate)] if rate else [])
+                perf.send_signal(signal.SIGINT)
+                perf.wait()
+                futex = 0
+                for line in open(out):
+                    if "sys_enter_futex" in line:
+                        futex = int(line.split(",")[0])
+                b.stop()
+                enq = sum(s["enqueued"] for s in b.sink_counters().values())
+            rows.append([name, label, "%.0f" % r["events_rate"], enq, futex, "%.3f" % (futex / enq) if enq else "-"])
+            print("%s %s: %d futex calls, %d events enqueued" % (name, label, futex, enq), flush=True)
+    print()
+    print(benchlib.table(["sinks", "load", "events/s", "enqueued (all sinks)", "futex calls on broker thread",
+                          "per enqueued event"], rows))
+
+
+if __name__ == "__main__":
+    main()
