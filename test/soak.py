@@ -129,10 +129,10 @@ def main():
 
 def run(peers):
     opts = peers.options(events="client.*,message.publish", node="soak")
-    # queue_bytes 1 MiB: a byte ring touches all its pages once it has
-    # wrapped, which with the default 32 MiB per sink takes this churn
-    # tens of minutes and would look like growth. The peers keep up, so
-    # 1 MiB (thousands of events) never fills.
+    # queue_bytes 1 MiB: rings (and the local outbox) become resident as
+    # they are first written, which with the default 32 MiB per sink
+    # could take this churn many minutes and look like growth. The peers
+    # keep up, so 1 MiB (thousands of events) never fills.
     opts.update({"topics": "soak/#", "stats_interval": "10", "mqtt_qos": "1",
                  "shutdown_timeout_ms": "10000", "queue_bytes": str(1 << 20)})
     # Subscribed before the broker starts: it sees every event the sink sends.
