@@ -58,7 +58,8 @@ FUZZ_SECONDS ?= 60
 
 # Debian packages the build and the tests need; installed when missing.
 # One per line, so that each sink's additions merge cleanly.
-DEB_DEPS := gcc make pkg-config
+# libc6-dev: only a recommendation of gcc, and deps.sh installs without those.
+DEB_DEPS := gcc libc6-dev make pkg-config
 DEB_DEPS += mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev
 DEB_DEPS += libjansson-dev libcurl4-openssl-dev librdkafka-dev libpaho-mqtt-dev
 DEB_DEPS += check python3 python3-paho-mqtt
