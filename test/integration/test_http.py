@@ -282,6 +282,26 @@ class Failures(HttpSinkCase):
         self.assertEqual(counters(b), dict(enqueued=15, delivered=15, failed=0, dropped=0, left=0))
         self.assertIn("delivering to http://127.0.0.1:%d/hook again" % port, b.log())
 
+    def test_server_killed_mid_stream_then_restored(self):
+        port = free_port()
+        first_peer = HttpPeer(port=port)
+        b = self.broker(f"http://127.0.0.1:{port}/hook", http_batch_max=4)
+        self.session(b, 3, prefix="a")
+        first_peer.wait_events(lambda evs: len(evs) >= 9, what="the first 9 events")
+        first = first_peer.delivered_events()
+        first_peer.stop()  # the server dies; the sink's kept-alive connection goes with it
+        self.session(b, 4, prefix="b")
+        wait_until(lambda: "retrying" in b.log(), message="the outage noticed")
+        peer = self.peer(port=port)
+        peer.wait_events(lambda evs: len(evs) >= 12, what="the 12 events kept during the outage")
+        b.stop()
+        events = first + peer.delivered_events()
+        # Nothing lost, nothing twice, in order across the outage.
+        self.assertEqual([e["seq"] for e in events], list(range(1, 22)))
+        self.assertEqual([e["clientid"] for e in events],
+                         [f"{p}{i}" for p, n in (("a", 3), ("b", 4)) for i in range(n) for _ in range(3)])
+        self.assertEqual(counters(b), dict(enqueued=21, delivered=21, failed=0, dropped=0, left=0))
+
     def test_500s_then_recovery_same_message_id(self):
         peer = self.peer()
         peer.script(Reply(500), Reply(503), Reply(502))
