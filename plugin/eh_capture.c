@@ -97,7 +97,8 @@ static void ev_from_client(struct eh_event *ev, unsigned type, const struct eh_c
 	ev->f[EH_F_PEER] = (struct eh_bytes){ c->peer, c->peer_len };
 }
 
-static void emit_connected(struct eh_capture *cap, struct eh_client *c, bool inferred)
+/* The client.connect held back until the attempt's outcome is known. */
+static void emit_owed_connect(struct eh_capture *cap, struct eh_client *c)
 {
 	struct eh_event ev;
 
@@ -106,6 +107,14 @@ static void emit_connected(struct eh_capture *cap, struct eh_client *c, bool inf
 		ev.ts_ms = c->ts_ms;
 		eh_core_emit(cap->core, &ev);
 	}
+	c->attempt_seen = false;
+}
+
+static void emit_connected(struct eh_capture *cap, struct eh_client *c, bool inferred)
+{
+	struct eh_event ev;
+
+	emit_owed_connect(cap, c);
 	if (eh_core_wants(cap->core, EH_EV_CONNECTED)) {
 		ev_from_client(&ev, EH_EV_CONNECTED, c);
 		ev.ts_ms = c->ts_ms;
@@ -113,7 +122,6 @@ static void emit_connected(struct eh_capture *cap, struct eh_client *c, bool inf
 			ev.flags |= EH_EVF_INFERRED;
 		eh_core_emit(cap->core, &ev);
 	}
-	c->attempt_seen = false;
 }
 
 static void promote(struct eh_capture *cap, struct eh_client *c)
@@ -142,11 +150,7 @@ static void emit_connect_failed(struct eh_capture *cap, struct eh_client *c, uns
 {
 	struct eh_event ev;
 
-	if (c->attempt_seen && eh_core_wants(cap->core, EH_EV_CONNECT)) {
-		ev_from_client(&ev, EH_EV_CONNECT, c);
-		ev.ts_ms = c->ts_ms;
-		eh_core_emit(cap->core, &ev);
-	}
+	emit_owed_connect(cap, c);
 	if (eh_core_wants(cap->core, EH_EV_CONNECT_FAILED)) {
 		ev_from_client(&ev, EH_EV_CONNECT_FAILED, c);
 		ev.reason = (uint8_t)reason;
