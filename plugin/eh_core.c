@@ -192,19 +192,15 @@ static int create_sink(struct eh_core *core, const struct eh_sink_ops *ops, char
 
 int eh_core_init(struct eh_core *core, void *plugin_id, const struct eh_kv *kv, size_t count)
 {
-	struct eh_option_group groups[EH_SINKS_MAX + 1];
-	size_t ngroups = eh_core_option_groups(groups, EH_SINKS_MAX + 1);
-	static struct eh_option_group kept[EH_SINKS_MAX + 1];
+	size_t ngroups = eh_core_option_groups(core->groups, EH_SINKS_MAX + 1);
 	char err[1024] = "", why[400] = "";
 	const char *v;
 
 	core->plugin_id = plugin_id;
 	core->broker_thread = pthread_self();
 	pthread_mutex_init(&core->log.lock, NULL);
-	/* The groups are constant; keep them where the config can point. */
-	memcpy(kept, groups, sizeof(groups));
 
-	if (eh_config_parse(&core->config, kept, ngroups, kv, count, err, sizeof(err)))
+	if (eh_config_parse(&core->config, core->groups, ngroups, kv, count, err, sizeof(err)))
 		goto fail;
 
 	v = eh_config_get(&core->config, "node_id");

@@ -67,6 +67,7 @@ struct eh_capture;
 
 struct eh_core {
 	void *plugin_id; /* mosquitto_plugin_id_t */
+	struct eh_option_group groups[EH_SINKS_MAX + 1]; /* what config points into */
 	struct eh_config config;
 	struct eh_node node;
 	pthread_t broker_thread;
