@@ -247,7 +247,7 @@ static int parse_file(struct parse *p, const char *path, bool main_file)
 	return rc;
 }
 
-void eh_scope_learn_file(struct eh_scope_info *out, const char *path, bool cmdline_port, const char *self, int index)
+void eh_scope_learn_file(struct eh_scope_info *out, const char *path, const char *self, int index)
 {
 	struct parse *p = calloc(1, sizeof(*p));
 	struct scope *s;
@@ -268,7 +268,6 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, bool cmdli
 		free(p);
 		return;
 	}
-	(void)cmdline_port;
 	at = 0;
 	if (p->per_listener) {
 		if (index >= p->nours) {
@@ -301,9 +300,10 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, bool cmdli
 	free(p);
 }
 
-/* Reads the broker's command line: the -c file (made absolute against the
- * broker's working directory) and whether -p was given. */
-static int cmdline_config(char *path, size_t cap, bool *port)
+/* Reads the -c file from the broker's command line, made absolute against
+ * the broker's working directory. (-p does not change the security rules,
+ * so nothing else on the command line matters.) */
+static int cmdline_config(char *path, size_t cap)
 {
 	FILE *f = fopen("/proc/self/cmdline", "re");
 	char buf[8192], cwd[PATH_MAX];
@@ -311,7 +311,6 @@ static int cmdline_config(char *path, size_t cap, bool *port)
 	size_t n;
 	ssize_t len;
 
-	*port = false;
 	path[0] = '\0';
 	if (!f)
 		return -1;
@@ -323,8 +322,6 @@ static int cmdline_config(char *path, size_t cap, bool *port)
 
 		if (prev && (!strcmp(prev, "-c") || !strcmp(prev, "--config-file")))
 			conf = arg;
-		if (!strcmp(arg, "-p") || !strcmp(arg, "--port"))
-			*port = true;
 		prev = arg;
 	}
 	if (!conf)
@@ -346,16 +343,14 @@ static int cmdline_config(char *path, size_t cap, bool *port)
 void eh_scope_learn(struct eh_scope_info *out, const char *override, const char *self, int index)
 {
 	char path[4096];
-	bool port = false;
-	int found = cmdline_config(path, sizeof(path), &port);
 
 	if (override) {
 		snprintf(path, sizeof(path), "%s", override);
-	} else if (found) {
+	} else if (cmdline_config(path, sizeof(path))) {
 		memset(out, 0, sizeof(*out));
 		snprintf(out->why, sizeof(out->why), "cannot find the broker's -c configuration file in "
 			 "/proc/self/cmdline (set plugin_opt_config_file)");
 		return;
 	}
-	eh_scope_learn_file(out, path, port, self, index);
+	eh_scope_learn_file(out, path, self, index);
 }

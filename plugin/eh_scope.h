@@ -34,10 +34,7 @@ struct eh_scope_info {
  * plugin_opt_config_file or NULL; self is the path of our own .so. */
 void eh_scope_learn(struct eh_scope_info *out, const char *override, const char *self, int index);
 
-/* Parses configuration text (for tests): same as eh_scope_learn but from a
- * file path given directly. cmdline_port (-p given) is accepted for
- * completeness: it does not change the security rules. */
-void eh_scope_learn_file(struct eh_scope_info *out, const char *path, bool cmdline_port, const char *self,
-			 int index);
+/* Same as eh_scope_learn, from a configuration file given directly (tests). */
+void eh_scope_learn_file(struct eh_scope_info *out, const char *path, const char *self, int index);
 
 #endif

@@ -64,14 +64,14 @@ static void teardown(void)
 }
 
 /* Writes text as main.conf and learns instance index from it. */
-static struct eh_scope_info learn(const char *text, bool cmdline_port, int index)
+static struct eh_scope_info learn(const char *text, int index)
 {
 	struct eh_scope_info info;
 	char path[768];
 
 	write_file("main.conf", text);
 	snprintf(path, sizeof(path), "%s/main.conf", dir);
-	eh_scope_learn_file(&info, path, cmdline_port, self, index);
+	eh_scope_learn_file(&info, path, self, index);
 	return info;
 }
 
@@ -99,7 +99,7 @@ START_TEST(scope_local_only)
 {
 	struct eh_scope_info i = learn("# Debian's stock file has no listener\n"
 				       "pid_file /run/mosquitto/mosquitto.pid\n"
-				       "persistence true\n", false, 0);
+				       "persistence true\n", 0);
 
 	ck_assert(i.known);
 	ck_assert(!i.per_listener);
@@ -108,11 +108,11 @@ START_TEST(scope_local_only)
 	ck_assert_ptr_nonnull(strstr(i.path, "main.conf"));
 
 	/* Local-only mode forces anonymous access on, whatever the file. */
-	i = learn("allow_anonymous false\n", false, 0);
+	i = learn("allow_anonymous false\n", 0);
 	ck_assert(i.known);
 	ck_assert(i.allow_anonymous);
 	/* An empty file is local-only too. */
-	i = learn("", false, 0);
+	i = learn("", 0);
 	ck_assert(i.known);
 	ck_assert(i.allow_anonymous);
 }
@@ -123,36 +123,37 @@ START_TEST(scope_listener_defaults)
 	struct eh_scope_info i;
 
 	/* A listener makes unset allow_anonymous false. */
-	i = learn("listener 1883\n", false, 0);
+	i = learn("listener 1883\n", 0);
 	ck_assert(i.known);
 	ck_assert(!i.allow_anonymous);
-	/* port and bind_address count as a listener; -p on the command
-	 * line does not end local-only mode (mosquitto 2.0 conf.c). */
-	i = learn("port 1883\n", false, 0);
+	/* port and bind_address count as a listener. (-p on the command
+	 * line does not end local-only mode, so the reader ignores it;
+	 * test_transparency's test_j proves that against the broker.) */
+	i = learn("port 1883\n", 0);
 	ck_assert(!i.allow_anonymous);
-	i = learn("bind_address 127.0.0.1\n", false, 0);
+	i = learn("bind_address 127.0.0.1\n", 0);
 	ck_assert(!i.allow_anonymous);
-	i = learn("persistence false\n", true, 0);
+	i = learn("persistence false\n", 0);
 	ck_assert(i.allow_anonymous);
 	/* A boolean is the first word; the rest of the line is ignored. */
-	i = learn("listener 1883\nallow_anonymous true # for the demo\n", false, 0);
+	i = learn("listener 1883\nallow_anonymous true # for the demo\n", 0);
 	ck_assert(i.allow_anonymous);
-	i = learn("listener 1883\nallow_anonymous truely\n", false, 0);
+	i = learn("listener 1883\nallow_anonymous truely\n", 0);
 	ck_assert(!i.allow_anonymous);
 	/* Explicit values, with odd spacing and case. */
-	i = learn("listener 1883\n  allow_anonymous\t true  \n", false, 0);
+	i = learn("listener 1883\n  allow_anonymous\t true  \n", 0);
 	ck_assert(i.allow_anonymous);
-	i = learn("listener 1883\nallow_anonymous TRUE\n", false, 0);
+	i = learn("listener 1883\nallow_anonymous TRUE\n", 0);
 	ck_assert(i.allow_anonymous);
-	i = learn("allow_anonymous true\nlistener 1883\n", false, 0);
+	i = learn("allow_anonymous true\nlistener 1883\n", 0);
 	ck_assert(i.allow_anonymous);
-	i = learn("listener 1883\nallow_anonymous false\n", false, 0);
+	i = learn("listener 1883\nallow_anonymous false\n", 0);
 	ck_assert(!i.allow_anonymous);
 	/* The last line wins. */
-	i = learn("listener 1883\nallow_anonymous true\nallow_anonymous false\n", false, 0);
+	i = learn("listener 1883\nallow_anonymous true\nallow_anonymous false\n", 0);
 	ck_assert(!i.allow_anonymous);
 	/* Comments are not directives. */
-	i = learn("listener 1883\n#allow_anonymous true\n   # allow_anonymous true\n", false, 0);
+	i = learn("listener 1883\n#allow_anonymous true\n   # allow_anonymous true\n", 0);
 	ck_assert(!i.allow_anonymous);
 }
 END_TEST
@@ -161,14 +162,14 @@ START_TEST(scope_builtin_files)
 {
 	struct eh_scope_info i;
 
-	i = learn("listener 1883\npassword_file /etc/mosquitto/passwd\n", false, 0);
+	i = learn("listener 1883\npassword_file /etc/mosquitto/passwd\n", 0);
 	ck_assert(i.known);
 	ck_assert(i.password_file);
 	ck_assert(!i.acl_file);
-	i = learn("listener 1883\nacl_file /etc/mosquitto/acl\n", false, 0);
+	i = learn("listener 1883\nacl_file /etc/mosquitto/acl\n", 0);
 	ck_assert(!i.password_file);
 	ck_assert(i.acl_file);
-	i = learn("listener 1883\n#password_file x\nacl_filex y\n", false, 0);
+	i = learn("listener 1883\n#password_file x\nacl_filex y\n", 0);
 	ck_assert(!i.password_file);
 	ck_assert(!i.acl_file);
 }
@@ -179,30 +180,30 @@ START_TEST(scope_plugins)
 	struct eh_scope_info i;
 
 	/* Ourselves only. */
-	i = learn(CONF("listener 1883\nplugin SELF\n"), false, 0);
+	i = learn(CONF("listener 1883\nplugin SELF\n"), 0);
 	ck_assert(i.known);
 	ck_assert(!i.dynsec && !i.legacy_plugin && !i.unknown_plugin);
 	/* Ourselves through another spelling of the same path. */
 	snprintf(conf, sizeof(conf), "listener 1883\nplugin %s/./mosquitto_eventhook.so\n", dir);
-	i = learn(conf, false, 0);
+	i = learn(conf, 0);
 	ck_assert(!i.dynsec && !i.legacy_plugin && !i.unknown_plugin);
 	/* The dynamic-security plugin. */
 	i = learn(CONF("listener 1883\nplugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n"
-		       "plugin SELF\n"), false, 0);
+		       "plugin SELF\n"), 0);
 	ck_assert(i.dynsec);
 	ck_assert(!i.legacy_plugin && !i.unknown_plugin);
 	/* Another v5 plugin we cannot know. */
-	i = learn(CONF("listener 1883\nplugin SELF\nplugin /opt/other/auth.so\n"), false, 0);
+	i = learn(CONF("listener 1883\nplugin SELF\nplugin /opt/other/auth.so\n"), 0);
 	ck_assert(i.unknown_plugin);
 	ck_assert(!i.dynsec && !i.legacy_plugin);
 	/* auth_plugin is the same directive as plugin in 2.0: what a plugin
 	 * is comes from its exports, and one that cannot be loaded to look is
 	 * unknown (we then observe less). */
-	i = learn(CONF("listener 1883\nauth_plugin /opt/old/auth-plug.so\nplugin SELF\n"), false, 0);
+	i = learn(CONF("listener 1883\nauth_plugin /opt/old/auth-plug.so\nplugin SELF\n"), 0);
 	ck_assert(i.unknown_plugin);
 	ck_assert(!i.dynsec && !i.legacy_plugin);
 	i = learn(CONF("listener 1883\nauth_plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n"
-		       "plugin SELF\n"), false, 0);
+		       "plugin SELF\n"), 0);
 	ck_assert(i.dynsec);
 	ck_assert(!i.legacy_plugin && !i.unknown_plugin);
 	/* Another copy with our file name elsewhere is not us (realpath
@@ -211,7 +212,7 @@ START_TEST(scope_plugins)
 	write_file("other/mosquitto_eventhook.so", "x");
 	snprintf(conf, sizeof(conf), "listener 1883\nplugin %s\nplugin %s/other/mosquitto_eventhook.so\n", self,
 		 dir);
-	i = learn(conf, false, 0);
+	i = learn(conf, 0);
 	ck_assert(i.unknown_plugin);
 }
 END_TEST
@@ -231,7 +232,7 @@ START_TEST(scope_include_dir)
 	write_file("conf.d/README", "acl_file /y\n");
 	write_file("conf.d/.conf", "acl_file /y\n");
 	snprintf(conf, sizeof(conf), "listener 1883\ninclude_dir %s\n", sub);
-	i = learn(conf, false, 0);
+	i = learn(conf, 0);
 	ck_assert(i.known);
 	ck_assert(!i.allow_anonymous);
 	ck_assert(i.password_file);
@@ -244,13 +245,13 @@ START_TEST(scope_include_dir)
 	snprintf(conf, sizeof(conf), "include_dir %s/nested\n", sub);
 	write_file("conf.d/40-include.conf", conf);
 	snprintf(conf, sizeof(conf), "listener 1883\ninclude_dir %s\n", sub);
-	i = learn(conf, false, 0);
+	i = learn(conf, 0);
 	ck_assert(i.known);
 	ck_assert(!i.acl_file);
 
 	/* A missing include_dir makes the result unknown. */
 	snprintf(conf, sizeof(conf), "listener 1883\ninclude_dir %s/missing\n", dir);
-	i = learn(conf, false, 0);
+	i = learn(conf, 0);
 	ck_assert(!i.known);
 	ck_assert_ptr_nonnull(strstr(i.why, "include_dir"));
 }
@@ -270,17 +271,17 @@ START_TEST(scope_per_listener)
 	char copy[8192];
 
 	snprintf(copy, sizeof(copy), "%s", text);
-	i = learn(copy, false, 0);
+	i = learn(copy, 0);
 	ck_assert(i.known);
 	ck_assert(i.per_listener);
 	ck_assert(i.allow_anonymous);
 	ck_assert(!i.password_file && !i.acl_file);
-	i = learn(copy, false, 1);
+	i = learn(copy, 1);
 	ck_assert(i.known);
 	ck_assert(!i.allow_anonymous);
 	ck_assert(i.password_file && i.acl_file);
 	/* A third instance has no plugin line: unknown, with a reason. */
-	i = learn(copy, false, 2);
+	i = learn(copy, 2);
 	ck_assert(!i.known);
 	ck_assert_ptr_nonnull(strstr(i.why, "listener"));
 
@@ -288,20 +289,19 @@ START_TEST(scope_per_listener)
 	 * has none (counting it would make us defer where nobody answers). */
 	i = learn(CONF("per_listener_settings true\n"
 		       "listener 1883\nplugin SELF\n"
-		       "listener 8883\nplugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n"), false, 0);
+		       "listener 8883\nplugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n"), 0);
 	ck_assert(i.known);
 	ck_assert(!i.dynsec && !i.unknown_plugin);
 	/* A plugin we cannot know counts everywhere: we then observe less. */
 	i = learn(CONF("per_listener_settings true\n"
 		       "listener 1883\nplugin SELF\n"
-		       "listener 8883\nplugin /opt/other/unknown.so\n"), false, 0);
+		       "listener 8883\nplugin /opt/other/unknown.so\n"), 0);
 	ck_assert(i.known);
 	ck_assert(i.unknown_plugin);
 
 	/* Without per_listener_settings the settings are global, whatever
 	 * listener they follow. */
-	i = learn(CONF("listener 1883\nplugin SELF\nlistener 8883\npassword_file /p\nallow_anonymous true\n"), false,
-		  0);
+	i = learn(CONF("listener 1883\nplugin SELF\nlistener 8883\npassword_file /p\nallow_anonymous true\n"), 0);
 	ck_assert(i.known);
 	ck_assert(!i.per_listener);
 	ck_assert(i.password_file);
@@ -315,12 +315,12 @@ START_TEST(scope_unreadable)
 	char path[768];
 
 	snprintf(path, sizeof(path), "%s/does-not-exist.conf", dir);
-	eh_scope_learn_file(&i, path, false, self, 0);
+	eh_scope_learn_file(&i, path, self, 0);
 	ck_assert(!i.known);
 	ck_assert_ptr_nonnull(strstr(i.why, "cannot read"));
 	ck_assert_ptr_nonnull(strstr(i.why, "does-not-exist.conf"));
 	/* A directory is not a readable configuration file either. */
-	eh_scope_learn_file(&i, dir, false, self, 0);
+	eh_scope_learn_file(&i, dir, self, 0);
 	ck_assert(!i.known);
 	ck_assert(i.why[0]);
 }
