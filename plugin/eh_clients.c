@@ -38,6 +38,12 @@ void eh_clients_free(struct eh_clients *t)
 			c = next;
 		}
 	}
+	while (t->spare) {
+		struct eh_client *next = t->spare->hash_next;
+
+		free(t->spare);
+		t->spare = next;
+	}
 	free(t->buckets);
 	memset(t, 0, sizeof(*t));
 }
@@ -85,11 +91,22 @@ struct eh_client *eh_clients_add(struct eh_clients *t, const void *key, const ch
 				 const char *peer)
 {
 	size_t il = id ? strlen(id) : 0, ul = user ? strlen(user) : 0, pl = peer ? strlen(peer) : 0;
-	struct eh_client *c = calloc(1, sizeof(*c) + il + ul + pl + 3);
+	size_t need = il + ul + pl + 3;
+	bool small = need <= EH_CLIENT_SMALL;
+	struct eh_client *c;
 	size_t s;
 
-	if (!c)
-		return NULL;
+	if (small && t->spare) {
+		c = t->spare;
+		t->spare = c->hash_next;
+		t->nspare--;
+		memset(c, 0, sizeof(*c));
+	} else {
+		c = calloc(1, sizeof(*c) + (small ? EH_CLIENT_SMALL : need));
+		if (!c)
+			return NULL;
+	}
+	c->small = small;
 	c->key = key;
 	c->id = c->data;
 	c->user = c->id + il + 1;
@@ -100,6 +117,7 @@ struct eh_client *eh_clients_add(struct eh_clients *t, const void *key, const ch
 		memcpy(c->user, user, ul);
 	if (pl)
 		memcpy(c->peer, peer, pl);
+	c->id[il] = c->user[ul] = c->peer[pl] = '\0';
 	c->id_len = (uint32_t)il;
 	c->user_len = (uint32_t)ul;
 	c->peer_len = (uint32_t)pl;
@@ -151,6 +169,12 @@ void eh_clients_remove(struct eh_clients *t, struct eh_client *c)
 	if (*pp)
 		*pp = c->hash_next;
 	t->count--;
+	if (c->small && t->nspare < EH_CLIENTS_SPARE) {
+		c->hash_next = t->spare;
+		t->spare = c;
+		t->nspare++;
+		return;
+	}
 	free(c);
 }
 

@@ -25,15 +25,25 @@ struct eh_client {
 	uint16_t flags;    /* EH_EVF_HAS_USERNAME, CLEAN_START, WEBSOCKETS */
 	int64_t ts_ms;     /* wall clock of the connect */
 	int64_t mono_ms;   /* monotonic clock of the connect */
+	bool small;        /* allocated with EH_CLIENT_SMALL bytes of strings: reusable */
 	uint32_t id_len, user_len, peer_len;
 	char *id, *user, *peer; /* point into data */
 	char data[];
 };
 
+/* Entries whose id, username and address fit in EH_CLIENT_SMALL bytes are
+ * kept on a spare list when their client leaves (at most EH_CLIENTS_SPARE
+ * of them) and reused by the next connect: connection churn then costs no
+ * malloc/free on the broker thread. */
+#define EH_CLIENT_SMALL 160
+#define EH_CLIENTS_SPARE 256
+
 struct eh_clients {
 	struct eh_client **buckets;
 	size_t nbuckets, count;
 	struct eh_client *pending; /* doubly linked list of PENDING clients */
+	struct eh_client *spare;   /* singly linked through hash_next */
+	size_t nspare;
 };
 
 int eh_clients_init(struct eh_clients *t);
