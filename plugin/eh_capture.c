@@ -258,7 +258,7 @@ static void promote_all_pending(struct eh_capture *cap)
 static void chores(struct eh_capture *cap)
 {
 	cap->last_chores_ms = eh_now_ms();
-	eh_core_tick(cap->core);
+	eh_core_tick(cap->core, cap->last_chores_ms);
 }
 
 /* Without TICK (per_listener_settings on 2.0.11-2.0.14) the periodic work

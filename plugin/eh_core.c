@@ -272,9 +272,47 @@ fail:
 	return -1;
 }
 
+/* A sink with neither open nor poll has nothing to do before its first
+ * event, so its thread starts then. Until some sink has a thread, glibc
+ * keeps the broker on its single-threaded fast paths (unlocked malloc, no
+ * cancellation bookkeeping around system calls), which is most of what an
+ * uninterested plugin would otherwise cost per connection
+ * (docs/performance.md). Sinks that talk to a peer start at once: they
+ * connect, report an unreachable peer and, for MQTT, announce presence
+ * before any event. */
+static bool thread_lazy(const struct eh_sink *s)
+{
+	return !s->ops->open && !s->ops->poll;
+}
+
+/* broker thread, from eh_core_emit: one pthread_create per sink per
+ * broker lifetime. A failure is logged and tried again a second later at
+ * the earliest; meanwhile events wait in the ring (or are dropped and
+ * counted when it is full). */
+static void start_lazy(struct eh_sink *s)
+{
+	int64_t now = eh_now_ms();
+
+	if (now < s->thread_retry_ms)
+		return;
+	if (eh_runner_start(s)) {
+		if (!s->thread_retry_ms)
+			mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: %s: cannot start its thread: %s; "
+					     "retrying every second, events wait in its queue", s->name, strerror(errno));
+		s->thread_retry_ms = now + 1000;
+		return;
+	}
+	if (s->thread_retry_ms)
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, "eventhook: %s: thread started", s->name);
+}
+
 int eh_core_start(struct eh_core *core)
 {
 	for (size_t i = 0; i < core->nsinks; i++) {
+		if (thread_lazy(&core->sinks[i])) {
+			core->sinks[i].thread_lazy = true;
+			continue;
+		}
 		if (eh_runner_start(&core->sinks[i])) {
 			mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: %s: cannot start its thread: %s",
 					     core->sinks[i].name, strerror(errno));
@@ -349,6 +387,8 @@ void eh_core_emit(struct eh_core *core, struct eh_event *ev)
 		eh_event_pack(ev, slot);
 		eh_ring_commit_sp(&s->ring);
 		atomic_fetch_add_explicit(&s->enqueued, 1, memory_order_relaxed);
+		if (!s->thread_started && s->thread_lazy)
+			start_lazy(s);
 	}
 }
 
@@ -393,20 +433,16 @@ static void publish_stats(struct eh_core *core)
 	}
 }
 
-void eh_core_tick(struct eh_core *core)
+void eh_core_tick(struct eh_core *core, int64_t now_ms)
 {
 	eh_core_log_drain(core);
 	for (size_t i = 0; i < core->nsinks; i++) {
 		if (core->sinks[i].ops->broker_tick)
 			core->sinks[i].ops->broker_tick(core->sinks[i].ctx);
 	}
-	if (core->stats_interval_ms > 0 && core->sinks_running) {
-		int64_t now = eh_now_ms();
-
-		if (now >= core->next_stats_ms) {
-			core->next_stats_ms = now + core->stats_interval_ms;
-			publish_stats(core);
-		}
+	if (core->stats_interval_ms > 0 && core->sinks_running && now_ms >= core->next_stats_ms) {
+		core->next_stats_ms = now_ms + core->stats_interval_ms;
+		publish_stats(core);
 	}
 }
 
@@ -422,8 +458,14 @@ void eh_core_stop(struct eh_core *core)
 {
 	int64_t deadline = eh_now_ms() + core->shutdown_timeout_ms;
 
-	for (size_t i = 0; i < core->nsinks; i++)
-		eh_runner_request_stop(&core->sinks[i], deadline);
+	for (size_t i = 0; i < core->nsinks; i++) {
+		struct eh_sink *s = &core->sinks[i];
+
+		/* A lazy sink that never got its thread has delivered nothing. */
+		if (!s->thread_started)
+			atomic_store_explicit(&s->left, eh_ring_count(&s->ring), memory_order_relaxed);
+		eh_runner_request_stop(s, deadline);
+	}
 	for (size_t i = 0; i < core->nsinks; i++) {
 		struct eh_sink *s = &core->sinks[i];
 

@@ -48,6 +48,8 @@ struct eh_sink {
 
 	pthread_t thread;
 	bool thread_started;
+	bool thread_lazy;       /* started by the first event (eh_core_start) */
+	int64_t thread_retry_ms; /* after a failed lazy start: not before this */
 	_Atomic int stop;       /* set by the broker thread at cleanup */
 	_Atomic int reload_req; /* set by RELOAD, taken by the sink thread */
 	_Atomic int64_t drain_deadline_ms;
@@ -116,8 +118,9 @@ void eh_core_emit(struct eh_core *core, struct eh_event *ev);
 /* broker thread: true when the client with this id is excluded from
  * capture (a sink's own connection). */
 bool eh_core_client_excluded(const struct eh_core *core, const char *id);
-/* broker thread: periodic work (log drain, stats, broker_tick hooks). */
-void eh_core_tick(struct eh_core *core);
+/* broker thread: periodic work (log drain, stats, broker_tick hooks);
+ * now_ms is eh_now_ms(), which the caller has read already. */
+void eh_core_tick(struct eh_core *core, int64_t now_ms);
 /* broker thread: SIGHUP. */
 void eh_core_reload(struct eh_core *core);
 

@@ -161,6 +161,33 @@ class EventsTest(BrokerTestCase):
         # with an acl_file a SUBSCRIBE is always granted by the broker
         self.assertIs(evs[4]["granted"], True)
 
+    def test_uninterested_sink_starts_its_thread_at_its_first_event(self):
+        """A sink with nothing to send has no thread, so a broker whose
+        sinks want none of its traffic stays single-threaded (glibc's fast
+        paths); the first wanted event starts it and nothing is lost."""
+        b = self.broker(events="client.*,message.publish", file_events="message.publish")
+
+        def threads():
+            return len(os.listdir(f"/proc/{b.proc.pid}/task"))
+
+        before = threads()
+        c = RawClient(b.port, "quiet")
+        self.assertEqual(c.connect().rc, 0)
+        self.assertEqual(c.subscribe([("q/#", 0)]), [0])
+        b.sighup()  # a reload before the thread exists is kept for it
+        self.assertEqual(threads(), before, "no thread while nothing is wanted")
+        self.assertEqual(c.publish("q/1", b"first", qos=1), 0)
+        evs = wait_events(b.events_path, lambda e: len(e) >= 1)
+        self.assertEqual(threads(), before + 1)
+        self.assertEqual(c.publish("q/2", b"second", qos=1), 0)
+        c.disconnect()
+        evs = wait_events(b.events_path, lambda e: len(e) >= 2)
+        self.assertEqual([(e["event"], e["topic"]) for e in evs],
+                         [("message.publish", "q/1"), ("message.publish", "q/2")])
+        self.assertEqual(b.stop(), 0)
+        self.assertIn("eventhook: file: stopped; enqueued 2, delivered 2, failed 0, dropped 0, "
+                      "left undelivered at shutdown 0", b.log())
+
     def test_session_takeover_orders_disconnect_first(self):
         b = self.broker()
         first = RawClient(b.port, "dup")
