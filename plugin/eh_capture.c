@@ -46,6 +46,7 @@ struct eh_capture {
 
 	bool v21;           /* the broker accepted the 2.1 events */
 	bool auth_on, acl_on;             /* head callbacks registered */
+	bool message_on;
 	bool auth_tail_want, acl_tail_want;
 	bool auth_tail_on, acl_tail_on;
 	bool tails_stale;   /* a reload re-appended the built-ins behind our tails */
@@ -304,10 +305,11 @@ static void place_tails(struct eh_capture *cap)
 		cap->auth_tail_on = cap->acl_tail_on = false;
 		cap->tails_stale = false;
 	}
-	if (cap->auth_tail_want && !cap->auth_tail_on)
+	/* A tail only ever stands behind our own head callback. */
+	if (cap->auth_tail_want && cap->auth_on && !cap->auth_tail_on)
 		cap->auth_tail_on = mosquitto_callback_register(cap->pid, MOSQ_EVT_BASIC_AUTH, auth_tail, NULL,
 								cap->core) == MOSQ_ERR_SUCCESS;
-	if (cap->acl_tail_want && !cap->acl_tail_on)
+	if (cap->acl_tail_want && cap->acl_on && !cap->acl_tail_on)
 		cap->acl_tail_on = mosquitto_callback_register(cap->pid, MOSQ_EVT_ACL_CHECK, acl_tail, NULL,
 							       cap->core) == MOSQ_ERR_SUCCESS;
 }
@@ -681,6 +683,19 @@ static int on_reload(int event, void *event_data, void *user)
 
 /* ---- registration ---- */
 
+/* Only what some sink wants is registered: a callback nobody needs still
+ * costs the broker a dispatch per packet, and a broker without an ACL
+ * callback runs exactly its own checks.
+ * - ACL_CHECK gives subscribe and unsubscribe on 2.0 and every authz
+ *   denial; for presence it is also the earliest sign that a pending
+ *   connection was accepted (when TICK is missing, as with
+ *   per_listener_settings on 2.0.11) and where a client that never
+ *   authenticated through us (certificate identity) is first seen.
+ * - MESSAGE gives publishes and proves a WRITE check was allowed. */
+#define EH_NEED_ACL (EH_EV_BIT(EH_EV_SUBSCRIBE) | EH_EV_BIT(EH_EV_UNSUBSCRIBE) | EH_EV_BIT(EH_EV_AUTHZ_DENIED))
+#define EH_NEED_PRESENCE (EH_EV_BIT(EH_EV_CONNECT) | EH_EV_BIT(EH_EV_CONNECTED))
+#define EH_NEED_MESSAGE (EH_EV_BIT(EH_EV_PUBLISH) | EH_EV_BIT(EH_EV_AUTHZ_DENIED))
+
 /* Which of our callbacks are neutral in this scope (docs/capture.md). */
 static void decide_registration(struct eh_capture *cap)
 {
@@ -740,6 +755,7 @@ int eh_capture_init(struct eh_core *core, int index)
 	const char *override = eh_config_get(&core->config, "config_file");
 	char self[4096] = "";
 	Dl_info info;
+	uint32_t need_acl;
 #if EH_HAVE_21
 	int rc21;
 #endif
@@ -795,10 +811,10 @@ int eh_capture_init(struct eh_core *core, int index)
 	}
 #endif
 	decide_registration(cap);
+	need_acl = core->wanted & (EH_NEED_ACL | EH_NEED_PRESENCE);
 
-	if (reg(cap, MOSQ_EVT_DISCONNECT, on_disconnect) || reg(cap, MOSQ_EVT_MESSAGE, on_message)
-	    || reg(cap, MOSQ_EVT_TICK, on_tick) || reg(cap, MOSQ_EVT_RELOAD, on_reload)
-	    || reg(cap, MOSQ_EVT_EXT_AUTH_START, on_ext_auth_start)) {
+	if (reg(cap, MOSQ_EVT_DISCONNECT, on_disconnect) || reg(cap, MOSQ_EVT_TICK, on_tick)
+	    || reg(cap, MOSQ_EVT_RELOAD, on_reload) || reg(cap, MOSQ_EVT_EXT_AUTH_START, on_ext_auth_start)) {
 		mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: cannot register broker callbacks");
 		return -1;
 	}
@@ -815,17 +831,28 @@ int eh_capture_init(struct eh_core *core, int index)
 				     "authentication and there is no password_file: client.connect and "
 				     "client.connect_failed are not captured, so that its decisions stay unchanged");
 	}
-	if (cap->v21 || acl_neutral(&cap->scope)) {
+	if (need_acl && (cap->v21 || acl_neutral(&cap->scope))) {
 		cap->acl_on = reg(cap, MOSQ_EVT_ACL_CHECK, on_acl_check) == MOSQ_ERR_SUCCESS;
-	} else if (cap->scope.known) {
+	} else if (need_acl && cap->scope.known) {
 		mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: another plugin of unknown capability shares "
 				     "authorization and there is no acl_file: client.subscribe, client.unsubscribe and "
 				     "client.authz_denied are not captured, so that its decisions stay unchanged");
 	}
+	/* Without ACL checks, MESSAGE is the first sign of life of a client
+	 * that publishes. */
+	if ((core->wanted & EH_NEED_MESSAGE) || (!cap->acl_on && (core->wanted & EH_NEED_PRESENCE))) {
+		if (reg(cap, MOSQ_EVT_MESSAGE, on_message)) {
+			mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: cannot register broker callbacks");
+			return -1;
+		}
+		cap->message_on = true;
+	}
 	mosquitto_log_printf(MOSQ_LOG_INFO, "eventhook: capture on %s: connect attempts %s, subscriptions and "
-			     "authorization %s%s", cap->v21 ? "Mosquitto 2.1 events" : "Mosquitto 2.0 inference",
-			     cap->auth_on ? "seen" : "not seen", cap->acl_on ? "seen" : "not seen",
-			     cap->granted_known ? ", subscribe outcome exact" : "");
+			     "authorization %s, messages %s%s", cap->v21 ? "Mosquitto 2.1 events" : "Mosquitto 2.0 inference",
+			     cap->auth_on ? "seen" : "not seen",
+			     cap->acl_on ? "seen" : need_acl ? "not seen" : "not needed",
+			     cap->message_on ? "seen" : "not needed",
+			     cap->acl_on && cap->granted_known ? ", subscribe outcome exact" : "");
 	return 0;
 }
 

@@ -161,6 +161,45 @@ class EventsTest(BrokerTestCase):
         # with an acl_file a SUBSCRIBE is always granted by the broker
         self.assertIs(evs[4]["granted"], True)
 
+    def test_lifecycle_only_registers_less_and_stays_exact(self):
+        """A deployment that wants only refusals and disconnections: the
+        plugin registers neither ACL_CHECK nor MESSAGE (the broker keeps its
+        own checks alone), and refusals, takeovers and disconnections are
+        still exact."""
+        b = self.broker(conf=["allow_anonymous false", "password_file {dir}/pw"], files={"pw": ""},
+                        events="client.connect_failed,client.disconnected")
+        write_password_file(b.path("pw"), {"alice": "secret"})
+        b.sighup()
+        self.assertIn("subscriptions and authorization not needed, messages not needed", b.log())
+        good = RawClient(b.port, "good")
+        self.assertEqual(good.connect(username="alice", password="secret").rc, 0)
+        self.assertEqual(good.subscribe([("s/#", 1)]), [1])
+        self.assertEqual(good.publish("s/x", b"hi", qos=1), 0)
+        good.wait_messages(1)
+        good.disconnect()
+        bad = RawClient(b.port, "bad")
+        self.assertEqual(bad.connect(username="alice", password="nope").rc, 5)
+        bad.close()
+        first = RawClient(b.port, "dup")
+        self.assertEqual(first.connect(username="alice", password="secret").rc, 0)
+        second = RawClient(b.port, "dup")
+        self.assertEqual(second.connect(username="alice", password="secret").rc, 0)
+        self.assertTrue(first.wait_closed())
+        second.disconnect()
+        s = RawClient(b.port, "zz-sentinel")
+        self.assertEqual(s.connect(username="alice", password="secret").rc, 0)
+        s.disconnect()
+        evs = wait_events(b.events_path, lambda e: any(x["clientid"] == "zz-sentinel" for x in e))
+        self.assertEqual([(e["event"], e["clientid"], e["reason"]) for e in evs], [
+            ("client.disconnected", "good", "unknown"),
+            ("client.connect_failed", "bad", "not_authorized"),
+            ("client.disconnected", "dup", "session_taken_over"),
+            ("client.disconnected", "dup", "unknown"),
+            ("client.disconnected", "zz-sentinel", "unknown")])
+        self.assertEqual(evs[0]["username"], "alice")
+        self.assertGreaterEqual(evs[0]["connected_ms"], 0)
+        self.assert_common(evs)
+
     def test_uninterested_sink_starts_its_thread_at_its_first_event(self):
         """A sink with nothing to send has no thread, so a broker whose
         sinks want none of its traffic stays single-threaded (glibc's fast
