@@ -59,6 +59,7 @@ class Broker:
         self.port = free_port()
         self.lines = [l.replace("{dir}", self.dir) for l in lines]
         self.pin = pin
+        self.pinned = set()  # thread ids already pinned
         self.prefix = prefix or []
         self.env = env
         self.proc = None
@@ -101,10 +102,21 @@ class Broker:
         return self
 
     def pin_threads(self):
+        """Pins threads not pinned yet. Called again while a load runs: a
+        sink with no peer starts its thread at its first event, from the
+        broker's thread, whose CPU it would otherwise inherit."""
         pid = self.proc.pid
-        for tid in os.listdir("/proc/%d/task" % pid):
+        pinned = self.pinned
+        try:
+            tids = [int(t) for t in os.listdir("/proc/%d/task" % pid)]
+        except OSError:
+            return
+        for tid in tids:
+            if tid in pinned:
+                continue
             try:
-                os.sched_setaffinity(int(tid), BROKER_CPU if int(tid) == pid else OTHER_CPUS)
+                os.sched_setaffinity(tid, BROKER_CPU if tid == pid else OTHER_CPUS)
+                pinned.add(tid)
             except OSError:
                 pass
 
@@ -170,12 +182,19 @@ def loadgen(broker, mode="cycle", secs=5.0, conc=32, warmup=1.0, args=(), timeou
         raise ValueError(mode)
     cmd += list(args)
     pre = ["taskset", "-c", ",".join(map(str, sorted(OTHER_CPUS)))] if OTHER_CPUS else []
-    p = subprocess.run(pre + cmd, capture_output=True, text=True,
-                       timeout=timeout or secs + warmup + 120)
+    p = subprocess.Popen(pre + cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.time() + (timeout or secs + warmup + 120)
+    while p.poll() is None and time.time() < end:
+        if broker.pin and BROKER_CPU:
+            broker.pin_threads()
+        time.sleep(0.05)
+    if p.poll() is None:
+        p.kill()
+    out, err = p.communicate()
     if p.returncode:
-        raise RuntimeError("loadgen failed: %s\n%s" % (p.stdout, p.stderr))
-    res = {"text": "\n".join(l for l in p.stdout.splitlines() if not l.startswith("RESULT"))}
-    for line in p.stdout.splitlines():
+        raise RuntimeError("loadgen failed: %s\n%s" % (out, err))
+    res = {"text": "\n".join(l for l in out.splitlines() if not l.startswith("RESULT"))}
+    for line in out.splitlines():
         if line.startswith("RESULT "):
             for kv in line.split()[1:]:
                 k, v = kv.split("=", 1)
@@ -209,3 +228,89 @@ def machine():
     ver = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True).stdout.splitlines()
     return "%d CPU(s) %s, %s, load average %s" % (NCPU, model, ver[0] if ver else "mosquitto",
                                                    open("/proc/loadavg").read().split()[0])
+
+
+HTTP_PEER = r'''
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+'''
+
+
+class Peers:
+    """Local peers for every network sink, on the non-broker CPUs: an HTTP
+    server answering 204 (Python's http.server), librdkafka's mock cluster
+    (build/test/kafka_peer) and a second mosquitto for the MQTT sink.
+    sink_opts() gives the plugin options that point every sink at them."""
+
+    def __init__(self):
+        self.procs = []
+        self.dir = tempfile.mkdtemp(prefix="eh-bench-peers-", dir=SCRATCH)
+
+    def _spawn(self, cmd, **kw):
+        pre = ["taskset", "-c", ",".join(map(str, sorted(OTHER_CPUS)))] if OTHER_CPUS else []
+        p = subprocess.Popen(pre + cmd, **kw)
+        self.procs.append(p)
+        return p
+
+    def start(self):
+        http = self._spawn(["/usr/bin/python3", "-c", HTTP_PEER], stdout=subprocess.PIPE, text=True)
+        self.http_port = int(http.stdout.readline())
+        kafka = self._spawn([os.path.join(ROOT, BUILD, "test", "kafka_peer"), "mock", "1", "events:4"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = kafka.stdout.readline()
+        if not line.startswith("bootstrap "):
+            raise RuntimeError("kafka_peer mock: " + line)
+        self.kafka_bootstrap = line.split()[1]
+        self.mqtt_port = free_port()
+        conf = os.path.join(self.dir, "peer.conf")
+        with open(conf, "w") as f:
+            f.write("listener %d 127.0.0.1\nallow_anonymous true\nuser %s\nlog_dest none\n"
+                    "max_queued_messages 0\n" % (self.mqtt_port, pwd.getpwuid(os.getuid()).pw_name))
+        self._spawn([MOSQUITTO, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.mqtt_port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError("peer mosquitto did not listen")
+                time.sleep(0.05)
+        return self
+
+    def sink_opts(self):
+        return ["http_url http://127.0.0.1:%d/events" % self.http_port,
+                "http_batch_max 500", "http_batch_linger_ms 20",
+                "kafka_brokers " + self.kafka_bootstrap, "kafka_topic events",
+                "mqtt_uri tcp://127.0.0.1:%d" % self.mqtt_port, "mqtt_topic events/{event}"]
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs = []
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
