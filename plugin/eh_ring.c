@@ -74,10 +74,15 @@ void *eh_ring_reserve_sp(struct eh_ring *ring, uint32_t len)
 
 	if (len > ring->max_record)
 		return NULL;
-	/* acquire: pairs with the consumer's release of records_out. */
-	if (atomic_load_explicit(&ring->records_in, memory_order_relaxed)
-	    - atomic_load_explicit(&ring->records_out, memory_order_acquire) >= ring->max_records)
-		return NULL;
+	/* The consumer's count is read only when the cached one says full:
+	 * reading its line on every push costs a cache miss per event while
+	 * the consumer is busy on another CPU. acquire: pairs with the
+	 * consumer's release of records_out. */
+	if (atomic_load_explicit(&ring->records_in, memory_order_relaxed) - ring->out_seen >= ring->max_records) {
+		ring->out_seen = atomic_load_explicit(&ring->records_out, memory_order_acquire);
+		if (atomic_load_explicit(&ring->records_in, memory_order_relaxed) - ring->out_seen >= ring->max_records)
+			return NULL;
+	}
 	need = align_up(EH_RING_HDR + (uint64_t)len);
 	head = atomic_load_explicit(&ring->head, memory_order_relaxed);
 	pos = head & ring->mask;

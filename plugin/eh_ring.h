@@ -37,6 +37,7 @@ struct eh_ring {
 	uint64_t tail_seen;
 	uint64_t next_rewind_try; /* head position of the next rewind check */
 	_Atomic uint64_t records_in; /* written by the producer only */
+	uint64_t out_seen;           /* cached records_out, like tail_seen */
 
 	/* Consumer line: tail is published with release after the consumer is
 	 * done reading the bytes it frees. */
