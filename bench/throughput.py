@@ -3,10 +3,12 @@
 Configurations (each with a fresh broker):
   none  no plugin: the baseline every ratio is against.
   idle  the plugin with one sink that wants no event the load produces
-        (file sink, file_events client.connect_failed). Capture still runs:
-        the client table is kept per connection (its one allocation), every
-        callback is entered and returns after a bit test, nothing is
-        enqueued. This is the price of having the plugin loaded.
+        (file sink, file_events client.connect_failed). Capture still runs
+        for what that event needs: each connection is tracked in the client
+        table from its authentication to its disconnect, TICK runs the
+        chores; ACL and MESSAGE callbacks are not registered (nobody wants
+        what they give), nothing is enqueued, and the file sink has no
+        thread yet. This is the price of having the plugin loaded.
   all   the plugin with the file and local sinks and events '*': every
         client event and every publish is captured, enqueued, rendered to
         JSON on the sink threads, written to a file and published back into
