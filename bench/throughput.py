@@ -27,7 +27,9 @@ The configurations alternate inside each round (rotated every round) so that
 drift on a shared machine spreads over all of them; the table has medians.
 Two numbers per row: the rate (cycles/s, what a user sees; noisy on a busy
 machine) and the broker main thread's CPU time per cycle (what the plugin
-adds to the broker's single thread; steadier).
+adds to the broker's single thread; steadier). The rate is compared twice:
+ratio of the medians, and the median of each round's own ratio (the
+configurations of one round run back to back, so that one cancels drift).
 """
 import os
 import sys
@@ -101,10 +103,13 @@ def run():
                 for s in c.values():
                     enq += s["enqueued"]
                     drop += s["dropped"]
-            rows.append([mode, name, "%.0f" % rate, "%.3f" % (rate / base_rate), "%.1f" % cost,
+            # Each round runs every configuration back to back, so the
+            # ratio inside a round cancels slow drift of a shared machine.
+            paired = benchlib.median([x["rate"] / b["rate"] for x, b in zip(rs, base)])
+            rows.append([mode, name, "%.0f" % rate, "%.3f" % (rate / base_rate), "%.3f" % paired, "%.1f" % cost,
                          "%.3f" % (cost / base_cost), "%.0f%%" % brk, "%.0f%%" % gen,
                          "-" if name == "none" else "%d / %d" % (enq, drop)])
-    print(benchlib.table(["mode", "plugin", "cycles/s (median)", "rate vs none",
+    print(benchlib.table(["mode", "plugin", "cycles/s (median)", "rate vs none", "per-round ratio (median)",
                           "broker thread CPU us/cycle", "CPU vs none", "broker thread CPU",
                           "generator CPU", "events enqueued / dropped (all rounds)"], rows))
     print()
