@@ -207,13 +207,18 @@ check-packages: deps-packages
 # bench/bench_*.sh and bench/bench_*.py (docs/performance.md).
 BENCH_DEPS := valgrind util-linux linux-perf
 LOADGEN := $(BUILD)/bench/loadgen
+KAFKA_LATENCY := $(BUILD)/bench/kafka_latency
 .PHONY: bench
 $(LOADGEN): bench/loadgen.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LDFLAGS) -o $@ $<
+$(KAFKA_LATENCY): bench/kafka_latency.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LDFLAGS) -o $@ $< \
+		$$($(PKG_CONFIG) --cflags --libs rdkafka)
 bench: deps
 	@sh test/deps.sh $(BENCH_DEPS)
-	$(MAKE) all $(LOADGEN) $(PEERS)
+	$(MAKE) all $(LOADGEN) $(KAFKA_LATENCY) $(PEERS)
 	BUILD=$(BUILD) sh bench/run.sh
 
 # ---- Reliability (docs/reliability.md).

@@ -18,9 +18,13 @@
  * per-client and per-message work, not fan-out.
  *
  * Latency probes (for the end-to-end latency of a sink): -L <filter> opens one
- * more connection subscribed to the local sink's topic; -F <path> follows the
- * file sink's output with inotify. Both read the event's "ts" (wall clock
+ * more connection subscribed to the local sink's topic, or with -b <port> to
+ * the topic the MQTT sink publishes to on another broker; -F <path> follows
+ * the file sink's output with inotify. Both read the event's "ts" (wall clock
  * milliseconds at capture) and compare it with the wall clock at arrival.
+ * They keep the events captured inside the measured window; probes outside
+ * this process (an HTTP receiver, a Kafka consumer) do the same with the
+ * window's wall-clock bounds printed in RESULT.
  *
  * Output: a human line and one line "RESULT key=value ..." for scripts.
  */
@@ -92,6 +96,7 @@ struct opts {
 	const char *prefix;
 	double rate;
 	const char *probe_topic;
+	int probe_port; /* 0: the loaded broker */
 	const char *probe_file;
 	const char *samples_out;
 	int broker_pid;
@@ -128,6 +133,11 @@ static size_t cyc_n;
 static int64_t *lat_us;
 static size_t lat_n;
 static uint64_t lat_events_total;
+/* The measured window in wall-clock microseconds (end 0 while it runs). A
+ * probe keeps the events captured inside it, by their ts, whenever they
+ * arrive: events held up at start-up (a sink connecting to its peer) are
+ * not counted, and a backlog at the end is. */
+static int64_t wall_measure, wall_measured_end;
 
 static int64_t now_us(clockid_t clk)
 {
@@ -422,7 +432,8 @@ static void probe_event(const char *p, size_t len, int64_t arrival_us)
 					ts = ts * 10 + (*s++ - '0');
 			}
 			lat_events_total++;
-			if (measuring && lat_n < LAT_SAMPLES)
+			if (wall_measure && ts * 1000 >= wall_measure
+			    && (!wall_measured_end || ts * 1000 < wall_measured_end) && lat_n < LAT_SAMPLES)
 				lat_us[lat_n++] = arrival_us - ts * 1000;
 		}
 		return;
@@ -712,6 +723,8 @@ static void usage(void)
 		"  -r RATE            start at most RATE cycles per second in total (default: as fast as possible)\n"
 		"  -L FILTER          latency probe: subscribe to FILTER (the local sink's topic) and\n"
 		"                     measure arrival time minus the event's ts\n"
+		"  -b PORT            broker port of the -L probe, when the sink publishes elsewhere\n"
+		"                     (the MQTT sink's target; default: -p)\n"
 		"  -F PATH            latency probe: follow the file sink's PATH (inotify)\n"
 		"  -S PATH            write the latency samples (microseconds) to PATH\n"
 		"  -P PID             also report the CPU time of process PID (the broker) in the window\n");
@@ -727,7 +740,7 @@ int main(int argc, char **argv)
 	struct rusage ru0, ru1;
 	double bcpu0 = 0, bcpu1 = 0, tcpu0 = 0, tcpu1 = 0;
 
-	while ((opt = getopt(argc, argv, "m:p:h:c:d:w:n:N:q:s:i:r:L:F:S:P:")) != -1) {
+	while ((opt = getopt(argc, argv, "m:p:h:c:d:w:n:N:q:s:i:r:L:b:F:S:P:")) != -1) {
 		switch (opt) {
 		case 'm':
 			if (!strcmp(optarg, "publish"))
@@ -747,6 +760,15 @@ int main(int argc, char **argv)
 		case 'i': o.prefix = optarg; break;
 		case 'r': o.rate = strtod(optarg, NULL); break;
 		case 'L': o.probe_topic = optarg; break;
+		case 'b': {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+
+			if (*end || v < 1 || v > 65535)
+				usage();
+			o.probe_port = (int)v;
+			break;
+		}
 		case 'F': o.probe_file = optarg; break;
 		case 'S': o.samples_out = optarg; break;
 		case 'P': o.broker_pid = atoi(optarg); break;
@@ -777,7 +799,11 @@ int main(int argc, char **argv)
 
 	if (o.probe_topic) {
 		struct epoll_event e = { .events = EPOLLIN, .data.ptr = &probe };
+		struct sockaddr_in probe_addr = addr;
 		int one = 1;
+
+		if (o.probe_port)
+			probe_addr.sin_port = htons((uint16_t)o.probe_port);
 
 		memset(&probe, 0, sizeof(probe));
 		probe.out = malloc(OUT_CAP);
@@ -785,7 +811,7 @@ int main(int argc, char **argv)
 		probe.in_cap = PROBE_IN_CAP;
 		snprintf(probe.id, sizeof(probe.id), "%s-probe", o.prefix);
 		probe.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (probe.fd < 0 || connect(probe.fd, (struct sockaddr *)&addr, sizeof(addr)))
+		if (probe.fd < 0 || connect(probe.fd, (struct sockaddr *)&probe_addr, sizeof(probe_addr)))
 			die("probe connect");
 		setsockopt(probe.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		fcntl(probe.fd, F_SETFL, O_NONBLOCK);
@@ -815,6 +841,7 @@ int main(int argc, char **argv)
 	if (o.warmup <= 0) {
 		measuring = true;
 		t_measure = t_begin;
+		wall_measure = now_us(CLOCK_REALTIME);
 		getrusage(RUSAGE_SELF, &ru0);
 		bcpu0 = o.broker_pid ? proc_cpu(o.broker_pid, false) : 0;
 		tcpu0 = o.broker_pid ? proc_cpu(o.broker_pid, true) : 0;
@@ -828,6 +855,7 @@ int main(int argc, char **argv)
 		if (!measuring && !stopping && now - t_begin >= (int64_t)(o.warmup * 1e6)) {
 			measuring = true;
 			t_measure = now;
+			wall_measure = now_us(CLOCK_REALTIME);
 			getrusage(RUSAGE_SELF, &ru0);
 			bcpu0 = o.broker_pid ? proc_cpu(o.broker_pid, false) : 0;
 			tcpu0 = o.broker_pid ? proc_cpu(o.broker_pid, true) : 0;
@@ -840,6 +868,7 @@ int main(int argc, char **argv)
 			stopping = true;
 			measuring = false;
 			t_measured_end = now;
+			wall_measured_end = now_us(CLOCK_REALTIME);
 			getrusage(RUSAGE_SELF, &ru1);
 			bcpu1 = o.broker_pid ? proc_cpu(o.broker_pid, false) : 0;
 			tcpu1 = o.broker_pid ? proc_cpu(o.broker_pid, true) : 0;
@@ -887,13 +916,21 @@ int main(int argc, char **argv)
 		if (file_fd >= 0)
 			file_probe_read();
 	}
-	/* Give the probes time to see the last events. */
+	/* Give the probes time to see the last events: a sink that fell behind
+	 * at full load is still delivering its backlog, which belongs to the
+	 * window. Stop after a second with nothing new (or 30 s in all). */
 	if (o.probe_topic || o.probe_file) {
-		int64_t until = now_us(CLOCK_MONOTONIC) + 1000000;
+		int64_t now = now_us(CLOCK_MONOTONIC), quiet_until = now + 1000000, until = now + 30000000;
+		uint64_t seen = lat_events_total;
 
-		while (now_us(CLOCK_MONOTONIC) < until) {
+		while ((now = now_us(CLOCK_MONOTONIC)) < quiet_until && now < until) {
 			struct epoll_event evs[64];
 			int n = epoll_wait(ep, evs, 64, 10);
+
+			if (lat_events_total != seen) {
+				seen = lat_events_total;
+				quiet_until = now_us(CLOCK_MONOTONIC) + 1000000;
+			}
 
 			for (int i = 0; i < n; i++) {
 				if (!evs[i].data.ptr)
@@ -935,6 +972,7 @@ int main(int argc, char **argv)
 			printf(" broker_cpu=%.3f broker_thread_cpu=%.3f", bcpu1 - bcpu0, tcpu1 - tcpu0);
 		/* including the cycles in flight at the end, which were let finish */
 		printf(" all_cycles=%llu", (unsigned long long)cycles_done);
+		printf(" window_begin_us=%lld window_end_us=%lld", (long long)wall_measure, (long long)wall_measured_end);
 		if (o.probe_topic || o.probe_file) {
 			if (lat_n) {
 				qsort(lat_us, lat_n, sizeof(*lat_us), cmp_i64);
