@@ -23,7 +23,7 @@ PLUGIN=${EH_PLUGIN:-$(pwd)/$BUILD/mosquitto_eventhook.so}
 BASE=$(pwd)/$BUILD/bench/mqtt_baseline
 [ -x "$BASE" ] && [ -f "$PLUGIN" ] || { echo "run make $BUILD/bench/mqtt_baseline first" >&2; exit 2; }
 exec /usr/bin/python3 - "$N" "$ROUNDS" "$PLUGIN" "$BASE" <<'PY'
-import os, signal, socket, statistics, subprocess, sys, tempfile, time
+import os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 import paho.mqtt.client as mqtt
 N, ROUNDS, PLUGIN, BASE = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 tmp = tempfile.mkdtemp(prefix="eh-bench-mqtt-"); os.chmod(tmp, 0o777)  # the brokers run as the mosquitto user
@@ -140,4 +140,5 @@ try:
     print("  source intake, mqtt sink on       %9.0f msg/s (%.2fx plugin off)" % (intake_on, intake_on / intake_off))
 finally:
     for pr in list(procs): pr.terminate(); pr.wait()
+    shutil.rmtree(tmp, ignore_errors=True)
 PY
