@@ -220,6 +220,12 @@ bench: deps
 	@sh test/deps.sh $(BENCH_DEPS)
 	$(MAKE) all $(LOADGEN) $(KAFKA_LATENCY) $(PEERS)
 	BUILD=$(BUILD) sh bench/run.sh
+# The MQTT sink's baseline: paho.mqtt.c's own publisher (bench/bench_mqtt.sh).
+MQTT_BASELINE := $(BUILD)/bench/mqtt_baseline
+$(MQTT_BASELINE): bench/mqtt_baseline.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LDFLAGS) -o $@ $< -lpaho-mqtt3as -lpthread
+bench: $(MQTT_BASELINE)
 
 # ---- Reliability (docs/reliability.md).
 SOAK_SECONDS ?= 3600

@@ -1,68 +1,144 @@
 #!/bin/sh
-# MQTT sink throughput: events/s delivered to a target broker by the sink,
-# next to a plain paho client's publish rate to the same target in the same
-# run (the baseline), and the source broker's intake with the sink on versus
-# the plugin off. Not a test: prints figures and ratios.
-#   sh bench/bench_mqtt.sh [messages]     (default 20000)
+# MQTT sink throughput next to paho.mqtt.c's own rate against the same target
+# broker in the same run. Not a test: prints figures and ratios.
+#
+#   baseline  build/bench/mqtt_baseline (bench/mqtt_baseline.c): the library
+#             the sink uses (MQTTAsync), publishing N messages of the event's
+#             size to the event's topic, QoS 1, MQTT 3.1.1, the sink's default
+#             window (256) in flight.
+#   sink      N message.publish events captured by a source broker while the
+#             target refuses the sink's login; then the target lets it in
+#             (password file, SIGHUP) and the sink drains its queue.
+#   Both are timed the same way: a C subscriber (QoS 0) on the target counts
+#   the messages and reports (N-1) / (last arrival - first arrival).
+#   Rounds alternate the order; medians. Then the source broker's intake
+#   (Python QoS 1 publisher) with the plugin off and with the sink on.
+#
+#   sh bench/bench_mqtt.sh [N [ROUNDS]]    (defaults 20000, 3; make first)
 set -e
 N=${1:-20000}
-PLUGIN=${EH_PLUGIN:-$(pwd)/build/mosquitto_eventhook.so}
-exec /usr/bin/python3 - "$N" "$PLUGIN" <<'PY'
-import os, socket, subprocess, sys, tempfile, threading, time
+ROUNDS=${2:-3}
+BUILD=${BUILD:-build}
+PLUGIN=${EH_PLUGIN:-$(pwd)/$BUILD/mosquitto_eventhook.so}
+BASE=$(pwd)/$BUILD/bench/mqtt_baseline
+[ -x "$BASE" ] && [ -f "$PLUGIN" ] || { echo "run make $BUILD/bench/mqtt_baseline first" >&2; exit 2; }
+exec /usr/bin/python3 - "$N" "$ROUNDS" "$PLUGIN" "$BASE" <<'PY'
+import os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 import paho.mqtt.client as mqtt
-N, PLUGIN = int(sys.argv[1]), sys.argv[2]
-tmp = tempfile.mkdtemp(prefix="eh-bench-mqtt-"); os.chmod(tmp, 0o755)
+N, ROUNDS, PLUGIN, BASE = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+tmp = tempfile.mkdtemp(prefix="eh-bench-mqtt-"); os.chmod(tmp, 0o777)  # the brokers run as the mosquitto user
 def port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 procs = []
-def broker(name, lines):
-    p = port(); path = os.path.join(tmp, name + ".conf")
+def broker(name, lines, listen=None):
+    p = listen or port(); path = os.path.join(tmp, name + ".conf")
     with open(path, "w") as f:
-        f.write("listener %d 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 0\nmax_queued_messages 0\n" % p + "\n".join(lines) + "\n")
+        f.write("\n".join(lines).replace("{port}", str(p)) + "\n")
     pr = subprocess.Popen(["/usr/sbin/mosquitto", "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs.append(pr)
     for _ in range(500):
         try: socket.create_connection(("127.0.0.1", p), 0.2).close(); return p, pr
         except OSError: time.sleep(0.01)
-    raise SystemExit("broker did not start")
-def counter(p, topic):
-    n = [0]; done = threading.Event()
-    c = mqtt.Client(); c.connect("127.0.0.1", p)
-    def on(c, u, m):
-        n[0] += 1
-    c.on_message = on; c.subscribe(topic, 1); c.loop_start(); time.sleep(0.3)
-    return c, n
-def publish(p, count, qos):
+    raise SystemExit("broker %s did not start" % name)
+def stop(pr):
+    pr.terminate(); pr.wait(); procs.remove(pr)
+def common():
+    return ["allow_anonymous true", "max_inflight_messages 0", "max_queued_messages 0", "set_tcp_nodelay true"]
+pwfile = os.path.join(tmp, "passwd")
+def sink_login(allowed):
+    # The sink's login exists only while it may drain.
+    open(pwfile, "w").close(); os.chmod(pwfile, 0o644)
+    if allowed:
+        subprocess.run(["mosquitto_passwd", "-b", pwfile, "sink", "sinkpass"], check=True)
+    os.chmod(pwfile, 0o644)
+sink_login(False)
+with open(os.path.join(tmp, "sink.pass"), "w") as f: f.write("sinkpass\n")
+os.chmod(os.path.join(tmp, "sink.pass"), 0o644)
+# Target: one anonymous listener for the subscriber and the baseline, one with
+# a password file for the sink; same broker process.
+sinkport = port()
+tport, target = broker("target", ["per_listener_settings true", "listener {port} 127.0.0.1", "allow_anonymous true",
+                                   "listener %d 127.0.0.1" % sinkport, "allow_anonymous false",
+                                   "password_file " + pwfile, "max_inflight_messages 0", "max_queued_messages 0",
+                                   "set_tcp_nodelay true"])
+def sub_start(count):
+    s = subprocess.Popen([BASE, "sub", "tcp://127.0.0.1:%d" % tport, "eventhook/#", str(count)],
+                         stdout=subprocess.PIPE, text=True)
+    if s.stdout.readline().strip() != "ready": raise SystemExit("subscriber did not start")
+    return s
+def sub_result(s, timeout=180):
+    try: out, _ = s.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        s.kill(); s.communicate(); return None
+    f = out.split()
+    return {"rate": float(f[5]), "topic": f[7], "bytes": int(f[9])}
+def publish(p, count, qos=1):
     c = mqtt.Client(client_id="bench-pub"); c.connect("127.0.0.1", p); c.loop_start()
     t = time.monotonic()
     for i in range(count):
         info = c.publish("load/%d" % (i % 100), b"x" * 64, qos=qos)
     info.wait_for_publish()
     dt = time.monotonic() - t; c.disconnect(); c.loop_stop(); return dt
-def wait_count(n, want, timeout=120):
-    end = time.monotonic() + timeout
-    while n[0] < want and time.monotonic() < end: time.sleep(0.01)
+def source(extra=()):
+    log = os.path.join(tmp, "source.log")
+    lines = ["listener {port} 127.0.0.1"] + common() + ["log_dest file " + log, "plugin " + PLUGIN,
+        "plugin_opt_events message.publish", "plugin_opt_mqtt_uri tcp://127.0.0.1:%d" % sinkport,
+        "plugin_opt_mqtt_username sink", "plugin_opt_mqtt_password_file " + os.path.join(tmp, "sink.pass"),
+        "plugin_opt_mqtt_qos 1", "plugin_opt_mqtt_reconnect_max 1", "plugin_opt_queue_size 1048576"] + list(extra)
+    if os.path.exists(log): os.unlink(log)
+    return broker("source", lines) + (log,)
+def sink_round():
+    sink_login(False); target.send_signal(signal.SIGHUP); time.sleep(0.2)
+    sport, spr, log = source()
+    publish(sport, N)          # captured and queued: the sink cannot log in
+    s = sub_start(N)
+    sink_login(True); target.send_signal(signal.SIGHUP)
+    r = sub_result(s)
+    stop(spr)
+    stopline = [l for l in open(log) if "mqtt: stopped" in l]
+    return r, (stopline[-1].split("stopped; ")[-1].strip() if stopline else "no stop line")
+shape = None
+def base_round():
+    s = sub_start(N)
+    out = subprocess.run([BASE, "pub", "tcp://127.0.0.1:%d" % tport, shape["topic"], str(shape["bytes"]), str(N), "256"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    r = sub_result(s)
+    r["until_puback"] = float(out[9])
+    return r
+base, sink, ratios = [], [], []
 try:
-    tport, _ = broker("target", [])
-    # Baseline: a plain paho client publishing straight to the target.
-    sub, n = counter(tport, "load/#")
-    t0 = time.monotonic(); publish(tport, N, 1); wait_count(n, N); base = N / (time.monotonic() - t0)
-    sub.loop_stop(); sub.disconnect()
-    # The sink: events of a client publishing to the source broker.
-    sport, _ = broker("source", ["plugin " + PLUGIN, "plugin_opt_events message.publish",
-                                  "plugin_opt_mqtt_uri tcp://127.0.0.1:%d" % tport, "plugin_opt_mqtt_qos 1",
-                                  "plugin_opt_queue_size 1048576"])
-    sub, n = counter(tport, "eventhook/#")
-    t0 = time.monotonic(); intake_on = N / publish(sport, N, 1); wait_count(n, N)
-    sink = N / (time.monotonic() - t0)
-    sub.loop_stop(); sub.disconnect()
-    off, _ = broker("off", [])
-    intake_off = N / publish(off, N, 1)
-    print("mqtt sink: %d events, QoS 1, 64-byte payloads, %d cores" % (N, os.cpu_count()))
-    print("  plain paho client -> target        %9.0f msg/s (baseline)" % base)
-    print("  sink events delivered to target    %9.0f ev/s  (%.2fx baseline)" % (sink, sink / base))
-    print("  source intake, plugin off          %9.0f msg/s" % intake_off)
-    print("  source intake, mqtt sink on        %9.0f msg/s (%.2fx plugin off)" % (intake_on, intake_on / intake_off))
+    for i in range(ROUNDS):
+        order = ["sink", "base"] if i % 2 == 0 else ["base", "sink"]
+        got = {}
+        for what in order:
+            if what == "sink":
+                r, line = sink_round()
+                if r is None: raise SystemExit("the subscriber never received %d events (sink: %s)" % (N, line))
+                shape = shape or r
+                got["sink"] = r["rate"]
+                print("  round %d sink      %9.0f ev/s  (%s)" % (i + 1, r["rate"], line))
+            else:
+                r = base_round()
+                if r is None: raise SystemExit("the subscriber never received the baseline's %d messages" % N)
+                got["base"] = r["rate"]
+                print("  round %d baseline  %9.0f msg/s (until the last PUBACK: %.0f msg/s)" % (i + 1, r["rate"], r["until_puback"]))
+        base.append(got["base"]); sink.append(got["sink"]); ratios.append(got["sink"] / got["base"])
+    # Intake of the source broker (Python publisher, QoS 1), sink delivering.
+    sink_login(True); target.send_signal(signal.SIGHUP)
+    sport, spr, _ = source()
+    intake_on = N / publish(sport, N)
+    stop(spr)
+    off, offpr = broker("off", ["listener {port} 127.0.0.1"] + common())
+    intake_off = N / publish(off, N)
+    print("mqtt sink: %d events of %d bytes to %s, QoS 1, window 256, %d rounds, %d cores, load %.2f"
+          % (N, shape["bytes"], shape["topic"], ROUNDS, os.cpu_count(), os.getloadavg()[0]))
+    print("  paho.mqtt.c MQTTAsync publisher   %9.0f msg/s (baseline, median)" % statistics.median(base))
+    print("  sink draining its queue           %9.0f ev/s  (median)" % statistics.median(sink))
+    print("  sink / baseline, same round       %9.2f       (median; rounds: %s)"
+          % (statistics.median(ratios), " ".join("%.2f" % r for r in ratios)))
+    print("  source intake, plugin off         %9.0f msg/s" % intake_off)
+    print("  source intake, mqtt sink on       %9.0f msg/s (%.2fx plugin off)" % (intake_on, intake_on / intake_off))
 finally:
-    for pr in procs: pr.terminate(); pr.wait()
+    for pr in list(procs): pr.terminate(); pr.wait()
+    shutil.rmtree(tmp, ignore_errors=True)
 PY

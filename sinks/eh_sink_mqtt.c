@@ -508,6 +508,12 @@ static struct conn *new_client(struct mqtt_sink *m, bool wiper)
 	c->wiper = wiper;
 	co.MQTTVersion = m->version;
 	co.sendWhileDisconnected = 0;
+	/* paho refuses a send while maxBufferedMessages (default 100) are
+	 * queued and not yet written; the sink thread outruns paho's writer,
+	 * so at the default a window of 256 kept hitting that refusal, and each
+	 * one cost a RETRY and the runner's backoff. The window already bounds
+	 * what is handed over: let it be the only limit. */
+	co.maxBufferedMessages = (int)(m->max_inflight * MSGS_PER_SLOT);
 	rc = MQTTAsync_createWithOptions(&c->client, m->uri, m->client_id, MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
 	if (rc != MQTTASYNC_SUCCESS) {
 		eh_sink_log(m->sink, MOSQ_LOG_ERR, "cannot create the MQTT client for %s: code %d", m->uri, rc);

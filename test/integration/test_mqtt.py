@@ -316,6 +316,44 @@ class MqttSinkTest(unittest.TestCase):
         self.assertEqual(ce["data"]["clientid"], "dev3")
         self.assertEqual(ce["id"], ce["data"]["id"])
 
+    def test_burst_beyond_paho_buffer_in_order_once(self):
+        # A burst hands paho far more than its default 100 buffered
+        # messages at once (window 300, presence: up to 600): every event
+        # arrives exactly once, in order, each presence document right after
+        # its event, and the counters are exact.
+        target = self.broker("target", ["max_queued_messages 0", "max_inflight_messages 0"])
+        sub = self.sub(target.port, topics=("ev/#", "pres/#"))
+        main = self.broker("main", plugin_opts=[
+            ("node_id", "n6"), ("events", "client.connected,client.disconnected,message.publish"),
+            ("mqtt_uri", "tcp://127.0.0.1:%d" % target.port), ("mqtt_topic", "ev/{seq}"),
+            ("mqtt_presence_topic", "pres/{clientid}"), ("mqtt_max_inflight", "300"),
+            ("shutdown_timeout_ms", "5000")])
+        total = 2000
+        pub = mqtt.Client(client_id="burst", protocol=mqtt.MQTTv311)
+        pub.max_inflight_messages_set(1000)
+        pub.connect("127.0.0.1", main.port)
+        pub.loop_start()
+        for i in range(total):
+            info = pub.publish("b/%d" % i, str(i), qos=1)
+        info.wait_for_publish()
+        pub.disconnect()
+        pub.loop_stop()
+        client_session(main.port, "sentinel")
+        wait_until(lambda: sum(1 for m in sub.snapshot() if m[0] == "pres/sentinel") == 2,
+                   timeout=TIMEOUT * 2, what="sentinel's presence documents")
+        msgs = sub.snapshot()
+        evs = [json.loads(p) for t, p, _, _, _ in msgs if t.startswith("ev/")]
+        n = total + 4
+        self.assertEqual([e["seq"] for e in evs], list(range(1, n + 1)))
+        for i, (t, p, _, _, _) in enumerate(msgs):
+            if t.startswith("pres/"):
+                doc, before = json.loads(p), json.loads(msgs[i - 1][1])
+                self.assertEqual(doc["event_id"], before["id"], "presence not right after its event")
+        self.assertEqual([json.loads(p)["status"] for t, p, _, _, _ in msgs if t == "pres/burst"],
+                         ["online", "offline"])
+        enq, dlv, fail, drop, left = self.stop_counts(main)
+        self.assertEqual((enq, dlv, fail, drop, left), (n, n, 0, 0, 0))
+
     # ---- outages ----
 
     def test_target_down_at_start_then_killed_mid_stream(self):
