@@ -326,6 +326,10 @@ class TlsVerifiedByDefault(SecretsCase):
                         "http_retry_max_ms": 100, "shutdown_timeout_ms": 0, "stats_interval": 0}
                 if insecure:
                     opts["http_tls_insecure"] = "true"
+                    # The peer has the events before the sink has read the
+                    # response that makes them delivered: let the stop wait
+                    # for it instead of racing it.
+                    opts["shutdown_timeout_ms"] = 10000
                 b = self.start_broker(["allow_anonymous true"], plugin_opts=opts, name=f"http-{insecure}")
                 self.assertEqual(quiet_client_session(b.port, "c0"), 0)
                 if insecure:
@@ -354,6 +358,9 @@ class TlsVerifiedByDefault(SecretsCase):
                         "shutdown_timeout_ms": 0, "stats_interval": 0, "mqtt_reconnect_max": 1}
                 if insecure:
                     opts["mqtt_tls_insecure"] = "true"
+                    # The subscriber can have the third event before the
+                    # sink has its PUBACK: let the stop wait for it.
+                    opts["shutdown_timeout_ms"] = 10000
                 b = self.start_broker(["allow_anonymous true"], plugin_opts=opts, name=f"mqtt-{insecure}")
                 self.assertEqual(quiet_client_session(b.port, "c0"), 0)
                 if insecure:
