@@ -246,35 +246,22 @@ static int secret_from_file(const struct eh_config *cfg, rd_kafka_conf_t *conf, 
 	return rc;
 }
 
-/* Our defaults, chosen for no loss and no duplicates; see
- * docs/sinks/kafka.md for the reasoning behind each. */
+/* Our defaults (EH_KAFKA_DEFAULTS), then compression when this librdkafka
+ * has a cheap codec built in. */
 static int set_defaults(rd_kafka_conf_t *conf, char *err, size_t errlen)
 {
-	static const char *const defaults[][2] = {
-		{ "enable.idempotence", "true" }, /* retries cannot duplicate or reorder */
-		{ "acks", "all" },                /* confirmed only once every in-sync replica has it */
-		{ "message.timeout.ms", "0" },    /* wait out outages; the ring and the queue bound it */
-		{ "queue.buffering.max.messages", "100000" },
-		{ "queue.buffering.max.kbytes", "65536" }, /* 64 MiB, not librdkafka's 1 GiB, inside a broker */
-		{ "linger.ms", "5" },
-		{ "log.connection.close", "false" }, /* idle disconnects by the cluster are normal */
-		{ "client.id", "mosquitto-eventhook" },
-	};
+	static const char *const defaults[][2] = { EH_KAFKA_DEFAULTS };
 	char features[512] = "";
 	size_t n = sizeof(features);
+	const char *codec;
 
 	for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++) {
 		if (conf_set(conf, "kafka_brokers", defaults[i][0], defaults[i][1], err, errlen))
 			return -1;
 	}
-	/* Compression only when this librdkafka was built with the codec:
-	 * lz4 costs the least CPU on the broker host; zstd next. */
 	rd_kafka_conf_get(conf, "builtin.features", features, &n);
-	if (strstr(features, "lz4"))
-		return conf_set(conf, "kafka_brokers", "compression.type", "lz4", err, errlen);
-	if (strstr(features, "zstd"))
-		return conf_set(conf, "kafka_brokers", "compression.type", "zstd", err, errlen);
-	return 0;
+	codec = eh_kafka_compression(features);
+	return codec ? conf_set(conf, "kafka_brokers", "compression.type", codec, err, errlen) : 0;
 }
 
 /* A literal character in the topic template that Kafka cannot hold is a
