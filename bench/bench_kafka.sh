@@ -112,12 +112,13 @@ sink_round() { # $1 topic; prints the drain rate
 	mock "create $1 4"
 	start_broker 1 "$1"
 	mock "down 1"
+	PUBS=
 	for c in $(seq 1 $CLIENTS); do
 		mosquitto_pub -p "$PORT" -i "dev-$((c % 8))-$c" -t "site/$((c % 8))/dev-$c/telemetry" -q 0 -l \
 			<"$TMP/payloads" &
+		PUBS="$PUBS $!"
 	done
-	wait_children=$(jobs -p | grep -v -e "^$MOCK_PID\$" -e "^$BROKER_PID\$" || true)
-	for p in $wait_children; do wait "$p"; done
+	for p in $PUBS; do wait "$p"; done
 	# Everything captured (the ring holds what librdkafka's queue could not).
 	until [ "$(stat enqueued)" -ge "$N" ]; do sleep 0.2; done
 	watch_start "$1"
@@ -169,33 +170,36 @@ mock "create libup 4"
 LIBUP=$(field rate "$TMP/replay.out")
 echo "   library, cluster up from the start, first produce to last report: $LIBUP msg/s"
 
-echo "== end to end and broker throughput: $N QoS 0 publishes from one mosquitto_pub"
+# One client: every event has the same key, so one partition holds them
+# all, and the mock cluster reads a long partition back slowly: fewer here.
+M=$((N < 200000 ? N : 200000))
+echo "== end to end and broker throughput: $M QoS 0 publishes from one mosquitto_pub"
 mock "create e2e 4"
 mock "create e2e2 4"
 start_broker 1 e2e
 T0=$(now)
-seq -f "payload-%07g" "$N" | mosquitto_pub -p "$PORT" -t bench/x -q 0 -l
-"$PEER" consume "$BS" e2e "$N" 300 count | tail -1 >"$TMP/consumed"
+seq -f "payload-%07g" "$M" | mosquitto_pub -p "$PORT" -t bench/x -q 0 -l
+"$PEER" consume "$BS" e2e "$M" 300 count | tail -1 >"$TMP/consumed"
 T1=$(now)
-E2E=$(rate "$N" "$T0" "$T1")
+E2E=$(rate "$M" "$T0" "$T1")
 stop_broker
 publish_through() { # prints the seconds from the first publish until the subscriber has all N
-	mosquitto_sub -p "$PORT" -t bench/# -C "$N" >/dev/null &
+	mosquitto_sub -p "$PORT" -t bench/# -C "$M" >/dev/null &
 	SUB=$!
 	sleep 0.3
 	T0=$(now)
-	seq -f "payload-%010g" "$N" | mosquitto_pub -p "$PORT" -t bench/x -q 0 -l
+	seq -f "payload-%010g" "$M" | mosquitto_pub -p "$PORT" -t bench/x -q 0 -l
 	wait "$SUB"
 	T1=$(now)
 	echo "$T0 $T1"
 }
 start_broker 0
 set -- $(publish_through)
-OFF=$(rate "$N" "$1" "$2")
+OFF=$(rate "$M" "$1" "$2")
 stop_broker
 start_broker 1 e2e2
 set -- $(publish_through)
-ON=$(rate "$N" "$1" "$2")
+ON=$(rate "$M" "$1" "$2")
 stop_broker
 
 echo
