@@ -101,7 +101,7 @@ stop_broker() {
 	wait "$BROKER_PID" 2>/dev/null || true
 	BROKER_PID=
 }
-stat() { mosquitto_sub -p "$PORT" -t "\$SYS/broker/eventhook/kafka/$1" -C 1 -W 3 2>/dev/null || echo 0; }
+sys_counter() { mosquitto_sub -p "$PORT" -t "\$SYS/broker/eventhook/kafka/$1" -C 1 -W 3 2>/dev/null || echo 0; }
 
 watch_start() { # $1 topic, $2 count: starts the clock, returns once it is asking
 	"$PEER" watch "$BS" "$1" 4 "$(($2 / 2))" "$2" 600 >"$TMP/watch.out" &
@@ -121,7 +121,7 @@ sink_round() { # $1 topic, $2 events (a multiple of CLIENTS); prints the drain r
 	done
 	for p in $PUBS; do wait "$p"; done
 	# Everything captured (the ring holds what librdkafka's queue could not).
-	until [ "$(stat enqueued)" -ge "$2" ]; do sleep 0.2; done
+	until [ "$(sys_counter enqueued)" -ge "$2" ]; do sleep 0.2; done
 	watch_start "$1" "$2"
 	mock "up 1"
 	wait "$WATCH"
