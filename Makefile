@@ -131,7 +131,7 @@ fuzz:
 			build-fuzz/corpus/$$t test/fuzz/corpus/$$t || exit 1; \
 	done
 
-$(BUILD)/test/kafka_peer: test/kafka_peer.c
+$(BUILD)/test/kafka_peer: test/kafka_peer.c sinks/eh_sink_kafka.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LDFLAGS) $(EH_LDSAN) -o $@ $< \
 		$$($(PKG_CONFIG) --cflags --libs rdkafka jansson)

@@ -1,24 +1,40 @@
 #!/bin/sh
-# Kafka sink benchmark (not a test): every figure is measured in the same run
-# against the same librdkafka mock cluster (build/test/kafka_peer mock), so
-# the ratios compare like with like.
+# Kafka sink benchmark (not a test). Every figure comes from one run against
+# one librdkafka mock cluster (build/test/kafka_peer mock, one broker on
+# loopback), so the ratios compare like with like. docs/performance-kafka.md
+# explains the method; in short:
 #
-#   1. librdkafka's own producer (kafka_peer produce, the sink's defaults:
-#      idempotent, acks=all, lz4) sending N messages of the event's size:
-#      the ceiling for any librdkafka-based sink on this machine.
-#   2. The plugin: N MQTT publishes captured as message.publish events and
-#      produced by the Kafka sink; events per second from the first publish
-#      until a Kafka consumer has read all N (bounded by the publisher).
-#      Then the sink's own rate: N events captured while the cluster is
-#      down wait in the ring; from "cluster up" until the consumer has read
-#      them all. The consumer reading N messages alone is timed too, so it
-#      can be seen not to be the bottleneck.
-#   3. Broker throughput: N QoS 0 publishes from mosquitto_pub to a
-#      mosquitto_sub, with the plugin off and with the Kafka sink on.
+#   1. Sink: N message.publish events from 64 MQTT clients are captured while
+#      the cluster is down (the first 100,000 wait in librdkafka's queue, the
+#      rest in the sink's ring); then the cluster comes back and the sink
+#      drains the backlog.
+#   2. Library: kafka_peer replay produces the very messages the sink
+#      produced in round 0 (200,000 read back from the cluster: same
+#      values, keys, headers; cycled through to make N), with the sink's default configuration, in the same
+#      scenario: produced while the cluster is down until librdkafka's queue
+#      is full, then the cluster comes back. Also once with the cluster up
+#      from the start (timed the same way, and by its own clock from the
+#      first produce to the last delivery report), in case the outage
+#      scenario slows the library down.
+#   Both drains are timed by the same clock: kafka_peer watch asks the
+#   cluster every millisecond how many messages the topic holds. The
+#   headline is the second half of the drain (from N/2 messages in the
+#   cluster to N): by then the sink is out of its retry backoff and the
+#   messages it had put in librdkafka's queue during the outage are gone,
+#   so the figure is the sink's own steady rate (or the library's, if that
+#   is lower). The whole drain (first message to the N-th) is shown too.
+#   Rounds alternate library and sink; medians and the median of the
+#   per-round ratios are printed.
+#   3. End to end and broker throughput with one mosquitto_pub (as before).
 #
-#   sh bench/bench_kafka.sh [N]        (default N=200000; make first)
+#   sh bench/bench_kafka.sh [N [ROUNDS]]    (default 1000000 3; make and
+#                                            make build/test/kafka_peer first)
 set -eu
-N=${1:-200000}
+N=${1:-1000000}
+ROUNDS=${2:-3}
+CLIENTS=64
+PER=$((N / CLIENTS))
+N=$((PER * CLIENTS))
 BUILD=${BUILD:-build}
 PLUGIN=$(pwd)/$BUILD/mosquitto_eventhook.so
 PEER=$(pwd)/$BUILD/test/kafka_peer
@@ -37,36 +53,43 @@ trap cleanup EXIT INT TERM
 now() { date +%s.%N; }
 rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+field() { awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($i == k) print $(i + 1) }' "$2" | tail -1; }
+wait_line() { # $1 file, $2 pattern
+	while ! grep -q "$2" "$1" 2>/dev/null; do sleep 0.02; done
+}
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 mkfifo "$TMP/mock.in"
-"$PEER" mock 1 raw:4 events:4 events-drain:4 <"$TMP/mock.in" >"$TMP/mock.out" 2>"$TMP/mock.err" &
+"$PEER" mock 1 <"$TMP/mock.in" >"$TMP/mock.out" 2>"$TMP/mock.err" &
 MOCK_PID=$!
 exec 9>"$TMP/mock.in"
-while ! grep -q bootstrap "$TMP/mock.out" 2>/dev/null; do sleep 0.05; done
+wait_line "$TMP/mock.out" bootstrap
 BS=$(awk '/bootstrap/ { print $2 }' "$TMP/mock.out")
+mock() { echo "$*" >&9; }
+# The sink's reconnect settings, given to the library run as well.
+BACKOFF="reconnect.backoff.ms=10 reconnect.backoff.max.ms=50"
 
-# A message.publish event of a 16-byte payload is about 330 bytes of JSON.
-echo "== 1. librdkafka producer alone: $N messages of 330 bytes"
-OUT=$("$PEER" produce "$BS" raw "$N" 330)
-RAW=$(echo "$OUT" | awk '{ print $2 }')
-echo "   $OUT"
+# Realistic variety: 64 devices on 8 sites publishing small JSON readings.
+awk -v n="$PER" 'BEGIN { for (i = 1; i <= n; i++)
+	printf "{\"seq\":%d,\"temp\":%.1f,\"rh\":%d,\"bat\":%.2f,\"ok\":%s}\n", i, 18 + (i * 37 % 120) / 10,
+		30 + i * 13 % 50, 3 + (i * 7 % 120) / 100, (i % 17) ? "true" : "false" }' >"$TMP/payloads"
 
-start_broker() { # $1: with plugin (1) or not (0)
+start_broker() { # $1: with plugin (1) or not (0); $2: Kafka topic
 	PORT=$(port)
 	{
 		echo "listener $PORT 127.0.0.1"
 		echo "allow_anonymous true"
 		echo "max_queued_messages 0"
 		if [ "$1" = 1 ]; then
-		# $2: topic suffix
 			echo "plugin $PLUGIN"
 			echo "plugin_opt_events message.publish"
+			echo "plugin_opt_stats_interval 1"
 			echo "plugin_opt_kafka_brokers $BS"
-			echo "plugin_opt_kafka_topic events${2:-}"
+			echo "plugin_opt_kafka_topic $2"
 			echo "plugin_opt_kafka.reconnect.backoff.ms 10"
 			echo "plugin_opt_kafka.reconnect.backoff.max.ms 50"
 			echo "plugin_opt_queue_size 1048576"
-			echo "plugin_opt_queue_bytes 536870912"
+			echo "plugin_opt_queue_bytes 1073741824"
 		fi
 	} >"$TMP/m.conf"
 	mosquitto -c "$TMP/m.conf" >"$TMP/broker.log" 2>&1 &
@@ -78,62 +101,128 @@ stop_broker() {
 	wait "$BROKER_PID" 2>/dev/null || true
 	BROKER_PID=
 }
+sys_counter() { mosquitto_sub -p "$PORT" -t "\$SYS/broker/eventhook/kafka/$1" -C 1 -W 3 2>/dev/null || echo 0; }
 
+watch_start() { # $1 topic, $2 count: starts the clock, returns once it is asking
+	"$PEER" watch "$BS" "$1" 4 "$(($2 / 2))" "$2" 600 >"$TMP/watch.out" &
+	WATCH=$!
+	wait_line "$TMP/watch.out" watching
+}
+
+sink_round() { # $1 topic, $2 events (a multiple of CLIENTS); prints the drain rates: second half, whole
+	mock "create $1 4"
+	start_broker 1 "$1"
+	mock "down 1"
+	PUBS=
+	for c in $(seq 1 $CLIENTS); do
+		head -n "$(($2 / CLIENTS))" "$TMP/payloads" |
+			mosquitto_pub -p "$PORT" -i "dev-$((c % 8))-$c" -t "site/$((c % 8))/dev-$c/telemetry" -q 0 -l &
+		PUBS="$PUBS $!"
+	done
+	for p in $PUBS; do wait "$p"; done
+	# Everything captured (the ring holds what librdkafka's queue could not).
+	until [ "$(sys_counter enqueued)" -ge "$2" ]; do sleep 0.2; done
+	watch_start "$1" "$2"
+	mock "up 1"
+	wait "$WATCH"
+	stop_broker
+	grep "kafka: stopped" "$TMP/broker.log" | sed 's/^[0-9]*: /   /' >&2
+	echo "$(field rate "$TMP/watch.out") $(field whole "$TMP/watch.out")"
+}
+
+lib_round() { # $1 topic; prints the drain rates: second half, whole
+	mock "create $1 4"
+	mock "down 1"
+	# shellcheck disable=SC2086
+	"$PEER" replay "$BS" "$1" "$TMP/msgs" "$N" $BACKOFF >"$TMP/replay.out" &
+	REPLAY=$!
+	wait_line "$TMP/replay.out" "^full"
+	watch_start "$1" "$N"
+	mock "up 1"
+	wait "$WATCH"
+	wait "$REPLAY"
+	echo "$(field rate "$TMP/watch.out") $(field whole "$TMP/watch.out")"
+}
+
+libup_round() { # $1 topic; the library with the cluster up from the start, watched the same way
+	mock "create $1 4"
+	watch_start "$1" "$N"
+	# shellcheck disable=SC2086
+	"$PEER" replay "$BS" "$1" "$TMP/msgs" "$N" $BACKOFF >"$TMP/replay.out"
+	wait "$WATCH"
+	echo "$(field rate "$TMP/watch.out") $(field rate "$TMP/replay.out")"
+}
+
+echo "== drain: $N events ($CLIENTS clients x $PER) captured while the cluster is down, then drained"
+echo "   round 0: sink (its messages become the library's input)"
+# The mock cluster reads long partitions back slowly: a sample of 200,000
+# messages is enough for the library to cycle through.
+N0=$((N < 200000 ? N : 200000 / CLIENTS * CLIENTS))
+set -- $(sink_round sink0 "$N0")
+echo "   sink drain $1 events/s (whole drain $2; $N0 events)"
+T0=$(now); "$PEER" consume "$BS" sink0 "$N0" 300 >"$TMP/msgs" || { tail -2 "$TMP/msgs"; exit 1; }; echo "   read back in $(awk -v a="$T0" -v b="$(now)" "BEGIN { print b - a }") s"
+echo "   $(tail -1 "$TMP/msgs") messages read back; the first: $(head -1 "$TMP/msgs" | cut -c1-600)"
+for f in ratios sinks libs ratios_whole sinks_whole libs_whole ups ups_own ratios_up; do : >"$TMP/$f"; done
+for r in $(seq 1 "$ROUNDS"); do
+	set -- $(lib_round "lib$r")
+	L=$1 LW=$2
+	set -- $(libup_round "libup$r")
+	U=$1
+	echo "$1" >>"$TMP/ups"
+	echo "$2" >>"$TMP/ups_own"
+	set -- $(sink_round "sink$r" "$N")
+	S=$1 SW=$2
+	awk -v s="$S" -v l="$U" 'BEGIN { printf "%.3f\n", s / l }' >>"$TMP/ratios_up"
+	echo "$L" >>"$TMP/libs"
+	echo "$LW" >>"$TMP/libs_whole"
+	echo "$S" >>"$TMP/sinks"
+	echo "$SW" >>"$TMP/sinks_whole"
+	awk -v s="$S" -v l="$L" 'BEGIN { printf "%.3f\n", s / l }' >>"$TMP/ratios"
+	awk -v s="$SW" -v l="$LW" 'BEGIN { printf "%.3f\n", s / l }' >>"$TMP/ratios_whole"
+	echo "   round $r: second half: library $L msg/s, sink $S events/s, ratio $(tail -1 "$TMP/ratios");" \
+		"whole drain: library $LW, sink $SW, ratio $(tail -1 "$TMP/ratios_whole");" \
+		"library with the cluster up: $U, sink / that $(tail -1 "$TMP/ratios_up")"
+done
+# One client: every event has the same key, so one partition holds them
+# all, and the mock cluster reads a long partition back slowly: fewer here.
+M=$((N < 200000 ? N : 200000))
+echo "== end to end and broker throughput: $M QoS 0 publishes from one mosquitto_pub"
+mock "create e2e 4"
+mock "create e2e2 4"
+start_broker 1 e2e
+T0=$(now)
+seq -f "payload-%07g" "$M" | mosquitto_pub -p "$PORT" -t bench/x -q 0 -l
+"$PEER" consume "$BS" e2e "$M" 300 count | tail -1 >"$TMP/consumed"
+T1=$(now)
+E2E=$(rate "$M" "$T0" "$T1")
+stop_broker
 publish_through() { # prints the seconds from the first publish until the subscriber has all N
-	mosquitto_sub -p "$PORT" -t bench/# -C "$N" >/dev/null &
+	mosquitto_sub -p "$PORT" -t bench/# -C "$M" >/dev/null &
 	SUB=$!
 	sleep 0.3
 	T0=$(now)
-	seq -f "payload-%010g" "$N" | mosquitto_pub -p "$PORT" -t bench/x -q 0 -l
+	seq -f "payload-%010g" "$M" | mosquitto_pub -p "$PORT" -t bench/x -q 0 -l
 	wait "$SUB"
 	T1=$(now)
 	echo "$T0 $T1"
 }
-
-echo "== 2. plugin: $N publishes -> message.publish events -> Kafka sink -> consumer"
-start_broker 1
-T0=$(now)
-seq -f "payload-%07g" "$N" | mosquitto_pub -p "$PORT" -t bench/x -q 0 -l
-"$PEER" consume "$BS" events "$N" 300 count | tail -1 >"$TMP/consumed"
-T1=$(now)
-SINK=$(rate "$N" "$T0" "$T1")
-echo "   $(cat "$TMP/consumed") events consumed; $SINK events/s end to end"
-stop_broker
-grep "kafka: stopped" "$TMP/broker.log" | sed 's/^[0-9]*: /   /'
-
-T0=$(now)
-"$PEER" consume "$BS" raw "$N" 300 count | tail -1 >/dev/null
-T1=$(now)
-CONSUMER=$(rate "$N" "$T0" "$T1")
-echo "   consumer alone reads $CONSUMER msg/s"
-
-start_broker 1 -drain
-echo "down 1" >&9
-seq -f "payload-%07g" "$N" | mosquitto_pub -p "$PORT" -t bench/x -q 0 -l
-sleep 1
-T0=$(now)
-echo "up 1" >&9
-"$PEER" consume "$BS" events-drain "$N" 300 count | tail -1 >"$TMP/consumed"
-T1=$(now)
-DRAIN=$(rate "$N" "$T0" "$T1")
-echo "   backlog of $N drained at $DRAIN events/s ($(cat "$TMP/consumed"))"
-stop_broker
-grep "kafka: stopped" "$TMP/broker.log" | sed 's/^[0-9]*: /   /'
-
-echo "== 3. broker throughput: $N QoS 0 publishes to one subscriber"
 start_broker 0
 set -- $(publish_through)
-OFF=$(rate "$N" "$1" "$2")
+OFF=$(rate "$M" "$1" "$2")
 stop_broker
-start_broker 1
+start_broker 1 e2e2
 set -- $(publish_through)
-ON=$(rate "$N" "$1" "$2")
+ON=$(rate "$M" "$1" "$2")
 stop_broker
 
 echo
-echo "librdkafka producer alone:        $RAW msg/s"
-echo "plugin Kafka sink (end to end):   $SINK events/s  (publisher-bound; $(awk -v a="$SINK" -v b="$RAW" 'BEGIN { printf "%.2f", a / b }') x librdkafka alone)"
-echo "plugin Kafka sink (backlog drain): $DRAIN events/s  ($(awk -v a="$DRAIN" -v b="$RAW" 'BEGIN { printf "%.2f", a / b }') x librdkafka alone; consumer alone $CONSUMER msg/s)"
-echo "broker, plugin off:               $OFF msg/s"
-echo "broker, Kafka sink on:            $ON msg/s  ($(awk -v a="$ON" -v b="$OFF" 'BEGIN { printf "%.2f", a / b }') x plugin off)"
-echo "(nproc $(nproc), librdkafka $(pkg-config --modversion rdkafka), N=$N)"
+echo "drain, second half (median of $ROUNDS):  library $(median <"$TMP/libs") msg/s, sink $(median <"$TMP/sinks") events/s"
+echo "   sink / library, same round:         $(median <"$TMP/ratios")  (rounds: $(tr '\n' ' ' <"$TMP/ratios"))"
+echo "drain, whole (median of $ROUNDS):        library $(median <"$TMP/libs_whole") msg/s, sink $(median <"$TMP/sinks_whole") events/s"
+echo "   sink / library, same round:         $(median <"$TMP/ratios_whole")  (rounds: $(tr '\n' ' ' <"$TMP/ratios_whole"))"
+echo "library, cluster up all along, second half (median): $(median <"$TMP/ups") msg/s (own clock, first produce to last report: $(median <"$TMP/ups_own"))"
+echo "   sink drain / that, same round:      $(median <"$TMP/ratios_up")  (rounds: $(tr '\n' ' ' <"$TMP/ratios_up"))"
+echo "end to end, one mosquitto_pub:          $E2E events/s (publisher-bound)"
+echo "broker, plugin off:                     $OFF msg/s"
+echo "broker, Kafka sink on:                  $ON msg/s  ($(awk -v a="$ON" -v b="$OFF" 'BEGIN { printf "%.2f", a / b }') x plugin off)"
+echo "(nproc $(nproc), load $(cut -d' ' -f1-3 /proc/loadavg), librdkafka $(pkg-config --modversion rdkafka), N=$N, commit $(git rev-parse --short HEAD 2>/dev/null || echo -))"

@@ -163,8 +163,23 @@ static int put_base64(struct eh_buf *b, const char *s, size_t n)
 
 static int key(struct eh_buf *b, const char *k)
 {
+	size_t n = strlen(k);
+	char *p;
+
 	/* Keys are ours and plain ASCII: no escaping needed. */
-	return put(b, b->data && b->len && b->data[b->len - 1] != '{' ? ",\"" : "\"") || put(b, k) || put(b, "\":");
+	if (reserve(b, n + 4))
+		return -1;
+	p = b->data + b->len;
+	if (b->len && p[-1] != '{')
+		*p++ = ',';
+	*p++ = '"';
+	memcpy(p, k, n);
+	p += n;
+	*p++ = '"';
+	*p++ = ':';
+	*p = '\0';
+	b->len = (size_t)(p - b->data);
+	return 0;
 }
 
 static int field_str(struct eh_buf *b, const char *k, const char *v)
@@ -174,10 +189,17 @@ static int field_str(struct eh_buf *b, const char *k, const char *v)
 
 static int field_int(struct eh_buf *b, const char *k, long long v)
 {
-	char num[24];
+	/* By hand: snprintf's format parsing cost more than the digits. */
+	char num[24], *p = num + sizeof(num);
+	unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
 
-	snprintf(num, sizeof(num), "%lld", v);
-	return key(b, k) || put(b, num);
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		*--p = '-';
+	return key(b, k) || eh_buf_append(b, p, (size_t)(num + sizeof(num) - p));
 }
 
 static int field_bool(struct eh_buf *b, const char *k, int v)

@@ -10,6 +10,11 @@
  *
  * deliver renders topic and key, builds the value and headers and calls
  * rd_kafka_producev per event; librdkafka batches, compresses and retries.
+ * The per-event work is kept to what the message needs: librdkafka copies
+ * the value out of our scratch buffer into the allocation it makes for the
+ * message anyway (one allocation, not two), topic handles are kept rather
+ * than looked up by name for each message, and delivery reports only add
+ * to local counts that reach the shared counters once per poll.
  * When librdkafka's queue is full the sink serves delivery reports for a
  * moment and then answers RETRY, so the backlog moves back into the ring,
  * where the core drops and counts what does not fit. The sink is
@@ -40,6 +45,15 @@
 #define QUEUE_FULL_WAIT_MS 100
 /* Same librdkafka error reported again within this window is not logged. */
 #define ERROR_LOG_EVERY_MS 30000
+/* Topic handles kept for a template with placeholders; a miss costs one
+ * lookup by name in librdkafka, as producing by name does every time. */
+#define TOPIC_CACHE 8
+
+struct topic_entry {
+	rd_kafka_topic_t *rkt; /* NULL: free slot */
+	size_t len;
+	char name[EH_KAFKA_TOPIC_MAX + 1];
+};
 
 struct kafka_sink {
 	struct eh_sink *sink;
@@ -49,6 +63,7 @@ struct kafka_sink {
 	struct eh_template topic;
 	struct eh_template key;
 	bool has_key;
+	bool topic_fixed;      /* no placeholder: one topic for every event */
 	bool cloudevents;
 	int log_max;           /* highest librdkafka log level forwarded */
 	char topic_buf[EH_KAFKA_TOPIC_MAX + 2];
@@ -58,13 +73,17 @@ struct kafka_sink {
 	/* sink thread only (delivery reports and errors are served there) */
 	uint64_t produced; /* handed to librdkafka */
 	uint64_t reported; /* confirmed or failed by a delivery report */
+	uint64_t report_ok, report_failed; /* not yet added to the sink's counters */
+	struct topic_entry topics[TOPIC_CACHE]; /* handles of the current rk */
+	unsigned topic_next;                    /* slot the next miss replaces */
 	bool closing;      /* after flush: reports are no longer counted */
 	bool fatal;        /* the producer hit a fatal error: recreate it */
 	bool open_failed_logged;
 	bool queue_full_logged;
 	int last_error;
 	int64_t last_error_ms;
-	uint64_t failed_logged;	struct eh_buf scratch; /* one event's JSON */
+	uint64_t failed_logged;
+	struct eh_buf scratch; /* one event's JSON */
 };
 
 static const struct eh_option kafka_options[] = {
@@ -178,16 +197,65 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 		return;
 	k->reported++;
 	if (!m->err) {
-		eh_sink_count(k->sink, 1, 0);
+		k->report_ok++;
 		return;
 	}
-	eh_sink_count(k->sink, 0, 1);
+	k->report_failed++;
 	/* A broken configuration fails every message: log the first few and
 	 * then every 1000th, not each one. */
 	if (k->failed_logged < 10 || k->failed_logged % 1000 == 0)
 		eh_sink_log(k->sink, MOSQ_LOG_WARNING, "message to topic %s not delivered: %s",
 			    rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
 	k->failed_logged++;
+}
+
+/* Sink thread. The counters are shared with the broker thread ($SYS, the
+ * shutdown line): one atomic update per poll rather than one per report. */
+static void publish_reports(struct kafka_sink *k)
+{
+	if (k->report_ok || k->report_failed)
+		eh_sink_count(k->sink, k->report_ok, k->report_failed);
+	k->report_ok = k->report_failed = 0;
+}
+
+static void serve(struct kafka_sink *k, int timeout_ms)
+{
+	rd_kafka_poll(k->rk, timeout_ms);
+	publish_reports(k);
+}
+
+/* Sink thread: topic handles belong to one rd_kafka_t and must be released
+ * before it is destroyed. */
+static void forget_topics(struct kafka_sink *k)
+{
+	for (size_t i = 0; i < TOPIC_CACHE; i++) {
+		if (k->topics[i].rkt)
+			rd_kafka_topic_destroy(k->topics[i].rkt);
+		k->topics[i].rkt = NULL;
+	}
+	k->topic_next = 0;
+}
+
+/* The handle for topic name[0..len), or NULL (rd_kafka_last_error says why)
+ * when librdkafka cannot make one. */
+static rd_kafka_topic_t *topic_handle(struct kafka_sink *k, const char *name, size_t len)
+{
+	struct topic_entry *e;
+
+	for (size_t i = 0; i < TOPIC_CACHE; i++) {
+		e = &k->topics[i];
+		if (e->rkt && e->len == len && !memcmp(e->name, name, len))
+			return e->rkt;
+	}
+	e = &k->topics[k->topic_next];
+	k->topic_next = (k->topic_next + 1) % TOPIC_CACHE;
+	if (e->rkt)
+		rd_kafka_topic_destroy(e->rkt);
+	e->rkt = rd_kafka_topic_new(k->rk, name, NULL);
+	memcpy(e->name, name, len);
+	e->name[len] = '\0';
+	e->len = len;
+	return e->rkt;
 }
 
 /* ---- create / destroy ---- */
@@ -246,35 +314,22 @@ static int secret_from_file(const struct eh_config *cfg, rd_kafka_conf_t *conf, 
 	return rc;
 }
 
-/* Our defaults, chosen for no loss and no duplicates; see
- * docs/sinks/kafka.md for the reasoning behind each. */
+/* Our defaults (EH_KAFKA_DEFAULTS), then compression when this librdkafka
+ * has a cheap codec built in. */
 static int set_defaults(rd_kafka_conf_t *conf, char *err, size_t errlen)
 {
-	static const char *const defaults[][2] = {
-		{ "enable.idempotence", "true" }, /* retries cannot duplicate or reorder */
-		{ "acks", "all" },                /* confirmed only once every in-sync replica has it */
-		{ "message.timeout.ms", "0" },    /* wait out outages; the ring and the queue bound it */
-		{ "queue.buffering.max.messages", "100000" },
-		{ "queue.buffering.max.kbytes", "65536" }, /* 64 MiB, not librdkafka's 1 GiB, inside a broker */
-		{ "linger.ms", "5" },
-		{ "log.connection.close", "false" }, /* idle disconnects by the cluster are normal */
-		{ "client.id", "mosquitto-eventhook" },
-	};
+	static const char *const defaults[][2] = { EH_KAFKA_DEFAULTS };
 	char features[512] = "";
 	size_t n = sizeof(features);
+	const char *codec;
 
 	for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++) {
 		if (conf_set(conf, "kafka_brokers", defaults[i][0], defaults[i][1], err, errlen))
 			return -1;
 	}
-	/* Compression only when this librdkafka was built with the codec:
-	 * lz4 costs the least CPU on the broker host; zstd next. */
 	rd_kafka_conf_get(conf, "builtin.features", features, &n);
-	if (strstr(features, "lz4"))
-		return conf_set(conf, "kafka_brokers", "compression.type", "lz4", err, errlen);
-	if (strstr(features, "zstd"))
-		return conf_set(conf, "kafka_brokers", "compression.type", "zstd", err, errlen);
-	return 0;
+	codec = eh_kafka_compression(features);
+	return codec ? conf_set(conf, "kafka_brokers", "compression.type", codec, err, errlen) : 0;
 }
 
 /* A literal character in the topic template that Kafka cannot hold is a
@@ -314,8 +369,10 @@ static void kafka_destroy(void *ctx)
 
 	if (!k)
 		return;
-	if (k->rk)
+	if (k->rk) {
+		forget_topics(k);
 		rd_kafka_destroy(k->rk);
+	}
 	if (k->conf)
 		rd_kafka_conf_destroy(k->conf);
 	eh_template_free(&k->topic);
@@ -349,6 +406,9 @@ static int kafka_create(const struct eh_sink_env *env, void **ctx, char *err, si
 	}
 	if (check_topic_template(&k->topic, topic, err, errlen))
 		return -1;
+	k->topic_fixed = true;
+	for (size_t i = 0; i < k->topic.count; i++)
+		k->topic_fixed &= k->topic.parts[i].field == -1;
 	/* Mosquitto refuses an empty plugin_opt_ value, so "no key" needs a
 	 * word; a constant key "none" would be pointless anyway. */
 	k->has_key = key && *key && strcmp(key, "none");
@@ -380,8 +440,10 @@ static int kafka_create(const struct eh_sink_env *env, void **ctx, char *err, si
 
 	eh_sink_set_batching(env->sink, BATCH_MAX, 0);
 	/* Only a full librdkafka queue makes deliver retry: come back soon,
-	 * never give up (the ring bounds the backlog and counts the drops). */
-	eh_sink_set_retry(env->sink, 50, 1000, -1);
+	 * never give up (the ring bounds the backlog and counts the drops).
+	 * At most 100 ms, so that when the cluster returns the sink refills
+	 * librdkafka's queue long before the queue runs dry. */
+	eh_sink_set_retry(env->sink, 50, 100, -1);
 	return 0;
 }
 
@@ -420,12 +482,13 @@ static void restart_producer(struct kafka_sink *k)
 {
 	rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
 	rd_kafka_flush(k->rk, 1000);
-	rd_kafka_poll(k->rk, 0);
+	serve(k, 0);
 	/* Whatever was not reported is failed: it dies with the handle. */
 	if (k->produced > k->reported) {
 		eh_sink_count(k->sink, 0, k->produced - k->reported);
 		k->reported = k->produced;
 	}
+	forget_topics(k);
 	rd_kafka_destroy(k->rk);
 	k->rk = NULL;
 	kafka_open(k);
@@ -449,26 +512,37 @@ static const char *render_key(struct kafka_sink *k, const struct eh_event *ev, s
 	return k->key_buf;
 }
 
-/* Produces one event. Returns librdkafka's error; on success librdkafka
- * owns (and frees) the value. */
+/* Produces one event; librdkafka copies value and key. Returns
+ * librdkafka's error. */
 static rd_kafka_resp_err_t produce(struct kafka_sink *k, const struct eh_event *ev, const char *key, size_t keylen,
-				   char *value)
+				   const char *value, size_t len)
 {
 	const char *type = eh_event_type_name(ev->type);
-	size_t tlen;
+	rd_kafka_topic_t *rkt = NULL;
 	char id[EH_ID_LEN + 1], ts[EH_TS_LEN + 1];
 
-	tlen = eh_template_render(&k->topic, ev, k->node, EH_TEMPLATE_RAW, k->topic_buf, sizeof(k->topic_buf));
-	eh_kafka_topic_sanitize(k->topic_buf, tlen < sizeof(k->topic_buf) - 1 ? tlen : sizeof(k->topic_buf) - 2);
+	/* A fixed topic was rendered (and sanitized) when it was first used. */
+	if (!k->topic_fixed || !k->topics[0].rkt) {
+		size_t tlen = eh_template_render(&k->topic, ev, k->node, EH_TEMPLATE_RAW, k->topic_buf,
+						 sizeof(k->topic_buf));
+
+		tlen = eh_kafka_topic_sanitize(k->topic_buf,
+					       tlen < sizeof(k->topic_buf) - 1 ? tlen : sizeof(k->topic_buf) - 2);
+		rkt = topic_handle(k, k->topic_buf, tlen);
+	} else {
+		rkt = k->topics[0].rkt;
+	}
+	if (!rkt)
+		return rd_kafka_last_error();
 	if (!k->cloudevents)
-		return rd_kafka_producev(k->rk, RD_KAFKA_V_TOPIC(k->topic_buf), RD_KAFKA_V_KEY(key, keylen),
-					 RD_KAFKA_V_VALUE(value, strlen(value)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+		return rd_kafka_producev(k->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_KEY(key, keylen),
+					 RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 					 RD_KAFKA_V_HEADER("event", type, -1), RD_KAFKA_V_HEADER("node", k->node->name, -1),
 					 RD_KAFKA_V_END);
 	eh_json_format_id(k->node, ev->number, id);
 	eh_json_format_ts(ev->ts_ms, ts);
-	return rd_kafka_producev(k->rk, RD_KAFKA_V_TOPIC(k->topic_buf), RD_KAFKA_V_KEY(key, keylen),
-				 RD_KAFKA_V_VALUE(value, strlen(value)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+	return rd_kafka_producev(k->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_KEY(key, keylen),
+				 RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 				 RD_KAFKA_V_HEADER("event", type, -1), RD_KAFKA_V_HEADER("node", k->node->name, -1),
 				 RD_KAFKA_V_HEADER("ce_specversion", "1.0", -1), RD_KAFKA_V_HEADER("ce_type", type, -1),
 				 RD_KAFKA_V_HEADER("ce_source", k->node->name, -1), RD_KAFKA_V_HEADER("ce_id", id, -1),
@@ -488,28 +562,20 @@ static enum eh_deliver_rc kafka_deliver(void *ctx, struct eh_batch *b)
 		return EH_DELIVER_RETRY;
 	while (b->done < b->count) {
 		const struct eh_event *ev = &b->events[b->done];
-		/* librdkafka takes the value and free()s it: a malloc'd copy. */
-		char *value;
 		const char *key = NULL;
 		size_t keylen = 0;
 		rd_kafka_resp_err_t rc;
 
 		k->scratch.len = 0;
-		value = eh_json_write_event(&k->scratch, ev, k->node) ? NULL : strndup(k->scratch.data, k->scratch.len);
-		if (value && k->has_key && !(key = render_key(k, ev, &keylen))) {
-			free(value);
-			value = NULL;
-		}
-		if (!value)
+		if (eh_json_write_event(&k->scratch, ev, k->node) || (k->has_key && !(key = render_key(k, ev, &keylen))))
 			return EH_DELIVER_RETRY; /* out of memory: try again later */
-		rc = produce(k, ev, key, keylen, value);
+		rc = produce(k, ev, key, keylen, k->scratch.data, k->scratch.len);
 		if (rc == RD_KAFKA_RESP_ERR_NO_ERROR) {
 			k->produced++;
 			b->done++;
 			full_since = 0;
 			continue;
 		}
-		free(value); /* still ours: librdkafka took nothing */
 		if (rc == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
 			int64_t now = eh_now_ms();
 
@@ -517,7 +583,7 @@ static enum eh_deliver_rc kafka_deliver(void *ctx, struct eh_batch *b)
 				full_since = now;
 			if (now - full_since < QUEUE_FULL_WAIT_MS) {
 				/* Delivery reports free room; serve them and try again. */
-				rd_kafka_poll(k->rk, 10);
+				serve(k, 10);
 				continue;
 			}
 			if (!k->queue_full_logged)
@@ -553,7 +619,7 @@ static void kafka_poll(void *ctx)
 		kafka_open(k);
 		return;
 	}
-	rd_kafka_poll(k->rk, 0);
+	serve(k, 0);
 }
 
 static uint64_t kafka_flush(void *ctx, int64_t timeout_ms)
@@ -566,7 +632,7 @@ static uint64_t kafka_flush(void *ctx, int64_t timeout_ms)
 		return 0;
 	}
 	rd_kafka_flush(k->rk, timeout_ms > INT32_MAX ? INT32_MAX : (int)timeout_ms);
-	rd_kafka_poll(k->rk, 0);
+	serve(k, 0);
 	/* From here on a report would race the shutdown log line: what is not
 	 * reported now is left undelivered. */
 	k->closing = true;

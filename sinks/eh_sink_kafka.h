@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 
 /* Longest topic name Kafka accepts. */
 #define EH_KAFKA_TOPIC_MAX 249
@@ -20,5 +21,31 @@ bool eh_kafka_topic_char_ok(unsigned char c);
  * 249 bytes, and the names Kafka reserves or cannot hold ("", ".", "..")
  * become "_", "_", "__". */
 size_t eh_kafka_topic_sanitize(char *name, size_t len);
+
+/* The librdkafka properties the sink sets before the user's kafka.<property>
+ * options, chosen for no loss and no duplicates (docs/sinks/kafka.md says
+ * why for each). Here rather than in the .c file so that the benchmark's
+ * baseline producer (test/kafka_peer.c) runs with exactly the same
+ * configuration. compression.type is not listed: it depends on the codecs
+ * this librdkafka was built with, see eh_kafka_compression. */
+#define EH_KAFKA_DEFAULTS                                                                                  \
+	{ "enable.idempotence", "true" }, /* retries cannot duplicate or reorder */                           \
+	{ "acks", "all" },                /* confirmed only once every in-sync replica has it */              \
+	{ "message.timeout.ms", "0" },    /* wait out outages; the ring and the queue bound it */             \
+	{ "queue.buffering.max.messages", "100000" },                                                       \
+	{ "queue.buffering.max.kbytes", "65536" }, /* 64 MiB, not librdkafka's 1 GiB, inside a broker */    \
+	{ "linger.ms", "5" },                                                                               \
+	{ "log.connection.close", "false" }, /* idle disconnects by the cluster are normal */               \
+	{ "client.id", "mosquitto-eventhook" }
+
+/* The compression.type default for a librdkafka whose builtin.features
+ * property is features: lz4 costs the least CPU on the broker host, zstd
+ * next; NULL (librdkafka's none) when neither is built in. */
+static inline const char *eh_kafka_compression(const char *features)
+{
+	if (strstr(features, "lz4"))
+		return "lz4";
+	return strstr(features, "zstd") ? "zstd" : NULL;
+}
 
 #endif
