@@ -151,12 +151,19 @@ def percentiles(samples, r):
             "lat_p999_us": lat[int(n * 0.999)], "lat_max_us": lat[-1]}
 
 
-def run_core(sink, rate):
-    with benchlib.Broker(CORE_LINES) as b:
-        probe = ["-L", "$events/#"] if sink == "local" else ["-F", os.path.join(b.dir, "events.jsonl")]
-        r = benchlib.loadgen(b, "publish0", secs=SECS, conc=32, args=probe + rate)
+def drive(lines, args):
+    """The publish0 load against a broker with these lines; the loadgen
+    result and the sinks' counters after the stop. args may name the broker's
+    directory as {dir}."""
+    with benchlib.Broker(lines) as b:
+        r = benchlib.loadgen(b, "publish0", secs=SECS, conc=32, args=[a.replace("{dir}", b.dir) for a in args])
         b.stop()
-        return r, b.sink_counters(), ""
+        return r, b.sink_counters()
+
+
+def run_core(sink, rate):
+    probe = ["-L", "$events/#"] if sink == "local" else ["-F", "{dir}/events.jsonl"]
+    return drive(CORE_LINES, probe + rate) + ("",)
 
 
 def run_http(rate):
@@ -164,10 +171,7 @@ def run_http(rate):
     try:
         lines = benchlib.plugin_lines(["events *", "http_url http://127.0.0.1:%s/events" % recv.first,
                                        "http_batch_max " + HTTP_BATCH, "http_batch_linger_ms " + HTTP_LINGER_MS])
-        with benchlib.Broker(lines) as b:
-            r = benchlib.loadgen(b, "publish0", secs=SECS, conc=32, args=rate)
-            b.stop()
-            counters = b.sink_counters()
+        r, counters = drive(lines, rate)
         samples, info = recv.collect()
     finally:
         recv.kill()
@@ -183,10 +187,7 @@ def run_kafka(rate):
         recv = Receiver([KAFKA_LATENCY, peers.kafka_bootstrap, "events"])
         try:
             opts = [o for o in peers.sink_opts() if o.startswith("kafka")]
-            with benchlib.Broker(benchlib.plugin_lines(["events *"] + opts)) as b:
-                r = benchlib.loadgen(b, "publish0", secs=SECS, conc=32, args=rate)
-                b.stop()
-                counters = b.sink_counters()
+            r, counters = drive(benchlib.plugin_lines(["events *"] + opts), rate)
             samples, info = recv.collect()
         finally:
             recv.kill()
@@ -197,11 +198,8 @@ def run_kafka(rate):
 def run_mqtt(rate):
     with benchlib.Peers() as peers:
         opts = [o for o in peers.sink_opts() if o.startswith("mqtt")]
-        with benchlib.Broker(benchlib.plugin_lines(["events *"] + opts)) as b:
-            probe = ["-L", "events/#", "-b", str(peers.mqtt_port)]
-            r = benchlib.loadgen(b, "publish0", secs=SECS, conc=32, args=probe + rate)
-            b.stop()
-            return r, b.sink_counters(), ""
+        probe = ["-L", "events/#", "-b", str(peers.mqtt_port)]
+        return drive(benchlib.plugin_lines(["events *"] + opts), probe + rate) + ("",)
 
 
 def main():
