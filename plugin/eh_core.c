@@ -280,7 +280,7 @@ fail:
  * (docs/performance.md). Sinks that talk to a peer start at once: they
  * connect, report an unreachable peer and, for MQTT, announce presence
  * before any event. */
-static bool thread_lazy(const struct eh_sink *s)
+static bool starts_at_first_event(const struct eh_sink *s)
 {
 	return !s->ops->open && !s->ops->poll;
 }
@@ -309,7 +309,7 @@ static void start_lazy(struct eh_sink *s)
 int eh_core_start(struct eh_core *core)
 {
 	for (size_t i = 0; i < core->nsinks; i++) {
-		if (thread_lazy(&core->sinks[i])) {
+		if (starts_at_first_event(&core->sinks[i])) {
 			core->sinks[i].thread_lazy = true;
 			continue;
 		}

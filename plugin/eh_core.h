@@ -48,7 +48,7 @@ struct eh_sink {
 
 	pthread_t thread;
 	bool thread_started;
-	bool thread_lazy;       /* started by the first event (eh_core_start) */
+	bool thread_lazy;       /* its thread waits for its first event (set by eh_core_start) */
 	int64_t thread_retry_ms; /* after a failed lazy start: not before this */
 	_Atomic int stop;       /* set by the broker thread at cleanup */
 	_Atomic int reload_req; /* set by RELOAD, taken by the sink thread */
