@@ -6,6 +6,7 @@
  */
 #include "eh_event.h"
 
+#include <stddef.h>
 #include <string.h>
 
 struct eh_event_packed {
@@ -101,6 +102,11 @@ void eh_event_pack(const struct eh_event *ev, void *out)
 		at += ev->f[i].len;
 	}
 	memcpy(out, &p, sizeof(p));
+}
+
+void eh_event_packed_set_seq(void *rec, uint64_t seq)
+{
+	memcpy((char *)rec + offsetof(struct eh_event_packed, seq), &seq, sizeof(seq));
 }
 
 int eh_event_unpack(const void *rec, size_t len, struct eh_event *ev)

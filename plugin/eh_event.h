@@ -95,6 +95,9 @@ const char *eh_reason_name(unsigned reason);
 size_t eh_event_packed_size(const struct eh_event *ev);
 /* Writes ev (header and strings) into out, which has packed_size bytes. */
 void eh_event_pack(const struct eh_event *ev, void *out);
+/* Overwrites the seq of a packed record: an event packed once is copied to
+ * every interested sink's ring, and each sink numbers its own events. */
+void eh_event_packed_set_seq(void *rec, uint64_t seq);
 /* Reads a packed record back; the view's strings point into rec.
  * Returns 0, or -1 if the record is malformed. */
 int eh_event_unpack(const void *rec, size_t len, struct eh_event *ev);

@@ -133,16 +133,11 @@ void eh_ring_wake(struct eh_ring *ring)
 
 void eh_ring_commit_sp(struct eh_ring *ring)
 {
-	atomic_store_explicit(&ring->records_in,
-			      atomic_load_explicit(&ring->records_in, memory_order_relaxed) + 1,
-			      memory_order_relaxed);
-	/* release: the record's bytes happen-before the consumer reads head. */
-	atomic_store_explicit(&ring->head, ring->head_pending, memory_order_release);
+	eh_ring_publish_sp(ring);
 	/* seq_cst fence: orders the head store before the sleeping load; pairs
 	 * with the consumer's fence in eh_ring_wait_sc. */
 	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&ring->sleeping, memory_order_relaxed))
-		eh_ring_wake(ring);
+	eh_ring_notify_sp(ring);
 }
 
 size_t eh_ring_peek_sc(struct eh_ring *ring, struct eh_ring_rec *out, size_t max)

@@ -639,6 +639,70 @@ START_TEST(runner_malformed_record_counted)
 }
 END_TEST
 
+/* One event, three sinks: the first with room packs it, the others get a
+ * copy with their own seq; a full ring still uses up a seq number; a sink
+ * whose mask lacks the type sees nothing. Read back from the rings. */
+static void expect_records(struct eh_sink *s, size_t n, const uint64_t *seq, const uint64_t *number,
+			   const char *const *ids)
+{
+	struct eh_ring_rec recs[8];
+	size_t got = eh_ring_peek_sc(&s->ring, recs, 8);
+
+	ck_assert_uint_eq(got, n);
+	for (size_t i = 0; i < n; i++) {
+		struct eh_event ev;
+
+		ck_assert_int_eq(eh_event_unpack(recs[i].data, recs[i].len, &ev), 0);
+		ck_assert_uint_eq(ev.seq, seq[i]);
+		ck_assert_uint_eq(ev.number, number[i]);
+		ck_assert_uint_eq(ev.f[EH_F_CLIENTID].len, strlen(ids[i]));
+		ck_assert(!memcmp(ev.f[EH_F_CLIENTID].ptr, ids[i], strlen(ids[i])));
+		ck_assert_uint_eq(ev.f[EH_F_TOPIC].len, 3);
+		ck_assert(!memcmp(ev.f[EH_F_TOPIC].ptr, "t/x", 3));
+		ck_assert_int_eq(ev.ts_ms, 1700000000000LL);
+	}
+}
+
+START_TEST(emit_packs_once_copies_to_each_sink)
+{
+	static const char *const ids[] = { "c1", "c2", "c3", "c4" };
+	struct eh_core *core = calloc(1, sizeof(*core));
+
+	ck_assert_ptr_nonnull(core);
+	core->wanted = EH_EV_MASK_ALL;
+	core->nsinks = 3;
+	for (size_t i = 0; i < 3; i++) {
+		core->sinks[i].core = core;
+		core->sinks[i].mask = EH_EV_MASK_ALL;
+		/* sink 0 holds two records, so it is full for the last two */
+		ck_assert_int_eq(eh_ring_init(&core->sinks[i].ring, 65536, i == 0 ? 2 : 0), 0);
+	}
+	core->sinks[2].mask = EH_EV_BIT(EH_EV_PUBLISH);
+	for (size_t i = 0; i < 4; i++) {
+		struct eh_event ev;
+
+		memset(&ev, 0, sizeof(ev));
+		ev.type = i % 2 ? EH_EV_SUBSCRIBE : EH_EV_PUBLISH;
+		ev.ts_ms = 1700000000000LL;
+		ev.f[EH_F_CLIENTID] = (struct eh_bytes){ ids[i], 2 };
+		ev.f[EH_F_TOPIC] = (struct eh_bytes){ "t/x", 3 };
+		eh_core_emit(core, &ev);
+	}
+	expect_records(&core->sinks[0], 2, (const uint64_t[]){ 1, 2 }, (const uint64_t[]){ 1, 2 }, ids);
+	ck_assert_uint_eq(core->sinks[0].seq, 4);
+	ck_assert_uint_eq(counter(&core->sinks[0].dropped), 2);
+	expect_records(&core->sinks[1], 4, (const uint64_t[]){ 1, 2, 3, 4 }, (const uint64_t[]){ 1, 2, 3, 4 },
+		       ids);
+	ck_assert_uint_eq(counter(&core->sinks[1].enqueued), 4);
+	expect_records(&core->sinks[2], 2, (const uint64_t[]){ 1, 2 }, (const uint64_t[]){ 1, 3 },
+		       (const char *const[]){ "c1", "c3" });
+	ck_assert_uint_eq(counter(&core->sinks[2].dropped), 0);
+	for (size_t i = 0; i < 3; i++)
+		eh_ring_destroy(&core->sinks[i].ring);
+	free(core);
+}
+END_TEST
+
 /* The producer keeps emitting while the sink retries and drops: the
  * accounting still adds up exactly. */
 static enum eh_deliver_rc script_mixed(struct fake *f, struct eh_batch *b)
@@ -698,6 +762,7 @@ static Suite *runner_suite(void)
 	tcase_add_test(tc, runner_full_ring_drops);
 	tcase_add_test(tc, runner_malformed_record_counted);
 	tcase_add_test(tc, runner_concurrent_accounting);
+	tcase_add_test(tc, emit_packs_once_copies_to_each_sink);
 	suite_add_tcase(s, tc);
 	return s;
 }
