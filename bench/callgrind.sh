@@ -3,7 +3,8 @@
 # (deterministic: repeatable on a noisy machine, unlike a stopwatch).
 #
 # 1. For each configuration (no plugin; plugin with no sink interested; file
-#    sink with events '*'; file and local sinks with events '*'), mosquitto
+#    sink with events '*'; file and local sinks with events '*'; file, http,
+#    kafka and mqtt sinks, peers unreachable; all five sinks), mosquitto
 #    runs under callgrind, collection is zeroed once it listens
 #    (callgrind_control -z), a fixed load is driven by bench/loadgen (CYCLES
 #    cycles of: connect, subscribe, 4 QoS 1 publishes, unsubscribe,
@@ -90,6 +91,13 @@ run none whole
 run idle whole "file_path $dir/idle.jsonl" "file_events client.connect_failed"
 run file whole "events *" "file_path $dir/file.jsonl"
 run filelocal whole "events *" "file_path $dir/all.jsonl" 'local_topic $events/{event}/{clientid}'
+# Peers on a closed port: events wait in the rings (9,000 of 65,536 slots),
+# which is all the broker thread does for these sinks.
+closed=127.0.0.1:9
+run fourrings whole "events *" "file_path $dir/four.jsonl" "http_url http://$closed/" "kafka_brokers $closed" \
+	"mqtt_uri tcp://$closed"
+run every whole "events *" "file_path $dir/every.jsonl" 'local_topic $events/{event}/{clientid}' \
+	"http_url http://$closed/" "kafka_brokers $closed" "mqtt_uri tcp://$closed"
 run allocs toggle "events *" "file_path $dir/allocs.jsonl"
 run allocslocal toggle "events *" "file_path $dir/allocs.jsonl" 'local_topic $events/{event}/{clientid}'
 /usr/bin/python3 "$here/cg_table.py" --report "$dir/report" "$CYCLES"

@@ -56,7 +56,9 @@ def report(path, cycles_asked):
     whole = {r["name"]: r for r in runs if r["how"] == "whole"}
     base = whole.get("none")
     labels = {"none": "no plugin", "idle": "plugin, no sink interested",
-              "file": "file sink, events *", "filelocal": "file + local sinks, events *"}
+              "file": "file sink, events *", "filelocal": "file + local sinks, events *",
+              "fourrings": "file, http, kafka, mqtt sinks (peers unreachable), events *",
+              "every": "all five sinks (peers unreachable), events *"}
     print("## Broker main thread, instructions per cycle (callgrind, %s cycles of: connect, subscribe, "
           "4 x QoS 1 publish, unsubscribe, disconnect)" % cycles_asked)
     print()
