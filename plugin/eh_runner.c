@@ -218,6 +218,19 @@ static void nap(int64_t usec)
 	nanosleep(&ts, NULL);
 }
 
+/* "eh-<sink>" in top -H, ps -L and /proc/<pid>/task/<tid>/comm, so an
+ * operator (and bench/throughput.py) can tell which sink uses the CPU. The
+ * kernel keeps 15 characters. */
+static void name_thread(const struct eh_sink *s)
+{
+	char name[16];
+
+	memcpy(name, "eh-", 3);
+	strncpy(name + 3, s->name, sizeof(name) - 4);
+	name[sizeof(name) - 1] = '\0';
+	pthread_setname_np(pthread_self(), name);
+}
+
 static void *run(void *arg)
 {
 	struct eh_sink *s = arg;
@@ -235,6 +248,7 @@ static void *run(void *arg)
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	name_thread(s);
 	if (!recs || !evs) {
 		eh_sink_log(s, 2 /* MOSQ_LOG_WARNING */, "out of memory; sink stopped");
 		goto out;

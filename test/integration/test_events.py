@@ -209,6 +209,13 @@ class EventsTest(BrokerTestCase):
         def threads():
             return len(os.listdir(f"/proc/{b.proc.pid}/task"))
 
+        def names():
+            out = []
+            for tid in os.listdir(f"/proc/{b.proc.pid}/task"):
+                with open(f"/proc/{b.proc.pid}/task/{tid}/comm") as f:
+                    out.append(f.read().strip())
+            return out
+
         before = threads()
         c = RawClient(b.port, "quiet")
         self.assertEqual(c.connect().rc, 0)
@@ -218,6 +225,8 @@ class EventsTest(BrokerTestCase):
         self.assertEqual(c.publish("q/1", b"first", qos=1), 0)
         evs = wait_events(b.events_path, lambda e: len(e) >= 1)
         self.assertEqual(threads(), before + 1)
+        # named after its sink, for top -H and ps -L
+        self.assertEqual(names().count("eh-file"), 1)
         self.assertEqual(c.publish("q/2", b"second", qos=1), 0)
         c.disconnect()
         evs = wait_events(b.events_path, lambda e: len(e) >= 2)
