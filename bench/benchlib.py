@@ -282,7 +282,10 @@ class Peers:
             f.write("listener %d 127.0.0.1\nallow_anonymous true\nuser %s\nlog_dest none\n"
                     "max_queued_messages 0\nset_tcp_nodelay true\n"
                     % (self.mqtt_port, pwd.getpwuid(os.getuid()).pw_name))
-        self._spawn([MOSQUITTO, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        mqtt = self._spawn([MOSQUITTO, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # What loadgen -Q reports as cpu.pid<PID>, by the name a table shows.
+        self.pids = {"http peer (Python)": http.pid, "kafka mock cluster": kafka.pid,
+                     "mqtt peer (mosquitto)": mqtt.pid}
         deadline = time.time() + 30
         while True:
             try:

@@ -32,6 +32,7 @@
 #define _GNU_SOURCE
 #endif
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -100,6 +101,9 @@ struct opts {
 	const char *probe_file;
 	const char *samples_out;
 	int broker_pid;
+	bool threads;     /* -T: CPU of each thread of broker_pid */
+	int others[8];    /* -Q: more processes whose CPU is reported */
+	size_t nothers;
 };
 
 static struct opts o = {
@@ -707,6 +711,101 @@ static double proc_cpu(int pid, bool thread)
 	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* -T and -Q: where the CPU goes in the window, by thread name in the broker
+ * (the plugin names its sink threads eh-<sink>, librdkafka rdk:*) and by
+ * process for the peers. Threads are matched by id across the two
+ * snapshots; one that ends inside the window loses its share. */
+#define CPU_TASKS 256
+struct cpu_snap {
+	size_t n;
+	int id[CPU_TASKS];
+	char name[CPU_TASKS][24];
+	double secs[CPU_TASKS];
+};
+
+static void cpu_snap_add(struct cpu_snap *c, int id, const char *name, double secs)
+{
+	if (c->n == CPU_TASKS)
+		return;
+	c->id[c->n] = id;
+	snprintf(c->name[c->n], sizeof(c->name[c->n]), "%s", name);
+	c->secs[c->n++] = secs;
+}
+
+static void cpu_snap_take(struct cpu_snap *c)
+{
+	char path[64];
+	DIR *d;
+	struct dirent *e;
+
+	c->n = 0;
+	snprintf(path, sizeof(path), "/proc/%d/task", o.broker_pid);
+	if (o.threads && o.broker_pid && (d = opendir(path))) {
+		while ((e = readdir(d))) {
+			char stat[64], buf[512], name[24];
+			int tid = atoi(e->d_name);
+			unsigned long long ut, st;
+			char *l, *r;
+			FILE *f;
+			size_t n;
+
+			if (tid <= 0)
+				continue;
+			snprintf(stat, sizeof(stat), "/proc/%d/task/%d/stat", o.broker_pid, tid);
+			if (!(f = fopen(stat, "re")))
+				continue;
+			n = fread(buf, 1, sizeof(buf) - 1, f);
+			fclose(f);
+			buf[n] = 0;
+			l = strchr(buf, '(');
+			r = strrchr(buf, ')');
+			if (!l || !r || r < l
+			    || sscanf(r + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+				continue;
+			*r = 0;
+			snprintf(name, sizeof(name), "%s", tid == o.broker_pid ? "main" : l + 1);
+			for (char *p = name; *p; p++) {
+				if (*p == ' ' || *p == '=')
+					*p = '_';
+			}
+			cpu_snap_add(c, tid, name, (double)(ut + st) / (double)sysconf(_SC_CLK_TCK));
+		}
+		closedir(d);
+	}
+	for (size_t i = 0; i < o.nothers; i++) {
+		char name[24];
+
+		snprintf(name, sizeof(name), "pid%d", o.others[i]);
+		cpu_snap_add(c, -o.others[i], name, proc_cpu(o.others[i], false));
+	}
+}
+
+/* " cpu.<name>=<seconds>" for each name, summed over its threads. */
+static void cpu_snap_print(const struct cpu_snap *a, const struct cpu_snap *b)
+{
+	bool done[CPU_TASKS] = { false };
+
+	for (size_t i = 0; i < b->n; i++) {
+		double sum = 0;
+
+		if (done[i])
+			continue;
+		for (size_t j = i; j < b->n; j++) {
+			double before = 0;
+
+			if (strcmp(b->name[j], b->name[i]))
+				continue;
+			done[j] = true;
+			for (size_t k = 0; k < a->n; k++) {
+				if (a->id[k] == b->id[j])
+					before = a->secs[k];
+			}
+			sum += b->secs[j] - before;
+		}
+		printf(" cpu.%s=%.3f", b->name[i], sum);
+	}
+}
+
 static void usage(void)
 {
 	fprintf(stderr,
@@ -727,7 +826,10 @@ static void usage(void)
 		"                     (the MQTT sink's target; default: -p)\n"
 		"  -F PATH            latency probe: follow the file sink's PATH (inotify)\n"
 		"  -S PATH            write the latency samples (microseconds) to PATH\n"
-		"  -P PID             also report the CPU time of process PID (the broker) in the window\n");
+		"  -P PID             also report the CPU time of process PID (the broker) in the window\n"
+		"  -T                 and of each of its threads, summed by thread name (cpu.<name>=)\n"
+		"  -Q PID             also report the CPU time of process PID (a peer) in the window\n"
+		"                     (cpu.pid<PID>=); up to 8\n");
 	exit(2);
 }
 
@@ -739,8 +841,9 @@ int main(int argc, char **argv)
 	int64_t next_start_us = 0, interval_us = 0;
 	struct rusage ru0, ru1;
 	double bcpu0 = 0, bcpu1 = 0, tcpu0 = 0, tcpu1 = 0;
+	static struct cpu_snap snap0, snap1;
 
-	while ((opt = getopt(argc, argv, "m:p:h:c:d:w:n:N:q:s:i:r:L:b:F:S:P:")) != -1) {
+	while ((opt = getopt(argc, argv, "m:p:h:c:d:w:n:N:q:s:i:r:L:b:F:S:P:TQ:")) != -1) {
 		switch (opt) {
 		case 'm':
 			if (!strcmp(optarg, "publish"))
@@ -772,6 +875,12 @@ int main(int argc, char **argv)
 		case 'F': o.probe_file = optarg; break;
 		case 'S': o.samples_out = optarg; break;
 		case 'P': o.broker_pid = atoi(optarg); break;
+		case 'T': o.threads = true; break;
+		case 'Q':
+			if (o.nothers == sizeof(o.others) / sizeof(o.others[0]) || atoi(optarg) <= 0)
+				usage();
+			o.others[o.nothers++] = atoi(optarg);
+			break;
 		default: usage();
 		}
 	}
@@ -845,6 +954,7 @@ int main(int argc, char **argv)
 		getrusage(RUSAGE_SELF, &ru0);
 		bcpu0 = o.broker_pid ? proc_cpu(o.broker_pid, false) : 0;
 		tcpu0 = o.broker_pid ? proc_cpu(o.broker_pid, true) : 0;
+		cpu_snap_take(&snap0);
 	}
 	next_start_us = t_begin;
 	for (;;) {
@@ -859,6 +969,7 @@ int main(int argc, char **argv)
 			getrusage(RUSAGE_SELF, &ru0);
 			bcpu0 = o.broker_pid ? proc_cpu(o.broker_pid, false) : 0;
 			tcpu0 = o.broker_pid ? proc_cpu(o.broker_pid, true) : 0;
+			cpu_snap_take(&snap0);
 		}
 		if (measuring && !stopping
 		    && ((o.cycles && cycles_in_window >= o.cycles)
@@ -872,6 +983,7 @@ int main(int argc, char **argv)
 			getrusage(RUSAGE_SELF, &ru1);
 			bcpu1 = o.broker_pid ? proc_cpu(o.broker_pid, false) : 0;
 			tcpu1 = o.broker_pid ? proc_cpu(o.broker_pid, true) : 0;
+			cpu_snap_take(&snap1);
 			t_end = now + 5000000;
 		}
 		if (stopping) {
@@ -970,6 +1082,7 @@ int main(int argc, char **argv)
 		       (unsigned long long)cycles_in_window, secs, rate, evrate, (unsigned long long)errors, cpu);
 		if (o.broker_pid)
 			printf(" broker_cpu=%.3f broker_thread_cpu=%.3f", bcpu1 - bcpu0, tcpu1 - tcpu0);
+		cpu_snap_print(&snap0, &snap1);
 		/* including the cycles in flight at the end, which were let finish */
 		printf(" all_cycles=%llu", (unsigned long long)cycles_done);
 		printf(" window_begin_us=%lld window_end_us=%lld", (long long)wall_measure, (long long)wall_measured_end);

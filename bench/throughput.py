@@ -30,6 +30,11 @@ machine) and the broker main thread's CPU time per cycle (what the plugin
 adds to the broker's single thread; steadier). The rate is compared twice:
 ratio of the medians, and the median of each round's own ratio (the
 configurations of one round run back to back, so that one cancels drift).
+For "all" and "every" a last table splits the CPU time per cycle between
+the broker's main thread, each sink's thread (named eh-<sink>), the
+libraries' threads, each peer and the generator (loadgen -T and -Q), next
+to what the machine's cores offer per cycle: when the total reaches that,
+the machine, not the broker, sets the rate.
 """
 import os
 import sys
@@ -50,11 +55,13 @@ CONFIGS = [
     # "every": filled in main() once the peers run
 ]
 EVENTS_PER_CYCLE = {"cycle": 5, "publish0": 15, "publish1": 15}
+PEER_PIDS = {}  # name -> pid of the peers of "every", for the CPU breakdown
 
 
 def main():
     if os.environ.get("BENCH_EVERY", "1") != "0":
         with benchlib.Peers() as peers:
+            PEER_PIDS.update(peers.pids)
             CONFIGS.append(("every", benchlib.plugin_lines(
                 ["events *", "file_path {dir}/events.jsonl", "local_topic $events/{event}/{clientid}"]
                 + peers.sink_opts())))
@@ -76,7 +83,11 @@ def run():
         for mode in MODES:
             for name, lines in order:
                 with benchlib.Broker(lines) as b:
-                    res = benchlib.loadgen(b, mode, secs=SECS, conc=CONC)
+                    args = ["-T"]
+                    if name == "every":
+                        for pid in PEER_PIDS.values():
+                            args += ["-Q", str(pid)]
+                    res = benchlib.loadgen(b, mode, secs=SECS, conc=CONC, args=args)
                     b.stop()
                     counters[(mode, name)].append(b.sink_counters())
                 results[(mode, name)].append(res)
@@ -114,6 +125,53 @@ def run():
                           "generator CPU", "events enqueued / dropped (all rounds)"], rows))
     print()
     print("targets: idle rate >= 0.99 x none, every rate >= 0.97 x none (reported, never enforced)")
+    breakdown(results)
+
+
+def breakdown(results):
+    """Where the CPU goes per cycle with sinks on: the broker's threads by
+    name (the plugin names its sink threads eh-<sink>), the peers, the
+    generator; against what the machine's cores offer per cycle."""
+    names = {str(pid): label for label, pid in PEER_PIDS.items()}
+
+    def parts(x):
+        out = {"broker main thread": x.get("cpu.main", 0.0), "generator": x["cpu"]}
+        for k, v in x.items():
+            if not k.startswith("cpu.") or k == "cpu.main":
+                continue
+            n = k[4:]
+            if n.startswith("eh-"):
+                label = "sink thread " + n[3:]
+            elif n.startswith("rdk:"):
+                label = "librdkafka threads"
+            elif n.startswith("pid"):
+                label = names.get(n[3:], n)
+            else:
+                label = "other broker threads (paho, libcurl)"
+            out[label] = out.get(label, 0.0) + v
+        return out
+
+    for name in [c for c, _ in CONFIGS if c in ("all", "every")]:
+        print()
+        print("### CPU per cycle, %s: microseconds of CPU time per cycle (median of rounds), %d cores offer %s"
+              % (name, benchlib.NCPU, "per cycle the last row"))
+        print()
+        labels, rows, per_mode = [], [], {}
+        for mode in MODES:
+            rs = results[(mode, name)]
+            per = [{k: 1e6 * v / x["cycles"] for k, v in parts(x).items()} for x in rs]
+            per_mode[mode] = per
+            for p in per:
+                for k in p:
+                    if k not in labels:
+                        labels.append(k)
+        for k in labels:
+            rows.append([k] + ["%.1f" % benchlib.median([p.get(k, 0.0) for p in per_mode[m]]) for m in MODES])
+        rows.append(["total"] + ["%.1f" % benchlib.median([sum(p.values()) for p in per_mode[m]]) for m in MODES])
+        rows.append(["%d cores' time per cycle" % benchlib.NCPU]
+                    + ["%.1f" % benchlib.median([1e6 * benchlib.NCPU * x["secs"] / x["cycles"]
+                                                  for x in results[(m, name)]]) for m in MODES])
+        print(benchlib.table(["part"] + MODES, rows))
 
 
 if __name__ == "__main__":
