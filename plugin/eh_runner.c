@@ -422,6 +422,11 @@ void eh_runner_request_stop(struct eh_sink *s, int64_t deadline_ms)
 	atomic_store_explicit(&s->stop, 1, memory_order_release);
 	syscall(SYS_futex, (int *)&s->stop, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 	eh_ring_wake(&s->ring);
+	/* The futex and the ring only wake the runner's own waits; a deliver
+	 * waiting inside the sink would see the deadline only when its own
+	 * wait ends. */
+	if (s->ops->wake && s->ctx)
+		s->ops->wake(s->ctx);
 }
 
 void eh_runner_wake(struct eh_sink *s)

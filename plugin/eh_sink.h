@@ -76,6 +76,11 @@ struct eh_sink_ops {
 	 * handed over within timeout_ms. Returns how many handed-over events
 	 * are still undelivered. May be NULL. */
 	uint64_t (*flush)(void *ctx, int64_t timeout_ms);
+	/* broker thread, right after the stop request that set the drain
+	 * deadline: for a deliver that blocks on its library (waiting for
+	 * acknowledgements), to look at eh_sink_deadline_ms again now rather
+	 * than when its wait ends. Must return at once. May be NULL. */
+	void (*wake)(void *ctx);
 	/* broker thread, from TICK (or another broker callback when TICK does
 	 * not fire): for sinks that must call broker functions. May be NULL. */
 	void (*broker_tick)(void *ctx);

@@ -16,8 +16,11 @@
  * settled when paho confirmed every message of it (PUBACK / PUBCOMP, or the
  * write for QoS 0) or failed it for good; the sink thread pops settled slots
  * from the front in order and counts them (delivered, or failed). When the
- * window is full or the client is disconnected, deliver answers RETRY and the
- * events wait in the ring, in order.
+ * window is full, deliver waits inside for the callback that frees a slot
+ * (however long the target takes to acknowledge: the runner's backoff would
+ * leave room unused after it came), until the connection goes or the drain
+ * deadline passes. When the client is disconnected, deliver answers RETRY
+ * and the events wait in the ring, in order.
  *
  * Clients. A paho client starts with a short clean-session connection (the
  * "wiper", a separate client destroyed as soon as the target accepted it), so
@@ -68,7 +71,10 @@
 #include "eh_template.h"
 
 #define MSGS_PER_SLOT 2  /* the event, and its presence message */
-#define ROOM_WAIT_MS 100 /* deliver waits this long for window room, then RETRY */
+/* Longest single wait for window room. Every callback and the stop request
+ * wake the wait, so this bound is only a backstop, and what keeps the
+ * absolute time of the wait finite while the deadline is INT64_MAX. */
+#define ROOM_WAIT_MAX_MS 1000
 #define CONNECT_BACKOFF_MIN_MS 500
 
 enum msg_state { MSG_NONE = 0, MSG_SENT, MSG_OK, MSG_FAILED, MSG_RESEND };
@@ -142,7 +148,11 @@ struct mqtt_sink {
 	bool sync_made;
 	bool failure_logged;   /* one warning per outage */
 	size_t limit;          /* effective window: min(max_inflight, Receive Maximum) */
-	unsigned resends;      /* messages in MSG_RESEND */	struct eh_buf scratch; /* one event's JSON */
+	unsigned resends;      /* messages in MSG_RESEND */
+	/* Bumped with every signal of cond: a waiter that read it before
+	 * checking its condition cannot miss a signal sent after the check. */
+	unsigned long changes;
+	struct eh_buf scratch; /* one event's JSON */
 };
 
 static const struct eh_option mqtt_options[] = {
@@ -248,6 +258,13 @@ static void settle(struct mqtt_sink *m)
 		eh_sink_count(m->sink, ok, failed);
 }
 
+/* Something a waiter may be waiting for happened. Under lock. */
+static void changed(struct mqtt_sink *m)
+{
+	m->changes++;
+	pthread_cond_broadcast(&m->cond);
+}
+
 /* ---- paho callbacks (paho's threads) ---- */
 
 static void on_publish_ok(void *context, MQTTAsync_successData *resp)
@@ -258,7 +275,7 @@ static void on_publish_ok(void *context, MQTTAsync_successData *resp)
 	(void)resp;
 	pthread_mutex_lock(&m->lock);
 	msg->state = MSG_OK;
-	pthread_cond_broadcast(&m->cond);
+	changed(m);
 	pthread_mutex_unlock(&m->lock);
 }
 
@@ -290,7 +307,7 @@ static void publish_failed(struct mqtt_msg *msg, int code, int reason, const cha
 		m->resends++;
 	if (poisoned)
 		c->poisoned = true;
-	pthread_cond_broadcast(&m->cond);
+	changed(m);
 	pthread_mutex_unlock(&m->lock);
 	if (!resend)
 		eh_sink_log(m->sink, MOSQ_LOG_WARNING, "the target refused a message on '%s': code %d, reason %d%s%s",
@@ -319,7 +336,7 @@ static void mark_up(struct conn *c)
 	c->ever_up = true;
 	if (!c->wiper)
 		m->failure_logged = false;
-	pthread_cond_broadcast(&m->cond);
+	changed(m);
 	pthread_mutex_unlock(&m->lock);
 	if (was_down && !c->wiper)
 		eh_sink_log(m->sink, MOSQ_LOG_NOTICE, "%s %s as '%s'", again ? "reconnected to" : "connected to", m->uri,
@@ -357,7 +374,7 @@ static void connect_failed(struct conn *c, int code, const char *text)
 		c->failed = true;
 	log = !m->failure_logged;
 	m->failure_logged = true;
-	pthread_cond_broadcast(&m->cond);
+	changed(m);
 	pthread_mutex_unlock(&m->lock);
 	if (log)
 		eh_sink_log(m->sink, MOSQ_LOG_WARNING, "cannot connect to %s: %s (code %d); events wait in the queue "
@@ -396,7 +413,7 @@ static void on_connection_lost(void *context, char *cause)
 	if (poisoned)
 		c->closed = true;
 	m->failure_logged = true;
-	pthread_cond_broadcast(&m->cond);
+	changed(m);
 	pthread_mutex_unlock(&m->lock);
 	eh_sink_log(m->sink, MOSQ_LOG_WARNING, "connection to %s lost%s%s; %s, events wait in the queue", m->uri,
 		    cause ? ": " : "", cause ? cause : "", poisoned ? "replacing the client" : "reconnecting");
@@ -420,7 +437,7 @@ static void on_disconnect_done(void *context, MQTTAsync_successData *resp)
 	(void)resp;
 	pthread_mutex_lock(&m->lock);
 	c->disconnected = true;
-	pthread_cond_broadcast(&m->cond);
+	changed(m);
 	pthread_mutex_unlock(&m->lock);
 }
 
@@ -865,6 +882,64 @@ static bool window_full(struct mqtt_sink *m)
 	return m->count >= limit;
 }
 
+/* c may take a new event now: still the current client, connected, not
+ * poisoned, and nothing older waits to be resent (that goes first). */
+static bool takes_new(struct mqtt_sink *m, struct conn *c)
+{
+	bool ok;
+
+	if (m->cur != c)
+		return false;
+	pthread_mutex_lock(&m->lock);
+	ok = c->up && !c->poisoned && !m->resends;
+	pthread_mutex_unlock(&m->lock);
+	return ok;
+}
+
+/* Waits until something was signalled after `seen` was read, or until
+ * until_ms (eh_now_ms clock, which is cond's clock). */
+static void wait_change(struct mqtt_sink *m, unsigned long seen, int64_t until_ms)
+{
+	struct timespec ts = { .tv_sec = until_ms / 1000, .tv_nsec = (long)(until_ms % 1000) * 1000000L };
+
+	pthread_mutex_lock(&m->lock);
+	while (m->changes == seen) {
+		if (pthread_cond_timedwait(&m->cond, &m->lock, &ts) == ETIMEDOUT)
+			break;
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* Waits for room in the window, for as long as the target takes to
+ * acknowledge: answering RETRY instead would idle the sink for the runner's
+ * backoff while room may already be there. Returns the client to send to,
+ * or NULL when there is none (connection lost, client poisoned: the
+ * connection's own backoff applies) or the drain deadline has passed. */
+static struct conn *wait_room(struct mqtt_sink *m)
+{
+	for (;;) {
+		unsigned long seen;
+		struct conn *c;
+		int64_t now, until;
+
+		pthread_mutex_lock(&m->lock);
+		seen = m->changes;
+		pthread_mutex_unlock(&m->lock);
+		settle(m);
+		if (!(c = ready(m)))
+			return NULL;
+		if (!window_full(m))
+			return c;
+		now = eh_now_ms();
+		until = eh_sink_deadline_ms(m->sink);
+		if (now >= until)
+			return NULL;
+		if (until - now > ROOM_WAIT_MAX_MS)
+			until = now + ROOM_WAIT_MAX_MS;
+		wait_change(m, seen, until);
+	}
+}
+
 static enum eh_deliver_rc mqtt_deliver(void *ctx, struct eh_batch *b)
 {
 	struct mqtt_sink *m = ctx;
@@ -880,18 +955,15 @@ static enum eh_deliver_rc mqtt_deliver(void *ctx, struct eh_batch *b)
 		struct slot *s;
 		bool presence = m->has_presence && (ev->type == EH_EV_CONNECTED || ev->type == EH_EV_DISCONNECTED);
 
-		if (usable(m) != c) {
-			/* Lost or poisoned meanwhile. */
+		/* Lost, poisoned, or paho handed messages back meanwhile
+		 * (ready resends those before anything new). */
+		if (!takes_new(m, c) && !(c = ready(m))) {
 			b->done = i;
 			return EH_DELIVER_RETRY;
 		}
-		if (window_full(m)) {
-			wait_callback(m, ROOM_WAIT_MS);
-			settle(m);
-			if (window_full(m)) {
-				b->done = i;
-				return EH_DELIVER_RETRY;
-			}
+		if (window_full(m) && !(c = wait_room(m))) {
+			b->done = i;
+			return EH_DELIVER_RETRY;
 		}
 		s = &m->win[(m->head + m->count) % m->max_inflight];
 		s->nmsg = presence ? 2 : 1;
@@ -928,6 +1000,19 @@ static void mqtt_poll(void *ctx)
 
 	settle(m);
 	ready(m);
+}
+
+/* A deliver waiting for room must see the drain deadline the stop request
+ * just set. */
+static void mqtt_wake(void *ctx)
+{
+	struct mqtt_sink *m = ctx;
+
+	if (!m->sync_made)
+		return;
+	pthread_mutex_lock(&m->lock);
+	changed(m);
+	pthread_mutex_unlock(&m->lock);
 }
 
 /* Disconnects and destroys the clients, waiting for the disconnect until
@@ -1168,9 +1253,10 @@ static int mqtt_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 		return -1;
 	}
 	eh_sink_set_batching(env->sink, m->max_inflight < 512 ? m->max_inflight : 512, 0);
-	/* RETRY means "not connected" or "window full": retry soon; the
-	 * connection itself has its own backoff. Never give up: events beyond
-	 * the queue's capacity are dropped at capture, the rest wait. */
+	/* RETRY means "not connected" (a full window is waited for inside
+	 * deliver): retry soon; the connection itself has its own backoff.
+	 * Never give up: events beyond the queue's capacity are dropped at
+	 * capture, the rest wait. */
 	eh_sink_set_retry(env->sink, 20, 250, -1);
 	return 0;
 oom:
@@ -1188,6 +1274,7 @@ const struct eh_sink_ops eh_sink_mqtt_ops = {
 	.open = mqtt_open,
 	.deliver = mqtt_deliver,
 	.poll = mqtt_poll,
+	.wake = mqtt_wake,
 	.flush = mqtt_flush,
 	.destroy = mqtt_destroy,
 };
