@@ -13,7 +13,8 @@ struct eh_sink;
 /* broker thread: starts the sink's thread. Returns 0, or -1 with errno. */
 int eh_runner_start(struct eh_sink *s);
 /* broker thread: asks the thread to deliver what it can until deadline_ms
- * (eh_now_ms clock) and then stop; wakes it if it sleeps or backs off. */
+ * (eh_now_ms clock) and then stop; wakes it if it sleeps or backs off, and
+ * calls the sink's wake hook for a deliver that waits inside the sink. */
 void eh_runner_request_stop(struct eh_sink *s, int64_t deadline_ms);
 /* any thread: wakes the thread from an idle wait or a retry backoff, so
  * that it looks at its stop and reload requests now. */

@@ -703,6 +703,72 @@ START_TEST(emit_packs_once_copies_to_each_sink)
 }
 END_TEST
 
+/* A deliver that blocks inside its sink (the MQTT sink waiting for window
+ * room) learns of a stop through the wake hook, not when its own wait ends
+ * (here after 30 s, and then woken would still be 0). */
+struct blocking {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int waiting, woken;
+	struct eh_sink *sink;
+};
+
+static enum eh_deliver_rc blocking_deliver(void *ctx, struct eh_batch *b)
+{
+	struct blocking *k = ctx;
+	struct timespec until;
+
+	(void)b;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 30;
+	pthread_mutex_lock(&k->lock);
+	k->waiting = 1;
+	while (!k->woken && eh_sink_deadline_ms(k->sink) == INT64_MAX)
+		if (pthread_cond_timedwait(&k->cond, &k->lock, &until))
+			break;
+	pthread_mutex_unlock(&k->lock);
+	return EH_DELIVER_RETRY;
+}
+
+static void blocking_wake(void *ctx)
+{
+	struct blocking *k = ctx;
+
+	pthread_mutex_lock(&k->lock);
+	k->woken = 1;
+	pthread_cond_signal(&k->cond);
+	pthread_mutex_unlock(&k->lock);
+}
+
+static const struct eh_sink_ops blocking_ops = {
+	.name = "blocking",
+	.deliver = blocking_deliver,
+	.wake = blocking_wake,
+};
+
+START_TEST(runner_stop_wakes_a_deliver_blocked_in_its_sink)
+{
+	struct rig r = rig_new(&blocking_ops, 65536, 0);
+	struct blocking k = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+	int waiting;
+
+	k.sink = r.sink;
+	r.sink->ctx = &k;
+	rig_push(&r, 1);
+	rig_start(&r);
+	do {
+		sleep_ms(1);
+		pthread_mutex_lock(&k.lock);
+		waiting = k.waiting;
+		pthread_mutex_unlock(&k.lock);
+	} while (!waiting);
+	rig_stop(&r, 0);
+	ck_assert_int_eq(k.woken, 1);
+	ck_assert_uint_eq(counter(&r.sink->left), 1);
+	rig_free(&r);
+}
+END_TEST
+
 /* The producer keeps emitting while the sink retries and drops: the
  * accounting still adds up exactly. */
 static enum eh_deliver_rc script_mixed(struct fake *f, struct eh_batch *b)
@@ -763,6 +829,7 @@ static Suite *runner_suite(void)
 	tcase_add_test(tc, runner_malformed_record_counted);
 	tcase_add_test(tc, runner_concurrent_accounting);
 	tcase_add_test(tc, emit_packs_once_copies_to_each_sink);
+	tcase_add_test(tc, runner_stop_wakes_a_deliver_blocked_in_its_sink);
 	suite_add_tcase(s, tc);
 	return s;
 }
