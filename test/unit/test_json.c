@@ -399,6 +399,33 @@ START_TEST(json_utf8_validator)
 }
 END_TEST
 
+START_TEST(json_utf8_validator_word_edges)
+{
+	/* The validator steps over eight ASCII bytes at a time: a bad byte,
+	 * a truncated sequence and a valid one at every position around the
+	 * word boundaries, and a valid sequence across them. */
+	char s[40];
+
+	for (size_t len = 1; len <= 25; len++) {
+		for (size_t pos = 0; pos < len; pos++) {
+			memset(s, 'a', len);
+			s[pos] = '\x80';
+			ck_assert_uint_eq(eh_utf8_valid_prefix(s, len), pos);
+			s[pos] = '\x7f';
+			ck_assert_uint_eq(eh_utf8_valid_prefix(s, len), len);
+			s[pos] = '\xe2'; /* needs two more bytes */
+			ck_assert_uint_eq(eh_utf8_valid_prefix(s, len), pos);
+			if (pos + 3 <= len) {
+				memcpy(s + pos, "\xe2\x82\xac", 3);
+				ck_assert_uint_eq(eh_utf8_valid_prefix(s, len), len);
+				s[len - 1] = '\xff';
+				ck_assert_uint_eq(eh_utf8_valid_prefix(s, len), pos + 3 == len ? pos : len - 1);
+			}
+		}
+	}
+}
+END_TEST
+
 START_TEST(json_string_bytes)
 {
 	int replaced = -1;
@@ -470,6 +497,7 @@ static Suite *json_suite(void)
 	tcase_add_test(fmt, json_ts_format);
 	tcase_add_test(fmt, json_base64_vectors);
 	tcase_add_test(fmt, json_utf8_validator);
+	tcase_add_test(fmt, json_utf8_validator_word_edges);
 	tcase_add_test(fmt, json_string_bytes);
 	suite_add_tcase(s, fmt);
 	return s;
