@@ -16,37 +16,28 @@ size_t eh_utf8_valid_prefix(const char *str, size_t len)
 	size_t i = 0;
 
 	while (i < len) {
-		unsigned char c = s[i];
 		size_t n;
-		uint32_t cp;
 
-		if (c < 0x80) {
+		/* Client ids, topics and the like are mostly ASCII: eight bytes
+		 * without a high bit at a time (memcpy: any alignment, no
+		 * aliasing question). */
+		if (len - i >= 8) {
+			uint64_t v;
+
+			memcpy(&v, s + i, 8);
+			if (!(v & 0x8080808080808080ull)) {
+				i += 8;
+				continue;
+			}
+		}
+		if (s[i] < 0x80) {
 			i++;
 			continue;
-		} else if (c >= 0xC2 && c <= 0xDF) {
-			n = 1;
-			cp = c & 0x1F;
-		} else if (c >= 0xE0 && c <= 0xEF) {
-			n = 2;
-			cp = c & 0x0F;
-		} else if (c >= 0xF0 && c <= 0xF4) {
-			n = 3;
-			cp = c & 0x07;
-		} else {
-			return i;
 		}
-		if (n > len - i - 1)
+		n = eh_utf8_sequence_len(s + i, len - i);
+		if (!n)
 			return i;
-		for (size_t k = 1; k <= n; k++) {
-			if ((s[i + k] & 0xC0) != 0x80)
-				return i;
-			cp = (cp << 6) | (s[i + k] & 0x3F);
-		}
-		/* overlong, surrogate and out-of-range forms */
-		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF
-		    || (cp >= 0xD800 && cp <= 0xDFFF))
-			return i;
-		i += n + 1;
+		i += n;
 	}
 	return len;
 }

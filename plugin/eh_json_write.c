@@ -55,96 +55,158 @@ void eh_buf_free(struct eh_buf *b)
 	b->len = b->cap = 0;
 }
 
-/* A JSON string of UTF-8 text, escaped as jansson escapes it. */
-static int put_escaped_utf8(struct eh_buf *b, const char *s, size_t n)
+/* Bytes that go out as they are: 0x20..0x7F except '"' and '\\'. 0x7F
+ * needs no escape in JSON and jansson leaves it alone. */
+static const unsigned char plain[256] = {
+	[0x20] = 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x22 '"' */
+	[0x30] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	[0x40] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	[0x50] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, /* 0x5C '\\' */
+	[0x60] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	[0x70] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+};
+
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+/* The high bit of each byte of x that is zero. Exact per byte: no carry
+ * crosses a byte, unlike the shorter (x - ONES) & ~x form, so it says
+ * nothing wrong about the bytes after a zero. */
+static inline uint64_t zero_bytes(uint64_t x)
+{
+	return ~(((x & ~HIGHS) + ~HIGHS) | x) & HIGHS;
+}
+
+/* Nonzero when one of the 8 bytes at p is not plain: a control (< 0x20),
+ * '"', '\\' or a byte >= 0x80 (UTF-8 to check, or copied as is). Loaded
+ * with memcpy: any alignment, no aliasing question, one load once
+ * compiled; byte order does not matter since only zero or not is asked. */
+static inline uint64_t word_needs_care(const unsigned char *p)
+{
+	uint64_t v, control;
+
+	memcpy(&v, p, 8);
+	/* low 7 bits + 0x60 reaches 0x80 exactly when they are >= 0x20 */
+	control = ~((v & ~HIGHS) + 0x60 * ONES);
+	return (v | control | zero_bytes(v ^ ('"' * ONES)) | zero_bytes(v ^ ('\\' * ONES))) & HIGHS;
+}
+
+/*
+ * A JSON string, escaped as jansson escapes it, in one pass. With replaced
+ * NULL the bytes are ours (node name, names from tables) and non-ASCII goes
+ * out as it is; otherwise they are a client's: each byte where no valid
+ * UTF-8 sequence starts becomes U+FFFD and *replaced is set, exactly as
+ * eh_json_string_bytes's repeated eh_utf8_valid_prefix does (the
+ * replacement and every valid sequence are bytes >= 0x80, which need no
+ * escape, so validating and escaping commute).
+ *
+ * Runs of bytes that go out unchanged are copied in one memcpy when they
+ * end; eight plain bytes are recognised per step. Room: n + 2 up front
+ * covers a string that needs nothing; before an escape or a replacement
+ * the rest is reserved again, so the buffer never grows by the 6x worst
+ * case on ordinary input.
+ */
+static int put_string(struct eh_buf *b, const char *str, size_t n, int *replaced)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	size_t start = 0;
+	const unsigned char *s = (const unsigned char *)str;
+	size_t i = 0, start = 0;
 
-	/* Worst case \u00XX for every byte. */
-	if (reserve(b, n * 6 + 2))
+	if (reserve(b, n + 2))
 		return -1;
 	b->data[b->len++] = '"';
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		char esc[6];
-		size_t elen = 2;
+	while (i < n) {
+		size_t stop;
 
-		if (c >= 0x20 && c != '"' && c != '\\')
-			continue;
-		memcpy(b->data + b->len, s + start, i - start);
-		b->len += i - start;
-		start = i + 1;
-		esc[0] = '\\';
-		switch (c) {
-		case '"':
-		case '\\':
-			esc[1] = (char)c;
-			break;
-		case '\b':
-			esc[1] = 'b';
-			break;
-		case '\f':
-			esc[1] = 'f';
-			break;
-		case '\n':
-			esc[1] = 'n';
-			break;
-		case '\r':
-			esc[1] = 'r';
-			break;
-		case '\t':
-			esc[1] = 't';
-			break;
-		default:
-			esc[1] = 'u';
-			esc[2] = '0';
-			esc[3] = '0';
-			esc[4] = hex[c >> 4];
-			esc[5] = hex[c & 15];
-			elen = 6;
-			break;
+		if (n - i >= 8) {
+			if (!word_needs_care(s + i)) {
+				i += 8;
+				continue;
+			}
+			stop = i + 8;
+		} else {
+			/* The last 8 bytes, overlapping what was done: when they
+			 * are all plain, so is the tail. */
+			if (n >= 8 && !word_needs_care(s + n - 8)) {
+				i = n;
+				break;
+			}
+			stop = n;
 		}
-		memcpy(b->data + b->len, esc, elen);
-		b->len += elen;
+		/* One byte at a time to the end of the word that needed it (a
+		 * UTF-8 sequence may run past), then words again. */
+		while (i < stop) {
+			unsigned char c = s[i];
+			char *p;
+
+			if (plain[c]) {
+				i++;
+				continue;
+			}
+			if (c >= 0x80) {
+				size_t len;
+
+				if (!replaced) {
+					i++;
+					continue;
+				}
+				len = eh_utf8_sequence_len(s + i, n - i);
+				if (len) {
+					i += len;
+					continue;
+				}
+			}
+			/* What has to change: copy the run before it, then make
+			 * room for the longest replacement (6) and the rest. */
+			memcpy(b->data + b->len, s + start, i - start);
+			b->len += i - start;
+			if (reserve(b, n - i + 6))
+				return -1;
+			p = b->data + b->len;
+			if (c >= 0x80) {
+				memcpy(p, "\xEF\xBF\xBD", 3);
+				p += 3;
+				*replaced = 1;
+			} else {
+				*p++ = '\\';
+				switch (c) {
+				case '"':
+				case '\\':
+					*p++ = (char)c;
+					break;
+				case '\b':
+					*p++ = 'b';
+					break;
+				case '\f':
+					*p++ = 'f';
+					break;
+				case '\n':
+					*p++ = 'n';
+					break;
+				case '\r':
+					*p++ = 'r';
+					break;
+				case '\t':
+					*p++ = 't';
+					break;
+				default:
+					memcpy(p, "u00", 3);
+					p[3] = hex[c >> 4];
+					p[4] = hex[c & 15];
+					p += 5;
+					break;
+				}
+			}
+			b->len = (size_t)(p - b->data);
+			start = ++i;
+		}
 	}
-	memcpy(b->data + b->len, s + start, n - start);
+	if (n > start)
+		memcpy(b->data + b->len, s + start, n - start);
 	b->len += n - start;
 	b->data[b->len++] = '"';
 	b->data[b->len] = '\0';
 	return 0;
-}
-
-/* A string of any bytes: invalid UTF-8 bytes become U+FFFD, as in
- * eh_json_string_bytes. Sets *replaced. */
-static int put_string_bytes(struct eh_buf *b, const char *s, size_t n, int *replaced)
-{
-	size_t ok = eh_utf8_valid_prefix(s, n);
-	struct eh_buf tmp = { 0 };
-	int rc;
-
-	*replaced = ok != n;
-	if (ok == n)
-		return put_escaped_utf8(b, s ? s : "", n);
-	while (n) {
-		if (eh_buf_append(&tmp, s, ok))
-			goto oom;
-		s += ok;
-		n -= ok;
-		if (!n)
-			break;
-		if (eh_buf_append(&tmp, "\xEF\xBF\xBD", 3))
-			goto oom;
-		s++;
-		n--;
-		ok = eh_utf8_valid_prefix(s, n);
-	}
-	rc = put_escaped_utf8(b, tmp.data ? tmp.data : "", tmp.len);
-	eh_buf_free(&tmp);
-	return rc;
-oom:
-	eh_buf_free(&tmp);
-	return -1;
 }
 
 static int put_base64(struct eh_buf *b, const char *s, size_t n)
@@ -184,7 +246,7 @@ static int key(struct eh_buf *b, const char *k)
 
 static int field_str(struct eh_buf *b, const char *k, const char *v)
 {
-	return key(b, k) || put_escaped_utf8(b, v, strlen(v));
+	return key(b, k) || put_string(b, v, strlen(v), NULL);
 }
 
 static int field_int(struct eh_buf *b, const char *k, long long v)
@@ -212,7 +274,7 @@ static int field_bytes(struct eh_buf *b, const char *k, const struct eh_bytes *v
 	int replaced = 0;
 	char raw_key[32];
 
-	if (key(b, k) || put_string_bytes(b, v->ptr, v->len, &replaced))
+	if (key(b, k) || put_string(b, v->ptr, v->len, &replaced))
 		return -1;
 	if (!replaced)
 		return 0;
