@@ -33,19 +33,30 @@ static int reserve(struct eh_buf *b, size_t more)
 	return 0;
 }
 
-int eh_buf_append(struct eh_buf *b, const char *s, size_t n)
+/* Appends without terminating: the public functions write the one NUL at
+ * the end (reserve always keeps room for it). */
+static inline int append(struct eh_buf *b, const char *s, size_t n)
 {
 	if (reserve(b, n))
 		return -1;
 	memcpy(b->data + b->len, s, n);
 	b->len += n;
-	b->data[b->len] = '\0';
 	return 0;
 }
 
-static int put(struct eh_buf *b, const char *s)
+/* Keys, separators and constant values: literals, whose length the
+ * compiler knows, so that the copy is a few moves and there is no strlen. */
+#define LIT(s) (s), sizeof(s) - 1
+#define KEY(name) LIT(",\"" name "\":")
+/* A client field's key and the key of its base64 twin. */
+#define KEYS(name) KEY(name), KEY(name "_b64")
+
+int eh_buf_append(struct eh_buf *b, const char *s, size_t n)
 {
-	return eh_buf_append(b, s, strlen(s));
+	if (append(b, s, n))
+		return -1;
+	b->data[b->len] = '\0';
+	return 0;
 }
 
 void eh_buf_free(struct eh_buf *b)
@@ -205,7 +216,6 @@ static int put_string(struct eh_buf *b, const char *str, size_t n, int *replaced
 		memcpy(b->data + b->len, s + start, n - start);
 	b->len += n - start;
 	b->data[b->len++] = '"';
-	b->data[b->len] = '\0';
 	return 0;
 }
 
@@ -219,37 +229,40 @@ static int put_base64(struct eh_buf *b, const char *s, size_t n)
 	eh_base64_encode(s, n, b->data + b->len);
 	b->len += len;
 	b->data[b->len++] = '"';
-	b->data[b->len] = '\0';
 	return 0;
 }
 
-static int key(struct eh_buf *b, const char *k)
+/* The id and the timestamp are formatted straight into the buffer: hex
+ * digits, digits and punctuation, nothing to escape. */
+static int put_id(struct eh_buf *b, const struct eh_node *node, uint64_t number)
 {
-	size_t n = strlen(k);
-	char *p;
-
-	/* Keys are ours and plain ASCII: no escaping needed. */
-	if (reserve(b, n + 4))
+	if (reserve(b, EH_ID_LEN + 2))
 		return -1;
-	p = b->data + b->len;
-	if (b->len && p[-1] != '{')
-		*p++ = ',';
-	*p++ = '"';
-	memcpy(p, k, n);
-	p += n;
-	*p++ = '"';
-	*p++ = ':';
-	*p = '\0';
-	b->len = (size_t)(p - b->data);
+	b->data[b->len] = '"';
+	eh_json_format_id(node, number, b->data + b->len + 1);
+	b->data[b->len + 1 + EH_ID_LEN] = '"';
+	b->len += EH_ID_LEN + 2;
 	return 0;
 }
 
-static int field_str(struct eh_buf *b, const char *k, const char *v)
+static int put_ts(struct eh_buf *b, int64_t ts_ms)
 {
-	return key(b, k) || put_string(b, v, strlen(v), NULL);
+	if (reserve(b, EH_TS_LEN + 2))
+		return -1;
+	b->data[b->len] = '"';
+	eh_json_format_ts(ts_ms, b->data + b->len + 1);
+	b->data[b->len + 1 + EH_TS_LEN] = '"';
+	b->len += EH_TS_LEN + 2;
+	return 0;
 }
 
-static int field_int(struct eh_buf *b, const char *k, long long v)
+/* A name from one of our tables (event type, reason). */
+static int put_name(struct eh_buf *b, const char *name)
+{
+	return put_string(b, name, strlen(name), NULL);
+}
+
+static int field_int(struct eh_buf *b, const char *k, size_t klen, long long v)
 {
 	/* By hand: snprintf's format parsing cost more than the digits. */
 	char num[24], *p = num + sizeof(num);
@@ -261,91 +274,101 @@ static int field_int(struct eh_buf *b, const char *k, long long v)
 	} while (u);
 	if (v < 0)
 		*--p = '-';
-	return key(b, k) || eh_buf_append(b, p, (size_t)(num + sizeof(num) - p));
+	return append(b, k, klen) || append(b, p, (size_t)(num + sizeof(num) - p));
 }
 
-static int field_bool(struct eh_buf *b, const char *k, int v)
+static int field_bool(struct eh_buf *b, const char *k, size_t klen, int v)
 {
-	return key(b, k) || put(b, v ? "true" : "false");
+	return append(b, k, klen) || (v ? append(b, LIT("true")) : append(b, LIT("false")));
 }
 
-static int field_bytes(struct eh_buf *b, const char *k, const struct eh_bytes *v)
+static int field_bytes(struct eh_buf *b, const char *k, size_t klen, const char *k64, size_t k64len,
+		       const struct eh_bytes *v)
 {
 	int replaced = 0;
-	char raw_key[32];
 
-	if (key(b, k) || put_string(b, v->ptr, v->len, &replaced))
+	if (append(b, k, klen) || put_string(b, v->ptr, v->len, &replaced))
 		return -1;
 	if (!replaced)
 		return 0;
-	snprintf(raw_key, sizeof(raw_key), "%s_b64", k);
-	return key(b, raw_key) || put_base64(b, v->ptr, v->len);
+	return append(b, k64, k64len) || put_base64(b, v->ptr, v->len);
 }
 
+/* The object without its terminating NUL (the callers write it). */
 static int write_object(struct eh_buf *b, const struct eh_event *ev, const struct eh_node *node)
 {
-	char id[EH_ID_LEN + 1], ts[EH_TS_LEN + 1];
 	int rc = 0;
 
-	eh_json_format_id(node, ev->number, id);
-	eh_json_format_ts(ev->ts_ms, ts);
-	rc |= put(b, "{");
-	rc |= field_str(b, "event", eh_event_type_name(ev->type));
-	rc |= field_str(b, "id", id);
-	rc |= field_str(b, "ts", ts);
-	rc |= field_str(b, "node", node->name);
-	rc |= field_int(b, "seq", (long long)ev->seq);
-	rc |= field_bytes(b, "clientid", &ev->f[EH_F_CLIENTID]);
+	rc |= append(b, LIT("{\"event\":"));
+	rc |= put_name(b, eh_event_type_name(ev->type));
+	rc |= append(b, KEY("id")) || put_id(b, node, ev->number);
+	rc |= append(b, KEY("ts")) || put_ts(b, ev->ts_ms);
+	rc |= append(b, KEY("node")) || put_string(b, node->name, strlen(node->name), NULL);
+	rc |= field_int(b, KEY("seq"), (long long)ev->seq);
+	rc |= field_bytes(b, KEYS("clientid"), &ev->f[EH_F_CLIENTID]);
 	if (ev->flags & EH_EVF_HAS_USERNAME)
-		rc |= field_bytes(b, "username", &ev->f[EH_F_USERNAME]);
-	rc |= field_bytes(b, "peer", &ev->f[EH_F_PEER]);
-	rc |= field_str(b, "protocol", ev->flags & EH_EVF_WEBSOCKETS ? "websockets" : "mqtt");
+		rc |= field_bytes(b, KEYS("username"), &ev->f[EH_F_USERNAME]);
+	rc |= field_bytes(b, KEYS("peer"), &ev->f[EH_F_PEER]);
+	rc |= ev->flags & EH_EVF_WEBSOCKETS ? append(b, LIT(",\"protocol\":\"websockets\""))
+					    : append(b, LIT(",\"protocol\":\"mqtt\""));
 	if (ev->proto_ver)
-		rc |= field_int(b, "proto_ver", ev->proto_ver);
+		rc |= field_int(b, KEY("proto_ver"), ev->proto_ver);
 	switch (ev->type) {
 	case EH_EV_CONNECT:
 	case EH_EV_CONNECTED:
-		rc |= field_int(b, "keepalive", ev->keepalive);
-		rc |= field_bool(b, "clean_start", ev->flags & EH_EVF_CLEAN_START);
+		rc |= field_int(b, KEY("keepalive"), ev->keepalive);
+		rc |= field_bool(b, KEY("clean_start"), ev->flags & EH_EVF_CLEAN_START);
 		if (ev->flags & EH_EVF_INFERRED)
-			rc |= field_bool(b, "inferred", 1);
+			rc |= append(b, LIT(",\"inferred\":true"));
 		break;
 	case EH_EV_CONNECT_FAILED:
 		if (ev->reason != EH_REASON_NONE)
-			rc |= field_str(b, "reason", eh_reason_name(ev->reason));
+			rc |= append(b, KEY("reason")) || put_name(b, eh_reason_name(ev->reason));
 		break;
 	case EH_EV_DISCONNECTED:
-		rc |= field_str(b, "reason", eh_reason_name(ev->reason ? ev->reason : EH_REASON_UNKNOWN));
+		rc |= append(b, KEY("reason"))
+		      || put_name(b, eh_reason_name(ev->reason ? ev->reason : EH_REASON_UNKNOWN));
 		if (ev->flags & EH_EVF_HAS_CONNECTED_MS)
-			rc |= field_int(b, "connected_ms", (long long)ev->connected_ms);
+			rc |= field_int(b, KEY("connected_ms"), (long long)ev->connected_ms);
 		break;
 	case EH_EV_SUBSCRIBE:
-		rc |= field_bytes(b, "topic", &ev->f[EH_F_TOPIC]);
-		rc |= field_int(b, "qos", ev->qos);
+		rc |= field_bytes(b, KEYS("topic"), &ev->f[EH_F_TOPIC]);
+		rc |= field_int(b, KEY("qos"), ev->qos);
 		if (ev->flags & EH_EVF_GRANTED_KNOWN)
-			rc |= field_bool(b, "granted", ev->flags & EH_EVF_GRANTED);
+			rc |= field_bool(b, KEY("granted"), ev->flags & EH_EVF_GRANTED);
 		break;
 	case EH_EV_UNSUBSCRIBE:
-		rc |= field_bytes(b, "topic", &ev->f[EH_F_TOPIC]);
+		rc |= field_bytes(b, KEYS("topic"), &ev->f[EH_F_TOPIC]);
 		break;
 	case EH_EV_AUTHZ_DENIED:
-		rc |= field_str(b, "action", ev->action == EH_ACTION_SUBSCRIBE ? "subscribe" : "publish");
-		rc |= field_bytes(b, "topic", &ev->f[EH_F_TOPIC]);
-		rc |= field_int(b, "qos", ev->qos);
+		rc |= ev->action == EH_ACTION_SUBSCRIBE ? append(b, LIT(",\"action\":\"subscribe\""))
+							: append(b, LIT(",\"action\":\"publish\""));
+		rc |= field_bytes(b, KEYS("topic"), &ev->f[EH_F_TOPIC]);
+		rc |= field_int(b, KEY("qos"), ev->qos);
 		if (ev->action == EH_ACTION_PUBLISH)
-			rc |= field_bool(b, "retain", ev->flags & EH_EVF_RETAIN);
+			rc |= field_bool(b, KEY("retain"), ev->flags & EH_EVF_RETAIN);
 		break;
 	case EH_EV_PUBLISH:
-		rc |= field_bytes(b, "topic", &ev->f[EH_F_TOPIC]);
-		rc |= field_int(b, "qos", ev->qos);
-		rc |= field_bool(b, "retain", ev->flags & EH_EVF_RETAIN);
-		rc |= key(b, "payload") || put_base64(b, ev->f[EH_F_PAYLOAD].ptr, ev->f[EH_F_PAYLOAD].len);
-		rc |= field_int(b, "payload_size", ev->f[EH_F_PAYLOAD].len);
+		rc |= field_bytes(b, KEYS("topic"), &ev->f[EH_F_TOPIC]);
+		rc |= field_int(b, KEY("qos"), ev->qos);
+		rc |= field_bool(b, KEY("retain"), ev->flags & EH_EVF_RETAIN);
+		rc |= append(b, KEY("payload")) || put_base64(b, ev->f[EH_F_PAYLOAD].ptr, ev->f[EH_F_PAYLOAD].len);
+		rc |= field_int(b, KEY("payload_size"), ev->f[EH_F_PAYLOAD].len);
 		break;
 	default:
 		break;
 	}
-	rc |= put(b, "}");
+	rc |= append(b, LIT("}"));
+	return rc ? -1 : 0;
+}
+
+/* On failure the buffer is as it was, terminated where it was. */
+static int finish(struct eh_buf *b, size_t mark, int rc)
+{
+	if (rc)
+		b->len = mark;
+	if (b->data)
+		b->data[b->len] = '\0';
 	return rc ? -1 : 0;
 }
 
@@ -353,33 +376,21 @@ int eh_json_write_event(struct eh_buf *b, const struct eh_event *ev, const struc
 {
 	size_t mark = b->len;
 
-	if (write_object(b, ev, node)) {
-		b->len = mark;
-		return -1;
-	}
-	return 0;
+	return finish(b, mark, write_object(b, ev, node));
 }
 
 int eh_json_write_cloudevent(struct eh_buf *b, const struct eh_event *ev, const struct eh_node *node)
 {
-	char id[EH_ID_LEN + 1], ts[EH_TS_LEN + 1];
 	size_t mark = b->len;
 	int rc = 0;
 
-	eh_json_format_id(node, ev->number, id);
-	eh_json_format_ts(ev->ts_ms, ts);
-	rc |= put(b, "{");
-	rc |= field_str(b, "specversion", "1.0");
-	rc |= field_str(b, "type", eh_event_type_name(ev->type));
-	rc |= field_str(b, "source", node->name);
-	rc |= field_str(b, "id", id);
-	rc |= field_str(b, "time", ts);
-	rc |= field_str(b, "datacontenttype", "application/json");
-	rc |= key(b, "data") || write_object(b, ev, node);
-	rc |= put(b, "}");
-	if (rc) {
-		b->len = mark;
-		return -1;
-	}
-	return 0;
+	rc |= append(b, LIT("{\"specversion\":\"1.0\",\"type\":"));
+	rc |= put_name(b, eh_event_type_name(ev->type));
+	rc |= append(b, KEY("source")) || put_string(b, node->name, strlen(node->name), NULL);
+	rc |= append(b, KEY("id")) || put_id(b, node, ev->number);
+	rc |= append(b, KEY("time")) || put_ts(b, ev->ts_ms);
+	rc |= append(b, LIT(",\"datacontenttype\":\"application/json\",\"data\":"));
+	rc |= write_object(b, ev, node);
+	rc |= append(b, LIT("}"));
+	return finish(b, mark, rc);
 }
