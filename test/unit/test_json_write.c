@@ -239,6 +239,37 @@ START_TEST(json_write_long_strings)
 }
 END_TEST
 
+START_TEST(json_write_integers)
+{
+	/* Digits are written two at a time: every length, both sides of each
+	 * power of ten, the extremes and negative values. */
+	struct eh_node node = { "n", 7 };
+	struct eh_event ev;
+	long long v = 1;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.type = EH_EV_DISCONNECTED;
+	ev.flags = EH_EVF_HAS_CONNECTED_MS;
+	for (int digits = 1; digits <= 19; digits++, v *= 10) {
+		const long long around[] = { v - 1, v, v + 1, -(v - 1), -v, -(v + 1) };
+
+		for (size_t k = 0; k < sizeof(around) / sizeof(around[0]); k++) {
+			ev.connected_ms = around[k];
+			ev.seq = (uint64_t)around[k];
+			check_one(&ev, &node, 0);
+		}
+		if (digits == 19)
+			break;
+	}
+	ev.connected_ms = INT64_MAX;
+	ev.seq = UINT64_MAX;
+	check_one(&ev, &node, 0);
+	ev.connected_ms = INT64_MIN;
+	ev.seq = (uint64_t)INT64_MIN;
+	check_one(&ev, &node, 0);
+}
+END_TEST
+
 static Suite *json_write_suite(void)
 {
 	Suite *s = suite_create("json_write");
@@ -248,6 +279,7 @@ static Suite *json_write_suite(void)
 	tcase_add_test(tc, json_write_appends);
 	tcase_add_test(tc, json_write_string_edges);
 	tcase_add_test(tc, json_write_long_strings);
+	tcase_add_test(tc, json_write_integers);
 	suite_add_tcase(s, tc);
 	return s;
 }
