@@ -80,26 +80,30 @@ static const unsigned char plain[256] = {
 #define ONES 0x0101010101010101ull
 #define HIGHS 0x8080808080808080ull
 
-/* The high bit of each byte of x that is zero. Exact per byte: no carry
- * crosses a byte, unlike the shorter (x - ONES) & ~x form, so it says
- * nothing wrong about the bytes after a zero. */
-static inline uint64_t zero_bytes(uint64_t x)
+/* The 8 bytes at p as one word: memcpy is well defined at any alignment
+ * and for any object type, and compiles to a single load. */
+static inline uint64_t load8(const unsigned char *p)
 {
-	return ~(((x & ~HIGHS) + ~HIGHS) | x) & HIGHS;
-}
-
-/* Nonzero when one of the 8 bytes at p is not plain: a control (< 0x20),
- * '"', '\\' or a byte >= 0x80 (UTF-8 to check, or copied as is). Loaded
- * with memcpy: any alignment, no aliasing question, one load once
- * compiled; byte order does not matter since only zero or not is asked. */
-static inline uint64_t word_needs_care(const unsigned char *p)
-{
-	uint64_t v, control;
+	uint64_t v;
 
 	memcpy(&v, p, 8);
-	/* low 7 bits + 0x60 reaches 0x80 exactly when they are >= 0x20 */
-	control = ~((v & ~HIGHS) + 0x60 * ONES);
-	return (v | control | zero_bytes(v ^ ('"' * ONES)) | zero_bytes(v ^ ('\\' * ONES))) & HIGHS;
+	return v;
+}
+
+/*
+ * Nonzero when one of the 8 bytes of v is not plain: a control (< 0x20),
+ * '"', '\\' or a byte >= 0x80 (UTF-8 to check, or copied as is). A
+ * subtraction sets a byte's high bit when it borrows: byte - 0x20 does for
+ * a control, (byte ^ '"') - 1 for a quote. A borrow also spills into the
+ * bytes above, so which byte it was is not known, but whether there is
+ * one is exact: every byte below the lowest byte that needs care is plain
+ * and lends nothing, so that byte's own borrow shows, and with no such
+ * byte nothing borrows at all. "Below" is by place in the number, so
+ * byte order in memory does not matter.
+ */
+static inline uint64_t needs_care(uint64_t v)
+{
+	return (v | (v - 0x20 * ONES) | ((v ^ ('"' * ONES)) - ONES) | ((v ^ ('\\' * ONES)) - ONES)) & HIGHS;
 }
 
 /*
@@ -111,35 +115,44 @@ static inline uint64_t word_needs_care(const unsigned char *p)
  * replacement and every valid sequence are bytes >= 0x80, which need no
  * escape, so validating and escaping commute).
  *
- * Runs of bytes that go out unchanged are copied in one memcpy when they
- * end; eight plain bytes are recognised per step. Room: n + 2 up front
- * covers a string that needs nothing; before an escape or a replacement
+ * Eight plain bytes are recognised and stored per step; only the bytes of
+ * a word that needs care are looked at one by one. Room: n + 2 up front
+ * covers a string that needs nothing, and at each escape or replacement
  * the rest is reserved again, so the buffer never grows by the 6x worst
- * case on ordinary input.
+ * case on ordinary input. Invariant: the room after out is at least the
+ * input left plus the closing quote.
  */
 static int put_string(struct eh_buf *b, const char *str, size_t n, int *replaced)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	const unsigned char *s = (const unsigned char *)str;
-	size_t i = 0, start = 0;
+	size_t i = 0;
+	char *out;
 
 	if (reserve(b, n + 2))
 		return -1;
-	b->data[b->len++] = '"';
+	out = b->data + b->len;
+	*out++ = '"';
 	while (i < n) {
-		size_t stop;
+		size_t stop, len;
+		uint64_t v;
 
 		if (n - i >= 8) {
-			if (!word_needs_care(s + i)) {
+			v = load8(s + i);
+			if (!needs_care(v)) {
+				memcpy(out, &v, 8);
+				out += 8;
 				i += 8;
 				continue;
 			}
 			stop = i + 8;
 		} else {
-			/* The last 8 bytes, overlapping what was done: when they
-			 * are all plain, so is the tail. */
-			if (n >= 8 && !word_needs_care(s + n - 8)) {
-				i = n;
+			/* Fewer than 8 left: when the string's last 8 bytes are all
+			 * plain, so is the rest, and the ones before i among them
+			 * went out unchanged just before out: store all 8 over. */
+			if (n >= 8 && !needs_care(v = load8(s + n - 8))) {
+				memcpy(out - (i - (n - 8)), &v, 8);
+				out += n - i;
 				break;
 			}
 			stop = n;
@@ -148,74 +161,63 @@ static int put_string(struct eh_buf *b, const char *str, size_t n, int *replaced
 		 * UTF-8 sequence may run past), then words again. */
 		while (i < stop) {
 			unsigned char c = s[i];
-			char *p;
 
-			if (plain[c]) {
+			if (plain[c] || (c >= 0x80 && !replaced)) {
+				*out++ = (char)c;
 				i++;
 				continue;
 			}
-			if (c >= 0x80) {
-				size_t len;
-
-				if (!replaced) {
-					i++;
-					continue;
-				}
-				len = eh_utf8_sequence_len(s + i, n - i);
-				if (len) {
-					i += len;
-					continue;
-				}
+			if (c >= 0x80 && (len = eh_utf8_sequence_len(s + i, n - i))) {
+				do
+					*out++ = (char)s[i++];
+				while (--len);
+				continue;
 			}
-			/* What has to change: copy the run before it, then make
-			 * room for the longest replacement (6) and the rest. */
-			memcpy(b->data + b->len, s + start, i - start);
-			b->len += i - start;
+			/* Room for the longest replacement (6 bytes for 1) and the
+			 * rest; the buffer may move. */
+			b->len = (size_t)(out - b->data);
 			if (reserve(b, n - i + 6))
 				return -1;
-			p = b->data + b->len;
+			out = b->data + b->len;
+			i++;
 			if (c >= 0x80) {
-				memcpy(p, "\xEF\xBF\xBD", 3);
-				p += 3;
+				memcpy(out, "\xEF\xBF\xBD", 3);
+				out += 3;
 				*replaced = 1;
-			} else {
-				*p++ = '\\';
-				switch (c) {
-				case '"':
-				case '\\':
-					*p++ = (char)c;
-					break;
-				case '\b':
-					*p++ = 'b';
-					break;
-				case '\f':
-					*p++ = 'f';
-					break;
-				case '\n':
-					*p++ = 'n';
-					break;
-				case '\r':
-					*p++ = 'r';
-					break;
-				case '\t':
-					*p++ = 't';
-					break;
-				default:
-					memcpy(p, "u00", 3);
-					p[3] = hex[c >> 4];
-					p[4] = hex[c & 15];
-					p += 5;
-					break;
-				}
+				continue;
 			}
-			b->len = (size_t)(p - b->data);
-			start = ++i;
+			*out++ = '\\';
+			switch (c) {
+			case '"':
+			case '\\':
+				*out++ = (char)c;
+				break;
+			case '\b':
+				*out++ = 'b';
+				break;
+			case '\f':
+				*out++ = 'f';
+				break;
+			case '\n':
+				*out++ = 'n';
+				break;
+			case '\r':
+				*out++ = 'r';
+				break;
+			case '\t':
+				*out++ = 't';
+				break;
+			default:
+				memcpy(out, "u00", 3);
+				out[3] = hex[c >> 4];
+				out[4] = hex[c & 15];
+				out += 5;
+				break;
+			}
 		}
 	}
-	if (n > start)
-		memcpy(b->data + b->len, s + start, n - start);
-	b->len += n - start;
-	b->data[b->len++] = '"';
+	*out++ = '"';
+	b->len = (size_t)(out - b->data);
 	return 0;
 }
 
@@ -262,22 +264,59 @@ static int put_name(struct eh_buf *b, const char *name)
 	return put_string(b, name, strlen(name), NULL);
 }
 
-static int field_int(struct eh_buf *b, const char *k, size_t klen, long long v)
-{
-	/* By hand: snprintf's format parsing cost more than the digits. */
-	char num[24], *p = num + sizeof(num);
-	unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+/* "00" to "99": two digits per division. */
+#define DEC_ROW(d) d "0" d "1" d "2" d "3" d "4" d "5" d "6" d "7" d "8" d "9"
+static const char dec_pairs[] = DEC_ROW("0") DEC_ROW("1") DEC_ROW("2") DEC_ROW("3") DEC_ROW("4") DEC_ROW("5")
+	DEC_ROW("6") DEC_ROW("7") DEC_ROW("8") DEC_ROW("9");
 
-	do {
-		*--p = (char)('0' + u % 10);
-		u /= 10;
-	} while (u);
-	if (v < 0)
-		*--p = '-';
-	return append(b, k, klen) || append(b, p, (size_t)(num + sizeof(num) - p));
+/* Decimal digits of u. */
+static inline size_t digits10(unsigned long long u)
+{
+	size_t n = 1;
+
+	for (;;) {
+		if (u < 10)
+			return n;
+		if (u < 100)
+			return n + 1;
+		if (u < 1000)
+			return n + 2;
+		if (u < 10000)
+			return n + 3;
+		u /= 10000;
+		n += 4;
+	}
 }
 
-static int field_bool(struct eh_buf *b, const char *k, size_t klen, int v)
+/* Inline: with the key's length a constant at each call, its copy is a
+ * few moves. The digits go straight into the buffer, last first. */
+static inline int field_int(struct eh_buf *b, const char *k, size_t klen, long long v)
+{
+	/* By hand: snprintf's format parsing cost more than the digits. */
+	unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+	size_t n = digits10(u) + (v < 0);
+	char *p;
+
+	if (reserve(b, klen + n))
+		return -1;
+	memcpy(b->data + b->len, k, klen);
+	if (v < 0)
+		b->data[b->len + klen] = '-';
+	b->len += klen + n;
+	p = b->data + b->len;
+	while (u >= 100) {
+		p -= 2;
+		memcpy(p, dec_pairs + 2 * (u % 100), 2);
+		u /= 100;
+	}
+	if (u >= 10)
+		memcpy(p - 2, dec_pairs + 2 * u, 2);
+	else
+		p[-1] = (char)('0' + u);
+	return 0;
+}
+
+static inline int field_bool(struct eh_buf *b, const char *k, size_t klen, int v)
 {
 	return append(b, k, klen) || (v ? append(b, LIT("true")) : append(b, LIT("false")));
 }
