@@ -7,9 +7,13 @@
  * (field order, escaping, U+FFFD replacement and the "_b64" siblings), which
  * test_json_write.c checks on generated and hostile events, so the schema
  * has one definition: eh_json_event in eh_json.c.
+ *
+ * It runs once per delivered event on every sink thread, so it is written
+ * for instructions: keys are literals, the id and timestamp are formatted
+ * in place, and each client string is validated, repaired and escaped in
+ * one pass that moves eight plain bytes at a time (put_string).
  */
-#include <inttypes.h>
-#include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
