@@ -226,6 +226,25 @@ $(MQTT_BASELINE): bench/mqtt_baseline.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LDFLAGS) -o $@ $< -lpaho-mqtt3as -lpthread
 bench: $(MQTT_BASELINE)
+# The per-event JSON writer alone (bench/json_bench.c): ns per event, then
+# instructions per event from callgrind, counted only inside
+# eh_json_write_event. A few seconds; part of make bench.
+JSON_BENCH := $(BUILD)/bench/json_bench
+JSON_BENCH_OBJ := $(BUILD)/plugin/eh_json.o $(BUILD)/plugin/eh_json_write.o $(BUILD)/plugin/eh_event.o
+.PHONY: json-bench
+$(JSON_BENCH): bench/json_bench.c $(JSON_BENCH_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(EH_CFLAGS) $(LDFLAGS) -o $@ $^ $$($(PKG_CONFIG) --libs jansson)
+json-bench: $(JSON_BENCH)
+	$(JSON_BENCH)
+	@command -v valgrind >/dev/null || { echo "json-bench: no valgrind, no instruction counts"; exit 0; }; \
+	out=$$(mktemp -d /tmp/eh-json-bench.XXXXXX) && \
+	for mix in publish lifecycle mixed; do \
+		valgrind --tool=callgrind --toggle-collect=eh_json_write_event --callgrind-out-file=$$out/cg \
+			$(JSON_BENCH) 40960 1 $$mix >/dev/null 2>&1 || { rm -rf $$out; exit 1; }; \
+		awk -v m=$$mix '/^totals:/ { printf "%-9s %8.1f instructions/event (callgrind)\n", m, $$2 / 40960 }' $$out/cg; \
+	done; rm -rf $$out
+bench: json-bench
 
 # ---- Reliability (docs/reliability.md).
 SOAK_SECONDS ?= 3600

@@ -16,37 +16,28 @@ size_t eh_utf8_valid_prefix(const char *str, size_t len)
 	size_t i = 0;
 
 	while (i < len) {
-		unsigned char c = s[i];
 		size_t n;
-		uint32_t cp;
 
-		if (c < 0x80) {
+		/* Client ids, topics and the like are mostly ASCII: eight bytes
+		 * without a high bit at a time (memcpy: any alignment, no
+		 * aliasing question). */
+		if (len - i >= 8) {
+			uint64_t v;
+
+			memcpy(&v, s + i, 8);
+			if (!(v & 0x8080808080808080ull)) {
+				i += 8;
+				continue;
+			}
+		}
+		if (s[i] < 0x80) {
 			i++;
 			continue;
-		} else if (c >= 0xC2 && c <= 0xDF) {
-			n = 1;
-			cp = c & 0x1F;
-		} else if (c >= 0xE0 && c <= 0xEF) {
-			n = 2;
-			cp = c & 0x0F;
-		} else if (c >= 0xF0 && c <= 0xF4) {
-			n = 3;
-			cp = c & 0x07;
-		} else {
-			return i;
 		}
-		if (n > len - i - 1)
+		n = eh_utf8_sequence_len(s + i, len - i);
+		if (!n)
 			return i;
-		for (size_t k = 1; k <= n; k++) {
-			if ((s[i + k] & 0xC0) != 0x80)
-				return i;
-			cp = (cp << 6) | (s[i + k] & 0x3F);
-		}
-		/* overlong, surrogate and out-of-range forms */
-		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF
-		    || (cp >= 0xD800 && cp <= 0xDFFF))
-			return i;
-		i += n + 1;
+		i += n;
 	}
 	return len;
 }
@@ -92,40 +83,65 @@ size_t eh_base64_len(size_t len)
 	return (len + 2) / 3 * 4;
 }
 
+/* The base64 alphabet, and every pair of its characters: the two output
+ * characters of 12 input bits in one lookup (8 KB, built by the
+ * preprocessor). */
+#define B64_ALPHABET "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+#define B64_ROW(c) c "A" c "B" c "C" c "D" c "E" c "F" c "G" c "H" c "I" c "J" c "K" c "L" c "M" c "N" c "O" \
+	c "P" c "Q" c "R" c "S" c "T" c "U" c "V" c "W" c "X" c "Y" c "Z" c "a" c "b" c "c" c "d" c "e" c "f"   \
+	c "g" c "h" c "i" c "j" c "k" c "l" c "m" c "n" c "o" c "p" c "q" c "r" c "s" c "t" c "u" c "v" c "w"   \
+	c "x" c "y" c "z" c "0" c "1" c "2" c "3" c "4" c "5" c "6" c "7" c "8" c "9" c "+" c "/"
+static const char b64_pairs[] = B64_ROW("A") B64_ROW("B") B64_ROW("C") B64_ROW("D") B64_ROW("E") B64_ROW("F")
+	B64_ROW("G") B64_ROW("H") B64_ROW("I") B64_ROW("J") B64_ROW("K") B64_ROW("L") B64_ROW("M") B64_ROW("N")
+	B64_ROW("O") B64_ROW("P") B64_ROW("Q") B64_ROW("R") B64_ROW("S") B64_ROW("T") B64_ROW("U") B64_ROW("V")
+	B64_ROW("W") B64_ROW("X") B64_ROW("Y") B64_ROW("Z") B64_ROW("a") B64_ROW("b") B64_ROW("c") B64_ROW("d")
+	B64_ROW("e") B64_ROW("f") B64_ROW("g") B64_ROW("h") B64_ROW("i") B64_ROW("j") B64_ROW("k") B64_ROW("l")
+	B64_ROW("m") B64_ROW("n") B64_ROW("o") B64_ROW("p") B64_ROW("q") B64_ROW("r") B64_ROW("s") B64_ROW("t")
+	B64_ROW("u") B64_ROW("v") B64_ROW("w") B64_ROW("x") B64_ROW("y") B64_ROW("z") B64_ROW("0") B64_ROW("1")
+	B64_ROW("2") B64_ROW("3") B64_ROW("4") B64_ROW("5") B64_ROW("6") B64_ROW("7") B64_ROW("8") B64_ROW("9")
+	B64_ROW("+") B64_ROW("/");
+
 void eh_base64_encode(const void *in, size_t len, char *out)
 {
-	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	static const char tab[] = B64_ALPHABET;
 	const unsigned char *s = in;
 	size_t i = 0;
 
+	/* Each group is read once into a local (out may alias the input, so
+	 * s[i] read again after a store would be loaded again) and goes out
+	 * as two pairs. */
 	for (; i + 2 < len; i += 3) {
-		*out++ = tab[s[i] >> 2];
-		*out++ = tab[((s[i] & 3) << 4) | (s[i + 1] >> 4)];
-		*out++ = tab[((s[i + 1] & 15) << 2) | (s[i + 2] >> 6)];
-		*out++ = tab[s[i + 2] & 63];
+		uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
+
+		memcpy(out, b64_pairs + 2 * (v >> 12), 2);
+		memcpy(out + 2, b64_pairs + 2 * (v & 0xFFF), 2);
+		out += 4;
 	}
 	if (i < len) {
-		*out++ = tab[s[i] >> 2];
-		if (i + 1 < len) {
-			*out++ = tab[((s[i] & 3) << 4) | (s[i + 1] >> 4)];
-			*out++ = tab[(s[i + 1] & 15) << 2];
-		} else {
-			*out++ = tab[(s[i] & 3) << 4];
-			*out++ = '=';
-		}
-		*out++ = '=';
+		uint32_t v = (uint32_t)s[i] << 16 | (i + 1 < len ? (uint32_t)s[i + 1] << 8 : 0);
+
+		out[0] = tab[v >> 18];
+		out[1] = tab[(v >> 12) & 63];
+		out[2] = i + 1 < len ? tab[(v >> 6) & 63] : '=';
+		out[3] = '=';
+		out += 4;
 	}
 	*out = '\0';
 }
 
-/* Lower-case hex of the low digits*4 bits of v, most significant first. */
+/* "00" to "ff": two hex digits per lookup. */
+#define HEX_ROW(h) h "0" h "1" h "2" h "3" h "4" h "5" h "6" h "7" h "8" h "9" h "a" h "b" h "c" h "d" h "e" h "f"
+static const char hex_pairs[] = HEX_ROW("0") HEX_ROW("1") HEX_ROW("2") HEX_ROW("3") HEX_ROW("4") HEX_ROW("5")
+	HEX_ROW("6") HEX_ROW("7") HEX_ROW("8") HEX_ROW("9") HEX_ROW("a") HEX_ROW("b") HEX_ROW("c") HEX_ROW("d")
+	HEX_ROW("e") HEX_ROW("f");
+
+/* Lower-case hex of the low digits*4 bits of v (digits even), most
+ * significant first. */
 static char *put_hex(char *out, uint64_t v, int digits)
 {
-	static const char hex[] = "0123456789abcdef";
-
-	for (int i = digits - 1; i >= 0; i--) {
-		out[i] = hex[v & 15];
-		v >>= 4;
+	for (int i = digits - 2; i >= 0; i -= 2) {
+		memcpy(out + i, hex_pairs + 2 * (v & 0xFF), 2);
+		v >>= 8;
 	}
 	return out + digits;
 }

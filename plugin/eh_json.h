@@ -45,6 +45,42 @@ void eh_base64_encode(const void *in, size_t len, char *out);
  * it is valid). */
 size_t eh_utf8_valid_prefix(const char *s, size_t len);
 
+/* The length (2 to 4) of the valid UTF-8 sequence of a non-ASCII lead byte
+ * at s, of which avail bytes are readable, or 0 when none starts there
+ * (bad lead or continuation, truncated, overlong, surrogate, above
+ * U+10FFFF). Inline because both the validator and the direct writer ask it
+ * once per non-ASCII character: one definition of "valid" for both. */
+static inline size_t eh_utf8_sequence_len(const unsigned char *s, size_t avail)
+{
+	unsigned char c = s[0];
+	size_t n;
+	uint32_t cp;
+
+	if (c >= 0xC2 && c <= 0xDF) {
+		n = 1;
+		cp = c & 0x1F;
+	} else if (c >= 0xE0 && c <= 0xEF) {
+		n = 2;
+		cp = c & 0x0F;
+	} else if (c >= 0xF0 && c <= 0xF4) {
+		n = 3;
+		cp = c & 0x07;
+	} else {
+		return 0;
+	}
+	if (n > avail - 1)
+		return 0;
+	for (size_t k = 1; k <= n; k++) {
+		if ((s[k] & 0xC0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[k] & 0x3F);
+	}
+	/* overlong, surrogate and out-of-range forms */
+	if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+		return 0;
+	return n + 1;
+}
+
 /* A growable text buffer: sinks keep one and reset len to reuse it. */
 struct eh_buf {
 	char *data; /* NUL-terminated when not NULL */

@@ -7,9 +7,13 @@
  * (field order, escaping, U+FFFD replacement and the "_b64" siblings), which
  * test_json_write.c checks on generated and hostile events, so the schema
  * has one definition: eh_json_event in eh_json.c.
+ *
+ * It runs once per delivered event on every sink thread, so it is written
+ * for instructions: keys are literals, the id and timestamp are formatted
+ * in place, and each client string is validated, repaired and escaped in
+ * one pass that moves eight plain bytes at a time (put_string).
  */
-#include <inttypes.h>
-#include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,19 +37,30 @@ static int reserve(struct eh_buf *b, size_t more)
 	return 0;
 }
 
-int eh_buf_append(struct eh_buf *b, const char *s, size_t n)
+/* Appends without terminating: the public functions write the one NUL at
+ * the end (reserve always keeps room for it). */
+static inline int append(struct eh_buf *b, const char *s, size_t n)
 {
 	if (reserve(b, n))
 		return -1;
 	memcpy(b->data + b->len, s, n);
 	b->len += n;
-	b->data[b->len] = '\0';
 	return 0;
 }
 
-static int put(struct eh_buf *b, const char *s)
+/* Keys, separators and constant values: literals, whose length the
+ * compiler knows, so that the copy is a few moves and there is no strlen. */
+#define LIT(s) (s), sizeof(s) - 1
+#define KEY(name) LIT(",\"" name "\":")
+/* A client field's key and the key of its base64 twin. */
+#define KEYS(name) KEY(name), KEY(name "_b64")
+
+int eh_buf_append(struct eh_buf *b, const char *s, size_t n)
 {
-	return eh_buf_append(b, s, strlen(s));
+	if (append(b, s, n))
+		return -1;
+	b->data[b->len] = '\0';
+	return 0;
 }
 
 void eh_buf_free(struct eh_buf *b)
@@ -55,96 +70,159 @@ void eh_buf_free(struct eh_buf *b)
 	b->len = b->cap = 0;
 }
 
-/* A JSON string of UTF-8 text, escaped as jansson escapes it. */
-static int put_escaped_utf8(struct eh_buf *b, const char *s, size_t n)
+/* Bytes that go out as they are: 0x20..0x7F except '"' and '\\'. 0x7F
+ * needs no escape in JSON and jansson leaves it alone. */
+static const unsigned char plain[256] = {
+	[0x20] = 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x22 '"' */
+	[0x30] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	[0x40] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	[0x50] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, /* 0x5C '\\' */
+	[0x60] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	[0x70] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+};
+
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+/* The 8 bytes at p as one word: memcpy is well defined at any alignment
+ * and for any object type, and compiles to a single load. */
+static inline uint64_t load8(const unsigned char *p)
 {
-	static const char hex[] = "0123456789ABCDEF";
-	size_t start = 0;
+	uint64_t v;
 
-	/* Worst case \u00XX for every byte. */
-	if (reserve(b, n * 6 + 2))
-		return -1;
-	b->data[b->len++] = '"';
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		char esc[6];
-		size_t elen = 2;
-
-		if (c >= 0x20 && c != '"' && c != '\\')
-			continue;
-		memcpy(b->data + b->len, s + start, i - start);
-		b->len += i - start;
-		start = i + 1;
-		esc[0] = '\\';
-		switch (c) {
-		case '"':
-		case '\\':
-			esc[1] = (char)c;
-			break;
-		case '\b':
-			esc[1] = 'b';
-			break;
-		case '\f':
-			esc[1] = 'f';
-			break;
-		case '\n':
-			esc[1] = 'n';
-			break;
-		case '\r':
-			esc[1] = 'r';
-			break;
-		case '\t':
-			esc[1] = 't';
-			break;
-		default:
-			esc[1] = 'u';
-			esc[2] = '0';
-			esc[3] = '0';
-			esc[4] = hex[c >> 4];
-			esc[5] = hex[c & 15];
-			elen = 6;
-			break;
-		}
-		memcpy(b->data + b->len, esc, elen);
-		b->len += elen;
-	}
-	memcpy(b->data + b->len, s + start, n - start);
-	b->len += n - start;
-	b->data[b->len++] = '"';
-	b->data[b->len] = '\0';
-	return 0;
+	memcpy(&v, p, 8);
+	return v;
 }
 
-/* A string of any bytes: invalid UTF-8 bytes become U+FFFD, as in
- * eh_json_string_bytes. Sets *replaced. */
-static int put_string_bytes(struct eh_buf *b, const char *s, size_t n, int *replaced)
+/*
+ * Nonzero when one of the 8 bytes of v is not plain: a control (< 0x20),
+ * '"', '\\' or a byte >= 0x80 (UTF-8 to check, or copied as is). A
+ * subtraction sets a byte's high bit when it borrows: byte - 0x20 does for
+ * a control, (byte ^ '"') - 1 for a quote. A borrow also spills into the
+ * bytes above, so which byte it was is not known, but whether there is
+ * one is exact: every byte below the lowest byte that needs care is plain
+ * and lends nothing, so that byte's own borrow shows, and with no such
+ * byte nothing borrows at all. "Below" is by place in the number, so
+ * byte order in memory does not matter.
+ */
+static inline uint64_t needs_care(uint64_t v)
 {
-	size_t ok = eh_utf8_valid_prefix(s, n);
-	struct eh_buf tmp = { 0 };
-	int rc;
+	return (v | (v - 0x20 * ONES) | ((v ^ ('"' * ONES)) - ONES) | ((v ^ ('\\' * ONES)) - ONES)) & HIGHS;
+}
 
-	*replaced = ok != n;
-	if (ok == n)
-		return put_escaped_utf8(b, s ? s : "", n);
-	while (n) {
-		if (eh_buf_append(&tmp, s, ok))
-			goto oom;
-		s += ok;
-		n -= ok;
-		if (!n)
-			break;
-		if (eh_buf_append(&tmp, "\xEF\xBF\xBD", 3))
-			goto oom;
-		s++;
-		n--;
-		ok = eh_utf8_valid_prefix(s, n);
+/*
+ * A JSON string, escaped as jansson escapes it, in one pass. With replaced
+ * NULL the bytes are ours (node name, names from tables) and non-ASCII goes
+ * out as it is; otherwise they are a client's: each byte where no valid
+ * UTF-8 sequence starts becomes U+FFFD and *replaced is set, exactly as
+ * eh_json_string_bytes's repeated eh_utf8_valid_prefix does (the
+ * replacement and every valid sequence are bytes >= 0x80, which need no
+ * escape, so validating and escaping commute).
+ *
+ * Eight plain bytes are recognised and stored per step; only the bytes of
+ * a word that needs care are looked at one by one. Room: n + 2 up front
+ * covers a string that needs nothing, and at each escape or replacement
+ * the rest is reserved again, so the buffer never grows by the 6x worst
+ * case on ordinary input. Invariant: the room after out is at least the
+ * input left plus the closing quote.
+ */
+static int put_string(struct eh_buf *b, const char *str, size_t n, int *replaced)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const unsigned char *s = (const unsigned char *)str;
+	size_t i = 0;
+	char *out;
+
+	if (reserve(b, n + 2))
+		return -1;
+	out = b->data + b->len;
+	*out++ = '"';
+	while (i < n) {
+		size_t stop, len;
+		uint64_t v;
+
+		if (n - i >= 8) {
+			v = load8(s + i);
+			if (!needs_care(v)) {
+				memcpy(out, &v, 8);
+				out += 8;
+				i += 8;
+				continue;
+			}
+			stop = i + 8;
+		} else {
+			/* Fewer than 8 left: when the string's last 8 bytes are all
+			 * plain, so is the rest, and the ones before i among them
+			 * went out unchanged just before out: store all 8 over. */
+			if (n >= 8 && !needs_care(v = load8(s + n - 8))) {
+				memcpy(out - (i - (n - 8)), &v, 8);
+				out += n - i;
+				break;
+			}
+			stop = n;
+		}
+		/* One byte at a time to the end of the word that needed it (a
+		 * UTF-8 sequence may run past), then words again. */
+		while (i < stop) {
+			unsigned char c = s[i];
+
+			if (plain[c] || (c >= 0x80 && !replaced)) {
+				*out++ = (char)c;
+				i++;
+				continue;
+			}
+			if (c >= 0x80 && (len = eh_utf8_sequence_len(s + i, n - i))) {
+				do
+					*out++ = (char)s[i++];
+				while (--len);
+				continue;
+			}
+			/* Room for the longest replacement (6 bytes for 1) and the
+			 * rest; the buffer may move. */
+			b->len = (size_t)(out - b->data);
+			if (reserve(b, n - i + 6))
+				return -1;
+			out = b->data + b->len;
+			i++;
+			if (c >= 0x80) {
+				memcpy(out, "\xEF\xBF\xBD", 3);
+				out += 3;
+				*replaced = 1;
+				continue;
+			}
+			*out++ = '\\';
+			switch (c) {
+			case '"':
+			case '\\':
+				*out++ = (char)c;
+				break;
+			case '\b':
+				*out++ = 'b';
+				break;
+			case '\f':
+				*out++ = 'f';
+				break;
+			case '\n':
+				*out++ = 'n';
+				break;
+			case '\r':
+				*out++ = 'r';
+				break;
+			case '\t':
+				*out++ = 't';
+				break;
+			default:
+				memcpy(out, "u00", 3);
+				out[3] = hex[c >> 4];
+				out[4] = hex[c & 15];
+				out += 5;
+				break;
+			}
+		}
 	}
-	rc = put_escaped_utf8(b, tmp.data ? tmp.data : "", tmp.len);
-	eh_buf_free(&tmp);
-	return rc;
-oom:
-	eh_buf_free(&tmp);
-	return -1;
+	*out++ = '"';
+	b->len = (size_t)(out - b->data);
+	return 0;
 }
 
 static int put_base64(struct eh_buf *b, const char *s, size_t n)
@@ -157,133 +235,183 @@ static int put_base64(struct eh_buf *b, const char *s, size_t n)
 	eh_base64_encode(s, n, b->data + b->len);
 	b->len += len;
 	b->data[b->len++] = '"';
-	b->data[b->len] = '\0';
 	return 0;
 }
 
-static int key(struct eh_buf *b, const char *k)
+/* The id and the timestamp are formatted straight into the buffer: hex
+ * digits, digits and punctuation, nothing to escape. */
+static int put_id(struct eh_buf *b, const struct eh_node *node, uint64_t number)
 {
-	size_t n = strlen(k);
-	char *p;
-
-	/* Keys are ours and plain ASCII: no escaping needed. */
-	if (reserve(b, n + 4))
+	if (reserve(b, EH_ID_LEN + 2))
 		return -1;
-	p = b->data + b->len;
-	if (b->len && p[-1] != '{')
-		*p++ = ',';
-	*p++ = '"';
-	memcpy(p, k, n);
-	p += n;
-	*p++ = '"';
-	*p++ = ':';
-	*p = '\0';
-	b->len = (size_t)(p - b->data);
+	b->data[b->len] = '"';
+	eh_json_format_id(node, number, b->data + b->len + 1);
+	b->data[b->len + 1 + EH_ID_LEN] = '"';
+	b->len += EH_ID_LEN + 2;
 	return 0;
 }
 
-static int field_str(struct eh_buf *b, const char *k, const char *v)
+static int put_ts(struct eh_buf *b, int64_t ts_ms)
 {
-	return key(b, k) || put_escaped_utf8(b, v, strlen(v));
+	if (reserve(b, EH_TS_LEN + 2))
+		return -1;
+	b->data[b->len] = '"';
+	eh_json_format_ts(ts_ms, b->data + b->len + 1);
+	b->data[b->len + 1 + EH_TS_LEN] = '"';
+	b->len += EH_TS_LEN + 2;
+	return 0;
 }
 
-static int field_int(struct eh_buf *b, const char *k, long long v)
+/* A name from one of our tables (event type, reason). */
+static int put_name(struct eh_buf *b, const char *name)
+{
+	return put_string(b, name, strlen(name), NULL);
+}
+
+/* "00" to "99": two digits per division. */
+#define DEC_ROW(d) d "0" d "1" d "2" d "3" d "4" d "5" d "6" d "7" d "8" d "9"
+static const char dec_pairs[] = DEC_ROW("0") DEC_ROW("1") DEC_ROW("2") DEC_ROW("3") DEC_ROW("4") DEC_ROW("5")
+	DEC_ROW("6") DEC_ROW("7") DEC_ROW("8") DEC_ROW("9");
+
+/* Decimal digits of u. */
+static inline size_t digits10(unsigned long long u)
+{
+	size_t n = 1;
+
+	for (;;) {
+		if (u < 10)
+			return n;
+		if (u < 100)
+			return n + 1;
+		if (u < 1000)
+			return n + 2;
+		if (u < 10000)
+			return n + 3;
+		u /= 10000;
+		n += 4;
+	}
+}
+
+/* Inline: with the key's length a constant at each call, its copy is a
+ * few moves. The digits go straight into the buffer, last first. */
+static inline int field_int(struct eh_buf *b, const char *k, size_t klen, long long v)
 {
 	/* By hand: snprintf's format parsing cost more than the digits. */
-	char num[24], *p = num + sizeof(num);
 	unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+	size_t n = digits10(u) + (v < 0);
+	char *p;
 
-	do {
-		*--p = (char)('0' + u % 10);
-		u /= 10;
-	} while (u);
+	if (reserve(b, klen + n))
+		return -1;
+	memcpy(b->data + b->len, k, klen);
 	if (v < 0)
-		*--p = '-';
-	return key(b, k) || eh_buf_append(b, p, (size_t)(num + sizeof(num) - p));
+		b->data[b->len + klen] = '-';
+	b->len += klen + n;
+	p = b->data + b->len;
+	while (u >= 100) {
+		p -= 2;
+		memcpy(p, dec_pairs + 2 * (u % 100), 2);
+		u /= 100;
+	}
+	if (u >= 10)
+		memcpy(p - 2, dec_pairs + 2 * u, 2);
+	else
+		p[-1] = (char)('0' + u);
+	return 0;
 }
 
-static int field_bool(struct eh_buf *b, const char *k, int v)
+static inline int field_bool(struct eh_buf *b, const char *k, size_t klen, int v)
 {
-	return key(b, k) || put(b, v ? "true" : "false");
+	return append(b, k, klen) || (v ? append(b, LIT("true")) : append(b, LIT("false")));
 }
 
-static int field_bytes(struct eh_buf *b, const char *k, const struct eh_bytes *v)
+static int field_bytes(struct eh_buf *b, const char *k, size_t klen, const char *k64, size_t k64len,
+		       const struct eh_bytes *v)
 {
 	int replaced = 0;
-	char raw_key[32];
 
-	if (key(b, k) || put_string_bytes(b, v->ptr, v->len, &replaced))
+	if (append(b, k, klen) || put_string(b, v->ptr, v->len, &replaced))
 		return -1;
 	if (!replaced)
 		return 0;
-	snprintf(raw_key, sizeof(raw_key), "%s_b64", k);
-	return key(b, raw_key) || put_base64(b, v->ptr, v->len);
+	return append(b, k64, k64len) || put_base64(b, v->ptr, v->len);
 }
 
+/* The object without its terminating NUL (the callers write it). */
 static int write_object(struct eh_buf *b, const struct eh_event *ev, const struct eh_node *node)
 {
-	char id[EH_ID_LEN + 1], ts[EH_TS_LEN + 1];
 	int rc = 0;
 
-	eh_json_format_id(node, ev->number, id);
-	eh_json_format_ts(ev->ts_ms, ts);
-	rc |= put(b, "{");
-	rc |= field_str(b, "event", eh_event_type_name(ev->type));
-	rc |= field_str(b, "id", id);
-	rc |= field_str(b, "ts", ts);
-	rc |= field_str(b, "node", node->name);
-	rc |= field_int(b, "seq", (long long)ev->seq);
-	rc |= field_bytes(b, "clientid", &ev->f[EH_F_CLIENTID]);
+	rc |= append(b, LIT("{\"event\":"));
+	rc |= put_name(b, eh_event_type_name(ev->type));
+	rc |= append(b, KEY("id")) || put_id(b, node, ev->number);
+	rc |= append(b, KEY("ts")) || put_ts(b, ev->ts_ms);
+	rc |= append(b, KEY("node")) || put_string(b, node->name, strlen(node->name), NULL);
+	rc |= field_int(b, KEY("seq"), (long long)ev->seq);
+	rc |= field_bytes(b, KEYS("clientid"), &ev->f[EH_F_CLIENTID]);
 	if (ev->flags & EH_EVF_HAS_USERNAME)
-		rc |= field_bytes(b, "username", &ev->f[EH_F_USERNAME]);
-	rc |= field_bytes(b, "peer", &ev->f[EH_F_PEER]);
-	rc |= field_str(b, "protocol", ev->flags & EH_EVF_WEBSOCKETS ? "websockets" : "mqtt");
+		rc |= field_bytes(b, KEYS("username"), &ev->f[EH_F_USERNAME]);
+	rc |= field_bytes(b, KEYS("peer"), &ev->f[EH_F_PEER]);
+	rc |= ev->flags & EH_EVF_WEBSOCKETS ? append(b, LIT(",\"protocol\":\"websockets\""))
+					    : append(b, LIT(",\"protocol\":\"mqtt\""));
 	if (ev->proto_ver)
-		rc |= field_int(b, "proto_ver", ev->proto_ver);
+		rc |= field_int(b, KEY("proto_ver"), ev->proto_ver);
 	switch (ev->type) {
 	case EH_EV_CONNECT:
 	case EH_EV_CONNECTED:
-		rc |= field_int(b, "keepalive", ev->keepalive);
-		rc |= field_bool(b, "clean_start", ev->flags & EH_EVF_CLEAN_START);
+		rc |= field_int(b, KEY("keepalive"), ev->keepalive);
+		rc |= field_bool(b, KEY("clean_start"), ev->flags & EH_EVF_CLEAN_START);
 		if (ev->flags & EH_EVF_INFERRED)
-			rc |= field_bool(b, "inferred", 1);
+			rc |= append(b, LIT(",\"inferred\":true"));
 		break;
 	case EH_EV_CONNECT_FAILED:
 		if (ev->reason != EH_REASON_NONE)
-			rc |= field_str(b, "reason", eh_reason_name(ev->reason));
+			rc |= append(b, KEY("reason")) || put_name(b, eh_reason_name(ev->reason));
 		break;
 	case EH_EV_DISCONNECTED:
-		rc |= field_str(b, "reason", eh_reason_name(ev->reason ? ev->reason : EH_REASON_UNKNOWN));
+		rc |= append(b, KEY("reason"))
+		      || put_name(b, eh_reason_name(ev->reason ? ev->reason : EH_REASON_UNKNOWN));
 		if (ev->flags & EH_EVF_HAS_CONNECTED_MS)
-			rc |= field_int(b, "connected_ms", (long long)ev->connected_ms);
+			rc |= field_int(b, KEY("connected_ms"), (long long)ev->connected_ms);
 		break;
 	case EH_EV_SUBSCRIBE:
-		rc |= field_bytes(b, "topic", &ev->f[EH_F_TOPIC]);
-		rc |= field_int(b, "qos", ev->qos);
+		rc |= field_bytes(b, KEYS("topic"), &ev->f[EH_F_TOPIC]);
+		rc |= field_int(b, KEY("qos"), ev->qos);
 		if (ev->flags & EH_EVF_GRANTED_KNOWN)
-			rc |= field_bool(b, "granted", ev->flags & EH_EVF_GRANTED);
+			rc |= field_bool(b, KEY("granted"), ev->flags & EH_EVF_GRANTED);
 		break;
 	case EH_EV_UNSUBSCRIBE:
-		rc |= field_bytes(b, "topic", &ev->f[EH_F_TOPIC]);
+		rc |= field_bytes(b, KEYS("topic"), &ev->f[EH_F_TOPIC]);
 		break;
 	case EH_EV_AUTHZ_DENIED:
-		rc |= field_str(b, "action", ev->action == EH_ACTION_SUBSCRIBE ? "subscribe" : "publish");
-		rc |= field_bytes(b, "topic", &ev->f[EH_F_TOPIC]);
-		rc |= field_int(b, "qos", ev->qos);
+		rc |= ev->action == EH_ACTION_SUBSCRIBE ? append(b, LIT(",\"action\":\"subscribe\""))
+							: append(b, LIT(",\"action\":\"publish\""));
+		rc |= field_bytes(b, KEYS("topic"), &ev->f[EH_F_TOPIC]);
+		rc |= field_int(b, KEY("qos"), ev->qos);
 		if (ev->action == EH_ACTION_PUBLISH)
-			rc |= field_bool(b, "retain", ev->flags & EH_EVF_RETAIN);
+			rc |= field_bool(b, KEY("retain"), ev->flags & EH_EVF_RETAIN);
 		break;
 	case EH_EV_PUBLISH:
-		rc |= field_bytes(b, "topic", &ev->f[EH_F_TOPIC]);
-		rc |= field_int(b, "qos", ev->qos);
-		rc |= field_bool(b, "retain", ev->flags & EH_EVF_RETAIN);
-		rc |= key(b, "payload") || put_base64(b, ev->f[EH_F_PAYLOAD].ptr, ev->f[EH_F_PAYLOAD].len);
-		rc |= field_int(b, "payload_size", ev->f[EH_F_PAYLOAD].len);
+		rc |= field_bytes(b, KEYS("topic"), &ev->f[EH_F_TOPIC]);
+		rc |= field_int(b, KEY("qos"), ev->qos);
+		rc |= field_bool(b, KEY("retain"), ev->flags & EH_EVF_RETAIN);
+		rc |= append(b, KEY("payload")) || put_base64(b, ev->f[EH_F_PAYLOAD].ptr, ev->f[EH_F_PAYLOAD].len);
+		rc |= field_int(b, KEY("payload_size"), ev->f[EH_F_PAYLOAD].len);
 		break;
 	default:
 		break;
 	}
-	rc |= put(b, "}");
+	rc |= append(b, LIT("}"));
+	return rc ? -1 : 0;
+}
+
+/* On failure the buffer is as it was, terminated where it was. */
+static int finish(struct eh_buf *b, size_t mark, int rc)
+{
+	if (rc)
+		b->len = mark;
+	if (b->data)
+		b->data[b->len] = '\0';
 	return rc ? -1 : 0;
 }
 
@@ -291,33 +419,21 @@ int eh_json_write_event(struct eh_buf *b, const struct eh_event *ev, const struc
 {
 	size_t mark = b->len;
 
-	if (write_object(b, ev, node)) {
-		b->len = mark;
-		return -1;
-	}
-	return 0;
+	return finish(b, mark, write_object(b, ev, node));
 }
 
 int eh_json_write_cloudevent(struct eh_buf *b, const struct eh_event *ev, const struct eh_node *node)
 {
-	char id[EH_ID_LEN + 1], ts[EH_TS_LEN + 1];
 	size_t mark = b->len;
 	int rc = 0;
 
-	eh_json_format_id(node, ev->number, id);
-	eh_json_format_ts(ev->ts_ms, ts);
-	rc |= put(b, "{");
-	rc |= field_str(b, "specversion", "1.0");
-	rc |= field_str(b, "type", eh_event_type_name(ev->type));
-	rc |= field_str(b, "source", node->name);
-	rc |= field_str(b, "id", id);
-	rc |= field_str(b, "time", ts);
-	rc |= field_str(b, "datacontenttype", "application/json");
-	rc |= key(b, "data") || write_object(b, ev, node);
-	rc |= put(b, "}");
-	if (rc) {
-		b->len = mark;
-		return -1;
-	}
-	return 0;
+	rc |= append(b, LIT("{\"specversion\":\"1.0\",\"type\":"));
+	rc |= put_name(b, eh_event_type_name(ev->type));
+	rc |= append(b, KEY("source")) || put_string(b, node->name, strlen(node->name), NULL);
+	rc |= append(b, KEY("id")) || put_id(b, node, ev->number);
+	rc |= append(b, KEY("time")) || put_ts(b, ev->ts_ms);
+	rc |= append(b, LIT(",\"datacontenttype\":\"application/json\",\"data\":"));
+	rc |= write_object(b, ev, node);
+	rc |= append(b, LIT("}"));
+	return finish(b, mark, rc);
 }

@@ -81,11 +81,17 @@ static void encode(const struct eh_event *ev)
 		text = json_dumps(objs[k], JSON_COMPACT);
 		FUZZ_CHECK(text);
 		{
-			/* The sinks' direct writer must give exactly these bytes. */
+			/* The sinks' direct writer must give exactly these bytes,
+			 * also after up to 511 bytes already in its buffer (so that
+			 * it grows at another point of the event). */
+			static const char pad[512];
+			size_t padlen = (ev->number ^ ev->seq) % sizeof(pad);
 			struct eh_buf w = { 0 };
 
+			FUZZ_CHECK(eh_buf_append(&w, pad, padlen) == 0);
 			FUZZ_CHECK((k ? eh_json_write_cloudevent(&w, ev, &node) : eh_json_write_event(&w, ev, &node)) == 0);
-			FUZZ_CHECK(w.len == strlen(text) && !memcmp(w.data, text, w.len));
+			FUZZ_CHECK(w.len - padlen == strlen(text) && !memcmp(w.data + padlen, text, w.len - padlen));
+			FUZZ_CHECK(w.data[w.len] == '\0');
 			eh_buf_free(&w);
 		}
 		back = json_loads(text, JSON_ALLOW_NUL, &jerr);

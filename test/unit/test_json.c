@@ -4,6 +4,8 @@
  * formats, how client bytes that are not UTF-8 are carried, base64 and the
  * UTF-8 validator, and the CloudEvents envelope.
  */
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -246,6 +248,21 @@ START_TEST(json_id_format)
 	node.instance = 0;
 	eh_json_format_id(&node, 0, id);
 	ck_assert_str_eq(id, "00000000-0000-8000-8000-000000000000");
+	/* Against printf's hex, every byte value in every place (digits go
+	 * out two at a time). */
+	for (int i = 0; i < 2048; i++) {
+		uint64_t inst = 0x0101010101010101ull * (uint64_t)(i & 255) ^ ((uint64_t)i << 40);
+		uint64_t num = 0x0101010101010101ull * (uint64_t)((i * 7) & 255) ^ (uint64_t)i;
+		uint64_t hi = (inst & ~(uint64_t)0xF000) | 0x8000;
+		uint64_t lo = (num & 0x3FFFFFFFFFFFFFFFull) | 0x8000000000000000ull;
+		char want[EH_ID_LEN + 8];
+
+		node.instance = inst;
+		eh_json_format_id(&node, num, id);
+		snprintf(want, sizeof(want), "%08" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%012" PRIx64,
+			 hi >> 32, (hi >> 16) & 0xFFFF, hi & 0xFFFF, lo >> 48, lo & (uint64_t)0xFFFFFFFFFFFFull);
+		ck_assert_str_eq(id, want);
+	}
 	/* Distinct numbers and distinct instances give distinct ids. */
 	{
 		char other[EH_ID_LEN + 1];
@@ -325,6 +342,62 @@ START_TEST(json_base64_vectors)
 }
 END_TEST
 
+/* Six bits at a time from a bit buffer: slow and obviously right. */
+static void base64_reference(const unsigned char *in, size_t len, char *out)
+{
+	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	uint32_t acc = 0;
+	int bits = 0;
+	size_t n = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		acc = (acc << 8) | in[i];
+		bits += 8;
+		while (bits >= 6) {
+			bits -= 6;
+			out[n++] = tab[(acc >> bits) & 63];
+		}
+	}
+	if (bits)
+		out[n++] = tab[(acc << (6 - bits)) & 63];
+	while (n % 4)
+		out[n++] = '=';
+	out[n] = '\0';
+}
+
+START_TEST(json_base64_reference)
+{
+	/* Every 12-bit half of a group in both places, then random inputs of
+	 * every length up to 300. */
+	unsigned char in[300];
+	char want[404], got[404];
+	uint64_t r = 0x2545F4914F6CDD1Dull;
+
+	for (uint32_t x = 0; x < 4096; x++) {
+		uint32_t v = x << 12 | (4095 - x);
+
+		in[0] = (unsigned char)(v >> 16);
+		in[1] = (unsigned char)(v >> 8);
+		in[2] = (unsigned char)v;
+		base64_reference(in, 3, want);
+		eh_base64_encode(in, 3, got);
+		ck_assert_str_eq(got, want);
+	}
+	for (size_t len = 0; len <= sizeof(in); len++) {
+		for (size_t i = 0; i < len; i++) {
+			r ^= r << 13;
+			r ^= r >> 7;
+			r ^= r << 17;
+			in[i] = (unsigned char)r;
+		}
+		base64_reference(in, len, want);
+		eh_base64_encode(in, len, got);
+		ck_assert_str_eq(got, want);
+		ck_assert_uint_eq(strlen(got), eh_base64_len(len));
+	}
+}
+END_TEST
+
 START_TEST(json_utf8_validator)
 {
 	static const struct {
@@ -399,6 +472,33 @@ START_TEST(json_utf8_validator)
 }
 END_TEST
 
+START_TEST(json_utf8_validator_word_edges)
+{
+	/* The validator steps over eight ASCII bytes at a time: a bad byte,
+	 * a truncated sequence and a valid one at every position around the
+	 * word boundaries, and a valid sequence across them. */
+	char s[40];
+
+	for (size_t len = 1; len <= 25; len++) {
+		for (size_t pos = 0; pos < len; pos++) {
+			memset(s, 'a', len);
+			s[pos] = '\x80';
+			ck_assert_uint_eq(eh_utf8_valid_prefix(s, len), pos);
+			s[pos] = '\x7f';
+			ck_assert_uint_eq(eh_utf8_valid_prefix(s, len), len);
+			s[pos] = '\xe2'; /* needs two more bytes */
+			ck_assert_uint_eq(eh_utf8_valid_prefix(s, len), pos);
+			if (pos + 3 <= len) {
+				memcpy(s + pos, "\xe2\x82\xac", 3);
+				ck_assert_uint_eq(eh_utf8_valid_prefix(s, len), len);
+				s[len - 1] = '\xff';
+				ck_assert_uint_eq(eh_utf8_valid_prefix(s, len), pos + 3 == len ? pos : len - 1);
+			}
+		}
+	}
+}
+END_TEST
+
 START_TEST(json_string_bytes)
 {
 	int replaced = -1;
@@ -469,7 +569,9 @@ static Suite *json_suite(void)
 	tcase_add_test(fmt, json_id_format);
 	tcase_add_test(fmt, json_ts_format);
 	tcase_add_test(fmt, json_base64_vectors);
+	tcase_add_test(fmt, json_base64_reference);
 	tcase_add_test(fmt, json_utf8_validator);
+	tcase_add_test(fmt, json_utf8_validator_word_edges);
 	tcase_add_test(fmt, json_string_bytes);
 	suite_add_tcase(s, fmt);
 	return s;

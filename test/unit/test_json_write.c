@@ -40,20 +40,31 @@ static void fill(char *buf, size_t n, int mode)
 	}
 }
 
-static void check_one(const struct eh_event *ev, const struct eh_node *node, int cloud)
+/* The writer appends to a buffer that already holds pad bytes, so that the
+ * buffer grows at a different point of the event each time. */
+static void check_padded(const struct eh_event *ev, const struct eh_node *node, int cloud, size_t pad)
 {
 	json_t *o = cloud ? eh_json_cloudevent(ev, node) : eh_json_event(ev, node);
 	char *want = json_dumps(o, JSON_COMPACT);
 	struct eh_buf b = { 0 };
-	int rc = cloud ? eh_json_write_cloudevent(&b, ev, node) : eh_json_write_event(&b, ev, node);
+	int rc;
 
+	for (size_t i = 0; i < pad; i++)
+		ck_assert_int_eq(eh_buf_append(&b, "x", 1), 0);
+	rc = cloud ? eh_json_write_cloudevent(&b, ev, node) : eh_json_write_event(&b, ev, node);
 	ck_assert_int_eq(rc, 0);
 	ck_assert_ptr_nonnull(want);
-	ck_assert_uint_eq(b.len, strlen(want));
-	ck_assert_msg(!memcmp(b.data, want, b.len), "differs:\n%s\n%s", want, b.data);
+	ck_assert_uint_eq(b.len - pad, strlen(want));
+	ck_assert_msg(!memcmp(b.data + pad, want, b.len - pad), "differs:\n%s\n%s", want, b.data + pad);
+	ck_assert(b.data[b.len] == '\0');
 	free(want);
 	json_decref(o);
 	eh_buf_free(&b);
+}
+
+static void check_one(const struct eh_event *ev, const struct eh_node *node, int cloud)
+{
+	check_padded(ev, node, cloud, 0);
 }
 
 START_TEST(json_write_matches_jansson)
@@ -115,6 +126,150 @@ START_TEST(json_write_appends)
 }
 END_TEST
 
+/* What may sit in a string, one piece at a time, next to plain bytes: each
+ * needs the writer to leave its eight-bytes-at-a-time path. */
+static const struct {
+	const char *s;
+	size_t len;
+	int valid; /* valid UTF-8: may also be the node's name */
+} pieces[] = {
+	{ "\"", 1, 1 },
+	{ "\\", 1, 1 },
+	{ "\x1f", 1, 1 },
+	{ "\x00", 1, 1 },
+	{ "\n", 1, 1 },
+	{ "\x01", 1, 1 },
+	{ "\x7f", 1, 1 },                 /* needs no escape */
+	{ " ", 1, 1 },                    /* the lowest plain byte */
+	{ "~", 1, 1 },
+	{ "\xc3\xa9", 2, 1 },             /* U+00E9 */
+	{ "\xe2\x82\xac", 3, 1 },         /* U+20AC */
+	{ "\xf0\x9f\x98\x80", 4, 1 },     /* U+1F600 */
+	{ "\x80", 1, 0 },                 /* lone continuation */
+	{ "\xff", 1, 0 },
+	{ "\xc3", 1, 0 },                 /* truncated lead */
+	{ "\xe2\x82(", 3, 0 },            /* continuation missing */
+	{ "\xf0\x9f\x98", 3, 0 },
+	{ "\xc0\xaf", 2, 0 },             /* overlong */
+	{ "\xed\xa0\x80", 3, 0 },         /* surrogate */
+	{ "\xf4\x90\x80\x80", 4, 0 },     /* above U+10FFFF */
+	{ "\xc3\xa9\"\xff\\\x1f", 6, 0 },
+};
+
+START_TEST(json_write_string_edges)
+{
+	/* Every piece at every position of strings of 0 to 17 bytes (so
+	 * across the 8- and 16-byte word boundaries and in the tail), cut at
+	 * the string's end, in client fields (validated) and, when valid, as
+	 * the node's name (ours, copied). */
+	static const char filler[] = "abcdefghijklmnopqrstuvwxyz";
+	unsigned pads = 0;
+
+	for (size_t k = 0; k < sizeof(pieces) / sizeof(pieces[0]); k++) {
+		for (size_t len = 0; len <= 17; len++) {
+			for (size_t pos = 0; pos <= len; pos++) {
+				char str[32];
+				struct eh_node node = { "n", 7 };
+				struct eh_event ev;
+				size_t take = pieces[k].len < len - pos ? pieces[k].len : len - pos;
+
+				if (pos == len && len)
+					continue;
+				memcpy(str, filler, len);
+				memcpy(str + pos, pieces[k].s, take);
+				memset(&ev, 0, sizeof(ev));
+				ev.type = EH_EV_PUBLISH;
+				ev.flags = EH_EVF_HAS_USERNAME;
+				ev.f[EH_F_CLIENTID] = (struct eh_bytes){ str, (uint32_t)len };
+				ev.f[EH_F_USERNAME] = (struct eh_bytes){ str + pos, (uint32_t)(len - pos) };
+				ev.f[EH_F_TOPIC] = (struct eh_bytes){ str, (uint32_t)len };
+				ev.f[EH_F_PAYLOAD] = (struct eh_bytes){ str, (uint32_t)len };
+				if (pieces[k].valid && take == pieces[k].len && !memchr(str, 0, len)) {
+					memcpy(node.name, str, len);
+					node.name[len] = '\0';
+				}
+				check_padded(&ev, &node, 0, pads++ % 600);
+				check_one(&ev, &node, 1);
+			}
+		}
+	}
+}
+END_TEST
+
+START_TEST(json_write_long_strings)
+{
+	/* The longest topic MQTT allows, plain, with one piece at either end,
+	 * all escapes (the output six times the input) and mixed. */
+	enum { LEN = 65535 };
+	char *str = malloc(LEN);
+	struct eh_node node = { "n", 7 };
+	struct eh_event ev;
+
+	ck_assert_ptr_nonnull(str);
+	memset(&ev, 0, sizeof(ev));
+	ev.type = EH_EV_SUBSCRIBE;
+	ev.f[EH_F_CLIENTID] = (struct eh_bytes){ "c", 1 };
+	for (int variant = 0; variant < 6; variant++) {
+		switch (variant) {
+		case 0:
+			fill(str, LEN, 0);
+			break;
+		case 1:
+			str[0] = '"';
+			break;
+		case 2:
+			str[0] = 'a';
+			str[LEN - 1] = '\x80';
+			break;
+		case 3:
+			memset(str, '\x01', LEN);
+			break;
+		case 4:
+			fill(str, LEN, 2);
+			break;
+		default:
+			fill(str, LEN, 1);
+			break;
+		}
+		ev.f[EH_F_TOPIC] = (struct eh_bytes){ str, LEN };
+		check_one(&ev, &node, 0);
+		check_padded(&ev, &node, 1, 511);
+	}
+	free(str);
+}
+END_TEST
+
+START_TEST(json_write_integers)
+{
+	/* Digits are written two at a time: every length, both sides of each
+	 * power of ten, the extremes and negative values. */
+	struct eh_node node = { "n", 7 };
+	struct eh_event ev;
+	long long v = 1;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.type = EH_EV_DISCONNECTED;
+	ev.flags = EH_EVF_HAS_CONNECTED_MS;
+	for (int digits = 1; digits <= 19; digits++, v *= 10) {
+		const long long around[] = { v - 1, v, v + 1, -(v - 1), -v, -(v + 1) };
+
+		for (size_t k = 0; k < sizeof(around) / sizeof(around[0]); k++) {
+			ev.connected_ms = around[k];
+			ev.seq = (uint64_t)around[k];
+			check_one(&ev, &node, 0);
+		}
+		if (digits == 19)
+			break;
+	}
+	ev.connected_ms = INT64_MAX;
+	ev.seq = UINT64_MAX;
+	check_one(&ev, &node, 0);
+	ev.connected_ms = INT64_MIN;
+	ev.seq = (uint64_t)INT64_MIN;
+	check_one(&ev, &node, 0);
+}
+END_TEST
+
 static Suite *json_write_suite(void)
 {
 	Suite *s = suite_create("json_write");
@@ -122,6 +277,9 @@ static Suite *json_write_suite(void)
 
 	tcase_add_test(tc, json_write_matches_jansson);
 	tcase_add_test(tc, json_write_appends);
+	tcase_add_test(tc, json_write_string_edges);
+	tcase_add_test(tc, json_write_long_strings);
+	tcase_add_test(tc, json_write_integers);
 	suite_add_tcase(s, tc);
 	return s;
 }
