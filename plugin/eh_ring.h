@@ -77,16 +77,15 @@ void *eh_ring_reserve_sp(struct eh_ring *ring, uint32_t len);
 /* Producer thread: publishes the reserved record and wakes a sleeping
  * consumer. */
 void eh_ring_commit_sp(struct eh_ring *ring);
-/* The same in two halves, for a producer that fills several rings per item:
- * publish each, then one atomic_thread_fence(memory_order_seq_cst), then
- * notify each. One fence instead of one per ring; the fence must separate
- * every publish from every notify. Inline: they are a few instructions on
- * the broker's hot path. */
-
 /* Any thread: wakes a sleeping consumer (used to deliver a stop request,
  * and by eh_ring_notify_sp). */
 void eh_ring_wake(struct eh_ring *ring);
 
+/* The same as eh_ring_commit_sp in two halves, for a producer that fills
+ * several rings per item: publish each, then one
+ * atomic_thread_fence(memory_order_seq_cst), then notify each. One fence
+ * instead of one per ring; the fence must separate every publish from every
+ * notify. Inline: they are a few instructions on the broker's hot path. */
 static inline void eh_ring_publish_sp(struct eh_ring *ring)
 {
 	atomic_store_explicit(&ring->records_in,
