@@ -29,8 +29,10 @@ MOSQUITTO = os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto")
 NCPU = len(os.sched_getaffinity(0))
 # On a small machine the broker's main thread gets core 0 and everything else
 # (the generator, the plugin's sink threads, the peers) the other cores.
-BROKER_CPU = {0} if NCPU >= 2 else None
-OTHER_CPUS = set(range(1, NCPU)) if NCPU >= 2 else None
+# BENCH_PIN=0 leaves all of it to the scheduler.
+PIN = NCPU >= 2 and os.environ.get("BENCH_PIN", "1") != "0"
+BROKER_CPU = {0} if PIN else None
+OTHER_CPUS = set(range(1, NCPU)) if PIN else None
 # A RAM-backed directory, so that the file sink never measures the disk.
 SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
