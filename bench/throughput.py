@@ -18,7 +18,8 @@ Configurations (each with a fresh broker):
         HTTP sink posting batches to a Python HTTP server, the Kafka sink
         producing to librdkafka's mock cluster, the MQTT sink publishing to
         a second mosquitto. The peers share the non-broker CPUs with the
-        generator. BENCH_EVERY=0 leaves it out.
+        generator. BENCH_EVERY=0 leaves it out; BENCH_EVERY_EXTRA adds
+        options to it (";"-separated, e.g. "mqtt_qos 0").
 
 Modes: cycle (connect, subscribe, unsubscribe, disconnect), publish0 and
 publish1 (the same plus 10 publishes at QoS 0 / QoS 1).
@@ -62,9 +63,12 @@ def main():
     if os.environ.get("BENCH_EVERY", "1") != "0":
         with benchlib.Peers() as peers:
             PEER_PIDS.update(peers.pids)
+            # BENCH_EVERY_EXTRA: more options for "every", ";"-separated
+            # (e.g. "mqtt_qos 0" to see what QoS 1 costs).
+            extra = [o.strip() for o in os.environ.get("BENCH_EVERY_EXTRA", "").split(";") if o.strip()]
             CONFIGS.append(("every", benchlib.plugin_lines(
                 ["events *", "file_path {dir}/events.jsonl", "local_topic $events/{event}/{clientid}"]
-                + peers.sink_opts())))
+                + peers.sink_opts() + extra)))
             run()
     else:
         run()
