@@ -685,30 +685,44 @@ static int cmp_i64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* CPU seconds (user + system) used so far by process pid (all threads), or
- * with thread set, by its main thread only. */
+/* CPU seconds (user + system) from a /proc stat file, or -1; with comm set,
+ * also the command name (which may hold spaces and parentheses). */
+static double stat_cpu(const char *path, char *comm, size_t comm_size)
+{
+	char buf[1024], *l, *r;
+	unsigned long long ut = 0, st = 0;
+	FILE *f = fopen(path, "re");
+	size_t n;
+
+	if (!f)
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	l = strchr(buf, '(');
+	r = strrchr(buf, ')');
+	if (!l || !r || r < l || sscanf(r + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return -1;
+	if (comm) {
+		*r = 0;
+		snprintf(comm, comm_size, "%s", l + 1);
+	}
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU seconds used so far by process pid (all threads), or with thread set,
+ * by its main thread only; 0 if unknown. */
 static double proc_cpu(int pid, bool thread)
 {
-	char path[64], buf[1024], *p;
-	unsigned long long ut = 0, st = 0;
-	FILE *f;
-	size_t n;
+	char path[64];
+	double secs;
 
 	if (thread)
 		snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", pid, pid);
 	else
 		snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	f = fopen(path, "re");
-	if (!f)
-		return 0;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = 0;
-	/* Fields after the command name, which may hold spaces. */
-	p = strrchr(buf, ')');
-	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-		return 0;
-	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+	secs = stat_cpu(path, NULL, 0);
+	return secs < 0 ? 0 : secs;
 }
 
 /* -T and -Q: where the CPU goes in the window, by thread name in the broker
@@ -742,33 +756,22 @@ static void cpu_snap_take(struct cpu_snap *c)
 	snprintf(path, sizeof(path), "/proc/%d/task", o.broker_pid);
 	if (o.threads && o.broker_pid && (d = opendir(path))) {
 		while ((e = readdir(d))) {
-			char stat[64], buf[512], name[24];
+			char stat[64], name[24];
 			int tid = atoi(e->d_name);
-			unsigned long long ut, st;
-			char *l, *r;
-			FILE *f;
-			size_t n;
+			double secs;
 
 			if (tid <= 0)
 				continue;
 			snprintf(stat, sizeof(stat), "/proc/%d/task/%d/stat", o.broker_pid, tid);
-			if (!(f = fopen(stat, "re")))
+			if ((secs = stat_cpu(stat, name, sizeof(name))) < 0)
 				continue;
-			n = fread(buf, 1, sizeof(buf) - 1, f);
-			fclose(f);
-			buf[n] = 0;
-			l = strchr(buf, '(');
-			r = strrchr(buf, ')');
-			if (!l || !r || r < l
-			    || sscanf(r + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-				continue;
-			*r = 0;
-			snprintf(name, sizeof(name), "%s", tid == o.broker_pid ? "main" : l + 1);
+			if (tid == o.broker_pid)
+				snprintf(name, sizeof(name), "main");
 			for (char *p = name; *p; p++) {
 				if (*p == ' ' || *p == '=')
 					*p = '_';
 			}
-			cpu_snap_add(c, tid, name, (double)(ut + st) / (double)sysconf(_SC_CLK_TCK));
+			cpu_snap_add(c, tid, name, secs);
 		}
 		closedir(d);
 	}
