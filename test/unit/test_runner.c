@@ -639,6 +639,30 @@ START_TEST(runner_malformed_record_counted)
 }
 END_TEST
 
+/* A core with three sinks wanting every event and rings of 64 KiB, the
+ * first limited to first_max records (0: no limit); no runner threads. */
+static struct eh_core *emit_core(uint64_t first_max)
+{
+	struct eh_core *core = calloc(1, sizeof(*core));
+
+	ck_assert_ptr_nonnull(core);
+	core->wanted = EH_EV_MASK_ALL;
+	core->nsinks = 3;
+	for (size_t i = 0; i < 3; i++) {
+		core->sinks[i].core = core;
+		core->sinks[i].mask = EH_EV_MASK_ALL;
+		ck_assert_int_eq(eh_ring_init(&core->sinks[i].ring, 65536, i == 0 ? first_max : 0), 0);
+	}
+	return core;
+}
+
+static void emit_core_free(struct eh_core *core)
+{
+	for (size_t i = 0; i < core->nsinks; i++)
+		eh_ring_destroy(&core->sinks[i].ring);
+	free(core);
+}
+
 /* One event, three sinks: the first with room packs it, the others get a
  * copy with their own seq; a full ring still uses up a seq number; a sink
  * whose mask lacks the type sees nothing. Read back from the rings. */
@@ -666,17 +690,9 @@ static void expect_records(struct eh_sink *s, size_t n, const uint64_t *seq, con
 START_TEST(emit_packs_once_copies_to_each_sink)
 {
 	static const char *const ids[] = { "c1", "c2", "c3", "c4" };
-	struct eh_core *core = calloc(1, sizeof(*core));
+	/* sink 0 holds two records, so it is full for the last two */
+	struct eh_core *core = emit_core(2);
 
-	ck_assert_ptr_nonnull(core);
-	core->wanted = EH_EV_MASK_ALL;
-	core->nsinks = 3;
-	for (size_t i = 0; i < 3; i++) {
-		core->sinks[i].core = core;
-		core->sinks[i].mask = EH_EV_MASK_ALL;
-		/* sink 0 holds two records, so it is full for the last two */
-		ck_assert_int_eq(eh_ring_init(&core->sinks[i].ring, 65536, i == 0 ? 2 : 0), 0);
-	}
 	core->sinks[2].mask = EH_EV_BIT(EH_EV_PUBLISH);
 	for (size_t i = 0; i < 4; i++) {
 		struct eh_event ev;
@@ -697,9 +713,7 @@ START_TEST(emit_packs_once_copies_to_each_sink)
 	expect_records(&core->sinks[2], 2, (const uint64_t[]){ 1, 2 }, (const uint64_t[]){ 1, 3 },
 		       (const char *const[]){ "c1", "c3" });
 	ck_assert_uint_eq(counter(&core->sinks[2].dropped), 0);
-	for (size_t i = 0; i < 3; i++)
-		eh_ring_destroy(&core->sinks[i].ring);
-	free(core);
+	emit_core_free(core);
 }
 END_TEST
 
@@ -774,18 +788,11 @@ END_TEST
  * sink does not want the event are left alone. */
 START_TEST(emit_notifies_each_sleeping_sink)
 {
-	struct eh_core *core = calloc(1, sizeof(*core));
+	struct eh_core *core = emit_core(0);
 	struct eh_event ev;
 	uint32_t before[3];
 
-	ck_assert_ptr_nonnull(core);
-	core->wanted = EH_EV_MASK_ALL;
-	core->nsinks = 3;
-	for (size_t i = 0; i < 3; i++) {
-		core->sinks[i].core = core;
-		core->sinks[i].mask = i == 1 ? EH_EV_BIT(EH_EV_SUBSCRIBE) : EH_EV_MASK_ALL;
-		ck_assert_int_eq(eh_ring_init(&core->sinks[i].ring, 65536, 0), 0);
-	}
+	core->sinks[1].mask = EH_EV_BIT(EH_EV_SUBSCRIBE);
 	/* sinks 0 and 1 asleep, sink 2 awake */
 	atomic_store(&core->sinks[0].ring.sleeping, 1);
 	atomic_store(&core->sinks[1].ring.sleeping, 1);
@@ -801,9 +808,7 @@ START_TEST(emit_notifies_each_sleeping_sink)
 	ck_assert_uint_eq(eh_ring_count(&core->sinks[0].ring), 1);
 	ck_assert_uint_eq(eh_ring_count(&core->sinks[1].ring), 0);
 	ck_assert_uint_eq(eh_ring_count(&core->sinks[2].ring), 1);
-	for (size_t i = 0; i < 3; i++)
-		eh_ring_destroy(&core->sinks[i].ring);
-	free(core);
+	emit_core_free(core);
 }
 END_TEST
 
