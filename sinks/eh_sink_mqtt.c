@@ -856,22 +856,6 @@ static int mqtt_open(void *ctx)
 	return m->wiper ? 0 : -1;
 }
 
-static void wait_callback(struct mqtt_sink *m, int64_t ms)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	pthread_mutex_lock(&m->lock);
-	pthread_cond_timedwait(&m->cond, &m->lock, &ts);
-	pthread_mutex_unlock(&m->lock);
-}
-
 static bool window_full(struct mqtt_sink *m)
 {
 	size_t limit;
@@ -1044,13 +1028,18 @@ static void close_clients(struct mqtt_sink *m, int64_t deadline)
 	d.context = m->cur;
 	if (up && MQTTAsync_disconnect(m->cur->client, &d) == MQTTASYNC_SUCCESS) {
 		int64_t until = eh_now_ms() + rest;
-		bool done = false;
 
-		while (!done && eh_now_ms() < until) {
-			wait_callback(m, 20);
+		while (eh_now_ms() < until) {
+			unsigned long seen;
+			bool done;
+
 			pthread_mutex_lock(&m->lock);
 			done = m->cur->disconnected;
+			seen = m->changes;
 			pthread_mutex_unlock(&m->lock);
+			if (done)
+				break;
+			wait_change(m, seen, until);
 		}
 	}
 	/* Pending messages fail back to us here; they are already counted as
@@ -1066,12 +1055,19 @@ static uint64_t mqtt_flush(void *ctx, int64_t timeout_ms)
 
 	for (;;) {
 		int64_t now = eh_now_ms();
+		unsigned long seen;
 
+		/* Read before settling: an acknowledgement that lands after
+		 * settle() has looked must end the wait, not be slept through. */
+		pthread_mutex_lock(&m->lock);
+		seen = m->changes;
+		pthread_mutex_unlock(&m->lock);
 		settle(m);
 		if (!m->count || now >= deadline)
 			break;
 		ready(m);
-		wait_callback(m, deadline - now < 50 ? deadline - now : 50);
+		/* The cap lets ready() run its reconnect timers meanwhile. */
+		wait_change(m, seen, deadline - now < 50 ? deadline : now + 50);
 	}
 	left = m->count;
 	close_clients(m, deadline);
