@@ -36,6 +36,13 @@ the broker's main thread, each sink's thread (named eh-<sink>), the
 libraries' threads, each peer and the generator (loadgen -T and -Q), next
 to what the machine's cores offer per cycle: when the total reaches that,
 the machine, not the broker, sets the rate.
+
+BENCH_PACED=1 adds, after each "every" run, a plugin-free broker driven at
+the rate "every" reached (loadgen -r), and prints both brokers' main-thread
+CPU per cycle at that same rate: a broker's CPU per cycle depends on its
+load (how many connections one wake-up serves), so "every", which runs
+below the plugin-free rate, is compared with "none" at full speed only with
+that caveat.
 """
 import os
 import sys
@@ -47,6 +54,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SECS = float(os.environ.get("BENCH_SECONDS", "4"))
 CONC = int(os.environ.get("BENCH_CONC", "32"))
 MODES = os.environ.get("BENCH_MODES", "cycle publish0 publish1").split()
+PACED = os.environ.get("BENCH_PACED", "0") == "1"
 
 CONFIGS = [
     ("none", []),
@@ -101,6 +109,14 @@ def run():
                       % (r + 1, mode, name, res["rate"], 100 * res["broker_thread_cpu"] / res["secs"],
                          100 * res["cpu"] / res["secs"], res["errors"],
                          "  enqueued/dropped: " + sinks if sinks else ""), flush=True)
+                if PACED and name == "every":
+                    with benchlib.Broker([]) as b:
+                        paced = benchlib.loadgen(b, mode, secs=SECS, conc=CONC, args=["-T", "-r", "%.1f" % res["rate"]])
+                        b.stop()
+                    results.setdefault((mode, "none paced"), []).append(paced)
+                    print("round %d %-8s %-5s %8.0f cycles/s  broker thread %3.0f%%  (none, paced at every's rate)"
+                          % (r + 1, mode, "none", paced["rate"], 100 * paced["broker_thread_cpu"] / paced["secs"]),
+                          flush=True)
     print()
     rows = []
     for mode in MODES:
@@ -129,7 +145,31 @@ def run():
                           "generator CPU", "events enqueued / dropped (all rounds)"], rows))
     print()
     print("targets: idle rate >= 0.99 x none, every rate >= 0.97 x none (reported, never enforced)")
+    if PACED:
+        paced_table(results)
     breakdown(results)
+
+
+def paced_table(results):
+    """Broker main-thread CPU per cycle of "every" next to a plugin-free
+    broker paced at the same rate in the same round."""
+    print()
+    print("### Same rate: every against none paced at every's rate (median of rounds)")
+    print()
+    rows = []
+    for mode in MODES:
+        ev, pc = results[(mode, "every")], results.get((mode, "none paced"), [])
+        if not pc:
+            continue
+
+        def cost(xs):
+            return [1e6 * x["broker_thread_cpu"] / x["cycles"] for x in xs]
+        rows.append([mode, "%.0f" % benchlib.median([x["rate"] for x in ev]),
+                     "%.0f" % benchlib.median([x["rate"] for x in pc]),
+                     "%.1f" % benchlib.median(cost(ev)), "%.1f" % benchlib.median(cost(pc)),
+                     "%.3f" % benchlib.median([a / b for a, b in zip(cost(ev), cost(pc))])])
+    print(benchlib.table(["mode", "every cycles/s", "none paced cycles/s", "every broker thread us/cycle",
+                          "none paced broker thread us/cycle", "per-round ratio (median)"], rows))
 
 
 def breakdown(results):
