@@ -203,7 +203,7 @@ check-packages: deps-packages
 # ---- benchmarks: `make bench` (never part of `make check`; numbers are
 # reported, no test fails on timing). bench/run.sh runs the core's
 # measurements (throughput with and without the plugin, callgrind
-# instruction counts, latency, wake-ups, memory) and then every
+# instruction counts, latency, wake-ups, memory, stop time) and then every
 # bench/bench_*.sh and bench/bench_*.py (docs/performance.md).
 BENCH_DEPS := valgrind util-linux linux-perf
 LOADGEN := $(BUILD)/bench/loadgen

@@ -5,12 +5,12 @@
 #   BENCH_ROUNDS [5] BENCH_SECONDS [4] BENCH_CONC [32] BENCH_MODES [cycle publish0 publish1]
 #   BENCH_PIN [1; 0: no CPU pinning]  BENCH_EVERY [1]  BENCH_EVERY_EXTRA [options for "every", ;-separated]
 #   CG_CYCLES [1000]   BENCH_ONLY: space-separated subset of
-#   "throughput callgrind latency wakeups memory sinks"
+#   "throughput callgrind latency wakeups memory stop sinks"
 set -eu
 BUILD=${BUILD:-build}
 export BUILD
 here=$(cd "$(dirname "$0")" && pwd)
-only=${BENCH_ONLY:-throughput callgrind latency wakeups memory sinks}
+only=${BENCH_ONLY:-throughput callgrind latency wakeups memory stop sinks}
 want() { case " $only " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 echo "# mosquitto-eventhook benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'), $(git -C "$here" describe --always --dirty 2>/dev/null || echo unknown)"
 echo
@@ -19,6 +19,7 @@ want callgrind && { sh "$here/callgrind.sh"; echo; }
 want latency && { /usr/bin/python3 "$here/latency.py"; echo; }
 want wakeups && { /usr/bin/python3 "$here/wakeups.py"; echo; }
 want memory && { /usr/bin/python3 "$here/memory.py"; echo; }
+want stop && { /usr/bin/python3 "$here/stop_time.py"; echo; }
 if want sinks; then
 	# Each sink's own benchmark, with its own baseline measured in the same
 	# run (docs/performance-<sink>.md).
