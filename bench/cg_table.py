@@ -3,6 +3,7 @@ totals, callgrind_annotate --inclusive=yes --tree=caller output for the
 callbacks) and appends a JSON line to the report; --report prints the
 tables."""
 import json
+import os
 import re
 import sys
 
@@ -60,7 +61,7 @@ def report(path, cycles_asked):
               "fourrings": "file, http, kafka, mqtt sinks (peers unreachable), events *",
               "every": "all five sinks (peers unreachable), events *"}
     print("## Broker main thread, instructions per cycle (callgrind, %s cycles of: connect, subscribe, "
-          "4 x QoS 1 publish, unsubscribe, disconnect)" % cycles_asked)
+          "4 x QoS 1 publish of %s bytes, unsubscribe, disconnect)" % (cycles_asked, os.environ.get("CG_PAYLOAD", "32")))
     print()
     print("| configuration | Ir per cycle | vs no plugin | plugin callbacks Ir per cycle | events enqueued per cycle |")
     print("|---|---|---|---|---|")

@@ -62,7 +62,8 @@ enum state {
 	S_PROBE, /* latency subscriber, never cycles */
 };
 
-#define OUT_CAP 65536
+#define OUT_CAP 65536 /* the smallest output buffer; publish mode sizes it to one cycle */
+#define PAYLOAD_MAX (256u << 10)
 #define IN_CAP 4096
 #define PROBE_IN_CAP (1u << 20)
 
@@ -182,12 +183,19 @@ static size_t put_str(uint8_t *p, const char *s, size_t len)
 	return len + 2;
 }
 
-static void out_put(struct conn *c, const uint8_t *pkt, size_t len)
+static size_t out_cap = OUT_CAP;
+
+static void out_reserve(struct conn *c, size_t len)
 {
-	if (c->out_len + len > OUT_CAP) {
+	if (c->out_len + len > out_cap) {
 		fprintf(stderr, "loadgen: output buffer full\n");
 		exit(2);
 	}
+}
+
+static void out_put(struct conn *c, const uint8_t *pkt, size_t len)
+{
+	out_reserve(c, len);
 	memcpy(c->out + c->out_len, pkt, len);
 	c->out_len += len;
 }
@@ -254,12 +262,13 @@ static void q_unsubscribe(struct conn *c)
 
 static void q_publishes(struct conn *c)
 {
-	uint8_t b[1024];
+	uint8_t b[256];
 	char t[128];
 	size_t tl = topic_of(c, t, sizeof(t), "out");
 
 	for (unsigned i = 0; i < o.npub; i++) {
-		size_t n = put_str(b, t, tl);
+		uint8_t fh[8];
+		size_t n = put_str(b, t, tl), h = 0;
 
 		if (o.qos) {
 			uint16_t pid = (uint16_t)(i + 10);
@@ -267,9 +276,15 @@ static void q_publishes(struct conn *c)
 			b[n++] = (uint8_t)(pid >> 8);
 			b[n++] = (uint8_t)pid;
 		}
-		memset(b + n, 'x', o.payload);
-		n += o.payload;
-		send_packet(c, (uint8_t)(0x30 | (o.qos << 1)), b, n);
+		/* The payload goes straight into the output buffer: it may be
+		 * far larger than any other packet. */
+		fh[h++] = (uint8_t)(0x30 | (o.qos << 1));
+		h += put_varint(fh + h, n + o.payload);
+		out_put(c, fh, h);
+		out_put(c, b, n);
+		out_reserve(c, o.payload);
+		memset(c->out + c->out_len, 'x', o.payload);
+		c->out_len += o.payload;
 		pubs_sent++;
 		if (measuring)
 			pubs_in_window++;
@@ -820,7 +835,7 @@ static void usage(void)
 		"  -d SECONDS         measured duration (10)  -w SECONDS  warm-up before it (1)\n"
 		"  -n CYCLES          stop after this many measured cycles instead of a duration\n"
 		"  -N N               publishes per connection in publish mode (10)\n"
-		"  -q 0|1             QoS of the publishes (0)   -s BYTES  payload size (32)\n"
+		"  -q 0|1             QoS of the publishes (0)   -s BYTES  payload size (32, at most 262144)\n"
 		"  -i PREFIX          client id and topic prefix (lg)\n"
 		"  -r RATE            start at most RATE cycles per second in total (default: as fast as possible)\n"
 		"  -L FILTER          latency probe: subscribe to FILTER (the local sink's topic) and\n"
@@ -887,8 +902,19 @@ int main(int argc, char **argv)
 		default: usage();
 		}
 	}
-	if (!o.concurrency || o.qos > 1 || o.payload > 512 || (o.qos && o.npub > 60000) || o.npub > 1000)
+	if (!o.concurrency || o.qos > 1 || o.payload > PAYLOAD_MAX || (o.qos && o.npub > 60000) || o.npub > 1000)
 		usage();
+	/* A cycle's publishes are queued at once; each connection's buffer holds them all. */
+	if (o.publish) {
+		size_t cycle = (size_t)o.npub * (o.payload + 256) + 4096;
+
+		if (cycle > (16u << 20)) {
+			fprintf(stderr, "loadgen: -N x -s over 16 MiB per cycle\n");
+			return 2;
+		}
+		if (cycle > out_cap)
+			out_cap = cycle;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	{
 		struct rlimit rl = { 65536, 65536 };
@@ -941,7 +967,7 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < o.concurrency; i++) {
 		conns[i].fd = -1;
 		conns[i].slot = i;
-		conns[i].out = malloc(OUT_CAP);
+		conns[i].out = malloc(out_cap);
 		conns[i].in = malloc(IN_CAP);
 		conns[i].in_cap = IN_CAP;
 		if (!conns[i].out || !conns[i].in)

@@ -43,6 +43,9 @@ CPU per cycle at that same rate: a broker's CPU per cycle depends on its
 load (how many connections one wake-up serves), so "every", which runs
 below the plugin-free rate, is compared with "none" at full speed only with
 that caveat.
+
+BENCH_PAYLOAD=BYTES sets the size of each publish's payload (loadgen -s;
+default 32, at most 262144).
 """
 import os
 import sys
@@ -55,6 +58,7 @@ SECS = float(os.environ.get("BENCH_SECONDS", "4"))
 CONC = int(os.environ.get("BENCH_CONC", "32"))
 MODES = os.environ.get("BENCH_MODES", "cycle publish0 publish1").split()
 PACED = os.environ.get("BENCH_PACED", "0") == "1"
+PAYLOAD = os.environ.get("BENCH_PAYLOAD", "")  # loadgen -s: bytes per publish (32)
 
 CONFIGS = [
     ("none", []),
@@ -83,19 +87,21 @@ def main():
 
 
 def run():
-    print("## Throughput: %d round(s) x %.0f s, %d connections in flight" % (ROUNDS, SECS, CONC))
+    print("## Throughput: %d round(s) x %.0f s, %d connections in flight%s"
+          % (ROUNDS, SECS, CONC, ", %s-byte payloads" % PAYLOAD if PAYLOAD else ""))
     print("machine: " + benchlib.machine())
     if benchlib.BROKER_CPU:
         print("pinning: broker main thread on CPU 0; generator and sink threads on CPU(s) %s"
               % ",".join(map(str, sorted(benchlib.OTHER_CPUS))))
     results = {(m, c): [] for m in MODES for c, _ in CONFIGS}
+    base_args = ["-T"] + (["-s", PAYLOAD] if PAYLOAD else [])
     counters = {(m, c): [] for m in MODES for c, _ in CONFIGS}
     for r in range(ROUNDS):
         order = CONFIGS[r % len(CONFIGS):] + CONFIGS[:r % len(CONFIGS)]
         for mode in MODES:
             for name, lines in order:
                 with benchlib.Broker(lines) as b:
-                    args = ["-T"]
+                    args = list(base_args)
                     if name == "every":
                         for pid in PEER_PIDS.values():
                             args += ["-Q", str(pid)]
@@ -111,7 +117,8 @@ def run():
                          "  enqueued/dropped: " + sinks if sinks else ""), flush=True)
                 if PACED and name == "every":
                     with benchlib.Broker([]) as b:
-                        paced = benchlib.loadgen(b, mode, secs=SECS, conc=CONC, args=["-T", "-r", "%.1f" % res["rate"]])
+                        paced = benchlib.loadgen(b, mode, secs=SECS, conc=CONC,
+                                                 args=base_args + ["-r", "%.1f" % res["rate"]])
                         b.stop()
                     results.setdefault((mode, "none paced"), []).append(paced)
                     print("round %d %-8s %-5s %8.0f cycles/s  broker thread %3.0f%%  (none, paced at every's rate)"
