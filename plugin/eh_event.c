@@ -13,7 +13,10 @@ struct eh_event_packed {
 	uint64_t number;
 	uint64_t seq;
 	int64_t ts_ms;
-	int64_t connected_ms;
+	/* The event's shared slot: a disconnection's connected_ms, a
+	 * publish's payload_size. One slot keeps the header, which every event
+	 * pays for in every ring, at 64 bytes. */
+	int64_t by_type;
 	uint32_t len[EH_F_COUNT];
 	uint16_t keepalive;
 	uint16_t flags;
@@ -87,7 +90,7 @@ void eh_event_pack(const struct eh_event *ev, void *out)
 	p.number = ev->number;
 	p.seq = ev->seq;
 	p.ts_ms = ev->ts_ms;
-	p.connected_ms = ev->connected_ms;
+	p.by_type = ev->connected_ms; /* or payload_size: the same slot */
 	p.keepalive = ev->keepalive;
 	p.flags = ev->flags;
 	p.type = ev->type;
@@ -123,7 +126,6 @@ int eh_event_unpack(const void *rec, size_t len, struct eh_event *ev)
 	ev->number = p.number;
 	ev->seq = p.seq;
 	ev->ts_ms = p.ts_ms;
-	ev->connected_ms = p.connected_ms;
 	ev->keepalive = p.keepalive;
 	ev->flags = p.flags;
 	ev->type = p.type;
@@ -132,6 +134,9 @@ int eh_event_unpack(const void *rec, size_t len, struct eh_event *ev)
 	ev->reason = p.reason;
 	ev->action = p.action;
 	if (ev->type >= EH_EV_COUNT)
+		return -1;
+	ev->connected_ms = p.by_type;
+	if (ev->type == EH_EV_PUBLISH && (ev->payload_size < 0 || ev->payload_size > UINT32_MAX))
 		return -1;
 	for (int i = 0; i < EH_F_COUNT; i++) {
 		if (p.len[i] > left)

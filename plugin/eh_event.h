@@ -75,7 +75,17 @@ struct eh_event {
 	uint64_t number;       /* capture order in this plugin instance: the id */
 	uint64_t seq;          /* order of the events offered to one sink */
 	int64_t ts_ms;         /* Unix time in milliseconds */
-	int64_t connected_ms;  /* disconnected: how long it was connected */
+	/* Per type; no event has both, so they share one slot here and in the
+	 * packed record, which then costs no event anything. Same type, so the
+	 * slot is copied through either name. */
+	union {
+		int64_t connected_ms; /* disconnected: how long it was connected */
+		/* publish: the size of the payload the client sent (0 to
+		 * UINT32_MAX). Larger than f[EH_F_PAYLOAD].len when that holds
+		 * only its first bytes (payload_max_bytes); 0 or equal when it
+		 * holds all of it. */
+		int64_t payload_size;
+	};
 	uint16_t keepalive;
 	uint8_t type;          /* enum eh_event_type */
 	uint8_t proto_ver;     /* 3, 4, 5; 0 when unknown */
@@ -90,6 +100,18 @@ const char *eh_event_type_name(unsigned type);
 /* Returns the type for an exact name, or -1. */
 int eh_event_type_from_name(const char *name, size_t len);
 const char *eh_reason_name(unsigned reason);
+
+/* The size of a publish's payload as the client sent it, and whether the
+ * event carries less than that. */
+static inline uint32_t eh_event_payload_size(const struct eh_event *ev)
+{
+	return ev->payload_size > ev->f[EH_F_PAYLOAD].len ? (uint32_t)ev->payload_size : ev->f[EH_F_PAYLOAD].len;
+}
+
+static inline bool eh_event_payload_truncated(const struct eh_event *ev)
+{
+	return ev->payload_size > ev->f[EH_F_PAYLOAD].len;
+}
 
 /* Bytes eh_event_pack needs for ev; the ring refuses records over its limit. */
 size_t eh_event_packed_size(const struct eh_event *ev);

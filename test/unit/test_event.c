@@ -19,7 +19,11 @@ static void fill_event(struct eh_event *ev, unsigned type, const char *cid, uint
 	ev->number = 0x0102030405060708ull + type;
 	ev->seq = 0xfffffffffffffff0ull + type;
 	ev->ts_ms = -1234567890123ll;
-	ev->connected_ms = 0x7fffffffffffffffll;
+	/* One slot, by type. */
+	if (type == EH_EV_PUBLISH)
+		ev->payload_size = 268435455;
+	else
+		ev->connected_ms = 0x7fffffffffffffffll;
 	ev->keepalive = 65535;
 	ev->type = (uint8_t)type;
 	ev->proto_ver = 5;
@@ -40,6 +44,7 @@ static void assert_same(const struct eh_event *a, const struct eh_event *b)
 	ck_assert_uint_eq(a->seq, b->seq);
 	ck_assert_int_eq(a->ts_ms, b->ts_ms);
 	ck_assert_int_eq(a->connected_ms, b->connected_ms);
+	ck_assert_uint_eq(a->payload_size, b->payload_size);
 	ck_assert_uint_eq(a->keepalive, b->keepalive);
 	ck_assert_uint_eq(a->type, b->type);
 	ck_assert_uint_eq(a->proto_ver, b->proto_ver);
@@ -210,6 +215,91 @@ START_TEST(event_malformed_rejected)
 }
 END_TEST
 
+/* A publish cut to its first bytes: the record holds only those, the
+ * header is no larger, and the full size comes back. */
+START_TEST(event_round_trip_truncated_publish)
+{
+	static const char cid[] = "client-1";
+	struct eh_event ev, back, whole;
+	size_t len, whole_len;
+	char *buf;
+
+	fill_event(&whole, EH_EV_PUBLISH, cid, sizeof(cid) - 1);
+	whole.payload_size = 0;
+	whole.f[EH_F_PAYLOAD].len = 3;
+	ev = whole;
+	ev.payload_size = 70000;
+	free(pack(&whole, &whole_len));
+	buf = pack(&ev, &len);
+	ck_assert_uint_eq(len, whole_len);
+	ck_assert_int_eq(eh_event_unpack(buf, len, &back), 0);
+	assert_same(&ev, &back);
+	ck_assert_uint_eq(back.f[EH_F_PAYLOAD].len, 3);
+	ck_assert_uint_eq(eh_event_payload_size(&back), 70000);
+	ck_assert(eh_event_payload_truncated(&back));
+	free(buf);
+
+	/* Nothing kept (payload_max_bytes 0) of the largest MQTT payload. */
+	ev.f[EH_F_PAYLOAD] = (struct eh_bytes){ NULL, 0 };
+	ev.payload_size = 268435455;
+	buf = pack(&ev, &len);
+	ck_assert_int_eq(eh_event_unpack(buf, len, &back), 0);
+	ck_assert_uint_eq(back.f[EH_F_PAYLOAD].len, 0);
+	ck_assert_uint_eq(eh_event_payload_size(&back), 268435455);
+	ck_assert(eh_event_payload_truncated(&back));
+	free(buf);
+
+	/* Not cut: the size is the bytes' length, whether the producer set
+	 * payload_size to it or left it 0. */
+	ck_assert_uint_eq(eh_event_payload_size(&whole), 3);
+	ck_assert(!eh_event_payload_truncated(&whole));
+	whole.payload_size = 3;
+	ck_assert_uint_eq(eh_event_payload_size(&whole), 3);
+	ck_assert(!eh_event_payload_truncated(&whole));
+}
+END_TEST
+
+/* The type's 64-bit slot holds a size for a publish: one that no uint32_t
+ * holds is refused; for other types any value is a duration. */
+START_TEST(event_publish_size_out_of_range_rejected)
+{
+	static const char cid[] = "client-1";
+	const int64_t bad[] = { -1, INT64_MIN, (int64_t)UINT32_MAX + 1, INT64_MAX };
+	struct eh_event ev, back;
+	size_t len, off = 0;
+	char *buf;
+	int64_t v;
+
+	fill_event(&ev, EH_EV_PUBLISH, cid, sizeof(cid) - 1);
+	ev.payload_size = 0x0a0b0c0du;
+	buf = pack(&ev, &len);
+	/* Found by value, like the length array above. */
+	for (v = 0; off + 8 <= len; off += 8) {
+		memcpy(&v, buf + off, 8);
+		if (v == 0x0a0b0c0d)
+			break;
+	}
+	ck_assert_int_eq(v, 0x0a0b0c0d);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memcpy(buf + off, &bad[i], 8);
+		ck_assert_int_eq(eh_event_unpack(buf, len, &back), -1);
+	}
+	v = UINT32_MAX;
+	memcpy(buf + off, &v, 8);
+	ck_assert_int_eq(eh_event_unpack(buf, len, &back), 0);
+	ck_assert_uint_eq(back.payload_size, UINT32_MAX);
+	free(buf);
+
+	/* In a disconnection the slot is a duration, negative values too. */
+	fill_event(&ev, EH_EV_DISCONNECTED, cid, sizeof(cid) - 1);
+	ev.connected_ms = -1;
+	buf = pack(&ev, &len);
+	ck_assert_int_eq(eh_event_unpack(buf, len, &back), 0);
+	ck_assert_int_eq(back.connected_ms, -1);
+	free(buf);
+}
+END_TEST
+
 START_TEST(event_names)
 {
 	ck_assert_str_eq(eh_event_type_name(EH_EV_CONNECT), "client.connect");
@@ -246,6 +336,8 @@ static Suite *event_suite(void)
 	tcase_add_test(tc, event_round_trip_every_type);
 	tcase_add_test(tc, event_round_trip_empty_and_large);
 	tcase_add_test(tc, event_malformed_rejected);
+	tcase_add_test(tc, event_round_trip_truncated_publish);
+	tcase_add_test(tc, event_publish_size_out_of_range_rejected);
 	tcase_add_test(tc, event_names);
 	suite_add_tcase(s, tc);
 	return s;
