@@ -321,7 +321,9 @@ json_t *eh_json_event(const struct eh_event *ev, const struct eh_node *node)
 		rc |= set_new(o, "qos", json_integer(ev->qos));
 		rc |= set_new(o, "retain", json_boolean(ev->flags & EH_EVF_RETAIN));
 		rc |= set_new(o, "payload", b64_string(ev->f[EH_F_PAYLOAD].ptr, ev->f[EH_F_PAYLOAD].len));
-		rc |= set_new(o, "payload_size", json_integer(ev->f[EH_F_PAYLOAD].len));
+		rc |= set_new(o, "payload_size", json_integer(eh_event_payload_size(ev)));
+		if (eh_event_payload_truncated(ev))
+			rc |= set_new(o, "payload_truncated", json_true());
 		break;
 	default:
 		break;

@@ -396,7 +396,9 @@ static int write_object(struct eh_buf *b, const struct eh_event *ev, const struc
 		rc |= field_int(b, KEY("qos"), ev->qos);
 		rc |= field_bool(b, KEY("retain"), ev->flags & EH_EVF_RETAIN);
 		rc |= append(b, KEY("payload")) || put_base64(b, ev->f[EH_F_PAYLOAD].ptr, ev->f[EH_F_PAYLOAD].len);
-		rc |= field_int(b, KEY("payload_size"), ev->f[EH_F_PAYLOAD].len);
+		rc |= field_int(b, KEY("payload_size"), eh_event_payload_size(ev));
+		if (eh_event_payload_truncated(ev))
+			rc |= append(b, LIT(",\"payload_truncated\":true"));
 		break;
 	default:
 		break;

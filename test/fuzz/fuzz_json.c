@@ -5,7 +5,9 @@
  * bytes, then the five strings split at lengths taken from the header.
  * Invariants: the event and its CloudEvents envelope always dump to JSON
  * that parses back; each string field is the input when it is valid UTF-8,
- * and otherwise its _b64 twin decodes to the input bytes.
+ * and otherwise its _b64 twin decodes to the input bytes; a publish's
+ * payload_size is the size sent, payload_truncated present exactly when
+ * that exceeds the bytes carried.
  */
 #include <string.h>
 
@@ -105,9 +107,14 @@ static void encode(const struct eh_event *ev)
 			check_field(o, "username", &ev->f[EH_F_USERNAME]);
 		if (EH_EV_BIT(ev->type) & EH_EV_MASK_TOPIC)
 			check_field(o, "topic", &ev->f[EH_F_TOPIC]);
-		if (ev->type == EH_EV_PUBLISH)
+		if (ev->type == EH_EV_PUBLISH) {
 			FUZZ_CHECK(json_integer_value(json_object_get(o, "payload_size"))
-				   == (json_int_t)ev->f[EH_F_PAYLOAD].len);
+				   == (json_int_t)eh_event_payload_size(ev));
+			FUZZ_CHECK(json_integer_value(json_object_get(o, "payload_size"))
+				   >= (json_int_t)ev->f[EH_F_PAYLOAD].len);
+			FUZZ_CHECK(json_is_true(json_object_get(o, "payload_truncated")) == eh_event_payload_truncated(ev));
+			FUZZ_CHECK(json_object_get(o, "payload_truncated") == NULL || eh_event_payload_truncated(ev));
+		}
 		json_decref(back);
 		free(text);
 		json_decref(objs[k]);
@@ -135,6 +142,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ev.action = (uint8_t)(data[20] % 3);
 	ev.qos = data[21];
 	ev.proto_ver = data[22];
+	/* For a publish the same slot is payload_size: cut by payload_max_bytes
+	 * when it exceeds the payload's bytes. */
 	ev.connected_ms = (int64_t)data[23] * 1000;
 	ev.seq = ev.number >> 3;
 	rest = (const char *)data + 24;

@@ -37,7 +37,9 @@ static struct eh_event full_event(unsigned type)
 	ev.qos = 1;
 	ev.flags = EH_EVF_HAS_USERNAME | EH_EVF_CLEAN_START | EH_EVF_RETAIN | EH_EVF_GRANTED_KNOWN | EH_EVF_GRANTED
 		   | EH_EVF_HAS_CONNECTED_MS;
-	ev.connected_ms = 1500;
+	/* A publish's payload_size shares the slot (and is tested apart). */
+	if (type != EH_EV_PUBLISH)
+		ev.connected_ms = 1500;
 	ev.reason = EH_REASON_BAD_CREDENTIALS;
 	ev.action = EH_ACTION_PUBLISH;
 	ev.f[EH_F_CLIENTID] = (struct eh_bytes){ "c1", 2 };
@@ -135,6 +137,56 @@ START_TEST(json_every_type_minimal)
 		/* A username given while the flag says none is not shown. */
 		assert_event_json(&ev, want[t]);
 	}
+}
+END_TEST
+
+/* payload_max_bytes: payload holds the bytes kept, payload_size the size
+ * sent, and payload_truncated follows it only when bytes were left out. */
+START_TEST(json_publish_truncated_exact)
+{
+	static const char *const head = "{\"event\":\"message.publish\"," COMMON
+					",\"topic\":\"a/b\",\"qos\":1,\"retain\":true,";
+	static const struct {
+		const char *bytes;
+		uint32_t len, size;
+		const char *tail;
+	} cases[] = {
+		{ "hi", 2, 0, "\"payload\":\"aGk=\",\"payload_size\":2}" },
+		{ "hi", 2, 2, "\"payload\":\"aGk=\",\"payload_size\":2}" },
+		{ "hi", 2, 3, "\"payload\":\"aGk=\",\"payload_size\":3,\"payload_truncated\":true}" },
+		{ "hi", 2, 70000, "\"payload\":\"aGk=\",\"payload_size\":70000,\"payload_truncated\":true}" },
+		{ NULL, 0, 5, "\"payload\":\"\",\"payload_size\":5,\"payload_truncated\":true}" },
+		{ NULL, 0, 0, "\"payload\":\"\",\"payload_size\":0}" },
+		{ "hi", 2, 268435455,
+		  "\"payload\":\"aGk=\",\"payload_size\":268435455,\"payload_truncated\":true}" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct eh_event ev = full_event(EH_EV_PUBLISH);
+		char want[512];
+
+		ev.f[EH_F_PAYLOAD] = (struct eh_bytes){ cases[i].bytes, cases[i].len };
+		ev.payload_size = cases[i].size;
+		snprintf(want, sizeof(want), "%s%s", head, cases[i].tail);
+		assert_event_json(&ev, want);
+	}
+}
+END_TEST
+
+START_TEST(json_cloudevent_truncated_publish)
+{
+	struct eh_node node = test_node();
+	struct eh_event ev = full_event(EH_EV_PUBLISH);
+	char *got;
+
+	ev.payload_size = 70000;
+	got = dump(eh_json_cloudevent(&ev, &node));
+	ck_assert_str_eq(got, "{\"specversion\":\"1.0\",\"type\":\"message.publish\",\"source\":\"node-1\","
+			 "\"id\":\"01234567-89ab-8def-8000-00000000002a\",\"time\":\"2023-11-14T22:13:20.123Z\","
+			 "\"datacontenttype\":\"application/json\",\"data\":{\"event\":\"message.publish\","
+			 COMMON ",\"topic\":\"a/b\",\"qos\":1,\"retain\":true,\"payload\":\"aGk=\","
+			 "\"payload_size\":70000,\"payload_truncated\":true}}");
+	free(got);
 }
 END_TEST
 
@@ -561,6 +613,8 @@ static Suite *json_suite(void)
 
 	tcase_add_test(tc, json_every_type_exact);
 	tcase_add_test(tc, json_every_type_minimal);
+	tcase_add_test(tc, json_publish_truncated_exact);
+	tcase_add_test(tc, json_cloudevent_truncated_publish);
 	tcase_add_test(tc, json_invalid_utf8_replaced_with_b64);
 	tcase_add_test(tc, json_control_and_nul_escaped);
 	tcase_add_test(tc, json_large_client_id);

@@ -93,9 +93,70 @@ START_TEST(json_write_matches_jansson)
 			fill(f[i], n, (int)(next() % 3));
 			ev.f[i] = (struct eh_bytes){ n ? f[i] : NULL, (uint32_t)n };
 		}
+		/* A publish's size (in connected_ms's slot): 0, equal to what
+		 * is kept, or larger (cut by payload_max_bytes). */
+		switch (ev.type == EH_EV_PUBLISH ? next() % 3 : 3) {
+		case 0:
+			ev.payload_size = 0;
+			break;
+		case 3:
+			break;
+		case 1:
+			ev.payload_size = ev.f[EH_F_PAYLOAD].len;
+			break;
+		default:
+			ev.payload_size = ev.f[EH_F_PAYLOAD].len + 1 + (int64_t)(next() % 268435455u);
+			break;
+		}
 		check_one(&ev, &node, 0);
 		check_one(&ev, &node, 1);
 	}
+}
+END_TEST
+
+/* The writer's own bytes for a cut publish, plain and in CloudEvents, next
+ * to the same event uncut: only payload_size differs and
+ * payload_truncated appears. */
+START_TEST(json_write_truncated_publish_exact)
+{
+	static const char common[] = "{\"event\":\"message.publish\",\"id\":\"00000000-0000-8001-8000-000000000005\","
+				     "\"ts\":\"1970-01-01T00:00:00.000Z\",\"node\":\"n\",\"seq\":3,\"clientid\":\"c\","
+				     "\"peer\":\"p\",\"protocol\":\"mqtt\",\"proto_ver\":5,\"topic\":\"t\",\"qos\":0,"
+				     "\"retain\":false,\"payload\":\"MDEyMzQ1Njc4OWFiY2RlZg==\",\"payload_size\":";
+	static const char ce[] = "{\"specversion\":\"1.0\",\"type\":\"message.publish\",\"source\":\"n\","
+				 "\"id\":\"00000000-0000-8001-8000-000000000005\",\"time\":\"1970-01-01T00:00:00.000Z\","
+				 "\"datacontenttype\":\"application/json\",\"data\":";
+	struct eh_node node = { "n", 1 };
+	struct eh_event ev;
+	struct eh_buf b = { 0 };
+	char want[1024];
+
+	memset(&ev, 0, sizeof(ev));
+	ev.type = EH_EV_PUBLISH;
+	ev.number = 5;
+	ev.seq = 3;
+	ev.proto_ver = 5;
+	ev.f[EH_F_CLIENTID] = (struct eh_bytes){ "c", 1 };
+	ev.f[EH_F_PEER] = (struct eh_bytes){ "p", 1 };
+	ev.f[EH_F_TOPIC] = (struct eh_bytes){ "t", 1 };
+	ev.f[EH_F_PAYLOAD] = (struct eh_bytes){ "0123456789abcdef", 16 };
+
+	ev.payload_size = 16;
+	ck_assert_int_eq(eh_json_write_event(&b, &ev, &node), 0);
+	snprintf(want, sizeof(want), "%s16}", common);
+	ck_assert_str_eq(b.data, want);
+
+	ev.payload_size = 70000;
+	b.len = 0;
+	ck_assert_int_eq(eh_json_write_event(&b, &ev, &node), 0);
+	snprintf(want, sizeof(want), "%s70000,\"payload_truncated\":true}", common);
+	ck_assert_str_eq(b.data, want);
+
+	b.len = 0;
+	ck_assert_int_eq(eh_json_write_cloudevent(&b, &ev, &node), 0);
+	snprintf(want, sizeof(want), "%s%s70000,\"payload_truncated\":true}}", ce, common);
+	ck_assert_str_eq(b.data, want);
+	eh_buf_free(&b);
 }
 END_TEST
 
@@ -276,6 +337,7 @@ static Suite *json_write_suite(void)
 	TCase *tc = tcase_create("write");
 
 	tcase_add_test(tc, json_write_matches_jansson);
+	tcase_add_test(tc, json_write_truncated_publish_exact);
 	tcase_add_test(tc, json_write_appends);
 	tcase_add_test(tc, json_write_string_edges);
 	tcase_add_test(tc, json_write_long_strings);
