@@ -68,6 +68,9 @@ struct eh_capture {
 	char *write_topic; /* TOPIC_MAX bytes, allocated once */
 
 	uint64_t closed_before_auth;
+	/* plugin_opt_payload_max_bytes; UINT32_MAX when unset, above any MQTT
+	 * payload (268435455 bytes at most), so the hot path is one compare. */
+	uint32_t payload_max;
 
 	/* What reg() registered, unregistered at cleanup: Mosquitto 2.0 frees
 	 * only the callbacks a plugin unregisters (the rest leak at exit). */
@@ -455,6 +458,7 @@ static int on_message(int event, void *event_data, void *user)
 	c = known_client(cap, ed->client);
 	if (c && eh_core_wants(cap->core, EH_EV_PUBLISH)) {
 		struct eh_event ev;
+		uint32_t kept;
 
 		ev_from_client(&ev, EH_EV_PUBLISH, c);
 		ev.flags &= (uint16_t)~EH_EVF_CLEAN_START;
@@ -462,7 +466,11 @@ static int on_message(int event, void *event_data, void *user)
 			ev.flags |= EH_EVF_RETAIN;
 		ev.qos = ed->qos;
 		ev.f[EH_F_TOPIC] = (struct eh_bytes){ ed->topic, (uint32_t)len };
-		ev.f[EH_F_PAYLOAD] = (struct eh_bytes){ ed->payload, ed->payloadlen };
+		/* Cut here, before packing, so that the bytes left out are never
+		 * copied into a ring nor counted against queue_bytes. */
+		kept = ed->payloadlen < cap->payload_max ? ed->payloadlen : cap->payload_max;
+		ev.payload_size = ed->payloadlen;
+		ev.f[EH_F_PAYLOAD] = (struct eh_bytes){ ed->payload, kept };
 		eh_core_emit(cap->core, &ev);
 	}
 	maybe_chores(cap);
@@ -773,6 +781,9 @@ int eh_capture_init(struct eh_core *core, int index)
 	cap->pid = core->plugin_id;
 	cap->index = index;
 	cap->last_chores_ms = eh_now_ms();
+	/* Validated against the option's range by eh_core_init. */
+	cap->payload_max = eh_config_get(&core->config, "payload_max_bytes")
+				   ? (uint32_t)eh_config_int(&core->config, "payload_max_bytes") : UINT32_MAX;
 	if (dladdr((void *)eh_capture_init, &info) && info.dli_fname)
 		snprintf(self, sizeof(self), "%s", info.dli_fname);
 	eh_scope_learn(&cap->scope, override, self, index);

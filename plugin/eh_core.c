@@ -40,6 +40,11 @@ static const struct eh_option core_options[] = {
 	{ "queue_bytes", EH_OPT_INT, "33554432", 65536, 4294967296LL, NULL, 0,
 	  "Memory of each sink's ring, in bytes (rounded up to a power of two). An event is dropped when "
 	  "either limit is reached; one event larger than a quarter of it is always dropped." },
+	{ "payload_max_bytes", EH_OPT_INT, NULL, 0, 268435455, NULL, 0,
+	  "Most bytes of a payload a message.publish event carries: payload holds the first N bytes, "
+	  "payload_size stays the size the client sent, and payload_truncated is true when bytes were left "
+	  "out. The cut is made before queueing, so large payloads cost the broker thread and queue_bytes "
+	  "only N bytes. 0 keeps no payload bytes. Unset: the whole payload." },
 	{ "shutdown_timeout_ms", EH_OPT_INT, "5000", 0, 600000, NULL, 0,
 	  "How long the sinks may keep delivering queued events when the broker stops." },
 	{ "stats_interval", EH_OPT_INT, "60", 0, 86400, NULL, 0,

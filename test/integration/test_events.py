@@ -6,6 +6,7 @@ exact answers) and reads the JSON lines the file sink wrote. "Nothing more
 happened" is proven with a sentinel client whose events come after every
 event of the scenario, never with a sleep.
 """
+import base64
 import json
 import os
 import re
@@ -393,6 +394,71 @@ class EventsTest(BrokerTestCase):
         self.assertEqual(json.loads(msgs[0].payload)["seq"], 1)
         viewer.close()
 
+    def publish_sizes(self, b, clientid, sizes):
+        """Publishes one payload of each size (distinct bytes, QoS 1) and
+        returns them with the message.publish events of the client."""
+        payloads = [bytes((i * 7 + n) % 256 for i in range(n)) for n in sizes]
+        c = RawClient(b.port, clientid, MQTTV311)
+        self.assertEqual(c.connect().rc, 0)
+        for p in payloads:
+            self.assertEqual(c.publish("big/x", p, qos=1), 0)
+        c.disconnect()
+        evs = [e for e in of(self.sentinel(b), clientid) if e["event"] == "message.publish"]
+        self.assertEqual(len(evs), len(payloads))
+        return payloads, evs
+
+    def assert_cut(self, ev, payload, limit):
+        """ev carries the first limit bytes of payload (all with limit None),
+        the full size, and payload_truncated exactly when bytes were left
+        out, as the last field."""
+        kept = payload if limit is None else payload[:limit]
+        self.assertEqual(base64.b64decode(ev["payload"], validate=True), kept)
+        self.assertEqual(ev["payload_size"], len(payload))
+        if len(kept) < len(payload):
+            self.assertIs(ev["payload_truncated"], True)
+            self.assertEqual(list(ev)[-3:], ["payload", "payload_size", "payload_truncated"])
+        else:
+            self.assertNotIn("payload_truncated", ev)
+            self.assertEqual(list(ev)[-2:], ["payload", "payload_size"])
+
+    def test_payload_max_bytes_cuts_publish_events(self):
+        # The file sink writes plain events, the local sink CloudEvents:
+        # both forms carry the cut payload.
+        b = self.broker(payload_max_bytes="16", local_topic="$events/{event}/{clientid}",
+                        local_format="cloudevents", local_events="message.publish")
+        viewer = RawClient(b.port, "viewer")
+        self.assertEqual(viewer.connect().rc, 0)
+        viewer.subscribe([("$events/message.publish/#", 0)])
+        sizes = [0, 5, 16, 17, 70000]
+        payloads, evs = self.publish_sizes(b, "cutter", sizes)
+        for p, e in zip(payloads, evs):
+            with self.subTest(size=len(p), sink="file"):
+                self.assert_cut(e, p, 16)
+        msgs = viewer.wait_messages(lambda m: len([x for x in m if x.topic.endswith("/cutter")]) >= len(sizes))
+        ces = [json.loads(m.payload) for m in msgs if m.topic.endswith("/cutter")]
+        self.assertEqual(len(ces), len(sizes))
+        for p, ce in zip(payloads, ces):
+            with self.subTest(size=len(p), sink="local cloudevents"):
+                self.assertEqual(ce["type"], "message.publish")
+                self.assert_cut(ce["data"], p, 16)
+        viewer.close()
+        self.assert_common(read_events(b.events_path))
+
+    def test_payload_max_bytes_zero_keeps_sizes_only(self):
+        b = self.broker(payload_max_bytes="0")
+        payloads, evs = self.publish_sizes(b, "sizer", [0, 5, 70000])
+        for p, e in zip(payloads, evs):
+            with self.subTest(size=len(p)):
+                self.assertEqual(e["payload"], "")
+                self.assert_cut(e, p, 0)
+
+    def test_publish_payload_whole_without_payload_max_bytes(self):
+        b = self.broker()
+        payloads, evs = self.publish_sizes(b, "whole", [0, 17, 70000])
+        for p, e in zip(payloads, evs):
+            with self.subTest(size=len(p)):
+                self.assert_cut(e, p, None)
+
     def test_local_sink_topics_escaping_stats_and_no_feedback(self):
         b = self.broker(local_topic="$events/{event}/{clientid}", stats_interval="1")
         viewer = RawClient(b.port, "viewer")
@@ -451,6 +517,15 @@ class ConfigErrorsTest(BrokerTestCase):
                 rc, text = self.run_bad(opts)
                 self.assertNotEqual(rc, 0)
                 self.assertIn(needle, text)
+
+    def test_bad_payload_max_bytes_stops_the_broker(self):
+        # (an empty value never reaches the plugin: mosquitto refuses it itself)
+        for value in ["-1", "abc", "268435456", "1.5"]:
+            with self.subTest(value=value):
+                rc, text = self.run_bad([("file_path", "/tmp/x.jsonl"), ("payload_max_bytes", value)])
+                self.assertNotEqual(rc, 0)
+                self.assertIn(f"plugin_opt_payload_max_bytes: '{value}' is not a whole number from 0 to "
+                              "268435455", text)
 
 
 def b_mosq():

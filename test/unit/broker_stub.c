@@ -16,6 +16,10 @@ int eh_stub_publish_count;
 char eh_stub_last_topic[1024];
 /* Callbacks registered and not unregistered, as Mosquitto 2.0 holds them. */
 int eh_stub_callbacks;
+/* The last callback registered per event (2.0's 0..10), for tests that
+ * play the broker: cleared when unregistered. */
+MOSQ_FUNC_generic_callback eh_stub_cb[11];
+void *eh_stub_cb_user[11];
 
 void mosquitto_log_printf(int level, const char *fmt, ...)
 {
@@ -48,14 +52,16 @@ int mosquitto_callback_register(mosquitto_plugin_id_t *identifier, int event, MO
 				const void *event_data, void *userdata)
 {
 	(void)identifier;
-	(void)cb_func;
 	(void)event_data;
-	(void)userdata;
 	/* 2.0 knows events up to MOSQ_EVT_EXT_AUTH_CONTINUE (10) and refuses
 	 * the 2.1 ones, which the plugin probes for. */
 	if (event > 10)
 		return MOSQ_ERR_NOT_SUPPORTED;
 	eh_stub_callbacks++;
+	if (event >= 0) {
+		eh_stub_cb[event] = cb_func;
+		eh_stub_cb_user[event] = userdata;
+	}
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -63,10 +69,10 @@ int mosquitto_callback_unregister(mosquitto_plugin_id_t *identifier, int event, 
 				  const void *event_data)
 {
 	(void)identifier;
-	(void)event;
-	(void)cb_func;
 	(void)event_data;
 	eh_stub_callbacks--;
+	if (event >= 0 && event <= 10 && eh_stub_cb[event] == cb_func)
+		eh_stub_cb[event] = NULL;
 	return MOSQ_ERR_SUCCESS;
 }
 
