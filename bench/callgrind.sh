@@ -22,12 +22,15 @@
 #                      cycles x 4 x BYTES under queue_bytes (32 MiB), or the
 #                      rings of unreachable sinks fill and drop
 #   CG_CONFIGS="none file ..."   only these configurations
+#   CG_EXTRA="key value"  one more plugin option in every configuration that
+#                      loads the plugin, e.g. CG_EXTRA="payload_max_bytes 256"
 set -eu
 KEEP=${KEEP:-}
 BUILD=${BUILD:-build}
 CYCLES=${1:-${CG_CYCLES:-1000}}
 PAYLOAD=${CG_PAYLOAD:-32}
 CONFIGS=${CG_CONFIGS:-none idle file filelocal fourrings every allocs allocslocal}
+EXTRA=${CG_EXTRA:-}
 plugin=$(readlink -f "$BUILD/mosquitto_eventhook.so")
 loadgen=$(readlink -f "$BUILD/bench/loadgen")
 here=$(cd "$(dirname "$0")" && pwd)
@@ -60,6 +63,7 @@ run() {
 		if [ "$name" != none ]; then
 			echo "plugin $plugin"
 			for o in "$@"; do echo "plugin_opt_$o"; done
+			if [ -n "$EXTRA" ]; then echo "plugin_opt_$EXTRA"; fi
 		fi
 	} > "$dir/$name.conf"
 	if [ "$how" = whole ]; then
