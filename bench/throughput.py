@@ -45,7 +45,8 @@ below the plugin-free rate, is compared with "none" at full speed only with
 that caveat.
 
 BENCH_PAYLOAD=BYTES sets the size of each publish's payload (loadgen -s;
-default 32, at most 262144).
+default 32, at most 262144); BENCH_EXTRA adds plugin options to idle, all
+and every (";"-separated, e.g. "payload_max_bytes 256").
 """
 import os
 import sys
@@ -60,11 +61,14 @@ MODES = os.environ.get("BENCH_MODES", "cycle publish0 publish1").split()
 PACED = os.environ.get("BENCH_PACED", "0") == "1"
 PAYLOAD = os.environ.get("BENCH_PAYLOAD", "")  # loadgen -s: bytes per publish (32)
 
+# BENCH_EXTRA: options added to every configuration with the plugin,
+# ";"-separated (e.g. "payload_max_bytes 256" with BENCH_PAYLOAD).
+EXTRA = [o.strip() for o in os.environ.get("BENCH_EXTRA", "").split(";") if o.strip()]
 CONFIGS = [
     ("none", []),
-    ("idle", benchlib.plugin_lines(["file_path {dir}/events.jsonl", "file_events client.connect_failed"])),
+    ("idle", benchlib.plugin_lines(["file_path {dir}/events.jsonl", "file_events client.connect_failed"] + EXTRA)),
     ("all", benchlib.plugin_lines(["events *", "file_path {dir}/events.jsonl",
-                                   "local_topic $events/{event}/{clientid}"])),
+                                   "local_topic $events/{event}/{clientid}"] + EXTRA)),
     # "every": filled in main() once the peers run
 ]
 EVENTS_PER_CYCLE = {"cycle": 5, "publish0": 15, "publish1": 15}
@@ -80,7 +84,7 @@ def main():
             extra = [o.strip() for o in os.environ.get("BENCH_EVERY_EXTRA", "").split(";") if o.strip()]
             CONFIGS.append(("every", benchlib.plugin_lines(
                 ["events *", "file_path {dir}/events.jsonl", "local_topic $events/{event}/{clientid}"]
-                + peers.sink_opts() + extra)))
+                + peers.sink_opts() + EXTRA + extra)))
             run()
     else:
         run()
