@@ -512,6 +512,33 @@ static const char *render_key(struct kafka_sink *k, const struct eh_event *ev, s
 	return k->key_buf;
 }
 
+/* CloudEvents headers ce_id and ce_time repeat the event's id and ts, which
+ * eh_json_write_event has just written near the start of value, behind
+ * {"event":"<type>", at a fixed place. They are taken from there rather
+ * than formatted a second time; the surrounding bytes are checked, so a
+ * change of the writer's layout falls back to formatting instead of sending
+ * wrong headers. */
+#define JSON_HEAD "{\"event\":\""
+#define JSON_ID "\",\"id\":\""
+#define JSON_TS "\",\"ts\":\""
+
+static void id_ts_of(const struct kafka_sink *k, const struct eh_event *ev, const char *type, const char *value,
+		     size_t len, char *id, char *ts)
+{
+	size_t at_id = strlen(JSON_HEAD) + strlen(type) + strlen(JSON_ID);
+	size_t at_ts = at_id + EH_ID_LEN + strlen(JSON_TS);
+
+	if (len > at_ts + EH_TS_LEN && !memcmp(value + at_id - strlen(JSON_ID), JSON_ID, strlen(JSON_ID))
+	    && !memcmp(value + at_ts - strlen(JSON_TS), JSON_TS, strlen(JSON_TS)) && value[at_ts + EH_TS_LEN] == '"') {
+		memcpy(id, value + at_id, EH_ID_LEN);
+		memcpy(ts, value + at_ts, EH_TS_LEN);
+	} else {
+		eh_json_format_id(k->node, ev->number, id);
+		eh_json_format_ts(ev->ts_ms, ts);
+	}
+	id[EH_ID_LEN] = ts[EH_TS_LEN] = '\0';
+}
+
 /* Produces one event; librdkafka copies value and key. Returns
  * librdkafka's error. */
 static rd_kafka_resp_err_t produce(struct kafka_sink *k, const struct eh_event *ev, const char *key, size_t keylen,
@@ -539,14 +566,13 @@ static rd_kafka_resp_err_t produce(struct kafka_sink *k, const struct eh_event *
 					 RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 					 RD_KAFKA_V_HEADER("event", type, -1), RD_KAFKA_V_HEADER("node", k->node->name, -1),
 					 RD_KAFKA_V_END);
-	eh_json_format_id(k->node, ev->number, id);
-	eh_json_format_ts(ev->ts_ms, ts);
+	id_ts_of(k, ev, type, value, len, id, ts);
 	return rd_kafka_producev(k->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_KEY(key, keylen),
 				 RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 				 RD_KAFKA_V_HEADER("event", type, -1), RD_KAFKA_V_HEADER("node", k->node->name, -1),
 				 RD_KAFKA_V_HEADER("ce_specversion", "1.0", -1), RD_KAFKA_V_HEADER("ce_type", type, -1),
-				 RD_KAFKA_V_HEADER("ce_source", k->node->name, -1), RD_KAFKA_V_HEADER("ce_id", id, -1),
-				 RD_KAFKA_V_HEADER("ce_time", ts, -1),
+				 RD_KAFKA_V_HEADER("ce_source", k->node->name, -1), RD_KAFKA_V_HEADER("ce_id", id, EH_ID_LEN),
+				 RD_KAFKA_V_HEADER("ce_time", ts, EH_TS_LEN),
 				 RD_KAFKA_V_HEADER("content-type", "application/json", -1), RD_KAFKA_V_END);
 }
 
