@@ -63,6 +63,7 @@ struct kafka_sink {
 	struct eh_template topic;
 	struct eh_template key;
 	bool has_key;
+	bool key_is_clientid;  /* the default key: the client id's bytes as they are */
 	bool topic_fixed;      /* no placeholder: one topic for every event */
 	bool cloudevents;
 	int log_max;           /* highest librdkafka log level forwarded */
@@ -412,6 +413,10 @@ static int kafka_create(const struct eh_sink_env *env, void **ctx, char *err, si
 	/* Mosquitto refuses an empty plugin_opt_ value, so "no key" needs a
 	 * word; a constant key "none" would be pointless anyway. */
 	k->has_key = key && *key && strcmp(key, "none");
+	/* The default renders to exactly the client id's bytes, which
+	 * librdkafka copies anyway: deliver hands them over without rendering
+	 * them into key_buf first. */
+	k->key_is_clientid = k->has_key && !strcmp(key, "{clientid}");
 	if (k->has_key && eh_template_parse(&k->key, key, why, sizeof(why))) {
 		snprintf(err, errlen, "plugin_opt_kafka_key: %s", why);
 		return -1;
@@ -496,8 +501,14 @@ static void restart_producer(struct kafka_sink *k)
 
 static const char *render_key(struct kafka_sink *k, const struct eh_event *ev, size_t *len)
 {
-	size_t n = eh_template_render(&k->key, ev, k->node, EH_TEMPLATE_RAW, k->key_buf, k->key_cap);
+	size_t n;
 
+	if (k->key_is_clientid) {
+		/* Empty, never absent: as the template renders it. */
+		*len = ev->f[EH_F_CLIENTID].len;
+		return ev->f[EH_F_CLIENTID].ptr ? ev->f[EH_F_CLIENTID].ptr : "";
+	}
+	n = eh_template_render(&k->key, ev, k->node, EH_TEMPLATE_RAW, k->key_buf, k->key_cap);
 	if (n >= k->key_cap) {
 		size_t cap = n + 1;
 		char *grown = realloc(k->key_buf, cap);
