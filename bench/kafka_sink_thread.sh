@@ -20,6 +20,8 @@
 # Events: 64 mosquitto_pub clients x PER publishes, the clients, topics and
 # payloads of bench_kafka.sh; librdkafka's mock cluster (test/kafka_peer).
 # EH_CG_KEEP=DIR keeps the callgrind files and thread names there.
+# EH_KAFKA_OPTS="KEY VALUE;KEY VALUE" adds plugin_opt_KEY VALUE lines to the
+# broker's configuration (kafka_format cloudevents, kafka.linger.ms 50).
 # EH_CG_SCENARIO=drain (callgrind and replay): instead of the cluster being up
 # all along, it goes down after start-up, all N messages are produced (or
 # wait in the ring once librdkafka's queue is full), and then it comes back:
@@ -75,6 +77,7 @@ plugin_opt_kafka.reconnect.backoff.max.ms 50
 plugin_opt_queue_size 1048576
 plugin_opt_queue_bytes 1073741824
 CONF
+echo "${EH_KAFKA_OPTS:-}" | tr ';' '\n' | sed -n 's/^ *\([^ ].*\)/plugin_opt_\1/p' >>"$D/m.conf"
 awk -v n="$PER" 'BEGIN { for (i = 1; i <= n; i++)
 	printf "{\"seq\":%d,\"temp\":%.1f,\"rh\":%d,\"bat\":%.2f,\"ok\":%s}\n", i, 18 + (i * 37 % 120) / 10,
 		30 + i * 13 % 50, 3 + (i * 7 % 120) / 100, (i % 17) ? "true" : "false" }' >"$D/payloads"
