@@ -539,7 +539,8 @@ static void id_ts_of(const struct kafka_sink *k, const struct eh_event *ev, cons
 	size_t at_id = strlen(JSON_HEAD) + strlen(type) + strlen(JSON_ID);
 	size_t at_ts = at_id + EH_ID_LEN + strlen(JSON_TS);
 
-	if (len > at_ts + EH_TS_LEN && !memcmp(value + at_id - strlen(JSON_ID), JSON_ID, strlen(JSON_ID))
+	if (len > at_ts + EH_TS_LEN && !memcmp(value, JSON_HEAD, strlen(JSON_HEAD))
+	    && !memcmp(value + at_id - strlen(JSON_ID), JSON_ID, strlen(JSON_ID))
 	    && !memcmp(value + at_ts - strlen(JSON_TS), JSON_TS, strlen(JSON_TS)) && value[at_ts + EH_TS_LEN] == '"') {
 		memcpy(id, value + at_id, EH_ID_LEN);
 		memcpy(ts, value + at_ts, EH_TS_LEN);
