@@ -63,6 +63,7 @@ struct kafka_sink {
 	struct eh_template topic;
 	struct eh_template key;
 	bool has_key;
+	bool key_is_clientid;  /* the default key: the client id's bytes as they are */
 	bool topic_fixed;      /* no placeholder: one topic for every event */
 	bool cloudevents;
 	int log_max;           /* highest librdkafka log level forwarded */
@@ -412,6 +413,10 @@ static int kafka_create(const struct eh_sink_env *env, void **ctx, char *err, si
 	/* Mosquitto refuses an empty plugin_opt_ value, so "no key" needs a
 	 * word; a constant key "none" would be pointless anyway. */
 	k->has_key = key && *key && strcmp(key, "none");
+	/* The default renders to exactly the client id's bytes, which
+	 * librdkafka copies anyway: deliver hands them over without rendering
+	 * them into key_buf first. */
+	k->key_is_clientid = k->has_key && !strcmp(key, "{clientid}");
 	if (k->has_key && eh_template_parse(&k->key, key, why, sizeof(why))) {
 		snprintf(err, errlen, "plugin_opt_kafka_key: %s", why);
 		return -1;
@@ -496,8 +501,14 @@ static void restart_producer(struct kafka_sink *k)
 
 static const char *render_key(struct kafka_sink *k, const struct eh_event *ev, size_t *len)
 {
-	size_t n = eh_template_render(&k->key, ev, k->node, EH_TEMPLATE_RAW, k->key_buf, k->key_cap);
+	size_t n;
 
+	if (k->key_is_clientid) {
+		/* Empty, never absent: as the template renders it. */
+		*len = ev->f[EH_F_CLIENTID].len;
+		return ev->f[EH_F_CLIENTID].ptr ? ev->f[EH_F_CLIENTID].ptr : "";
+	}
+	n = eh_template_render(&k->key, ev, k->node, EH_TEMPLATE_RAW, k->key_buf, k->key_cap);
 	if (n >= k->key_cap) {
 		size_t cap = n + 1;
 		char *grown = realloc(k->key_buf, cap);
@@ -510,6 +521,34 @@ static const char *render_key(struct kafka_sink *k, const struct eh_event *ev, s
 	}
 	*len = n;
 	return k->key_buf;
+}
+
+/* CloudEvents headers ce_id and ce_time repeat the event's id and ts, which
+ * eh_json_write_event has just written near the start of value, behind
+ * {"event":"<type>", at a fixed place. They are taken from there rather
+ * than formatted a second time; the surrounding bytes are checked, so a
+ * change of the writer's layout falls back to formatting instead of sending
+ * wrong headers. */
+#define JSON_HEAD "{\"event\":\""
+#define JSON_ID "\",\"id\":\""
+#define JSON_TS "\",\"ts\":\""
+
+static void id_ts_of(const struct kafka_sink *k, const struct eh_event *ev, const char *type, const char *value,
+		     size_t len, char *id, char *ts)
+{
+	size_t at_id = strlen(JSON_HEAD) + strlen(type) + strlen(JSON_ID);
+	size_t at_ts = at_id + EH_ID_LEN + strlen(JSON_TS);
+
+	if (len > at_ts + EH_TS_LEN && !memcmp(value, JSON_HEAD, strlen(JSON_HEAD))
+	    && !memcmp(value + at_id - strlen(JSON_ID), JSON_ID, strlen(JSON_ID))
+	    && !memcmp(value + at_ts - strlen(JSON_TS), JSON_TS, strlen(JSON_TS)) && value[at_ts + EH_TS_LEN] == '"') {
+		memcpy(id, value + at_id, EH_ID_LEN);
+		memcpy(ts, value + at_ts, EH_TS_LEN);
+	} else {
+		eh_json_format_id(k->node, ev->number, id);
+		eh_json_format_ts(ev->ts_ms, ts);
+	}
+	id[EH_ID_LEN] = ts[EH_TS_LEN] = '\0';
 }
 
 /* Produces one event; librdkafka copies value and key. Returns
@@ -539,14 +578,13 @@ static rd_kafka_resp_err_t produce(struct kafka_sink *k, const struct eh_event *
 					 RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 					 RD_KAFKA_V_HEADER("event", type, -1), RD_KAFKA_V_HEADER("node", k->node->name, -1),
 					 RD_KAFKA_V_END);
-	eh_json_format_id(k->node, ev->number, id);
-	eh_json_format_ts(ev->ts_ms, ts);
+	id_ts_of(k, ev, type, value, len, id, ts);
 	return rd_kafka_producev(k->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_KEY(key, keylen),
 				 RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 				 RD_KAFKA_V_HEADER("event", type, -1), RD_KAFKA_V_HEADER("node", k->node->name, -1),
 				 RD_KAFKA_V_HEADER("ce_specversion", "1.0", -1), RD_KAFKA_V_HEADER("ce_type", type, -1),
-				 RD_KAFKA_V_HEADER("ce_source", k->node->name, -1), RD_KAFKA_V_HEADER("ce_id", id, -1),
-				 RD_KAFKA_V_HEADER("ce_time", ts, -1),
+				 RD_KAFKA_V_HEADER("ce_source", k->node->name, -1), RD_KAFKA_V_HEADER("ce_id", id, EH_ID_LEN),
+				 RD_KAFKA_V_HEADER("ce_time", ts, EH_TS_LEN),
 				 RD_KAFKA_V_HEADER("content-type", "application/json", -1), RD_KAFKA_V_END);
 }
 

@@ -34,7 +34,11 @@
  *     Prints "loaded N", "full I" when librdkafka's queue first refuses a
  *     message (I messages are queued), and at the end "rate <messages per
  *     second from the first produce to the last delivery report> delivered
- *     <n> failed <n>".
+ *     <n> failed <n>". With KAFKA_PEER_REPLAY_WAIT set in the environment
+ *     it reads one line from stdin after "loaded" before producing and one
+ *     after "rate" before tearing down, so that a profiler can be zeroed
+ *     and dumped around exactly the produce-to-last-report span
+ *     (bench/kafka_sink_thread.sh replay).
  *
  *   kafka_peer watch BOOTSTRAP TOPIC PARTITIONS FROM N [TIMEOUT_S]
  *     The benchmark's clock, the same for the sink and the baseline: asks
@@ -46,6 +50,7 @@
  *     the first sample that found any.
  */
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -468,6 +473,8 @@ static int run_replay(int argc, char **argv)
 	int full_said = 0;
 	rd_kafka_t *rk;
 	double t0;
+	bool gated = getenv("KAFKA_PEER_REPLAY_WAIT") != NULL;
+	char go[64];
 
 	if (argc < 4)
 		die("replay", "BOOTSTRAP TOPIC FILE COUNT [PROPERTY=VALUE ...]");
@@ -500,6 +507,8 @@ static int run_replay(int argc, char **argv)
 	if (!rk)
 		die("rd_kafka_new", err);
 	printf("loaded %ld\n", loaded);
+	if (gated && !fgets(go, sizeof(go), stdin))
+		die("replay", "stdin closed before the start line");
 	t0 = now_s();
 	for (long i = 0; i < count; i++) {
 		rd_kafka_resp_err_t rc;
@@ -517,6 +526,8 @@ static int run_replay(int argc, char **argv)
 	}
 	rd_kafka_flush(rk, 600000);
 	printf("rate %.0f delivered %ld failed %ld\n", (double)delivered / (last_report - t0), delivered, failed);
+	if (gated && !fgets(go, sizeof(go), stdin))
+		die("replay", "stdin closed before the end line");
 	rd_kafka_destroy(rk);
 	for (long i = 0; i < loaded; i++) {
 		free(msgs[i].key);

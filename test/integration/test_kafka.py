@@ -171,6 +171,34 @@ class KafkaTest(BrokerTestCase):
                 ["content-type", "application/json"]])
             self.assertNotIn("specversion", ev)  # binary mode: the value is the event itself
 
+    def test_cloudevents_headers_of_every_event_type_default_key(self):
+        # ce_id and ce_time are taken from the value the sink just wrote
+        # rather than formatted twice; the value's layout depends on the
+        # event type's name, so several types, and the default key, which
+        # is handed to librdkafka without being rendered.
+        mock = self.mock()
+        b = self.broker(mock, kafka_format="cloudevents",
+                        kafka_events="client.connected,client.disconnected,message.publish,client.subscribe")
+        cids = ["dave", "\u00e9v\u00e8 /+#", "k" * 200, "z"]
+        for cid in cids:
+            c = RawClient(b.port, cid)
+            assert c.connect().rc == 0
+            c.subscribe("t/#")
+            c.publish("t/x", b"\xff\x00payload")
+            c.disconnect()
+        msgs = mock.consume(["mqtt-events"], 4 * len(cids))
+        self.assertEqual(len(msgs), 4 * len(cids))
+        self.assertEqual({m["event"]["event"] for m in msgs},
+                         {"client.connected", "client.disconnected", "message.publish", "client.subscribe"})
+        for m in msgs:
+            ev = m["event"]
+            self.assertEqual(m["key_hex"], ev["clientid"].encode().hex())
+            self.assertEqual(dict(m["headers"])["ce_id"], ev["id"])
+            self.assertEqual(dict(m["headers"])["ce_time"], ev["ts"])
+            self.assertEqual(m["headers"][2:5], [["ce_specversion", "1.0"], ["ce_type", ev["event"]],
+                                                 ["ce_source", "edge-1"]])
+        self.assertEqual(self.stop_counters(b)["delivered"], 4 * len(cids))
+
     def test_no_key_and_per_client_order_across_partitions(self):
         mock = self.mock(topics=[("ordered", 6)])
         b = self.broker(mock, kafka_topic="ordered")
