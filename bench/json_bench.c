@@ -144,7 +144,7 @@ static unsigned long arg(const char *s, unsigned long max)
 int main(int argc, char **argv)
 {
 	static struct eh_event publish[SET], lifecycle[SET], mixed[SET];
-	struct eh_node node = { "bench-node", 0x5eed5eed5eed5eedull };
+	struct eh_node node;
 	unsigned long events = argc > 1 ? arg(argv[1], 1ul << 40) : 2000000;
 	int repeats = argc > 2 ? (int)arg(argv[2], 1000) : 5;
 	const char *only = argc > 3 ? argv[3] : NULL;
@@ -152,6 +152,10 @@ int main(int argc, char **argv)
 	if (!events || repeats < 1 || argc > 4) {
 		fprintf(stderr, "usage: json_bench [events [repeats [publish|lifecycle|mixed]]]\n");
 		return 2;
+	}
+	if (eh_node_init(&node, "bench-node", 0x5eed5eed5eed5eedull)) {
+		fprintf(stderr, "json_bench: eh_node_init failed\n");
+		return 1;
 	}
 	make_strings();
 	for (unsigned i = 0; i < SET; i++) {

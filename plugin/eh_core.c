@@ -26,7 +26,7 @@
 
 static const struct eh_option core_options[] = {
 	{ "node_id", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
-	  "Name of this broker in every event (field node). Default: the host name." },
+	  "Name of this broker in every event (field node): up to 255 bytes of UTF-8. Default: the host name." },
 	{ "events", EH_OPT_LIST, "client.*", 0, 0, NULL, 0,
 	  "Event types or patterns to capture: client.connect, client.connected, client.connect_failed, "
 	  "client.disconnected, client.subscribe, client.unsubscribe, client.authz_denied, message.publish, "
@@ -200,7 +200,8 @@ static int create_sink(struct eh_core *core, const struct eh_sink_ops *ops, char
 int eh_core_init(struct eh_core *core, void *plugin_id, const struct eh_kv *kv, size_t count)
 {
 	size_t ngroups = eh_core_option_groups(core->groups, EH_SINKS_MAX + 1);
-	char err[1024] = "", why[400] = "";
+	char err[1024] = "", why[400] = "", host[EH_NODE_NAME_MAX + 1] = "";
+	uint64_t instance;
 	const char *v;
 
 	core->plugin_id = plugin_id;
@@ -211,17 +212,22 @@ int eh_core_init(struct eh_core *core, void *plugin_id, const struct eh_kv *kv, 
 		goto fail;
 
 	v = eh_config_get(&core->config, "node_id");
-	if (v) {
-		snprintf(core->node.name, sizeof(core->node.name), "%s", v);
-	} else if (gethostname(core->node.name, sizeof(core->node.name) - 1)) {
-		snprintf(core->node.name, sizeof(core->node.name), "localhost");
+	if (!v) {
+		if (gethostname(host, sizeof(host) - 1) || !host[0])
+			snprintf(host, sizeof(host), "localhost");
+		v = host;
 	}
-	if (eh_utf8_valid_prefix(core->node.name, strlen(core->node.name)) != strlen(core->node.name)) {
-		snprintf(err, sizeof(err), "plugin_opt_node_id: '%s' is not valid UTF-8", core->node.name);
+	if (getrandom(&instance, sizeof(instance), 0) != sizeof(instance)) {
+		snprintf(err, sizeof(err), "cannot read random bytes for event ids: %s", strerror(errno));
 		goto fail;
 	}
-	if (getrandom(&core->node.instance, sizeof(core->node.instance), 0) != sizeof(core->node.instance)) {
-		snprintf(err, sizeof(err), "cannot read random bytes for event ids: %s", strerror(errno));
+	if (eh_node_init(&core->node, v, instance)) {
+		if (strlen(v) > EH_NODE_NAME_MAX)
+			snprintf(err, sizeof(err), "plugin_opt_node_id: longer than %d bytes", EH_NODE_NAME_MAX);
+		else if (eh_utf8_valid_prefix(v, strlen(v)) != strlen(v))
+			snprintf(err, sizeof(err), "plugin_opt_node_id: '%s' is not valid UTF-8", v);
+		else
+			snprintf(err, sizeof(err), "plugin_opt_node_id: out of memory");
 		goto fail;
 	}
 	if (eh_filter_events_parse(eh_config_get(&core->config, "events"), &core->capture_mask, why, sizeof(why))) {

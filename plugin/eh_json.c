@@ -4,6 +4,7 @@
  */
 #include "eh_json.h"
 
+#include <endian.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,11 +79,6 @@ json_t *eh_json_string_bytes(const char *ptr, size_t len, int *replaced)
 	return j;
 }
 
-size_t eh_base64_len(size_t len)
-{
-	return (len + 2) / 3 * 4;
-}
-
 /* The base64 alphabet, and every pair of its characters: the two output
  * characters of 12 input bits in one lookup (8 KB, built by the
  * preprocessor). */
@@ -107,6 +103,20 @@ void eh_base64_encode(const void *in, size_t len, char *out)
 	const unsigned char *s = in;
 	size_t i = 0;
 
+	/* Six bytes per step while eight can be read: one load, taken as a
+	 * big-endian number so that its first 48 bits are the six bytes in
+	 * order, then four pairs. */
+	for (; len >= 8 && i <= len - 8; i += 6) {
+		uint64_t v;
+
+		memcpy(&v, s + i, 8);
+		v = be64toh(v);
+		memcpy(out, b64_pairs + 2 * (v >> 52), 2);
+		memcpy(out + 2, b64_pairs + 2 * ((v >> 40) & 0xFFF), 2);
+		memcpy(out + 4, b64_pairs + 2 * ((v >> 28) & 0xFFF), 2);
+		memcpy(out + 6, b64_pairs + 2 * ((v >> 16) & 0xFFF), 2);
+		out += 8;
+	}
 	/* Each group is read once into a local (out may alias the input, so
 	 * s[i] read again after a store would be loaded again) and goes out
 	 * as two pairs. */
@@ -146,24 +156,53 @@ static char *put_hex(char *out, uint64_t v, int digits)
 	return out + digits;
 }
 
+int eh_node_init(struct eh_node *node, const char *name, uint64_t instance)
+{
+	/* Version 8 (custom) UUID: 64 random bits per instance (under the
+	 * version nibble), then the 62-bit event number under the RFC 4122
+	 * variant bits (eh_json_format_id). */
+	uint64_t hi = (instance & ~(uint64_t)0xF000) | 0x8000;
+	size_t len = strlen(name);
+	json_t *j;
+	char *text, *p;
+
+	memset(node, 0, sizeof(*node));
+	if (len > EH_NODE_NAME_MAX || eh_utf8_valid_prefix(name, len) != len)
+		return -1;
+	memcpy(node->name, name, len + 1);
+	node->instance = instance;
+	p = put_hex(node->id_head, hi >> 32, 8);
+	*p++ = '-';
+	p = put_hex(p, hi >> 16, 4);
+	*p++ = '-';
+	p = put_hex(p, hi, 4);
+	*p = '-';
+	/* jansson's escaping is the schema's (eh_json_write matches it). */
+	j = json_string(name);
+	text = j ? json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+	json_decref(j);
+	if (!text)
+		return -1;
+	node->name_json_len = strlen(text);
+	if (node->name_json_len >= sizeof(node->name_json)) {
+		free(text);
+		return -1;
+	}
+	memcpy(node->name_json, text, node->name_json_len + 1);
+	free(text);
+	return 0;
+}
+
 /* Every sink formats an id and a timestamp per event: digits are written
  * by hand here because snprintf's format parsing cost more than the rest
  * of the event's JSON. */
 void eh_json_format_id(const struct eh_node *node, uint64_t number, char *out)
 {
-	/* Version 8 (custom) UUID: 64 random bits per instance, then the
-	 * 62-bit event number under the RFC 4122 variant bits. */
-	uint64_t hi = (node->instance & ~(uint64_t)0xF000) | 0x8000;
 	uint64_t lo = (number & 0x3FFFFFFFFFFFFFFFull) | 0x8000000000000000ull;
-	char *p = out;
+	char *p;
 
-	p = put_hex(p, hi >> 32, 8);
-	*p++ = '-';
-	p = put_hex(p, hi >> 16, 4);
-	*p++ = '-';
-	p = put_hex(p, hi, 4);
-	*p++ = '-';
-	p = put_hex(p, lo >> 48, 4);
+	memcpy(out, node->id_head, EH_ID_HEAD_LEN);
+	p = put_hex(out + EH_ID_HEAD_LEN, lo >> 48, 4);
 	*p++ = '-';
 	p = put_hex(p, lo, 12);
 	*p = '\0';

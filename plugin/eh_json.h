@@ -14,14 +14,27 @@
 
 #include "eh_event.h"
 
-/* What every event of one plugin instance shares. */
-struct eh_node {
-	char name[256];     /* plugin_opt_node_id, default the host name */
-	uint64_t instance;  /* random per start: makes ids unique across restarts */
-};
-
 #define EH_ID_LEN 36
 #define EH_TS_LEN 24
+#define EH_NODE_NAME_MAX 255
+/* The id's first three groups and their dashes: the instance's part. */
+#define EH_ID_HEAD_LEN 19
+
+/* What every event of one plugin instance shares, and the parts of each
+ * event's text that follow from it alone, made once by eh_node_init so
+ * that the writers copy them instead of formatting them per event. */
+struct eh_node {
+	char name[EH_NODE_NAME_MAX + 1]; /* plugin_opt_node_id, default the host name */
+	uint64_t instance;               /* random per start: makes ids unique across restarts */
+	char id_head[EH_ID_HEAD_LEN];
+	/* name as a JSON string, quotes included (an escape is 6 bytes at most) */
+	char name_json[6 * EH_NODE_NAME_MAX + 3];
+	size_t name_json_len;
+};
+
+/* Fills node; -1 when name is longer than EH_NODE_NAME_MAX bytes, is not
+ * valid UTF-8, or memory ran out. */
+int eh_node_init(struct eh_node *node, const char *name, uint64_t instance);
 
 /* Formats the event id (a UUID of version 8 built from instance and number)
  * into out, which has EH_ID_LEN + 1 bytes. */
@@ -39,7 +52,10 @@ json_t *eh_json_cloudevent(const struct eh_event *ev, const struct eh_node *node
  * replaced); *replaced is set when a replacement happened. */
 json_t *eh_json_string_bytes(const char *ptr, size_t len, int *replaced);
 /* Standard base64 with padding; out needs eh_base64_len(len) + 1 bytes. */
-size_t eh_base64_len(size_t len);
+static inline size_t eh_base64_len(size_t len)
+{
+	return (len + 2) / 3 * 4;
+}
 void eh_base64_encode(const void *in, size_t len, char *out);
 /* Returns the length of the longest valid UTF-8 prefix of s (len when all of
  * it is valid). */
@@ -89,6 +105,9 @@ struct eh_buf {
 
 int eh_buf_append(struct eh_buf *b, const char *s, size_t n);
 void eh_buf_free(struct eh_buf *b);
+/* The most bytes (NUL included) either writer below can add for ev: the
+ * room it reserves before writing. */
+size_t eh_json_text_bound(const struct eh_event *ev, const struct eh_node *node);
 /* Append the event (or its CloudEvents envelope) as compact JSON, the same
  * bytes as json_dumps(eh_json_event(...), JSON_COMPACT) without building a
  * jansson tree. Return 0, or -1 on out of memory (b is then unchanged). */

@@ -9,9 +9,12 @@
  * has one definition: eh_json_event in eh_json.c.
  *
  * It runs once per delivered event on every sink thread, so it is written
- * for instructions: keys are literals, the id and timestamp are formatted
- * in place, and each client string is validated, repaired and escaped in
- * one pass that moves eight plain bytes at a time (put_string).
+ * for instructions: the buffer is grown once per event, to a bound no
+ * event's text can pass (eh_json_text_bound), and everything after writes
+ * through a plain pointer with no further checks; keys are literals; what follows
+ * from the node alone was made by eh_node_init; the id and timestamp are
+ * formatted in place; and each client string is validated, repaired and
+ * escaped in one pass that moves eight plain bytes at a time (put_string).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -37,17 +40,6 @@ static int reserve(struct eh_buf *b, size_t more)
 	return 0;
 }
 
-/* Appends without terminating: the public functions write the one NUL at
- * the end (reserve always keeps room for it). */
-static inline int append(struct eh_buf *b, const char *s, size_t n)
-{
-	if (reserve(b, n))
-		return -1;
-	memcpy(b->data + b->len, s, n);
-	b->len += n;
-	return 0;
-}
-
 /* Keys, separators and constant values: literals, whose length the
  * compiler knows, so that the copy is a few moves and there is no strlen. */
 #define LIT(s) (s), sizeof(s) - 1
@@ -57,8 +49,10 @@ static inline int append(struct eh_buf *b, const char *s, size_t n)
 
 int eh_buf_append(struct eh_buf *b, const char *s, size_t n)
 {
-	if (append(b, s, n))
+	if (reserve(b, n))
 		return -1;
+	memcpy(b->data + b->len, s, n);
+	b->len += n;
 	b->data[b->len] = '\0';
 	return 0;
 }
@@ -68,6 +62,14 @@ void eh_buf_free(struct eh_buf *b)
 	free(b->data);
 	b->data = NULL;
 	b->len = b->cap = 0;
+}
+
+/* Every put_ function below writes at p, which has room (reserved once by
+ * eh_json_text_bound), and returns the end of what it wrote. */
+static inline char *put(char *p, const char *s, size_t n)
+{
+	memcpy(p, s, n);
+	return p + n;
 }
 
 /* Bytes that go out as they are: 0x20..0x7F except '"' and '\\'. 0x7F
@@ -111,31 +113,22 @@ static inline uint64_t needs_care(uint64_t v)
 }
 
 /*
- * A JSON string, escaped as jansson escapes it, in one pass. With replaced
- * NULL the bytes are ours (node name, names from tables) and non-ASCII goes
- * out as it is; otherwise they are a client's: each byte where no valid
- * UTF-8 sequence starts becomes U+FFFD and *replaced is set, exactly as
- * eh_json_string_bytes's repeated eh_utf8_valid_prefix does (the
+ * A client's string, escaped as jansson escapes it, in one pass: each byte
+ * where no valid UTF-8 sequence starts becomes U+FFFD and *replaced is set,
+ * exactly as eh_json_string_bytes's repeated eh_utf8_valid_prefix does (the
  * replacement and every valid sequence are bytes >= 0x80, which need no
  * escape, so validating and escaping commute).
  *
  * Eight plain bytes are recognised and stored per step; only the bytes of
- * a word that needs care are looked at one by one. Room: n + 2 up front
- * covers a string that needs nothing, and at each escape or replacement
- * the rest is reserved again, so the buffer never grows by the 6x worst
- * case on ordinary input. Invariant: the room after out is at least the
- * input left plus the closing quote.
+ * a word that needs care are looked at one by one. Room: 6 * n + 2 (an
+ * escape is 6 bytes for 1, a replacement 3), which eh_json_text_bound counts.
  */
-static int put_string(struct eh_buf *b, const char *str, size_t n, int *replaced)
+static char *put_string(char *out, const char *str, size_t n, int *replaced)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	const unsigned char *s = (const unsigned char *)str;
 	size_t i = 0;
-	char *out;
 
-	if (reserve(b, n + 2))
-		return -1;
-	out = b->data + b->len;
 	*out++ = '"';
 	while (i < n) {
 		size_t stop, len;
@@ -166,7 +159,7 @@ static int put_string(struct eh_buf *b, const char *str, size_t n, int *replaced
 		while (i < stop) {
 			unsigned char c = s[i];
 
-			if (plain[c] || (c >= 0x80 && !replaced)) {
+			if (plain[c]) {
 				*out++ = (char)c;
 				i++;
 				continue;
@@ -177,16 +170,9 @@ static int put_string(struct eh_buf *b, const char *str, size_t n, int *replaced
 				while (--len);
 				continue;
 			}
-			/* Room for the longest replacement (6 bytes for 1) and the
-			 * rest; the buffer may move. */
-			b->len = (size_t)(out - b->data);
-			if (reserve(b, n - i + 6))
-				return -1;
-			out = b->data + b->len;
 			i++;
 			if (c >= 0x80) {
-				memcpy(out, "\xEF\xBF\xBD", 3);
-				out += 3;
+				out = put(out, "\xEF\xBF\xBD", 3);
 				*replaced = 1;
 				continue;
 			}
@@ -221,51 +207,47 @@ static int put_string(struct eh_buf *b, const char *str, size_t n, int *replaced
 		}
 	}
 	*out++ = '"';
-	b->len = (size_t)(out - b->data);
-	return 0;
+	return out;
 }
 
-static int put_base64(struct eh_buf *b, const char *s, size_t n)
+/* Room: eh_base64_len(n) + 2, plus the NUL eh_base64_encode writes (the
+ * closing quote goes over it). */
+static char *put_base64(char *p, const char *s, size_t n)
 {
-	size_t len = eh_base64_len(n);
-
-	if (reserve(b, len + 2))
-		return -1;
-	b->data[b->len++] = '"';
-	eh_base64_encode(s, n, b->data + b->len);
-	b->len += len;
-	b->data[b->len++] = '"';
-	return 0;
+	*p++ = '"';
+	eh_base64_encode(s, n, p);
+	p += eh_base64_len(n);
+	*p++ = '"';
+	return p;
 }
 
-/* The id and the timestamp are formatted straight into the buffer: hex
- * digits, digits and punctuation, nothing to escape. */
-static int put_id(struct eh_buf *b, const struct eh_node *node, uint64_t number)
+/* A name from one of our tables (event type, reason): plain ASCII, which
+ * JSON takes as it is. */
+static char *put_name(char *p, const char *name)
 {
-	if (reserve(b, EH_ID_LEN + 2))
-		return -1;
-	b->data[b->len] = '"';
-	eh_json_format_id(node, number, b->data + b->len + 1);
-	b->data[b->len + 1 + EH_ID_LEN] = '"';
-	b->len += EH_ID_LEN + 2;
-	return 0;
+	*p++ = '"';
+	p = put(p, name, strlen(name));
+	*p++ = '"';
+	return p;
 }
 
-static int put_ts(struct eh_buf *b, int64_t ts_ms)
+/* The id and the timestamp are formatted straight into the text: hex
+ * digits, digits and punctuation, nothing to escape. Each formatter's NUL
+ * lands where the closing quote then goes. */
+static char *put_id(char *p, const struct eh_node *node, uint64_t number)
 {
-	if (reserve(b, EH_TS_LEN + 2))
-		return -1;
-	b->data[b->len] = '"';
-	eh_json_format_ts(ts_ms, b->data + b->len + 1);
-	b->data[b->len + 1 + EH_TS_LEN] = '"';
-	b->len += EH_TS_LEN + 2;
-	return 0;
+	*p = '"';
+	eh_json_format_id(node, number, p + 1);
+	p[1 + EH_ID_LEN] = '"';
+	return p + EH_ID_LEN + 2;
 }
 
-/* A name from one of our tables (event type, reason). */
-static int put_name(struct eh_buf *b, const char *name)
+static char *put_ts(char *p, int64_t ts_ms)
 {
-	return put_string(b, name, strlen(name), NULL);
+	*p = '"';
+	eh_json_format_ts(ts_ms, p + 1);
+	p[1 + EH_TS_LEN] = '"';
+	return p + EH_TS_LEN + 2;
 }
 
 /* "00" to "99": two digits per division. */
@@ -293,149 +275,170 @@ static inline size_t digits10(unsigned long long u)
 }
 
 /* Inline: with the key's length a constant at each call, its copy is a
- * few moves. The digits go straight into the buffer, last first. */
-static inline int field_int(struct eh_buf *b, const char *k, size_t klen, long long v)
+ * few moves. The digits go in last first. Room: the key and 20. */
+static inline char *field_int(char *p, const char *k, size_t klen, long long v)
 {
 	/* By hand: snprintf's format parsing cost more than the digits. */
 	unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
-	size_t n = digits10(u) + (v < 0);
-	char *p;
 
-	if (reserve(b, klen + n))
-		return -1;
-	memcpy(b->data + b->len, k, klen);
+	char *q;
+
+	p = put(p, k, klen);
 	if (v < 0)
-		b->data[b->len + klen] = '-';
-	b->len += klen + n;
-	p = b->data + b->len;
+		*p++ = '-';
+	p += digits10(u);
+	q = p;
 	while (u >= 100) {
-		p -= 2;
-		memcpy(p, dec_pairs + 2 * (u % 100), 2);
+		q -= 2;
+		memcpy(q, dec_pairs + 2 * (u % 100), 2);
 		u /= 100;
 	}
 	if (u >= 10)
-		memcpy(p - 2, dec_pairs + 2 * u, 2);
+		memcpy(q - 2, dec_pairs + 2 * u, 2);
 	else
-		p[-1] = (char)('0' + u);
-	return 0;
+		q[-1] = (char)('0' + u);
+	return p;
 }
 
-static inline int field_bool(struct eh_buf *b, const char *k, size_t klen, int v)
+static inline char *field_bool(char *p, const char *k, size_t klen, int v)
 {
-	return append(b, k, klen) || (v ? append(b, LIT("true")) : append(b, LIT("false")));
+	p = put(p, k, klen);
+	return v ? put(p, LIT("true")) : put(p, LIT("false"));
 }
 
-static int field_bytes(struct eh_buf *b, const char *k, size_t klen, const char *k64, size_t k64len,
-		       const struct eh_bytes *v)
+static char *field_bytes(char *p, const char *k, size_t klen, const char *k64, size_t k64len,
+			 const struct eh_bytes *v)
 {
 	int replaced = 0;
 
-	if (append(b, k, klen) || put_string(b, v->ptr, v->len, &replaced))
-		return -1;
+	p = put_string(put(p, k, klen), v->ptr, v->len, &replaced);
 	if (!replaced)
-		return 0;
-	return append(b, k64, k64len) || put_base64(b, v->ptr, v->len);
+		return p;
+	return put_base64(put(p, k64, k64len), v->ptr, v->len);
 }
 
-/* The object without its terminating NUL (the callers write it). */
-static int write_object(struct eh_buf *b, const struct eh_event *ev, const struct eh_node *node)
-{
-	int rc = 0;
+/*
+ * The most text one event can make, NUL included: each client string at
+ * its worst, 8 bytes per byte (6 for an escape, then 4/3 in its base64
+ * twin, whose rounding up and quotes FIXED_ROOM covers), the payload's
+ * base64, the node's name twice (the CloudEvents envelope has it as
+ * source), and FIXED_ROOM for everything else: keys, quotes, literal
+ * values, the id, the time, integers of at most 20 characters and a reason
+ * (under 800 in all, envelope included; test_json_write checks the bound
+ * on the longest events it can build).
+ */
+#define FIXED_ROOM 1024u
 
-	rc |= append(b, LIT("{\"event\":"));
-	rc |= put_name(b, eh_event_type_name(ev->type));
-	rc |= append(b, KEY("id")) || put_id(b, node, ev->number);
-	rc |= append(b, KEY("ts")) || put_ts(b, ev->ts_ms);
-	rc |= append(b, KEY("node")) || put_string(b, node->name, strlen(node->name), NULL);
-	rc |= field_int(b, KEY("seq"), (long long)ev->seq);
-	rc |= field_bytes(b, KEYS("clientid"), &ev->f[EH_F_CLIENTID]);
+size_t eh_json_text_bound(const struct eh_event *ev, const struct eh_node *node)
+{
+	size_t strings = (size_t)ev->f[EH_F_CLIENTID].len + ev->f[EH_F_USERNAME].len + ev->f[EH_F_PEER].len
+			 + ev->f[EH_F_TOPIC].len;
+
+	return FIXED_ROOM + 2 * node->name_json_len + 8 * strings + eh_base64_len(ev->f[EH_F_PAYLOAD].len);
+}
+
+static char *write_object(char *p, const struct eh_event *ev, const struct eh_node *node)
+{
+	p = put(p, LIT("{\"event\":"));
+	p = put_name(p, eh_event_type_name(ev->type));
+	p = put_id(put(p, KEY("id")), node, ev->number);
+	p = put_ts(put(p, KEY("ts")), ev->ts_ms);
+	p = put(put(p, KEY("node")), node->name_json, node->name_json_len);
+	p = field_int(p, KEY("seq"), (long long)ev->seq);
+	p = field_bytes(p, KEYS("clientid"), &ev->f[EH_F_CLIENTID]);
 	if (ev->flags & EH_EVF_HAS_USERNAME)
-		rc |= field_bytes(b, KEYS("username"), &ev->f[EH_F_USERNAME]);
-	rc |= field_bytes(b, KEYS("peer"), &ev->f[EH_F_PEER]);
-	rc |= ev->flags & EH_EVF_WEBSOCKETS ? append(b, LIT(",\"protocol\":\"websockets\""))
-					    : append(b, LIT(",\"protocol\":\"mqtt\""));
+		p = field_bytes(p, KEYS("username"), &ev->f[EH_F_USERNAME]);
+	p = field_bytes(p, KEYS("peer"), &ev->f[EH_F_PEER]);
+	p = ev->flags & EH_EVF_WEBSOCKETS ? put(p, LIT(",\"protocol\":\"websockets\""))
+					  : put(p, LIT(",\"protocol\":\"mqtt\""));
 	if (ev->proto_ver)
-		rc |= field_int(b, KEY("proto_ver"), ev->proto_ver);
+		p = field_int(p, KEY("proto_ver"), ev->proto_ver);
 	switch (ev->type) {
 	case EH_EV_CONNECT:
 	case EH_EV_CONNECTED:
-		rc |= field_int(b, KEY("keepalive"), ev->keepalive);
-		rc |= field_bool(b, KEY("clean_start"), ev->flags & EH_EVF_CLEAN_START);
+		p = field_int(p, KEY("keepalive"), ev->keepalive);
+		p = field_bool(p, KEY("clean_start"), ev->flags & EH_EVF_CLEAN_START);
 		if (ev->flags & EH_EVF_INFERRED)
-			rc |= append(b, LIT(",\"inferred\":true"));
+			p = put(p, LIT(",\"inferred\":true"));
 		break;
 	case EH_EV_CONNECT_FAILED:
 		if (ev->reason != EH_REASON_NONE)
-			rc |= append(b, KEY("reason")) || put_name(b, eh_reason_name(ev->reason));
+			p = put_name(put(p, KEY("reason")), eh_reason_name(ev->reason));
 		break;
 	case EH_EV_DISCONNECTED:
-		rc |= append(b, KEY("reason"))
-		      || put_name(b, eh_reason_name(ev->reason ? ev->reason : EH_REASON_UNKNOWN));
+		p = put_name(put(p, KEY("reason")), eh_reason_name(ev->reason ? ev->reason : EH_REASON_UNKNOWN));
 		if (ev->flags & EH_EVF_HAS_CONNECTED_MS)
-			rc |= field_int(b, KEY("connected_ms"), (long long)ev->connected_ms);
+			p = field_int(p, KEY("connected_ms"), (long long)ev->connected_ms);
 		break;
 	case EH_EV_SUBSCRIBE:
-		rc |= field_bytes(b, KEYS("topic"), &ev->f[EH_F_TOPIC]);
-		rc |= field_int(b, KEY("qos"), ev->qos);
+		p = field_bytes(p, KEYS("topic"), &ev->f[EH_F_TOPIC]);
+		p = field_int(p, KEY("qos"), ev->qos);
 		if (ev->flags & EH_EVF_GRANTED_KNOWN)
-			rc |= field_bool(b, KEY("granted"), ev->flags & EH_EVF_GRANTED);
+			p = field_bool(p, KEY("granted"), ev->flags & EH_EVF_GRANTED);
 		break;
 	case EH_EV_UNSUBSCRIBE:
-		rc |= field_bytes(b, KEYS("topic"), &ev->f[EH_F_TOPIC]);
+		p = field_bytes(p, KEYS("topic"), &ev->f[EH_F_TOPIC]);
 		break;
 	case EH_EV_AUTHZ_DENIED:
-		rc |= ev->action == EH_ACTION_SUBSCRIBE ? append(b, LIT(",\"action\":\"subscribe\""))
-							: append(b, LIT(",\"action\":\"publish\""));
-		rc |= field_bytes(b, KEYS("topic"), &ev->f[EH_F_TOPIC]);
-		rc |= field_int(b, KEY("qos"), ev->qos);
+		p = ev->action == EH_ACTION_SUBSCRIBE ? put(p, LIT(",\"action\":\"subscribe\""))
+						      : put(p, LIT(",\"action\":\"publish\""));
+		p = field_bytes(p, KEYS("topic"), &ev->f[EH_F_TOPIC]);
+		p = field_int(p, KEY("qos"), ev->qos);
 		if (ev->action == EH_ACTION_PUBLISH)
-			rc |= field_bool(b, KEY("retain"), ev->flags & EH_EVF_RETAIN);
+			p = field_bool(p, KEY("retain"), ev->flags & EH_EVF_RETAIN);
 		break;
 	case EH_EV_PUBLISH:
-		rc |= field_bytes(b, KEYS("topic"), &ev->f[EH_F_TOPIC]);
-		rc |= field_int(b, KEY("qos"), ev->qos);
-		rc |= field_bool(b, KEY("retain"), ev->flags & EH_EVF_RETAIN);
-		rc |= append(b, KEY("payload")) || put_base64(b, ev->f[EH_F_PAYLOAD].ptr, ev->f[EH_F_PAYLOAD].len);
-		rc |= field_int(b, KEY("payload_size"), eh_event_payload_size(ev));
+		p = field_bytes(p, KEYS("topic"), &ev->f[EH_F_TOPIC]);
+		p = field_int(p, KEY("qos"), ev->qos);
+		p = field_bool(p, KEY("retain"), ev->flags & EH_EVF_RETAIN);
+		p = put_base64(put(p, KEY("payload")), ev->f[EH_F_PAYLOAD].ptr, ev->f[EH_F_PAYLOAD].len);
+		p = field_int(p, KEY("payload_size"), eh_event_payload_size(ev));
 		if (eh_event_payload_truncated(ev))
-			rc |= append(b, LIT(",\"payload_truncated\":true"));
+			p = put(p, LIT(",\"payload_truncated\":true"));
 		break;
 	default:
 		break;
 	}
-	rc |= append(b, LIT("}"));
-	return rc ? -1 : 0;
+	*p++ = '}';
+	return p;
 }
 
-/* On failure the buffer is as it was, terminated where it was. */
-static int finish(struct eh_buf *b, size_t mark, int rc)
+/* Grows the buffer once for the whole event; on failure it is as it was. */
+static char *begin(struct eh_buf *b, const struct eh_event *ev, const struct eh_node *node)
 {
-	if (rc)
-		b->len = mark;
-	if (b->data)
-		b->data[b->len] = '\0';
-	return rc ? -1 : 0;
+	return reserve(b, eh_json_text_bound(ev, node)) ? NULL : b->data + b->len;
+}
+
+static void end(struct eh_buf *b, char *p)
+{
+	b->len = (size_t)(p - b->data);
+	b->data[b->len] = '\0';
 }
 
 int eh_json_write_event(struct eh_buf *b, const struct eh_event *ev, const struct eh_node *node)
 {
-	size_t mark = b->len;
+	char *p = begin(b, ev, node);
 
-	return finish(b, mark, write_object(b, ev, node));
+	if (!p)
+		return -1;
+	end(b, write_object(p, ev, node));
+	return 0;
 }
 
 int eh_json_write_cloudevent(struct eh_buf *b, const struct eh_event *ev, const struct eh_node *node)
 {
-	size_t mark = b->len;
-	int rc = 0;
+	char *p = begin(b, ev, node);
 
-	rc |= append(b, LIT("{\"specversion\":\"1.0\",\"type\":"));
-	rc |= put_name(b, eh_event_type_name(ev->type));
-	rc |= append(b, KEY("source")) || put_string(b, node->name, strlen(node->name), NULL);
-	rc |= append(b, KEY("id")) || put_id(b, node, ev->number);
-	rc |= append(b, KEY("time")) || put_ts(b, ev->ts_ms);
-	rc |= append(b, LIT(",\"datacontenttype\":\"application/json\",\"data\":"));
-	rc |= write_object(b, ev, node);
-	rc |= append(b, LIT("}"));
-	return finish(b, mark, rc);
+	if (!p)
+		return -1;
+	p = put(p, LIT("{\"specversion\":\"1.0\",\"type\":"));
+	p = put_name(p, eh_event_type_name(ev->type));
+	p = put(put(p, KEY("source")), node->name_json, node->name_json_len);
+	p = put_id(put(p, KEY("id")), node, ev->number);
+	p = put_ts(put(p, KEY("time")), ev->ts_ms);
+	p = put(p, LIT(",\"datacontenttype\":\"application/json\",\"data\":"));
+	p = write_object(p, ev, node);
+	*p++ = '}';
+	end(b, p);
+	return 0;
 }

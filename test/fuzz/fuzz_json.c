@@ -71,8 +71,13 @@ static void check_field(json_t *obj, const char *key, const struct eh_bytes *b)
 
 static void encode(const struct eh_event *ev)
 {
-	struct eh_node node = { "fuzz-node", 0x1234 };
-	json_t *objs[2] = { eh_json_event(ev, &node), eh_json_cloudevent(ev, &node) };
+	static struct eh_node node;
+	json_t *objs[2];
+
+	if (!node.name[0] && eh_node_init(&node, "fuzz-node", 0x1234))
+		abort();
+	objs[0] = eh_json_event(ev, &node);
+	objs[1] = eh_json_cloudevent(ev, &node);
 
 	for (int k = 0; k < 2; k++) {
 		json_error_t jerr;

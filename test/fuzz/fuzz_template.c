@@ -26,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *cid, *user;
 	size_t tlen, cid_len, user_len;
 	struct eh_template t;
-	struct eh_node node = { "node/1", 1 };
+	struct eh_node node;
 	struct eh_event ev;
 	char err[512], *full = NULL, small[16];
 
@@ -46,6 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		user = NULL;
 		user_len = 0;
 	}
+	FUZZ_CHECK(eh_node_init(&node, "node/1", 1) == 0);
 	memset(&ev, 0, sizeof(ev));
 	ev.type = (uint8_t)(size % EH_EV_COUNT);
 	ev.seq = size * 7919u;

@@ -505,6 +505,7 @@ class ConfigErrorsTest(BrokerTestCase):
             ([("file_path", "/tmp/x.jsonl"), ("queue_size", "1")], "plugin_opt_queue_size"),
             ([("file_path", "/tmp/x.jsonl"), ("events", "client.nope")], "plugin_opt_events"),
             ([("file_path", "/tmp/x.jsonl"), ("topics", "a/#/b")], "plugin_opt_topics"),
+            ([("file_path", "/tmp/x.jsonl"), ("node_id", "n" * 256)], "plugin_opt_node_id: longer than 255 bytes"),
             ([("local_topic", "$e/{nope}")], "plugin_opt_local_topic"),
             ([("file_path", "/nonexistent-dir/x.jsonl")], "plugin_opt_file_path"),
             ([("file_fsync", "maybe"), ("file_path", "/tmp/x.jsonl")], "plugin_opt_file_fsync"),

@@ -70,7 +70,9 @@ static void check_one(const struct eh_event *ev, const struct eh_node *node, int
 START_TEST(json_write_matches_jansson)
 {
 	static char f[EH_F_COUNT][600];
-	struct eh_node node = { "node-\xc3\xa9", 0x0123456789abcdefull };
+	struct eh_node node;
+
+	ck_assert_int_eq(eh_node_init(&node, "node-\xc3\xa9", 0x0123456789abcdefull), 0);
 
 	for (int round = 0; round < 3000; round++) {
 		struct eh_event ev;
@@ -126,11 +128,12 @@ START_TEST(json_write_truncated_publish_exact)
 	static const char ce[] = "{\"specversion\":\"1.0\",\"type\":\"message.publish\",\"source\":\"n\","
 				 "\"id\":\"00000000-0000-8001-8000-000000000005\",\"time\":\"1970-01-01T00:00:00.000Z\","
 				 "\"datacontenttype\":\"application/json\",\"data\":";
-	struct eh_node node = { "n", 1 };
+	struct eh_node node;
 	struct eh_event ev;
 	struct eh_buf b = { 0 };
 	char want[1024];
 
+	ck_assert_int_eq(eh_node_init(&node, "n", 1), 0);
 	memset(&ev, 0, sizeof(ev));
 	ev.type = EH_EV_PUBLISH;
 	ev.number = 5;
@@ -162,10 +165,11 @@ END_TEST
 
 START_TEST(json_write_appends)
 {
-	struct eh_node node = { "n", 1 };
+	struct eh_node node;
 	struct eh_event ev;
 	struct eh_buf b = { 0 };
 
+	ck_assert_int_eq(eh_node_init(&node, "n", 1), 0);
 	memset(&ev, 0, sizeof(ev));
 	ev.type = EH_EV_UNSUBSCRIBE;
 	ev.f[EH_F_TOPIC] = (struct eh_bytes){ "a/b", 3 };
@@ -230,10 +234,11 @@ START_TEST(json_write_string_edges)
 		for (size_t len = 0; len <= 17; len++) {
 			for (size_t pos = 0; pos <= len; pos++) {
 				char str[32];
-				struct eh_node node = { "n", 7 };
+				struct eh_node node;
 				struct eh_event ev;
 				size_t take = pieces[k].len < len - pos ? pieces[k].len : len - pos;
 
+				ck_assert_int_eq(eh_node_init(&node, "n", 7), 0);
 				if (pos == len && len)
 					continue;
 				memcpy(str, filler, len);
@@ -246,8 +251,8 @@ START_TEST(json_write_string_edges)
 				ev.f[EH_F_TOPIC] = (struct eh_bytes){ str, (uint32_t)len };
 				ev.f[EH_F_PAYLOAD] = (struct eh_bytes){ str, (uint32_t)len };
 				if (pieces[k].valid && take == pieces[k].len && !memchr(str, 0, len)) {
-					memcpy(node.name, str, len);
-					node.name[len] = '\0';
+					str[len] = '\0';
+					ck_assert_int_eq(eh_node_init(&node, str, 7), 0);
 				}
 				check_padded(&ev, &node, 0, pads++ % 600);
 				check_one(&ev, &node, 1);
@@ -263,9 +268,10 @@ START_TEST(json_write_long_strings)
 	 * all escapes (the output six times the input) and mixed. */
 	enum { LEN = 65535 };
 	char *str = malloc(LEN);
-	struct eh_node node = { "n", 7 };
+	struct eh_node node;
 	struct eh_event ev;
 
+	ck_assert_int_eq(eh_node_init(&node, "n", 7), 0);
 	ck_assert_ptr_nonnull(str);
 	memset(&ev, 0, sizeof(ev));
 	ev.type = EH_EV_SUBSCRIBE;
@@ -304,10 +310,11 @@ START_TEST(json_write_integers)
 {
 	/* Digits are written two at a time: every length, both sides of each
 	 * power of ten, the extremes and negative values. */
-	struct eh_node node = { "n", 7 };
+	struct eh_node node;
 	struct eh_event ev;
 	long long v = 1;
 
+	ck_assert_int_eq(eh_node_init(&node, "n", 7), 0);
 	memset(&ev, 0, sizeof(ev));
 	ev.type = EH_EV_DISCONNECTED;
 	ev.flags = EH_EVF_HAS_CONNECTED_MS;
@@ -331,6 +338,84 @@ START_TEST(json_write_integers)
 }
 END_TEST
 
+/* The writers reserve eh_json_text_bound once and then write unchecked:
+ * the longest text each type can make stays inside it, with every string
+ * at its worst (controls, six bytes each, after one invalid byte that
+ * adds the base64 twin), every flag, the widest integers, the longest
+ * reason and a node name of 255 controls. */
+START_TEST(json_write_stays_within_its_bound)
+{
+	enum { LEN = 65535, PAYLOAD = 100000 };
+	static const uint8_t reasons[] = { EH_REASON_BAD_CREDENTIALS, EH_REASON_ADMINISTRATIVE_ACTION };
+	char *str = malloc(LEN), *payload = malloc(PAYLOAD), name[EH_NODE_NAME_MAX + 1];
+	struct eh_node node;
+
+	ck_assert_ptr_nonnull(str);
+	ck_assert_ptr_nonnull(payload);
+	memset(str, '\x01', LEN);
+	str[0] = '\xff';
+	memset(payload, '\xff', PAYLOAD);
+	memset(name, '\x01', EH_NODE_NAME_MAX);
+	name[EH_NODE_NAME_MAX] = '\0';
+	ck_assert_int_eq(eh_node_init(&node, name, UINT64_MAX), 0);
+	for (unsigned type = 0; type < EH_EV_COUNT; type++) {
+		for (size_t r = 0; r < sizeof(reasons); r++) {
+			struct eh_event ev;
+
+			memset(&ev, 0, sizeof(ev));
+			ev.type = (uint8_t)type;
+			ev.number = UINT64_MAX;
+			ev.seq = UINT64_MAX;
+			ev.ts_ms = INT64_MIN;
+			ev.connected_ms = INT64_MIN;
+			ev.keepalive = UINT16_MAX;
+			ev.proto_ver = UINT8_MAX;
+			ev.qos = UINT8_MAX;
+			ev.reason = reasons[r];
+			ev.action = EH_ACTION_PUBLISH;
+			ev.flags = UINT16_MAX;
+			for (int f = 0; f < EH_F_COUNT; f++)
+				ev.f[f] = (struct eh_bytes){ str, LEN };
+			ev.f[EH_F_PAYLOAD] = (struct eh_bytes){ payload, PAYLOAD };
+			for (int cloud = 0; cloud < 2; cloud++) {
+				struct eh_buf b = { 0 };
+				int rc = cloud ? eh_json_write_cloudevent(&b, &ev, &node) : eh_json_write_event(&b, &ev, &node);
+
+				ck_assert_int_eq(rc, 0);
+				ck_assert_msg(b.len + 1 <= eh_json_text_bound(&ev, &node), "type %u: %zu bytes, bound %zu",
+					      type, b.len + 1, eh_json_text_bound(&ev, &node));
+				eh_buf_free(&b);
+			}
+			check_one(&ev, &node, 1);
+		}
+	}
+	free(payload);
+	free(str);
+}
+END_TEST
+
+/* The node's name is checked once, where the parts made from it are. */
+START_TEST(json_node_init_checks_the_name)
+{
+	char name[EH_NODE_NAME_MAX + 2];
+	struct eh_node node;
+
+	memset(name, 'a', sizeof(name) - 1);
+	name[EH_NODE_NAME_MAX] = '\0';
+	ck_assert_int_eq(eh_node_init(&node, name, 1), 0);
+	ck_assert_str_eq(node.name, name);
+	name[EH_NODE_NAME_MAX] = 'a';
+	name[EH_NODE_NAME_MAX + 1] = '\0';
+	ck_assert_int_eq(eh_node_init(&node, name, 1), -1);
+	ck_assert_int_eq(eh_node_init(&node, "bad\xff", 1), -1);
+	ck_assert_int_eq(eh_node_init(&node, "", 1), 0);
+	ck_assert_int_eq(eh_node_init(&node, "q\"\\\t\x01/", 1), 0);
+	ck_assert_str_eq(node.name_json, "\"q\\\"\\\\\\t\\u0001/\"");
+	ck_assert_uint_eq(node.name_json_len, strlen(node.name_json));
+}
+END_TEST
+
+
 static Suite *json_write_suite(void)
 {
 	Suite *s = suite_create("json_write");
@@ -342,6 +427,8 @@ static Suite *json_write_suite(void)
 	tcase_add_test(tc, json_write_string_edges);
 	tcase_add_test(tc, json_write_long_strings);
 	tcase_add_test(tc, json_write_integers);
+	tcase_add_test(tc, json_write_stays_within_its_bound);
+	tcase_add_test(tc, json_node_init_checks_the_name);
 	suite_add_tcase(s, tc);
 	return s;
 }

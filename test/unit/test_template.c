@@ -12,8 +12,7 @@ static struct eh_node node_named(const char *name)
 {
 	struct eh_node node;
 
-	memset(&node, 0, sizeof(node));
-	snprintf(node.name, sizeof(node.name), "%s", name);
+	ck_assert_int_eq(eh_node_init(&node, name, 1), 0);
 	return node;
 }
 
