@@ -10,7 +10,8 @@
 #      drains the backlog.
 #   2. Library: kafka_peer replay produces the very messages the sink
 #      produced in round 0 (200,000 read back from the cluster: same
-#      values, keys, headers; cycled through to make N), with the sink's default configuration, in the same
+#      values, keys, headers; put back in the sink's order by their seq;
+#      cycled through to make N), with the sink's default configuration, in the same
 #      scenario: produced while the cluster is down until librdkafka's queue
 #      is full, then the cluster comes back. Also once with the cluster up
 #      from the start (timed the same way, and by its own clock from the
@@ -79,6 +80,9 @@ cpu_ticks() {
 		sed 's/.*) //' "$t/stat" 2>/dev/null || true
 	done | awk '{ s += $12 + $13 } END { print s + 0 }'
 }
+# The commit the plugin was built from: BUILD may be another worktree's
+# build directory (or a link to one), whose checkout is its parent.
+build_commit() { (cd "$(readlink -f "$BUILD")/.." && git describe --always --dirty 2>/dev/null) || echo -; }
 HZ=$(getconf CLK_TCK)
 # microseconds of CPU per message: $1 ticks before, $2 after, $3 messages
 us_per() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$HZ" 'BEGIN { printf "%.3f", (b - a) / hz / n * 1e6 }'; }
@@ -149,13 +153,15 @@ sink_round() { # $1 topic, $2 events (a multiple of CLIENTS); prints the drain r
 	until [ "$(sys_counter enqueued)" -ge "$2" ]; do sleep 0.2; done
 	watch_start "$1" "$2"
 	C0=$(cpu_ticks "$BROKER_PID" nomain) M0=$(cpu_ticks "$MOCK_PID") T0=$(cpu_ticks "$BROKER_PID" comm:eh-kafka)
+	B0=$(cpu_ticks "$BROKER_PID" comm:rdk:broker1)
 	mock "up 1"
 	wait "$WATCH"
 	C1=$(cpu_ticks "$BROKER_PID" nomain) M1=$(cpu_ticks "$MOCK_PID") T1=$(cpu_ticks "$BROKER_PID" comm:eh-kafka)
+	B1=$(cpu_ticks "$BROKER_PID" comm:rdk:broker1)
 	stop_broker
 	grep "kafka: stopped" "$TMP/broker.log" | sed 's/^[0-9]*: /   /' >&2
 	echo "$(field rate "$TMP/watch.out") $(field whole "$TMP/watch.out") $(us_per "$C0" "$C1" "$2") $(us_per "$M0" "$M1" "$2")" \
-		"$(us_per "$T0" "$T1" "$2")"
+		"$(us_per "$T0" "$T1" "$2") $(us_per "$B0" "$B1" "$2")"
 }
 
 lib_round() { # $1 topic; prints the drain rates: second half, whole
@@ -172,16 +178,20 @@ lib_round() { # $1 topic; prints the drain rates: second half, whole
 	exec 7>"$TMP/replay.in"
 	echo go >&7
 	wait_line "$TMP/replay.out" "^full"
+	[ "$1" != lib1 ] || sed -n 's/^loaded \([0-9]*\), \(.*\)/   library input: \1 messages in the sink'"'"'s order, \2/p' \
+		"$TMP/replay.out" >&2
 	watch_start "$1" "$N"
 	C0=$(cpu_ticks "$REPLAY") M0=$(cpu_ticks "$MOCK_PID") T0=$(cpu_ticks "$REPLAY" main)
+	B0=$(cpu_ticks "$REPLAY" comm:rdk:broker1)
 	mock "up 1"
 	wait "$WATCH"
 	C1=$(cpu_ticks "$REPLAY") M1=$(cpu_ticks "$MOCK_PID") T1=$(cpu_ticks "$REPLAY" main)
+	B1=$(cpu_ticks "$REPLAY" comm:rdk:broker1)
 	echo end >&7
 	exec 7>&-
 	wait "$REPLAY"
 	echo "$(field rate "$TMP/watch.out") $(field whole "$TMP/watch.out") $(us_per "$C0" "$C1" "$N") $(us_per "$M0" "$M1" "$N")" \
-		"$(us_per "$T0" "$T1" "$N")"
+		"$(us_per "$T0" "$T1" "$N") $(us_per "$B0" "$B1" "$N")"
 }
 
 libup_round() { # $1 topic; the library with the cluster up from the start, watched the same way
@@ -203,21 +213,23 @@ echo "   sink drain $1 events/s (whole drain $2; $N0 events)"
 T0=$(now); "$PEER" consume "$BS" sink0 "$N0" 300 >"$TMP/msgs" || { tail -2 "$TMP/msgs"; exit 1; }; echo "   read back in $(awk -v a="$T0" -v b="$(now)" "BEGIN { print b - a }") s"
 echo "   $(tail -1 "$TMP/msgs") messages read back; the first: $(head -1 "$TMP/msgs" | cut -c1-600)"
 for f in ratios sinks libs ratios_whole sinks_whole libs_whole ups ups_own ratios_up cpu_lib cpu_sink cpu_ratio \
-	mock_lib mock_sink prod_lib prod_sink; do : >"$TMP/$f"; done
+	mock_lib mock_sink prod_lib prod_sink brk_lib brk_sink; do : >"$TMP/$f"; done
 for r in $(seq 1 "$ROUNDS"); do
 	set -- $(lib_round "lib$r")
-	L=$1 LW=$2 CL=$3 ML=$4 PL=$5
+	L=$1 LW=$2 CL=$3 ML=$4 PL=$5 KL=$6
 	set -- $(libup_round "libup$r")
 	U=$1
 	echo "$1" >>"$TMP/ups"
 	echo "$2" >>"$TMP/ups_own"
 	set -- $(sink_round "sink$r" "$N")
-	S=$1 SW=$2 CS=$3 MS=$4 PS=$5
+	S=$1 SW=$2 CS=$3 MS=$4 PS=$5 KS=$6
 	echo "$CL" >>"$TMP/cpu_lib"
 	echo "$CS" >>"$TMP/cpu_sink"
 	echo "$ML" >>"$TMP/mock_lib"
 	echo "$PL" >>"$TMP/prod_lib"
 	echo "$PS" >>"$TMP/prod_sink"
+	echo "$KL" >>"$TMP/brk_lib"
+	echo "$KS" >>"$TMP/brk_sink"
 	echo "$MS" >>"$TMP/mock_sink"
 	awk -v s="$CS" -v l="$CL" 'BEGIN { printf "%.3f\n", l / s }' >>"$TMP/cpu_ratio"
 	awk -v s="$S" -v l="$U" 'BEGIN { printf "%.3f\n", s / l }' >>"$TMP/ratios_up"
@@ -230,7 +242,8 @@ for r in $(seq 1 "$ROUNDS"); do
 	echo "   round $r: second half: library $L msg/s, sink $S events/s, ratio $(tail -1 "$TMP/ratios");" \
 		"whole drain: library $LW, sink $SW, ratio $(tail -1 "$TMP/ratios_whole");" \
 		"library with the cluster up: $U, sink / that $(tail -1 "$TMP/ratios_up");" \
-		"us CPU per message: library $CL (producing thread $PL; mock $ML), sink $CS (producing thread $PS; mock $MS)," \
+		"us CPU per message: library $CL (producing thread $PL, librdkafka's broker thread $KL; mock $ML)," \
+		"sink $CS (producing thread $PS, librdkafka's broker thread $KS; mock $MS)," \
 		"library / sink $(tail -1 "$TMP/cpu_ratio")"
 done
 # One client: every event has the same key, so one partition holds them
@@ -275,10 +288,11 @@ echo "CPU per message over the drain, us (median of $ROUNDS): library process $(
 echo "   library / sink, same round:         $(median <"$TMP/cpu_ratio")  (rounds: $(tr '\n' ' ' <"$TMP/cpu_ratio"))"
 echo "   of which the producing thread:      library (main thread) $(median <"$TMP/prod_lib"), sink (eh-kafka)" \
 	"$(median <"$TMP/prod_sink")"
+echo "   and librdkafka's broker thread:     library $(median <"$TMP/brk_lib"), sink $(median <"$TMP/brk_sink")"
 echo "   mock cluster per message:           library's drain $(median <"$TMP/mock_lib"), sink's $(median <"$TMP/mock_sink")"
 echo "library, cluster up all along, second half (median): $(median <"$TMP/ups") msg/s (own clock, first produce to last report: $(median <"$TMP/ups_own"))"
 echo "   sink drain / that, same round:      $(median <"$TMP/ratios_up")  (rounds: $(tr '\n' ' ' <"$TMP/ratios_up"))"
 echo "end to end, one mosquitto_pub:          $E2E events/s (publisher-bound)"
 echo "broker, plugin off:                     $OFF msg/s"
 echo "broker, Kafka sink on:                  $ON msg/s  ($(awk -v a="$ON" -v b="$OFF" 'BEGIN { printf "%.2f", a / b }') x plugin off)"
-echo "(nproc $(nproc), load $(cut -d' ' -f1-3 /proc/loadavg), librdkafka $(pkg-config --modversion rdkafka), N=$N, commit $(git rev-parse --short HEAD 2>/dev/null || echo -))"
+echo "(nproc $(nproc), load $(cut -d' ' -f1-3 /proc/loadavg), librdkafka $(pkg-config --modversion rdkafka), N=$N, commit $(build_commit))"

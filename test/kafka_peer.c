@@ -31,7 +31,14 @@
  *     keys and headers), to TOPIC, with the sink's default
  *     configuration (EH_KAFKA_DEFAULTS) plus the given properties. All
  *     messages are loaded first, so only librdkafka's work is timed.
- *     Prints "loaded N", "full I" when librdkafka's queue first refuses a
+ *     They are produced in the order the sink produced them, by the event's
+ *     "seq" in the value: "consume" prints them partition after partition,
+ *     and librdkafka takes long runs for one partition at far less CPU
+ *     per message than the sink's order costs it (its producing and broker
+ *     threads and the cluster alike), so the file's order flattered the
+ *     library. KAFKA_PEER_REPLAY_ORDER=file keeps the file's order instead.
+ *     Prints "loaded N, runs of one key L long on average" (one key, one
+ *     partition), "full I" when librdkafka's queue first refuses a
  *     message (I messages are queued), and at the end "rate <messages per
  *     second from the first produce to the last delivery report> delivered
  *     <n> failed <n>". With KAFKA_PEER_REPLAY_WAIT set in the environment
@@ -50,6 +57,7 @@
  *     the first sample that found any.
  */
 #include <inttypes.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -340,6 +348,8 @@ struct replay_msg {
 	size_t nheaders;
 	char *hname[8];
 	char *hvalue[8];
+	unsigned long long seq; /* the sink's order */
+	long line;              /* the file's order */
 };
 
 static long delivered, failed;
@@ -373,6 +383,39 @@ static unsigned char *unhex(const char *s, size_t *len)
 }
 
 /* Loads what "consume" printed: one JSON object per message. */
+/* The event's seq in the value (our JSON or the CloudEvents envelope's
+ * data), or none: the first "seq": in the text is the key, since a quote
+ * inside a string value is escaped. */
+static unsigned long long value_seq(const struct replay_msg *m)
+{
+	const char *p = strstr(m->value, "\"seq\":");
+
+	return p ? strtoull(p + 6, NULL, 10) : ULLONG_MAX;
+}
+
+static int by_seq(const void *a, const void *b)
+{
+	const struct replay_msg *x = a, *y = b;
+
+	if (x->seq != y->seq)
+		return x->seq < y->seq ? -1 : 1;
+	return x->line < y->line ? -1 : x->line > y->line; /* stable: no seq keeps the file's order */
+}
+
+/* How long, on average, the stretches of consecutive messages with the same
+ * key are (each key goes to one partition): librdkafka's cost per message
+ * depends on it, so the benchmark prints it. */
+static double key_run(const struct replay_msg *m, long n)
+{
+	long runs = n > 0;
+
+	for (long i = 1; i < n; i++) {
+		if (m[i].key_len != m[i - 1].key_len || (m[i].key_len && memcmp(m[i].key, m[i - 1].key, m[i].key_len)))
+			runs++;
+	}
+	return runs ? (double)n / (double)runs : 0;
+}
+
 static struct replay_msg *load_messages(const char *path, long *count)
 {
 	FILE *f = fopen(path, "r");
@@ -406,6 +449,8 @@ static struct replay_msg *load_messages(const char *path, long *count)
 		m->value_len = json_string_length(json_object_get(o, "value"));
 		m->value = malloc(m->value_len + 1);
 		memcpy(m->value, json_string_value(json_object_get(o, "value")), m->value_len + 1);
+		m->seq = value_seq(m);
+		m->line = n;
 		hs = json_object_get(o, "headers");
 		json_array_foreach(hs, i, h) {
 			if (m->nheaders == 8)
@@ -418,6 +463,8 @@ static struct replay_msg *load_messages(const char *path, long *count)
 	}
 	free(line);
 	fclose(f);
+	if (n && !(getenv("KAFKA_PEER_REPLAY_ORDER") && !strcmp(getenv("KAFKA_PEER_REPLAY_ORDER"), "file")))
+		qsort(msgs, (size_t)n, sizeof(*msgs), by_seq);
 	*count = n;
 	return msgs;
 }
@@ -506,7 +553,7 @@ static int run_replay(int argc, char **argv)
 	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
 	if (!rk)
 		die("rd_kafka_new", err);
-	printf("loaded %ld\n", loaded);
+	printf("loaded %ld, runs of one key %.2f long on average\n", loaded, key_run(msgs, loaded));
 	if (gated && !fgets(go, sizeof(go), stdin))
 		die("replay", "stdin closed before the start line");
 	t0 = now_s();
