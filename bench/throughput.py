@@ -44,6 +44,13 @@ load (how many connections one wake-up serves), so "every", which runs
 below the plugin-free rate, is compared with "none" at full speed only with
 that caveat.
 
+BENCH_RATE=CYCLES drives every configuration at that many cycles per second
+(loadgen -r) instead of as fast as it goes: below the slowest
+configuration's rate every broker sees the same load in the same pattern,
+so the broker thread's CPU per cycle compares like with like ("CPU vs
+none"), which is what the plugin costs that thread when the machine has
+time for everything else. The rate columns then only confirm the pace.
+
 BENCH_PAYLOAD=BYTES sets the size of each publish's payload (loadgen -s;
 default 32, at most 262144); BENCH_EXTRA adds plugin options to idle, all
 and every (";"-separated, e.g. "payload_max_bytes 256").
@@ -60,6 +67,7 @@ CONC = int(os.environ.get("BENCH_CONC", "32"))
 MODES = os.environ.get("BENCH_MODES", "cycle publish0 publish1").split()
 PACED = os.environ.get("BENCH_PACED", "0") == "1"
 PAYLOAD = os.environ.get("BENCH_PAYLOAD", "")  # loadgen -s: bytes per publish (32)
+RATE = os.environ.get("BENCH_RATE", "")  # loadgen -r: cycles per second, every configuration
 
 # BENCH_EXTRA: options added to every configuration with the plugin,
 # ";"-separated (e.g. "payload_max_bytes 256" with BENCH_PAYLOAD).
@@ -91,14 +99,15 @@ def main():
 
 
 def run():
-    print("## Throughput: %d round(s) x %.0f s, %d connections in flight%s"
-          % (ROUNDS, SECS, CONC, ", %s-byte payloads" % PAYLOAD if PAYLOAD else ""))
+    print("## Throughput: %d round(s) x %.0f s, %d connections in flight%s%s"
+          % (ROUNDS, SECS, CONC, ", %s-byte payloads" % PAYLOAD if PAYLOAD else "",
+             ", every configuration paced at %s cycles/s" % RATE if RATE else ""))
     print("machine: " + benchlib.machine())
     if benchlib.BROKER_CPU:
         print("pinning: broker main thread on CPU 0; generator and sink threads on CPU(s) %s"
               % ",".join(map(str, sorted(benchlib.OTHER_CPUS))))
     results = {(m, c): [] for m in MODES for c, _ in CONFIGS}
-    base_args = ["-T"] + (["-s", PAYLOAD] if PAYLOAD else [])
+    base_args = ["-T"] + (["-s", PAYLOAD] if PAYLOAD else []) + (["-r", RATE] if RATE else [])
     counters = {(m, c): [] for m in MODES for c, _ in CONFIGS}
     for r in range(ROUNDS):
         order = CONFIGS[r % len(CONFIGS):] + CONFIGS[:r % len(CONFIGS)]
