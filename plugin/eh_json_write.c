@@ -11,10 +11,11 @@
  * It runs once per delivered event on every sink thread, so it is written
  * for instructions: the buffer is grown once per event, to a bound no
  * event's text can pass (eh_json_text_bound), and everything after writes
- * through a plain pointer with no further checks; keys are literals; what follows
- * from the node alone was made by eh_node_init; the id and timestamp are
- * formatted in place; and each client string is validated, repaired and
- * escaped in one pass that moves eight plain bytes at a time (put_string).
+ * through a plain pointer with no further checks; keys are literals; what
+ * follows from the node alone was made by eh_node_init; the id and
+ * timestamp are formatted in place; and each client string is validated,
+ * repaired and escaped in one pass that moves eight plain bytes at a time
+ * (put_string).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -121,7 +122,8 @@ static inline uint64_t needs_care(uint64_t v)
  *
  * Eight plain bytes are recognised and stored per step; only the bytes of
  * a word that needs care are looked at one by one. Room: 6 * n + 2 (an
- * escape is 6 bytes for 1, a replacement 3), which eh_json_text_bound counts.
+ * escape is 6 bytes for 1, a replacement 3), which eh_json_text_bound
+ * counts.
  */
 static char *put_string(char *out, const char *str, size_t n, int *replaced)
 {
