@@ -382,7 +382,6 @@ static unsigned char *unhex(const char *s, size_t *len)
 	return out;
 }
 
-/* Loads what "consume" printed: one JSON object per message. */
 /* The event's seq in the value (our JSON or the CloudEvents envelope's
  * data), or none: the first "seq": in the text is the key, since a quote
  * inside a string value is escaped. */
@@ -416,6 +415,7 @@ static double key_run(const struct replay_msg *m, long n)
 	return runs ? (double)n / (double)runs : 0;
 }
 
+/* Loads what "consume" printed: one JSON object per message. */
 static struct replay_msg *load_messages(const char *path, long *count)
 {
 	FILE *f = fopen(path, "r");
