@@ -46,10 +46,12 @@ that caveat.
 
 BENCH_RATE=CYCLES drives every configuration at that many cycles per second
 (loadgen -r) instead of as fast as it goes: below the slowest
-configuration's rate every broker sees the same load in the same pattern,
-so the broker thread's CPU per cycle compares like with like ("CPU vs
-none"), which is what the plugin costs that thread when the machine has
-time for everything else. The rate columns then only confirm the pace.
+configuration's rate every broker gets the same load, so the broker
+thread's CPU per cycle ("CPU vs none") is compared at one rate. Not
+necessarily in one pattern: the generator shares its core with the sinks
+and peers, and how many connections one wake-up serves changes with what
+else runs there (docs/performance.md, "Paced alike"). The rate columns
+then only confirm the pace. Not combined with BENCH_PACED.
 
 BENCH_PAYLOAD=BYTES sets the size of each publish's payload (loadgen -s;
 default 32, at most 262144); BENCH_EXTRA adds plugin options to idle, all
