@@ -53,6 +53,10 @@ and peers, and how many connections one wake-up serves changes with what
 else runs there (docs/performance.md, "Paced alike"). The rate columns
 then only confirm the pace. Not combined with BENCH_PACED.
 
+BENCH_CONTROL=1 adds "none2", a second plugin-free broker measured in each
+round like the others: its ratios to "none" show what this machine can
+resolve in that very run, the yardstick for idle's "at least 0.99".
+
 BENCH_PAYLOAD=BYTES sets the size of each publish's payload (loadgen -s;
 default 32, at most 262144); BENCH_EXTRA adds plugin options to idle, all
 and every (";"-separated, e.g. "payload_max_bytes 256").
@@ -81,6 +85,8 @@ CONFIGS = [
                                    "local_topic $events/{event}/{clientid}"] + EXTRA)),
     # "every": filled in main() once the peers run
 ]
+if os.environ.get("BENCH_CONTROL", "0") == "1":
+    CONFIGS.insert(1, ("none2", []))
 EVENTS_PER_CYCLE = {"cycle": 5, "publish0": 15, "publish1": 15}
 PEER_PIDS = {}  # name -> pid of the peers of "every", for the CPU breakdown
 
@@ -161,15 +167,29 @@ def run():
             paired = benchlib.median([x["rate"] / b["rate"] for x, b in zip(rs, base)])
             rows.append([mode, name, "%.0f" % rate, "%.3f" % (rate / base_rate), "%.3f" % paired, "%.1f" % cost,
                          "%.3f" % (cost / base_cost), "%.0f%%" % brk, "%.0f%%" % gen,
-                         "-" if name == "none" else "%d / %d" % (enq, drop)])
+                         "%d / %d" % (enq, drop) if dict(CONFIGS)[name] else "-"])
     print(benchlib.table(["mode", "plugin", "cycles/s (median)", "rate vs none", "per-round ratio (median)",
                           "broker thread CPU us/cycle", "CPU vs none", "broker thread CPU",
                           "generator CPU", "events enqueued / dropped (all rounds)"], rows))
     print()
     print("targets: idle rate >= 0.99 x none, every rate >= 0.97 x none (reported, never enforced)")
+    spread(results)
     if PACED:
         paced_table(results)
     breakdown(results)
+
+
+def spread(results):
+    """Each round's own rate ratio against none, sorted: how far one round
+    can be from the median on this machine (compare with none2)."""
+    print()
+    print("per-round rate ratios vs none, sorted:")
+    for mode in MODES:
+        base = results[(mode, "none")]
+        for name, _ in CONFIGS:
+            if name != "none":
+                ratios = sorted(x["rate"] / b["rate"] for x, b in zip(results[(mode, name)], base))
+                print("  %-8s %-5s %s" % (mode, name, " ".join("%.3f" % r for r in ratios)))
 
 
 def paced_table(results):
