@@ -164,7 +164,7 @@ def run():
                     drop += s["dropped"]
             # Each round runs every configuration back to back, so the
             # ratio inside a round cancels slow drift of a shared machine.
-            paired = benchlib.median([x["rate"] / b["rate"] for x, b in zip(rs, base)])
+            paired = benchlib.median(round_ratios(results, mode, name))
             rows.append([mode, name, "%.0f" % rate, "%.3f" % (rate / base_rate), "%.3f" % paired, "%.1f" % cost,
                          "%.3f" % (cost / base_cost), "%.0f%%" % brk, "%.0f%%" % gen,
                          "%d / %d" % (enq, drop) if dict(CONFIGS)[name] else "-"])
@@ -179,16 +179,20 @@ def run():
     breakdown(results)
 
 
+def round_ratios(results, mode, name):
+    """Each round's rate of name over none's in the same round."""
+    return [x["rate"] / b["rate"] for x, b in zip(results[(mode, name)], results[(mode, "none")])]
+
+
 def spread(results):
-    """Each round's own rate ratio against none, sorted: how far one round
-    can be from the median on this machine (compare with none2)."""
+    """The per-round ratios, sorted: how far one round can be from the
+    median on this machine (compare with none2)."""
     print()
     print("per-round rate ratios vs none, sorted:")
     for mode in MODES:
-        base = results[(mode, "none")]
         for name, _ in CONFIGS:
             if name != "none":
-                ratios = sorted(x["rate"] / b["rate"] for x, b in zip(results[(mode, name)], base))
+                ratios = sorted(round_ratios(results, mode, name))
                 print("  %-8s %-5s %s" % (mode, name, " ".join("%.3f" % r for r in ratios)))
 
 
