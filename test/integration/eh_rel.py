@@ -211,12 +211,12 @@ def server_tls(cert: Path, key: Path) -> ssl.SSLContext:
     return ctx
 
 
-def mock_kafka(brokers: int = 1):
+def mock_kafka(brokers: int = 1, topics=()):
     """librdkafka's mock cluster (test_kafka.MockKafka); skips when
     build/test/kafka_peer is not built. Imported late and by module so that
     the loader does not collect test_kafka's tests a second time here."""
     import test_kafka
-    return test_kafka.MockKafka(brokers=brokers)
+    return test_kafka.MockKafka(brokers=brokers, topics=topics)
 
 
 class AllPeers:
@@ -226,7 +226,8 @@ class AllPeers:
     * file: ``<dir>/events.jsonl``
     * local: ``$events/{event}/{clientid}`` in the broker itself
     * http: an HttpPeer (answers 200)
-    * kafka: librdkafka's mock cluster (topic ``mqtt-events``)
+    * kafka: librdkafka's mock cluster (topic ``mqtt-events``, created with
+      ``kafka_partitions`` partitions when given, else by the first produce)
     * mqtt: a plugin-free mosquitto (``target``), topic
       ``eventhook/{node}/{event}/{clientid}``
 
@@ -234,13 +235,14 @@ class AllPeers:
     peer does not hold every request body in memory; it still counts them.
     """
 
-    def __init__(self, kafka: bool = True):
+    def __init__(self, kafka: bool = True, kafka_partitions: int = 0):
         self.http = HttpPeer()
         self.http_count = 0
         self.kafka = None
         self.target = None
+        topics = [("mqtt-events", kafka_partitions)] if kafka_partitions else []
         try:
-            self.kafka = mock_kafka() if kafka else None
+            self.kafka = mock_kafka(topics=topics) if kafka else None
             self.target = Broker(["allow_anonymous true"], plugin=False, name="mqtt-target")
         except BaseException:
             self.close()
