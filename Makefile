@@ -226,6 +226,14 @@ $(MQTT_BASELINE): bench/mqtt_baseline.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LDFLAGS) -o $@ $< -lpaho-mqtt3as -lpthread
 bench: $(MQTT_BASELINE)
+# A plugin that registers nothing but links the plugin's libraries
+# (bench/throughput.py, BENCH_LIBS=1): what loading them costs the broker.
+NULL_PLUGIN := $(BUILD)/bench/null_plugin.so
+$(NULL_PLUGIN): bench/null_plugin.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -std=c11 -Wall -Wextra -Werror -fPIC -shared $(LDFLAGS) -o $@ $< \
+		-Wl,--no-as-needed $(EH_LIBS)
+bench: $(NULL_PLUGIN)
 # The per-event JSON writer alone (bench/json_bench.c): ns per event, then
 # instructions per event from callgrind, counted only inside
 # eh_json_write_event. A few seconds; part of make bench.

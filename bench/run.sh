@@ -3,7 +3,7 @@
 # and bench/bench_*.py.
 # Reports, never fails on a number. Environment knobs (defaults in brackets):
 #   BENCH_ROUNDS [5] BENCH_SECONDS [4] BENCH_CONC [32] BENCH_MODES [cycle publish0 publish1]
-#   BENCH_PIN [1; 0: no CPU pinning]  BENCH_EVERY [1]  BENCH_EVERY_EXTRA [options for "every", ;-separated]
+#   BENCH_PIN [1; 0: no CPU pinning]  BENCH_ALL [1]  BENCH_EVERY [1]  BENCH_EVERY_EXTRA [options for "every", ;-separated]
 #   CG_CYCLES [1000]   BENCH_ONLY: space-separated subset of
 #   "throughput callgrind latency wakeups memory stop sinks"
 set -eu

@@ -13,6 +13,7 @@ Configurations (each with a fresh broker):
         client event and every publish is captured, enqueued, rendered to
         JSON on the sink threads, written to a file and published back into
         the broker (the local sink's publishes are work the broker does).
+        BENCH_ALL=0 leaves it out.
   every all five sinks, events '*', against local peers started once for
         the run (benchlib.Peers): the file and local sinks as in "all", the
         HTTP sink posting batches to a Python HTTP server, the Kafka sink
@@ -57,6 +58,11 @@ BENCH_CONTROL=1 adds "none2", a second plugin-free broker measured in each
 round like the others: its ratios to "none" show what this machine can
 resolve in that very run, the yardstick for idle's "at least 0.99".
 
+BENCH_LIBS=1 adds "libs", a plugin that registers no callback but links
+every library the plugin links (bench/null_plugin.c, built by make bench):
+idle's distance from it is what the plugin's callbacks and start cost, its
+distance from none what loading those libraries costs.
+
 BENCH_PAYLOAD=BYTES sets the size of each publish's payload (loadgen -s;
 default 32, at most 262144); BENCH_EXTRA adds plugin options to idle, all
 and every (";"-separated, e.g. "payload_max_bytes 256").
@@ -85,6 +91,10 @@ CONFIGS = [
                                    "local_topic $events/{event}/{clientid}"] + EXTRA)),
     # "every": filled in main() once the peers run
 ]
+if os.environ.get("BENCH_ALL", "1") == "0":
+    CONFIGS = [c for c in CONFIGS if c[0] != "all"]
+if os.environ.get("BENCH_LIBS", "0") == "1":
+    CONFIGS.insert(1, ("libs", ["plugin " + os.path.join(benchlib.ROOT, benchlib.BUILD, "bench", "null_plugin.so")]))
 if os.environ.get("BENCH_CONTROL", "0") == "1":
     CONFIGS.insert(1, ("none2", []))
 EVENTS_PER_CYCLE = {"cycle": 5, "publish0": 15, "publish1": 15}
