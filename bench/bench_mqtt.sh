@@ -11,21 +11,36 @@
 #             (password file, SIGHUP) and the sink drains its queue.
 #   Both are timed the same way: a C subscriber (QoS 0) on the target counts
 #   the messages and reports (N-1) / (last arrival - first arrival).
-#   Rounds alternate the order; medians. Then the source broker's intake
-#   (Python QoS 1 publisher) with the plugin off and with the sink on.
+#   Rounds alternate the order; medians. Each also reports its CPU time per
+#   message: the baseline process's, and the source broker's during the
+#   drain (the sink thread and paho's threads; nothing else runs there then).
+#   Then the source broker's intake (Python QoS 1 publisher) with the plugin
+#   off and with the sink on.
 #
 #   sh bench/bench_mqtt.sh [N [ROUNDS]]    (defaults 20000, 3; make first)
+#   MQTT_WINDOW=W  messages in flight for both (the sink's mqtt_max_inflight;
+#                  default 256, the sink's default)
 set -e
 N=${1:-20000}
 ROUNDS=${2:-3}
+export MQTT_WINDOW=${MQTT_WINDOW:-256}
 BUILD=${BUILD:-build}
 PLUGIN=${EH_PLUGIN:-$(pwd)/$BUILD/mosquitto_eventhook.so}
 BASE=$(pwd)/$BUILD/bench/mqtt_baseline
 [ -x "$BASE" ] && [ -f "$PLUGIN" ] || { echo "run make $BUILD/bench/mqtt_baseline first" >&2; exit 2; }
 exec /usr/bin/python3 - "$N" "$ROUNDS" "$PLUGIN" "$BASE" <<'PY'
-import os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import os, resource, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 import paho.mqtt.client as mqtt
 N, ROUNDS, PLUGIN, BASE = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+WINDOW = int(os.environ["MQTT_WINDOW"])
+TICK = os.sysconf("SC_CLK_TCK")
+def proc_cpu(pid):
+    # utime + stime of every thread of pid, in seconds
+    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / TICK
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 tmp = tempfile.mkdtemp(prefix="eh-bench-mqtt-"); os.chmod(tmp, 0o777)  # the brokers run as the mosquitto user
 def port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
@@ -84,7 +99,8 @@ def source(extra=()):
     lines = ["listener {port} 127.0.0.1"] + common() + ["log_dest file " + log, "plugin " + PLUGIN,
         "plugin_opt_events message.publish", "plugin_opt_mqtt_uri tcp://127.0.0.1:%d" % sinkport,
         "plugin_opt_mqtt_username sink", "plugin_opt_mqtt_password_file " + os.path.join(tmp, "sink.pass"),
-        "plugin_opt_mqtt_qos 1", "plugin_opt_mqtt_reconnect_max 1", "plugin_opt_queue_size 1048576"] + list(extra)
+        "plugin_opt_mqtt_qos 1", "plugin_opt_mqtt_reconnect_max 1", "plugin_opt_queue_size 1048576",
+        "plugin_opt_mqtt_max_inflight %d" % WINDOW] + list(extra)
     if os.path.exists(log): os.unlink(log)
     return broker("source", lines) + (log,)
 def sink_round():
@@ -92,20 +108,28 @@ def sink_round():
     sport, spr, log = source()
     publish(sport, N)          # captured and queued: the sink cannot log in
     s = sub_start(N)
+    cpu0 = proc_cpu(spr.pid)
     sink_login(True); target.send_signal(signal.SIGHUP)
     r = sub_result(s)
+    if r is not None:
+        r["cpu_us"] = 1e6 * (proc_cpu(spr.pid) - cpu0) / N
     stop(spr)
     stopline = [l for l in open(log) if "mqtt: stopped" in l]
     return r, (stopline[-1].split("stopped; ")[-1].strip() if stopline else "no stop line")
 shape = None
 def base_round():
     s = sub_start(N)
-    out = subprocess.run([BASE, "pub", "tcp://127.0.0.1:%d" % tport, shape["topic"], str(shape["bytes"]), str(N), "256"],
-                         capture_output=True, text=True, check=True).stdout.split()
+    cpu0 = children_cpu()
+    out = subprocess.run([BASE, "pub", "tcp://127.0.0.1:%d" % tport, shape["topic"], str(shape["bytes"]), str(N),
+                          str(WINDOW)], capture_output=True, text=True, check=True).stdout.split()
+    cpu_us = 1e6 * (children_cpu() - cpu0) / N
     r = sub_result(s)
+    if r is None:
+        return None
     r["until_puback"] = float(out[9])
+    r["cpu_us"] = cpu_us
     return r
-base, sink, ratios = [], [], []
+base, sink, ratios, base_cpu, sink_cpu = [], [], [], [], []
 try:
     for i in range(ROUNDS):
         order = ["sink", "base"] if i % 2 == 0 else ["base", "sink"]
@@ -116,12 +140,15 @@ try:
                 if r is None: raise SystemExit("the subscriber never received %d events (sink: %s)" % (N, line))
                 shape = shape or r
                 got["sink"] = r["rate"]
-                print("  round %d sink      %9.0f ev/s  (%s)" % (i + 1, r["rate"], line))
+                sink_cpu.append(r["cpu_us"])
+                print("  round %d sink      %9.0f ev/s  %5.1f us CPU/event (%s)" % (i + 1, r["rate"], r["cpu_us"], line))
             else:
                 r = base_round()
                 if r is None: raise SystemExit("the subscriber never received the baseline's %d messages" % N)
                 got["base"] = r["rate"]
-                print("  round %d baseline  %9.0f msg/s (until the last PUBACK: %.0f msg/s)" % (i + 1, r["rate"], r["until_puback"]))
+                base_cpu.append(r["cpu_us"])
+                print("  round %d baseline  %9.0f msg/s %5.1f us CPU/msg   (until the last PUBACK: %.0f msg/s)"
+                      % (i + 1, r["rate"], r["cpu_us"], r["until_puback"]))
         base.append(got["base"]); sink.append(got["sink"]); ratios.append(got["sink"] / got["base"])
     # Intake of the source broker (Python publisher, QoS 1), sink delivering.
     sink_login(True); target.send_signal(signal.SIGHUP)
@@ -130,10 +157,12 @@ try:
     stop(spr)
     off, offpr = broker("off", ["listener {port} 127.0.0.1"] + common())
     intake_off = N / publish(off, N)
-    print("mqtt sink: %d events of %d bytes to %s, QoS 1, window 256, %d rounds, %d cores, load %.2f"
-          % (N, shape["bytes"], shape["topic"], ROUNDS, os.cpu_count(), os.getloadavg()[0]))
-    print("  paho.mqtt.c MQTTAsync publisher   %9.0f msg/s (baseline, median)" % statistics.median(base))
-    print("  sink draining its queue           %9.0f ev/s  (median)" % statistics.median(sink))
+    print("mqtt sink: %d events of %d bytes to %s, QoS 1, window %d, %d rounds, %d cores, load %.2f"
+          % (N, shape["bytes"], shape["topic"], WINDOW, ROUNDS, os.cpu_count(), os.getloadavg()[0]))
+    print("  paho.mqtt.c MQTTAsync publisher   %9.0f msg/s (baseline, median), %.1f us CPU per message"
+          % (statistics.median(base), statistics.median(base_cpu)))
+    print("  sink draining its queue           %9.0f ev/s  (median), %.1f us CPU per event"
+          % (statistics.median(sink), statistics.median(sink_cpu)))
     print("  sink / baseline, same round       %9.2f       (median; rounds: %s)"
           % (statistics.median(ratios), " ".join("%.2f" % r for r in ratios)))
     print("  source intake, plugin off         %9.0f msg/s" % intake_off)
