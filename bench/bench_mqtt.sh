@@ -24,6 +24,11 @@ set -e
 N=${1:-20000}
 ROUNDS=${2:-3}
 export MQTT_WINDOW=${MQTT_WINDOW:-256}
+case $MQTT_WINDOW in
+''|*[!0-9]*|0|0*) MQTT_WINDOW=bad ;;
+esac
+[ "$MQTT_WINDOW" != bad ] && [ "${#MQTT_WINDOW}" -le 5 ] && [ "$MQTT_WINDOW" -le 65535 ] ||
+	{ echo "MQTT_WINDOW must be a whole number from 1 to 65535" >&2; exit 2; }
 BUILD=${BUILD:-build}
 PLUGIN=${EH_PLUGIN:-$(pwd)/$BUILD/mosquitto_eventhook.so}
 BASE=$(pwd)/$BUILD/bench/mqtt_baseline
