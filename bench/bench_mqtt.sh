@@ -33,16 +33,13 @@ BUILD=${BUILD:-build}
 PLUGIN=${EH_PLUGIN:-$(pwd)/$BUILD/mosquitto_eventhook.so}
 BASE=$(pwd)/$BUILD/bench/mqtt_baseline
 [ -x "$BASE" ] && [ -f "$PLUGIN" ] || { echo "run make $BUILD/bench/mqtt_baseline first" >&2; exit 2; }
-exec /usr/bin/python3 - "$N" "$ROUNDS" "$PLUGIN" "$BASE" <<'PY'
+EH_BENCH_DIR=$(cd "$(dirname "$0")" && pwd) exec /usr/bin/python3 - "$N" "$ROUNDS" "$PLUGIN" "$BASE" <<'PY'
 import os, resource, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 import paho.mqtt.client as mqtt
 N, ROUNDS, PLUGIN, BASE = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 WINDOW = int(os.environ["MQTT_WINDOW"])
-TICK = os.sysconf("SC_CLK_TCK")
-def proc_cpu(pid):
-    # utime + stime of every thread of pid, in seconds
-    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / TICK
+sys.path.insert(0, os.environ["EH_BENCH_DIR"])
+from benchlib import cpu_seconds as proc_cpu
 def children_cpu():
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime

@@ -204,6 +204,17 @@ def loadgen(broker, mode="cycle", secs=5.0, conc=32, warmup=1.0, args=(), timeou
     return res
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process (all its threads) so far;
+    NaN once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return float("nan")
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 

@@ -98,16 +98,6 @@ def pinned(cmd):
     return (["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []) + cmd
 
 
-def cpu_seconds(pid):
-    """User + system CPU seconds of a process so far."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except OSError:
-        return float("nan")
-
-
 class Receiver:
     """A receiver outside loadgen (HTTP or Kafka): started before the load,
     stopped after the broker so that the sink's last batch gets there;
@@ -120,7 +110,7 @@ class Receiver:
             raise RuntimeError("receiver did not start: %s" % cmd)
 
     def collect(self):
-        cpu = cpu_seconds(self.proc.pid)
+        cpu = benchlib.cpu_seconds(self.proc.pid)
         self.proc.send_signal(signal.SIGTERM)
         out, _ = self.proc.communicate(timeout=60)
         samples, info = [], {}
