@@ -39,7 +39,7 @@ import paho.mqtt.client as mqtt
 N, ROUNDS, PLUGIN, BASE = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 WINDOW = int(os.environ["MQTT_WINDOW"])
 sys.path.insert(0, os.environ["EH_BENCH_DIR"])
-from benchlib import cpu_seconds as proc_cpu
+from benchlib import cpu_seconds
 def children_cpu():
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -110,11 +110,11 @@ def sink_round():
     sport, spr, log = source()
     publish(sport, N)          # captured and queued: the sink cannot log in
     s = sub_start(N)
-    cpu0 = proc_cpu(spr.pid)
+    cpu0 = cpu_seconds(spr.pid)
     sink_login(True); target.send_signal(signal.SIGHUP)
     r = sub_result(s)
     if r is not None:
-        r["cpu_us"] = 1e6 * (proc_cpu(spr.pid) - cpu0) / N
+        r["cpu_us"] = 1e6 * (cpu_seconds(spr.pid) - cpu0) / N
     stop(spr)
     stopline = [l for l in open(log) if "mqtt: stopped" in l]
     return r, (stopline[-1].split("stopped; ")[-1].strip() if stopline else "no stop line")

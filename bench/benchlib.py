@@ -25,6 +25,8 @@ BUILD = os.environ.get("BUILD", "build")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLUGIN = os.path.join(ROOT, BUILD, "mosquitto_eventhook.so")
 LOADGEN = os.path.join(ROOT, BUILD, "bench", "loadgen")
+# bench/null_plugin.c: links the plugin's libraries, registers nothing.
+NULL_PLUGIN = os.path.join(ROOT, BUILD, "bench", "null_plugin.so")
 MOSQUITTO = os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto")
 NCPU = len(os.sched_getaffinity(0))
 # On a small machine the broker's main thread gets core 0 and everything else

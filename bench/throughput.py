@@ -94,11 +94,10 @@ CONFIGS = [
 if os.environ.get("BENCH_ALL", "1") == "0":
     CONFIGS = [c for c in CONFIGS if c[0] != "all"]
 if os.environ.get("BENCH_LIBS", "0") == "1":
-    NULL_PLUGIN = os.path.join(benchlib.ROOT, benchlib.BUILD, "bench", "null_plugin.so")
-    if not os.path.exists(NULL_PLUGIN):
-        sys.exit("BENCH_LIBS=1 needs %s: make BUILD=%s %s"
-                 % (NULL_PLUGIN, benchlib.BUILD, os.path.relpath(NULL_PLUGIN, benchlib.ROOT)))
-    CONFIGS.insert(1, ("libs", ["plugin " + NULL_PLUGIN]))
+    if not os.path.exists(benchlib.NULL_PLUGIN):
+        sys.exit("BENCH_LIBS=1 needs %s: make BUILD=%s %s" % (benchlib.NULL_PLUGIN, benchlib.BUILD,
+                                                          os.path.relpath(benchlib.NULL_PLUGIN, benchlib.ROOT)))
+    CONFIGS.insert(1, ("libs", ["plugin " + benchlib.NULL_PLUGIN]))
 if os.environ.get("BENCH_CONTROL", "0") == "1":
     CONFIGS.insert(1, ("none2", []))
 EVENTS_PER_CYCLE = {"cycle": 5, "publish0": 15, "publish1": 15}
