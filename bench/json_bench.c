@@ -148,13 +148,14 @@ int main(int argc, char **argv)
 	unsigned long events = argc > 1 ? arg(argv[1], 1ul << 40) : 2000000;
 	int repeats = argc > 2 ? (int)arg(argv[2], 1000) : 5;
 	const char *only = argc > 3 ? argv[3] : NULL;
+	char why[128];
 
 	if (!events || repeats < 1 || argc > 4) {
 		fprintf(stderr, "usage: json_bench [events [repeats [publish|lifecycle|mixed]]]\n");
 		return 2;
 	}
-	if (eh_node_init(&node, "bench-node", 0x5eed5eed5eed5eedull)) {
-		fprintf(stderr, "json_bench: eh_node_init failed\n");
+	if (eh_node_init(&node, "bench-node", 0x5eed5eed5eed5eedull, why, sizeof(why))) {
+		fprintf(stderr, "json_bench: eh_node_init: %s\n", why);
 		return 1;
 	}
 	make_strings();

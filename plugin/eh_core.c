@@ -221,13 +221,9 @@ int eh_core_init(struct eh_core *core, void *plugin_id, const struct eh_kv *kv, 
 		snprintf(err, sizeof(err), "cannot read random bytes for event ids: %s", strerror(errno));
 		goto fail;
 	}
-	if (eh_node_init(&core->node, v, instance)) {
-		if (strlen(v) > EH_NODE_NAME_MAX)
-			snprintf(err, sizeof(err), "plugin_opt_node_id: longer than %d bytes", EH_NODE_NAME_MAX);
-		else if (eh_utf8_valid_prefix(v, strlen(v)) != strlen(v))
-			snprintf(err, sizeof(err), "plugin_opt_node_id: '%s' is not valid UTF-8", v);
-		else
-			snprintf(err, sizeof(err), "plugin_opt_node_id: out of memory");
+	if (eh_node_init(&core->node, v, instance, why, sizeof(why))) {
+		snprintf(err, sizeof(err), "%s: %s", v == host ? "the host name (plugin_opt_node_id is not set)"
+							 : "plugin_opt_node_id", why);
 		goto fail;
 	}
 	if (eh_filter_events_parse(eh_config_get(&core->config, "events"), &core->capture_mask, why, sizeof(why))) {

@@ -156,19 +156,27 @@ static char *put_hex(char *out, uint64_t v, int digits)
 	return out + digits;
 }
 
-int eh_node_init(struct eh_node *node, const char *name, uint64_t instance)
+int eh_node_init(struct eh_node *node, const char *name, uint64_t instance, char *why, size_t whylen)
 {
 	/* Version 8 (custom) UUID: 64 random bits per instance (under the
 	 * version nibble), then the 62-bit event number under the RFC 4122
 	 * variant bits (eh_json_format_id). */
 	uint64_t hi = (instance & ~(uint64_t)0xF000) | 0x8000;
-	size_t len = strlen(name);
+	size_t len = strlen(name), valid;
 	json_t *j;
 	char *text, *p;
 
 	memset(node, 0, sizeof(*node));
-	if (len > EH_NODE_NAME_MAX || eh_utf8_valid_prefix(name, len) != len)
+	if (len > EH_NODE_NAME_MAX) {
+		snprintf(why, whylen, "longer than %d bytes", EH_NODE_NAME_MAX);
 		return -1;
+	}
+	valid = eh_utf8_valid_prefix(name, len);
+	if (valid != len) {
+		/* The name itself is not echoed: its bytes are what is invalid. */
+		snprintf(why, whylen, "not valid UTF-8 (at byte %zu)", valid);
+		return -1;
+	}
 	memcpy(node->name, name, len + 1);
 	node->instance = instance;
 	p = put_hex(node->id_head, hi >> 32, 8);
@@ -181,11 +189,15 @@ int eh_node_init(struct eh_node *node, const char *name, uint64_t instance)
 	j = json_string(name);
 	text = j ? json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
 	json_decref(j);
-	if (!text)
+	if (!text) {
+		snprintf(why, whylen, "out of memory");
 		return -1;
+	}
 	node->name_json_len = strlen(text);
 	if (node->name_json_len >= sizeof(node->name_json)) {
+		/* Cannot happen: every escape fits the 6 bytes allowed per byte. */
 		free(text);
+		snprintf(why, whylen, "too long once escaped");
 		return -1;
 	}
 	memcpy(node->name_json, text, node->name_json_len + 1);

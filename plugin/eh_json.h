@@ -32,9 +32,10 @@ struct eh_node {
 	size_t name_json_len;
 };
 
-/* Fills node; -1 when name is longer than EH_NODE_NAME_MAX bytes, is not
- * valid UTF-8, or memory ran out. */
-int eh_node_init(struct eh_node *node, const char *name, uint64_t instance);
+/* Fills node; -1 with the reason in why when name is longer than
+ * EH_NODE_NAME_MAX bytes, is not valid UTF-8, or memory ran out (why may
+ * be NULL with whylen 0). */
+int eh_node_init(struct eh_node *node, const char *name, uint64_t instance, char *why, size_t whylen);
 
 /* Formats the event id (a UUID of version 8 built from instance and number)
  * into out, which has EH_ID_LEN + 1 bytes. */

@@ -74,7 +74,7 @@ static void encode(const struct eh_event *ev)
 	static struct eh_node node;
 	json_t *objs[2];
 
-	if (!node.name[0] && eh_node_init(&node, "fuzz-node", 0x1234))
+	if (!node.name[0] && eh_node_init(&node, "fuzz-node", 0x1234, NULL, 0))
 		abort();
 	objs[0] = eh_json_event(ev, &node);
 	objs[1] = eh_json_cloudevent(ev, &node);

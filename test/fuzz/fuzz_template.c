@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		user = NULL;
 		user_len = 0;
 	}
-	FUZZ_CHECK(eh_node_init(&node, "node/1", 1) == 0);
+	FUZZ_CHECK(eh_node_init(&node, "node/1", 1, NULL, 0) == 0);
 	memset(&ev, 0, sizeof(ev));
 	ev.type = (uint8_t)(size % EH_EV_COUNT);
 	ev.seq = size * 7919u;

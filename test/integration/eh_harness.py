@@ -407,7 +407,8 @@ class Broker:
         return line
 
     def write_config(self) -> str:
-        self.conf_path.write_text(self.config_text())
+        # surrogateescape: a test can put bytes that are not UTF-8 in an option.
+        self.conf_path.write_bytes(self.config_text().encode("utf-8", "surrogateescape"))
         return str(self.conf_path)
 
     # -- process ------------------------------------------------------------

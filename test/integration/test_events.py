@@ -506,6 +506,8 @@ class ConfigErrorsTest(BrokerTestCase):
             ([("file_path", "/tmp/x.jsonl"), ("events", "client.nope")], "plugin_opt_events"),
             ([("file_path", "/tmp/x.jsonl"), ("topics", "a/#/b")], "plugin_opt_topics"),
             ([("file_path", "/tmp/x.jsonl"), ("node_id", "n" * 256)], "plugin_opt_node_id: longer than 255 bytes"),
+            ([("file_path", "/tmp/x.jsonl"), ("node_id", "bad\udcff")],
+             "plugin_opt_node_id: not valid UTF-8 (at byte 3)"),
             ([("local_topic", "$e/{nope}")], "plugin_opt_local_topic"),
             ([("file_path", "/nonexistent-dir/x.jsonl")], "plugin_opt_file_path"),
             ([("file_fsync", "maybe"), ("file_path", "/tmp/x.jsonl")], "plugin_opt_file_fsync"),

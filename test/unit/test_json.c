@@ -16,7 +16,7 @@ static struct eh_node test_node(void)
 {
 	struct eh_node node;
 
-	ck_assert_int_eq(eh_node_init(&node, "node-1", 0x0123456789abcdefull), 0);
+	ck_assert_int_eq(eh_node_init(&node, "node-1", 0x0123456789abcdefull, NULL, 0), 0);
 	return node;
 }
 
@@ -276,7 +276,7 @@ START_TEST(json_id_format)
 
 	for (size_t i = 0; i < sizeof(instances) / sizeof(instances[0]); i++) {
 		for (size_t k = 0; k < sizeof(numbers) / sizeof(numbers[0]); k++) {
-			ck_assert_int_eq(eh_node_init(&node, "node-1", instances[i]), 0);
+			ck_assert_int_eq(eh_node_init(&node, "node-1", instances[i], NULL, 0), 0);
 			memset(id, '?', sizeof(id));
 			eh_json_format_id(&node, numbers[k], id);
 			ck_assert_uint_eq(strlen(id), EH_ID_LEN);
@@ -290,12 +290,12 @@ START_TEST(json_id_format)
 			ck_assert_ptr_nonnull(strchr("89ab", id[19])); /* variant 10 */
 		}
 	}
-	ck_assert_int_eq(eh_node_init(&node, "node-1", 0x0123456789abcdefull), 0);
+	ck_assert_int_eq(eh_node_init(&node, "node-1", 0x0123456789abcdefull, NULL, 0), 0);
 	eh_json_format_id(&node, 42, id);
 	ck_assert_str_eq(id, "01234567-89ab-8def-8000-00000000002a");
 	eh_json_format_id(&node, 0x3fffffffffffffffull, id);
 	ck_assert_str_eq(id, "01234567-89ab-8def-bfff-ffffffffffff");
-	ck_assert_int_eq(eh_node_init(&node, "node-1", 0), 0);
+	ck_assert_int_eq(eh_node_init(&node, "node-1", 0, NULL, 0), 0);
 	eh_json_format_id(&node, 0, id);
 	ck_assert_str_eq(id, "00000000-0000-8000-8000-000000000000");
 	/* Against printf's hex, every byte value in every place (digits go
@@ -307,7 +307,7 @@ START_TEST(json_id_format)
 		uint64_t lo = (num & 0x3FFFFFFFFFFFFFFFull) | 0x8000000000000000ull;
 		char want[EH_ID_LEN + 8];
 
-		ck_assert_int_eq(eh_node_init(&node, "node-1", inst), 0);
+		ck_assert_int_eq(eh_node_init(&node, "node-1", inst, NULL, 0), 0);
 		eh_json_format_id(&node, num, id);
 		snprintf(want, sizeof(want), "%08" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%012" PRIx64,
 			 hi >> 32, (hi >> 16) & 0xFFFF, hi & 0xFFFF, lo >> 48, lo & (uint64_t)0xFFFFFFFFFFFFull);
@@ -317,11 +317,11 @@ START_TEST(json_id_format)
 	{
 		char other[EH_ID_LEN + 1];
 
-		ck_assert_int_eq(eh_node_init(&node, "node-1", 5), 0);
+		ck_assert_int_eq(eh_node_init(&node, "node-1", 5, NULL, 0), 0);
 		eh_json_format_id(&node, 1, id);
 		eh_json_format_id(&node, 2, other);
 		ck_assert_str_ne(id, other);
-		ck_assert_int_eq(eh_node_init(&node, "node-1", 6), 0);
+		ck_assert_int_eq(eh_node_init(&node, "node-1", 6, NULL, 0), 0);
 		eh_json_format_id(&node, 1, other);
 		ck_assert_str_ne(id, other);
 	}

@@ -9,6 +9,9 @@
 #include "eh_json.h"
 #include "unit.h"
 
+/* eh_node_init's reason, when it refuses a name. */
+static char why[128];
+
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 
 static uint64_t next(void)
@@ -72,7 +75,7 @@ START_TEST(json_write_matches_jansson)
 	static char f[EH_F_COUNT][600];
 	struct eh_node node;
 
-	ck_assert_int_eq(eh_node_init(&node, "node-\xc3\xa9", 0x0123456789abcdefull), 0);
+	ck_assert_int_eq(eh_node_init(&node, "node-\xc3\xa9", 0x0123456789abcdefull, why, sizeof(why)), 0);
 
 	for (int round = 0; round < 3000; round++) {
 		struct eh_event ev;
@@ -133,7 +136,7 @@ START_TEST(json_write_truncated_publish_exact)
 	struct eh_buf b = { 0 };
 	char want[1024];
 
-	ck_assert_int_eq(eh_node_init(&node, "n", 1), 0);
+	ck_assert_int_eq(eh_node_init(&node, "n", 1, why, sizeof(why)), 0);
 	memset(&ev, 0, sizeof(ev));
 	ev.type = EH_EV_PUBLISH;
 	ev.number = 5;
@@ -169,7 +172,7 @@ START_TEST(json_write_appends)
 	struct eh_event ev;
 	struct eh_buf b = { 0 };
 
-	ck_assert_int_eq(eh_node_init(&node, "n", 1), 0);
+	ck_assert_int_eq(eh_node_init(&node, "n", 1, why, sizeof(why)), 0);
 	memset(&ev, 0, sizeof(ev));
 	ev.type = EH_EV_UNSUBSCRIBE;
 	ev.f[EH_F_TOPIC] = (struct eh_bytes){ "a/b", 3 };
@@ -238,7 +241,7 @@ START_TEST(json_write_string_edges)
 				struct eh_event ev;
 				size_t take = pieces[k].len < len - pos ? pieces[k].len : len - pos;
 
-				ck_assert_int_eq(eh_node_init(&node, "n", 7), 0);
+				ck_assert_int_eq(eh_node_init(&node, "n", 7, why, sizeof(why)), 0);
 				if (pos == len && len)
 					continue;
 				memcpy(str, filler, len);
@@ -252,7 +255,7 @@ START_TEST(json_write_string_edges)
 				ev.f[EH_F_PAYLOAD] = (struct eh_bytes){ str, (uint32_t)len };
 				if (pieces[k].valid && take == pieces[k].len && !memchr(str, 0, len)) {
 					str[len] = '\0';
-					ck_assert_int_eq(eh_node_init(&node, str, 7), 0);
+					ck_assert_int_eq(eh_node_init(&node, str, 7, why, sizeof(why)), 0);
 				}
 				check_padded(&ev, &node, 0, pads++ % 600);
 				check_one(&ev, &node, 1);
@@ -271,7 +274,7 @@ START_TEST(json_write_long_strings)
 	struct eh_node node;
 	struct eh_event ev;
 
-	ck_assert_int_eq(eh_node_init(&node, "n", 7), 0);
+	ck_assert_int_eq(eh_node_init(&node, "n", 7, why, sizeof(why)), 0);
 	ck_assert_ptr_nonnull(str);
 	memset(&ev, 0, sizeof(ev));
 	ev.type = EH_EV_SUBSCRIBE;
@@ -314,7 +317,7 @@ START_TEST(json_write_integers)
 	struct eh_event ev;
 	long long v = 1;
 
-	ck_assert_int_eq(eh_node_init(&node, "n", 7), 0);
+	ck_assert_int_eq(eh_node_init(&node, "n", 7, why, sizeof(why)), 0);
 	memset(&ev, 0, sizeof(ev));
 	ev.type = EH_EV_DISCONNECTED;
 	ev.flags = EH_EVF_HAS_CONNECTED_MS;
@@ -357,7 +360,7 @@ START_TEST(json_write_stays_within_its_bound)
 	memset(payload, '\xff', PAYLOAD);
 	memset(name, '\x01', EH_NODE_NAME_MAX);
 	name[EH_NODE_NAME_MAX] = '\0';
-	ck_assert_int_eq(eh_node_init(&node, name, UINT64_MAX), 0);
+	ck_assert_int_eq(eh_node_init(&node, name, UINT64_MAX, why, sizeof(why)), 0);
 	for (unsigned type = 0; type < EH_EV_COUNT; type++) {
 		for (size_t r = 0; r < sizeof(reasons); r++) {
 			struct eh_event ev;
@@ -402,14 +405,16 @@ START_TEST(json_node_init_checks_the_name)
 
 	memset(name, 'a', sizeof(name) - 1);
 	name[EH_NODE_NAME_MAX] = '\0';
-	ck_assert_int_eq(eh_node_init(&node, name, 1), 0);
+	ck_assert_int_eq(eh_node_init(&node, name, 1, why, sizeof(why)), 0);
 	ck_assert_str_eq(node.name, name);
 	name[EH_NODE_NAME_MAX] = 'a';
 	name[EH_NODE_NAME_MAX + 1] = '\0';
-	ck_assert_int_eq(eh_node_init(&node, name, 1), -1);
-	ck_assert_int_eq(eh_node_init(&node, "bad\xff", 1), -1);
-	ck_assert_int_eq(eh_node_init(&node, "", 1), 0);
-	ck_assert_int_eq(eh_node_init(&node, "q\"\\\t\x01/", 1), 0);
+	ck_assert_int_eq(eh_node_init(&node, name, 1, why, sizeof(why)), -1);
+	ck_assert_str_eq(why, "longer than 255 bytes");
+	ck_assert_int_eq(eh_node_init(&node, "bad\xff", 1, why, sizeof(why)), -1);
+	ck_assert_str_eq(why, "not valid UTF-8 (at byte 3)");
+	ck_assert_int_eq(eh_node_init(&node, "", 1, why, sizeof(why)), 0);
+	ck_assert_int_eq(eh_node_init(&node, "q\"\\\t\x01/", 1, why, sizeof(why)), 0);
 	ck_assert_str_eq(node.name_json, "\"q\\\"\\\\\\t\\u0001/\"");
 	ck_assert_uint_eq(node.name_json_len, strlen(node.name_json));
 }

@@ -12,7 +12,7 @@ static struct eh_node node_named(const char *name)
 {
 	struct eh_node node;
 
-	ck_assert_int_eq(eh_node_init(&node, name, 1), 0);
+	ck_assert_int_eq(eh_node_init(&node, name, 1, NULL, 0), 0);
 	return node;
 }
 
