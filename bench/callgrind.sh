@@ -24,6 +24,8 @@
 #   CG_CONFIGS="none file ..."   only these configurations
 #   CG_EXTRA="key value"  one more plugin option in every configuration that
 #                      loads the plugin, e.g. CG_EXTRA="payload_max_bytes 256"
+#   CG_REPORT=FILE     also keep the raw figures, one JSON line per run
+#                      (test/valgrind/capture_cost.py reads them)
 set -eu
 KEEP=${KEEP:-}
 BUILD=${BUILD:-build}
@@ -111,4 +113,5 @@ run every whole "events *" "file_path $dir/every.jsonl" 'local_topic $events/{ev
 	"http_url http://$closed/" "kafka_brokers $closed" "mqtt_uri tcp://$closed"
 run allocs toggle "events *" "file_path $dir/allocs.jsonl"
 run allocslocal toggle "events *" "file_path $dir/allocs.jsonl" 'local_topic $events/{event}/{clientid}'
+[ -z "${CG_REPORT:-}" ] || cp "$dir/report" "$CG_REPORT"
 /usr/bin/python3 "$here/cg_table.py" --report "$dir/report" "$CYCLES"

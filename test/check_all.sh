@@ -23,6 +23,8 @@ for t in $FUZZ_TARGETS; do
 	run "fuzz corpus replay: $t" "$BUILD/test/replay_$t" "test/fuzz/corpus/$t"
 done
 run "integration tests" env EH_PLUGIN="$(pwd)/$BUILD/mosquitto_eventhook.so" "$PYTHON" test/run.py
+run "capture cost: no allocation per event, under 1,000 instructions (callgrind)" \
+	env BUILD="$BUILD" "$PYTHON" test/valgrind/capture_cost.py
 # The same suite again with the plugin under the sanitizers, the ring and
 # runner under ThreadSanitizer, and the packages. EH_CHECK_QUICK=1 skips
 # them for a fast edit-test loop; CI always runs them.
