@@ -47,6 +47,11 @@ def free_port():
     return port
 
 
+# "No sink interested" (throughput.py's idle, idle_cost.py): one sink that
+# wants an event the loads never produce.
+IDLE_OPTS = ["file_path {dir}/events.jsonl", "file_events client.connect_failed"]
+
+
 def plugin_lines(opts, plugin=PLUGIN):
     """mosquitto.conf lines loading the plugin with plugin_opt_<k> <v> for
     each "k v" in opts."""

@@ -24,6 +24,9 @@
 #   CG_CONFIGS="none file ..."   only these configurations
 #   CG_EXTRA="key value"  one more plugin option in every configuration that
 #                      loads the plugin, e.g. CG_EXTRA="payload_max_bytes 256"
+#   CG_LOAD="loadgen options"  another load shape (default "-c 4 -m publish -q 1
+#                      -N 4"), e.g. throughput.py's publish0: "-c 32 -m publish -q 0
+#                      -N 10"; the tables' headings still describe the default
 #   CG_REPORT=FILE     also keep the raw figures, one JSON line per run
 #                      (test/valgrind/capture_cost.py reads them)
 set -eu
@@ -33,6 +36,7 @@ CYCLES=${1:-${CG_CYCLES:-1000}}
 PAYLOAD=${CG_PAYLOAD:-32}
 CONFIGS=${CG_CONFIGS:-none idle file filelocal fourrings every allocs allocslocal}
 EXTRA=${CG_EXTRA:-}
+LOAD=${CG_LOAD:--c 4 -m publish -q 1 -N 4}
 plugin=$(readlink -f "$BUILD/mosquitto_eventhook.so")
 loadgen=$(readlink -f "$BUILD/bench/loadgen")
 here=$(cd "$(dirname "$0")" && pwd)
@@ -85,7 +89,8 @@ run() {
 	# Zero the counters once it listens, dump them right after the load:
 	# start-up and shutdown are not counted.
 	[ "$how" = whole ] && callgrind_control -z "$vg_pid" >/dev/null 2>&1
-	"$loadgen" -p "$port" -c 4 -w 0 -n "$CYCLES" -m publish -q 1 -N 4 -s "$PAYLOAD" -i "cg$(echo "$name" | tr -cd a-z)" \
+	# shellcheck disable=SC2086 # LOAD is a list of options
+	"$loadgen" -p "$port" -w 0 -n "$CYCLES" $LOAD -s "$PAYLOAD" -i "cg$(echo "$name" | tr -cd a-z)" \
 		> "$dir/$name.lg"
 	[ "$how" = whole ] && callgrind_control -d "$vg_pid" >/dev/null 2>&1
 	kill "$vg_pid"

@@ -86,7 +86,7 @@ RATE = os.environ.get("BENCH_RATE", "")  # loadgen -r: cycles per second, every 
 EXTRA = [o.strip() for o in os.environ.get("BENCH_EXTRA", "").split(";") if o.strip()]
 CONFIGS = [
     ("none", []),
-    ("idle", benchlib.plugin_lines(["file_path {dir}/events.jsonl", "file_events client.connect_failed"] + EXTRA)),
+    ("idle", benchlib.plugin_lines(benchlib.IDLE_OPTS + EXTRA)),
     ("all", benchlib.plugin_lines(["events *", "file_path {dir}/events.jsonl",
                                    "local_topic $events/{event}/{clientid}"] + EXTRA)),
     # "every": filled in main() once the peers run

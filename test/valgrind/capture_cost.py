@@ -47,6 +47,7 @@ def callgrind(configs: str, cycles: int, tmp: Path) -> dict:
     env = dict(os.environ, BUILD=str(BUILD), CG_CONFIGS=configs, CG_REPORT=str(report))
     env.pop("CG_EXTRA", None)
     env.pop("CG_PAYLOAD", None)
+    env.pop("CG_LOAD", None)
     run = subprocess.run(["sh", str(ROOT / "bench" / "callgrind.sh"), str(cycles)], cwd=ROOT, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     if run.returncode != 0 or not report.exists():
