@@ -13,7 +13,9 @@ broker without the plugin (none) and with it (idle):
 - the split of that thread's CPU time between user space and the kernel
   (/proc/<pid>/task/<pid>/stat utime and stime over the load);
 - user-space instructions per cycle, and those inside the plugin's
-  callbacks (bench/callgrind.sh with the same load shape).
+  callbacks (bench/callgrind.sh with the same load shape);
+- when strace is installed, every system call's count over exactly 2000
+  cycles, idle against none (printed before the table).
 
 If idle makes the same system calls apart from epoll_wait, the kernel
 does the same work for it, and its extra CPU per cycle is its extra
@@ -29,6 +31,7 @@ each instruction of ours cost five times the broker's average.
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,6 +82,26 @@ def real_run(lines, mode):
             "rate": r["rate"]}
 
 
+def strace_counts(lines, mode, cycles=2000):
+    """{system call: count} on the broker's main thread over a load of
+    exactly `cycles` cycles, from strace -c (slow, but every call counted)."""
+    with benchlib.Broker(lines) as b:
+        out = os.path.join(b.dir, "strace.txt")
+        st = subprocess.Popen(["strace", "-c", "-o", out, "-p", str(b.proc.pid)], stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        benchlib.loadgen(b, mode, secs=0, warmup=0, args=["-n", str(cycles)])
+        time.sleep(0.3)
+        st.send_signal(signal.SIGINT)
+        st.wait()
+        b.stop()
+        counts = {}
+        for line in open(out):
+            f = line.split()
+            if len(f) >= 5 and f[-1] != "total" and f[3].isdigit():
+                counts[f[-1]] = int(f[3])
+    return counts
+
+
 def counted(mode):
     """User-space instructions per cycle (whole main thread, and inside our
     callbacks) for none and idle, from bench/callgrind.sh."""
@@ -117,6 +140,13 @@ def main():
                      "%.2f / %.2f" % (real["none"]["epoll"], real["idle"]["epoll"]),
                      "%.1f %%" % (100 * share), "%.0f / %.0f (%.4f)" % (ir["none"]["ir"], ir["idle"]["ir"], ir_ratio),
                      "%.0f" % ir["idle"]["ours"], "%.4f" % cpu, "%.3f" % (1 / cpu), "%.3f" % (1 / cpu5)])
+        if shutil.which("strace"):
+            a, b = (strace_counts(lines, mode) for _, lines in CONFIGS)
+            diff = ["%s %+d" % (k, b.get(k, 0) - a.get(k, 0)) for k in sorted(set(a) | set(b))
+                    if a.get(k, 0) != b.get(k, 0)]
+            print("%s: strace -c over 2000 cycles, idle against none: %d kinds of call, %s" % (
+                mode, len(set(a) | set(b)), "differing: " + ", ".join(diff) if diff else "every count the same"),
+                flush=True)
         print("%s: done" % mode, flush=True)
     print()
     print(benchlib.table(["mode", "system calls per cycle but epoll_wait, none / idle",
