@@ -206,7 +206,7 @@ check-packages: deps-packages
 # measurements (throughput with and without the plugin, callgrind
 # instruction counts, latency, wake-ups, memory, stop time) and then every
 # bench/bench_*.sh and bench/bench_*.py (docs/performance.md).
-BENCH_DEPS := valgrind util-linux linux-perf
+BENCH_DEPS := valgrind util-linux linux-perf strace
 LOADGEN := $(BUILD)/bench/loadgen
 KAFKA_LATENCY := $(BUILD)/bench/kafka_latency
 .PHONY: bench
