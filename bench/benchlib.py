@@ -211,6 +211,42 @@ def loadgen(broker, mode="cycle", secs=5.0, conc=32, warmup=1.0, args=(), timeou
     return res
 
 
+def tracepoints_work(*events):
+    """Whether perf can count these tracepoints here (not in every VM or
+    container)."""
+    cmd = ["perf", "stat"] + [a for e in events for a in ("-e", e)] + ["true"]
+    try:
+        return subprocess.run(cmd, capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+class Tracepoints:
+    """perf stat counting tracepoints on one thread for the life of a with
+    block; .counts maps each event to its count afterwards."""
+
+    def __init__(self, tid, events, directory):
+        self.events = list(events)
+        self.out = os.path.join(directory, "perf.txt")
+        self.cmd = ["perf", "stat", "-x,", "-o", self.out] + [a for e in self.events for a in ("-e", e)] + \
+            ["-t", str(tid)]
+        self.counts = {}
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.cmd, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)  # perf attaches before the load starts
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait()
+        self.counts = {e: 0 for e in self.events}
+        for line in open(self.out):
+            f = line.split(",")
+            if len(f) > 2 and f[2] in self.counts and f[0].isdigit():
+                self.counts[f[2]] = int(f[0])
+
+
 def cpu_seconds(pid):
     """User + system CPU seconds of a process (all its threads) so far;
     NaN once it is gone."""

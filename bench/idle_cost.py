@@ -47,6 +47,7 @@ MODES = os.environ.get("BENCH_MODES", "cycle publish0 publish1").split()
 LOAD = {"cycle": "-c 32 -m cycle", "publish0": "-c 32 -m publish -q 0 -N 10",
         "publish1": "-c 32 -m publish -q 1 -N 10"}
 CONFIGS = [("none", []), ("idle", benchlib.plugin_lines(benchlib.IDLE_OPTS))]
+SYSCALLS, EPOLL = "raw_syscalls:sys_enter", "syscalls:sys_enter_epoll_wait"
 
 
 def thread_times(pid):
@@ -59,23 +60,12 @@ def thread_times(pid):
 def real_run(lines, mode):
     """System calls per cycle and the user share of the main thread's CPU."""
     with benchlib.Broker(lines) as b:
-        out = os.path.join(b.dir, "perf.txt")
-        perf = subprocess.Popen(["perf", "stat", "-x,", "-o", out, "-e", "raw_syscalls:sys_enter",
-                                 "-e", "syscalls:sys_enter_epoll_wait", "-t", str(b.proc.pid)],
-                                stderr=subprocess.DEVNULL)
-        time.sleep(0.3)
-        u0, s0 = thread_times(b.proc.pid)
-        r = benchlib.loadgen(b, mode, secs=SECS, warmup=0)
-        u1, s1 = thread_times(b.proc.pid)
-        time.sleep(0.2)
-        perf.send_signal(signal.SIGINT)
-        perf.wait()
-        calls = epoll = 0
-        for line in open(out):
-            if "raw_syscalls:sys_enter" in line:
-                calls = int(line.split(",")[0])
-            elif "sys_enter_epoll_wait" in line:
-                epoll = int(line.split(",")[0])
+        with benchlib.Tracepoints(b.proc.pid, [SYSCALLS, EPOLL], b.dir) as tp:
+            u0, s0 = thread_times(b.proc.pid)
+            r = benchlib.loadgen(b, mode, secs=SECS, warmup=0)
+            u1, s1 = thread_times(b.proc.pid)
+            time.sleep(0.2)
+        calls, epoll = tp.counts[SYSCALLS], tp.counts[EPOLL]
         b.stop()
     user, system = u1 - u0, s1 - s0
     return {"syscalls": calls / r["all_cycles"], "epoll": epoll / r["all_cycles"], "user_share": user / (user + system) if user + system else 0.0,
@@ -116,7 +106,7 @@ def counted(mode):
 
 
 def main():
-    if subprocess.run(["perf", "stat", "-e", "raw_syscalls:sys_enter", "true"], capture_output=True).returncode:
+    if not benchlib.tracepoints_work(SYSCALLS, EPOLL):
         print("## Idle cost: skipped (perf with syscall tracepoints is not available)")
         return
     print("## No sink interested (idle): what the plugin adds per cycle on the broker thread, counted")

@@ -6,15 +6,13 @@ the main thread only, for the whole life of the load; the no-plugin row is
 the broker's own count (normally 0).
 """
 import os
-import signal
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 
 SECS = float(os.environ.get("BENCH_SECONDS", "4"))
+FUTEX = "syscalls:sys_enter_futex"
 MODERATE = float(os.environ.get("BENCH_LATENCY_RATE", "500"))
 CONFIGS = [
     ("none", []),
@@ -25,7 +23,7 @@ CONFIGS = [
 
 
 def main():
-    if subprocess.run(["perf", "stat", "-e", "syscalls:sys_enter_futex", "true"], capture_output=True).returncode:
+    if not benchlib.tracepoints_work(FUTEX):
         print("## Wake-ups: skipped (perf with syscall tracepoints is not available)")
         return
     print("## Wake-ups: futex calls on the broker's main thread per enqueued event (publish0, events '*')")
@@ -34,17 +32,9 @@ def main():
     for label, rate in (("moderate (%.0f cycles/s)" % MODERATE, MODERATE), ("maximum", 0)):
         for name, lines in CONFIGS:
             with benchlib.Broker(lines) as b:
-                out = os.path.join(b.dir, "perf.txt")
-                perf = subprocess.Popen(["perf", "stat", "-x,", "-o", out, "-e", "syscalls:sys_enter_futex",
-                                         "-t", str(b.proc.pid)], stderr=subprocess.DEVNULL)
-                time.sleep(0.3)
-                r = benchlib.loadgen(b, "publish0", secs=SECS, conc=32, args=["-r", str(rate)] if rate else [])
-                perf.send_signal(signal.SIGINT)
-                perf.wait()
-                futex = 0
-                for line in open(out):
-                    if "sys_enter_futex" in line:
-                        futex = int(line.split(",")[0])
+                with benchlib.Tracepoints(b.proc.pid, [FUTEX], b.dir) as tp:
+                    r = benchlib.loadgen(b, "publish0", secs=SECS, conc=32, args=["-r", str(rate)] if rate else [])
+                futex = tp.counts[FUTEX]
                 b.stop()
                 enq = sum(s["enqueued"] for s in b.sink_counters().values())
             rows.append([name, label, "%.0f" % r["events_rate"], enq, futex, "%.3f" % (futex / enq) if enq else "-"])
