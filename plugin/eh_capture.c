@@ -822,7 +822,9 @@ int eh_capture_init(struct eh_core *core, int index)
 	}
 #endif
 	decide_registration(cap);
-	need_acl = core->wanted & (EH_NEED_ACL | EH_NEED_PRESENCE);
+	/* On 2.1 subscriptions and presence come from its own events: the ACL
+	 * check is only for authorization denials. */
+	need_acl = core->wanted & (cap->v21 ? EH_EV_BIT(EH_EV_AUTHZ_DENIED) : EH_NEED_ACL | EH_NEED_PRESENCE);
 
 	if (reg(cap, MOSQ_EVT_DISCONNECT, on_disconnect) || reg(cap, MOSQ_EVT_TICK, on_tick)
 	    || reg(cap, MOSQ_EVT_RELOAD, on_reload) || reg(cap, MOSQ_EVT_EXT_AUTH_START, on_ext_auth_start)) {
@@ -842,7 +844,18 @@ int eh_capture_init(struct eh_core *core, int index)
 				     "authentication and there is no password_file: client.connect and "
 				     "client.connect_failed are not captured, so that its decisions stay unchanged");
 	}
-	if (need_acl && (cap->v21 || acl_neutral(&cap->scope))) {
+	if (need_acl && cap->v21 && (!cap->scope.known || cap->scope.plugin_before)) {
+		/* 2.1 (at least to dd2c25c) answers an ACL check with whatever
+		 * the last callback of the list returned when none decided, so
+		 * our IGNORE after another plugin's DEFER would grant what the
+		 * broker alone refuses. */
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: %s%s; on Mosquitto 2.1 an ACL callback after another "
+				     "plugin's overrides that plugin's deferral, so client.authz_denied is not captured, "
+				     "to keep every broker decision unchanged. Load eventhook before any other plugin "
+				     "(docs/capture-2.1.md) to capture it",
+				     cap->scope.known ? "another plugin is loaded before this one" : cap->scope.why,
+				     cap->scope.known ? "" : ", so the order of the plugins is not known");
+	} else if (need_acl && (cap->v21 || acl_neutral(&cap->scope))) {
 		cap->acl_on = reg(cap, MOSQ_EVT_ACL_CHECK, on_acl_check) == MOSQ_ERR_SUCCESS;
 	} else if (need_acl && cap->scope.known) {
 		mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: another plugin of unknown capability shares "
@@ -850,17 +863,18 @@ int eh_capture_init(struct eh_core *core, int index)
 				     "client.authz_denied are not captured, so that its decisions stay unchanged");
 	}
 	/* Without ACL checks, MESSAGE is the first sign of life of a client
-	 * that publishes. */
-	if ((core->wanted & EH_NEED_MESSAGE) || (!cap->acl_on && (core->wanted & EH_NEED_PRESENCE))) {
+	 * that publishes (on 2.0; 2.1 has CONNECT). */
+	if ((core->wanted & EH_NEED_MESSAGE) || (!cap->v21 && !cap->acl_on && (core->wanted & EH_NEED_PRESENCE))) {
 		if (reg(cap, MOSQ_EVT_MESSAGE, on_message)) {
 			mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: cannot register broker callbacks");
 			return -1;
 		}
 		cap->message_on = true;
 	}
-	mosquitto_log_printf(MOSQ_LOG_INFO, "eventhook: capture on %s: connect attempts %s, subscriptions and "
-			     "authorization %s, messages %s%s", cap->v21 ? "Mosquitto 2.1 events" : "Mosquitto 2.0 inference",
+	mosquitto_log_printf(MOSQ_LOG_INFO, "eventhook: capture on %s: connect attempts %s, %s %s, messages %s%s",
+			     cap->v21 ? "Mosquitto 2.1 events" : "Mosquitto 2.0 inference",
 			     cap->auth_on ? "seen" : "not seen",
+			     cap->v21 ? "authorization denials" : "subscriptions and authorization",
 			     cap->acl_on ? "seen" : need_acl ? "not seen" : "not needed",
 			     cap->message_on ? "seen" : "not needed",
 			     cap->acl_on && cap->granted_known ? ", subscribe outcome exact" : "");

@@ -33,7 +33,13 @@ struct parse {
 	int nscopes;
 	struct scope s[MAX_SCOPES];
 	int our_scopes[MAX_SCOPES]; /* scope of the k-th plugin line naming us */
+	bool our_after[MAX_SCOPES]; /* ... and whether another plugin precedes it in its 2.1 list */
 	int nours;
+	/* Mosquitto 2.1 keeps one callback list for global plugins (and for
+	 * every plugin without per_listener_settings) and one per listener,
+	 * in the order of the configuration: whether a plugin line was seen
+	 * in each so far. */
+	bool other_global, other_listener[MAX_SCOPES];
 	bool global_dynsec, global_legacy, global_legacy_auth, global_unknown;
 	const char *self;
 	char why[512];
@@ -135,16 +141,20 @@ static enum plugin_kind classify(const char *path)
 	return kind;
 }
 
-static void plugin_line(struct parse *p, const char *path)
+static void plugin_line(struct parse *p, const char *path, bool global)
 {
 	struct scope *s = cur(p);
+	bool *other = global || !p->per_listener ? &p->other_global : &p->other_listener[p->cur];
 
 	if (p->self && same_object(path, p->self)) {
 		s->ours = true;
-		if (p->nours < MAX_SCOPES)
+		if (p->nours < MAX_SCOPES) {
+			p->our_after[p->nours] = *other;
 			p->our_scopes[p->nours++] = p->per_listener ? p->cur : 0;
+		}
 		return;
 	}
+	*other = true;
 	switch (classify(path)) {
 	case KIND_DYNSEC:
 		s->dynsec = true;
@@ -214,11 +224,11 @@ static int parse_line(struct parse *p, char *line, bool main_file)
 	} else if (!strcmp(key, "acl_file")) {
 		cur(p)->acl_file = true;
 	} else if (!strcmp(key, "plugin") || !strcmp(key, "auth_plugin")) {
-		plugin_line(p, val);
+		plugin_line(p, val, false);
 	} else if (!strcmp(key, "include_dir") && main_file) {
 		return include_dir(p, val);
 	} else if (!strcmp(key, "global_plugin")) {
-		plugin_line(p, val);
+		plugin_line(p, val, true);
 	}
 	return 0;
 }
@@ -297,6 +307,7 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, const char
 	out->legacy_plugin = p->per_listener ? s->legacy : p->global_legacy;
 	out->legacy_auth = p->per_listener ? s->legacy_auth : p->global_legacy_auth;
 	out->unknown_plugin = p->global_unknown;
+	out->plugin_before = index < p->nours ? p->our_after[index] : p->nours && p->our_after[0];
 	free(p);
 }
 

@@ -27,6 +27,8 @@ struct eh_scope_info {
 	bool legacy_plugin;    /* a v2-v4 plugin is loaded (always an ACL provider) */
 	bool legacy_auth;      /* ... and one exports mosquitto_auth_unpwd_check */
 	bool unknown_plugin;   /* another v5 plugin whose callbacks we cannot know */
+	bool plugin_before;    /* another plugin is loaded before ours in the list Mosquitto 2.1
+	                          calls ours from (global, or this listener's) */
 };
 
 /* Learns the scope of the index-th initialisation of this plugin (0 for

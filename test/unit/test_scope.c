@@ -309,6 +309,50 @@ START_TEST(scope_per_listener)
 }
 END_TEST
 
+/* Mosquitto 2.1 calls the ACL callbacks of one list in the order of the
+ * configuration: global plugins (and every plugin line without
+ * per_listener_settings) in one list, each listener's in another. */
+START_TEST(scope_plugin_before_ours)
+{
+	struct eh_scope_info i;
+	char copy[8192];
+
+	i = learn(CONF("listener 1883\nplugin SELF\n"), 0);
+	ck_assert(i.known && !i.plugin_before);
+	/* After us: fine. Before us: not. */
+	i = learn(CONF("listener 1883\nglobal_plugin SELF\nglobal_plugin /opt/other/auth.so\n"), 0);
+	ck_assert(i.known && !i.plugin_before);
+	i = learn(CONF("listener 1883\nglobal_plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n"
+		       "global_plugin SELF\n"), 0);
+	ck_assert(i.known && i.plugin_before);
+	/* Without per_listener_settings, plugin and global_plugin lines share
+	 * the global list, whichever listener they follow. */
+	i = learn(CONF("listener 1883\nplugin /opt/other/auth.so\nlistener 8883\nglobal_plugin SELF\n"), 0);
+	ck_assert(i.plugin_before);
+	/* With it, a listener's plugin line is in that listener's list: a
+	 * plugin of another listener, or a global one, is not before ours
+	 * there (2.1 combines the lists' answers correctly). */
+	snprintf(copy, sizeof(copy), "%s",
+		 CONF("per_listener_settings true\n"
+		      "global_plugin /opt/other/global.so\n"
+		      "listener 1883\nplugin /opt/other/auth.so\n"
+		      "listener 8883\nplugin SELF\n"
+		      "listener 8884\nplugin /opt/other/auth.so\nplugin SELF\n"));
+	i = learn(copy, 0);
+	ck_assert(i.known && !i.plugin_before);
+	i = learn(copy, 1);
+	ck_assert(i.known && i.plugin_before);
+	/* A global plugin line with per_listener_settings is in the global
+	 * list even inside a listener block. */
+	i = learn(CONF("per_listener_settings true\nlistener 1883\nplugin /opt/other/auth.so\n"
+		       "global_plugin SELF\n"), 0);
+	ck_assert(i.known && !i.plugin_before);
+	i = learn(CONF("per_listener_settings true\nglobal_plugin /opt/other/auth.so\nlistener 1883\n"
+		       "global_plugin SELF\n"), 0);
+	ck_assert(i.known && i.plugin_before);
+}
+END_TEST
+
 START_TEST(scope_unreadable)
 {
 	struct eh_scope_info i;
@@ -353,6 +397,7 @@ static Suite *scope_suite(void)
 	tcase_add_test(tc, scope_plugins);
 	tcase_add_test(tc, scope_include_dir);
 	tcase_add_test(tc, scope_per_listener);
+	tcase_add_test(tc, scope_plugin_before_ours);
 	tcase_add_test(tc, scope_unreadable);
 	tcase_add_test(tc, scope_learn_override);
 	suite_add_tcase(s, tc);
