@@ -307,7 +307,8 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, const char
 	out->legacy_plugin = p->per_listener ? s->legacy : p->global_legacy;
 	out->legacy_auth = p->per_listener ? s->legacy_auth : p->global_legacy_auth;
 	out->unknown_plugin = p->global_unknown;
-	out->plugin_before = index < p->nours ? p->our_after[index] : p->nours && p->our_after[0];
+	/* With per-listener settings index < nours (checked above). */
+	out->plugin_before = p->nours > 0 && p->our_after[p->per_listener ? index : 0];
 	free(p);
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Issue 7's two counted targets for the broker thread, checked on every
+"""Issue 7's counted targets for the broker thread, checked on every
 `make check` with the real broker and the built plugin under callgrind:
 
 - capture and enqueue cost under 1,000 instructions per event,
@@ -12,7 +12,7 @@
   plugin-free rate (docs/performance.md, "Counted: what no sink interested
   adds per cycle").
 
-Both are instruction and call counts, not times: callgrind gives the same
+All are instruction and call counts, not times: callgrind gives the same
 figures on a slow machine as on a fast one, so this never fails for
 speed. bench/callgrind.sh does the runs (the same as the benchmark, with
 fewer cycles); this script only reads its figures and judges them.
