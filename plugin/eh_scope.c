@@ -307,8 +307,11 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, const char
 	out->legacy_plugin = p->per_listener ? s->legacy : p->global_legacy;
 	out->legacy_auth = p->per_listener ? s->legacy_auth : p->global_legacy_auth;
 	out->unknown_plugin = p->global_unknown;
-	/* With per-listener settings index < nours (checked above). */
-	out->plugin_before = p->nours > 0 && p->our_after[p->per_listener ? index : 0];
+	/* With per-listener settings index < nours (checked above). When no
+	 * line names us (a path we cannot match), any other plugin may come
+	 * first. */
+	out->plugin_before = p->nours > 0 ? p->our_after[p->per_listener ? index : 0]
+					  : p->global_dynsec || p->global_legacy || p->global_unknown;
 	free(p);
 }
 

@@ -350,6 +350,11 @@ START_TEST(scope_plugin_before_ours)
 	i = learn(CONF("per_listener_settings true\nglobal_plugin /opt/other/auth.so\nlistener 1883\n"
 		       "global_plugin SELF\n"), 0);
 	ck_assert(i.known && i.plugin_before);
+	/* No line names us: any other plugin may come first. */
+	i = learn("listener 1883\nglobal_plugin /opt/elsewhere/eventhook.so\nglobal_plugin /opt/other/auth.so\n", 0);
+	ck_assert(i.known && i.plugin_before);
+	i = learn("listener 1883\n", 0);
+	ck_assert(i.known && !i.plugin_before);
 }
 END_TEST
 
