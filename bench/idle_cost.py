@@ -48,6 +48,7 @@ LOAD = {"cycle": "-c 32 -m cycle", "publish0": "-c 32 -m publish -q 0 -N 10",
         "publish1": "-c 32 -m publish -q 1 -N 10"}
 CONFIGS = [("none", []), ("idle", benchlib.plugin_lines(benchlib.IDLE_OPTS))]
 SYSCALLS, EPOLL = "raw_syscalls:sys_enter", "syscalls:sys_enter_epoll_wait"
+STRACE_CYCLES = 2000
 
 
 def thread_times(pid):
@@ -68,11 +69,11 @@ def real_run(lines, mode):
         calls, epoll = tp.counts[SYSCALLS], tp.counts[EPOLL]
         b.stop()
     user, system = u1 - u0, s1 - s0
-    return {"syscalls": calls / r["all_cycles"], "epoll": epoll / r["all_cycles"], "user_share": user / (user + system) if user + system else 0.0,
-            "rate": r["rate"]}
+    return {"syscalls": calls / r["all_cycles"], "epoll": epoll / r["all_cycles"],
+            "user_share": user / (user + system) if user + system else 0.0}
 
 
-def strace_counts(lines, mode, cycles=2000):
+def strace_counts(lines, mode, cycles=STRACE_CYCLES):
     """{system call: count} on the broker's main thread over a load of
     exactly `cycles` cycles, from strace -c (slow, but every call counted)."""
     with benchlib.Broker(lines) as b:
@@ -117,10 +118,11 @@ def main():
         ir = counted(mode)
         share = real["none"]["user_share"]
         ir_ratio = ir["idle"]["ir"] / ir["none"]["ir"]
-        # The kernel's share as none's: idle's other system calls are the
-        # same (the table shows them), and epoll_wait's count is timing.
-        # A whole cycle's count moves by about 1 % between runs of the same
-        # broker, our callbacks' by a few instructions: take the larger.
+        # The kernel's part is taken to be none's: idle makes the same
+        # system calls (the table and strace show it; epoll_wait's count
+        # follows timing). The extra user-space work is the larger of the
+        # whole cycle's difference, which moves by about 1 % between runs
+        # of the same broker, and our callbacks' own count.
         ours = ir["idle"]["ours"] / ir["none"]["ir"]
         extra = max(ir_ratio - 1, ours)
         cpu = 1 + share * extra
@@ -134,8 +136,8 @@ def main():
             a, b = (strace_counts(lines, mode) for _, lines in CONFIGS)
             diff = ["%s %+d" % (k, b.get(k, 0) - a.get(k, 0)) for k in sorted(set(a) | set(b))
                     if a.get(k, 0) != b.get(k, 0)]
-            print("%s: strace -c over 2000 cycles, idle against none: %d kinds of call, %s" % (
-                mode, len(set(a) | set(b)), "differing: " + ", ".join(diff) if diff else "every count the same"),
+            print("%s: strace -c over %d cycles, idle against none: %d kinds of call, %s" % (
+                mode, STRACE_CYCLES, len(set(a) | set(b)), "differing: " + ", ".join(diff) if diff else "every count the same"),
                 flush=True)
         print("%s: done" % mode, flush=True)
     print()
