@@ -99,6 +99,14 @@ void eh_sink_count(struct eh_sink *sink, uint64_t delivered, uint64_t failed);
  * the thread-safe back-channel when not on the broker thread.
  * level is a MOSQ_LOG_* value. */
 void eh_sink_log(struct eh_sink *sink, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* One thread per counter: true for the first 10 calls and every 1000th
+ * after, so a problem that repeats with every event cannot flood the log. */
+static inline int eh_sink_log_due(uint64_t *count)
+{
+	uint64_t n = (*count)++;
+
+	return n < 10 || n % 1000 == 0;
+}
 /* The sink's shutdown deadline budget (plugin_opt_shutdown_timeout_ms). */
 int64_t eh_sink_shutdown_timeout_ms(const struct eh_sink *sink);
 /* Sink thread: the eh_now_ms() time by which the drain at shutdown must end,

@@ -93,6 +93,45 @@ void eh_template_free(struct eh_template *t)
 	t->count = 0;
 }
 
+int eh_template_check_topic(const struct eh_template *t, const char *option, const char *text, char *err,
+			    size_t errlen)
+{
+	size_t fixed = 0;
+
+	for (size_t i = 0; i < t->count; i++) {
+		const struct eh_template_part *p = &t->parts[i];
+
+		if (p->field != -1)
+			continue;
+		if (eh_utf8_valid_prefix(p->text, p->len) != p->len) {
+			snprintf(err, errlen, "plugin_opt_%s: the template is not valid UTF-8; MQTT topic names must be",
+				 option);
+			return -1;
+		}
+		for (size_t j = 0; j < p->len; j++) {
+			unsigned char c = (unsigned char)p->text[j];
+
+			if (c == '+' || c == '#') {
+				snprintf(err, errlen, "plugin_opt_%s: '%.200s' holds '%c'; an MQTT topic name may hold no "
+					 "wildcard", option, text, c);
+				return -1;
+			}
+			if (c < 0x20 || c == 0x7F) {
+				snprintf(err, errlen, "plugin_opt_%s: the template holds the control character 0x%02X; an "
+					 "MQTT topic name should hold none", option, c);
+				return -1;
+			}
+		}
+		fixed += p->len;
+	}
+	if (fixed > EH_TOPIC_MAX) {
+		snprintf(err, errlen, "plugin_opt_%s: the template's own text is %zu bytes; an MQTT topic name is at "
+			 "most %d", option, fixed, EH_TOPIC_MAX);
+		return -1;
+	}
+	return 0;
+}
+
 struct out {
 	char *buf;
 	size_t cap, len;
@@ -183,9 +222,14 @@ size_t eh_template_render(const struct eh_template *t, const struct eh_event *ev
 		default:
 			break;
 		}
-		if (mode == EH_TEMPLATE_TOPIC && client)
+		if (mode == EH_TEMPLATE_TOPIC && client) {
+			if (o.len == 0 && n && s[0] == '$') {
+				put(&o, "%24", 3);
+				s++;
+				n--;
+			}
 			put_safe(&o, s, n);
-		else
+		} else
 			put(&o, s, n);
 	}
 	if (cap)

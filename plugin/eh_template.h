@@ -6,9 +6,11 @@
  *
  * Rendering for a topic makes client-supplied values safe as one topic
  * level: '/', '+', '#', '%', NUL, control characters and bytes that are not
- * valid UTF-8 are written as %XX (upper-case hex), so distinct client ids
- * always give distinct topics and the original is recoverable by
- * percent-decoding. Rendering for a key copies the bytes unchanged.
+ * valid UTF-8 are written as %XX (upper-case hex), and so is a '$' that
+ * would start the topic (a client id "$SYS" must not reach the broker's own
+ * tree), so distinct client ids always give distinct topics and the
+ * original is recoverable by percent-decoding. Rendering for a key copies
+ * the bytes unchanged.
  */
 #ifndef EH_TEMPLATE_H
 #define EH_TEMPLATE_H
@@ -17,6 +19,9 @@
 
 #include "eh_event.h"
 #include "eh_json.h"
+
+/* The longest MQTT topic name, in bytes. */
+#define EH_TOPIC_MAX 65535
 
 enum eh_template_mode { EH_TEMPLATE_TOPIC, EH_TEMPLATE_RAW };
 
@@ -35,6 +40,12 @@ struct eh_template {
  * unbalanced brace). */
 int eh_template_parse(struct eh_template *t, const char *text, char *err, size_t errlen);
 void eh_template_free(struct eh_template *t);
+/* For templates that render MQTT topic names: returns 0, or -1 with err
+ * (prefixed "plugin_opt_<option>: ") when the literal text holds '+', '#',
+ * a control character or bytes that are not UTF-8, or is itself longer than
+ * an MQTT topic may be. */
+int eh_template_check_topic(const struct eh_template *t, const char *option, const char *text, char *err,
+			    size_t errlen);
 /* Renders into out (capacity cap, always NUL-terminated when cap > 0).
  * Returns the full length needed, excluding the NUL (like snprintf). */
 size_t eh_template_render(const struct eh_template *t, const struct eh_event *ev, const struct eh_node *node,

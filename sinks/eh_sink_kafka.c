@@ -204,10 +204,9 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 	k->report_failed++;
 	/* A broken configuration fails every message: log the first few and
 	 * then every 1000th, not each one. */
-	if (k->failed_logged < 10 || k->failed_logged % 1000 == 0)
+	if (eh_sink_log_due(&k->failed_logged))
 		eh_sink_log(k->sink, MOSQ_LOG_WARNING, "message to topic %s not delivered: %s",
 			    rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
-	k->failed_logged++;
 }
 
 /* Sink thread. The counters are shared with the broker thread ($SYS, the
@@ -636,10 +635,9 @@ static enum eh_deliver_rc kafka_deliver(void *ctx, struct eh_batch *b)
 		}
 		/* Permanent for this message (too large, bad topic): count it
 		 * failed and go on with the next. */
-		if (k->failed_logged < 10 || k->failed_logged % 1000 == 0)
+		if (eh_sink_log_due(&k->failed_logged))
 			eh_sink_log(k->sink, MOSQ_LOG_WARNING, "cannot produce event seq %llu to topic %s: %s",
 				    (unsigned long long)ev->seq, k->topic_buf, rd_kafka_err2str(rc));
-		k->failed_logged++;
 		eh_sink_count(k->sink, 0, 1);
 		b->done++;
 	}

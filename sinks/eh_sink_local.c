@@ -36,13 +36,16 @@ struct local_sink {
 	struct eh_ring outbox;
 	char *topic_buf;
 	struct eh_buf payload; /* one event's JSON */
+	uint64_t unfit_logged;  /* sink thread */
+	uint64_t refused_logged; /* broker thread */
 };
 
 static const struct eh_option local_options[] = {
 	{ "local_topic", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
 	  "Enables the local sink: each event is published into this broker on this topic template. "
 	  "Placeholders {event} {node} {clientid} {username} {seq}; client-supplied values have '/', '+', "
-	  "'#', '%', control characters and invalid UTF-8 written as %XX. Example: $events/{event}/{clientid}." },
+	  "'#', '%', control characters, invalid UTF-8 and a '$' that would start the topic written as %XX. The "
+	  "template's own text may hold no '+', '#' or control character. Example: $events/{event}/{clientid}." },
 	{ "local_qos", EH_OPT_INT, "0", 0, 2, NULL, 0, "QoS of the published events." },
 	{ "local_retain", EH_OPT_BOOL, "false", 0, 0, NULL, 0, "Publish the events retained." },
 	{ "local_format", EH_OPT_ENUM, "json", 0, 0, "json|cloudevents", 0,
@@ -83,6 +86,9 @@ static int local_create(const struct eh_sink_env *env, void **ctx, char *err, si
 		snprintf(err, errlen, "plugin_opt_local_topic: %s", why);
 		return -1;
 	}
+	if (eh_template_check_topic(&l->topic, "local_topic", eh_config_get(env->config, "local_topic"), err,
+				    errlen))
+		return -1;
 	l->topic_buf = malloc(TOPIC_CAP);
 	if (!l->topic_buf || eh_ring_init(&l->outbox, OUTBOX_BYTES, OUTBOX_RECORDS)) {
 		snprintf(err, errlen, "out of memory");
@@ -113,10 +119,14 @@ static enum eh_deliver_rc local_deliver(void *ctx, struct eh_batch *b)
 			return EH_DELIVER_RETRY;
 		payload = l->payload.data;
 		plen = l->payload.len;
-		if (tlen >= TOPIC_CAP) {
-			/* An MQTT topic cannot be that long: count it failed. */
-			eh_sink_log(l->sink, MOSQ_LOG_WARNING, "topic for event seq %llu is longer than 65535 bytes; "
-				    "dropped", (unsigned long long)ev->seq);
+		if (tlen == 0 || tlen > EH_TOPIC_MAX) {
+			/* No MQTT topic is empty or that long (a template of
+			 * only {username}, a client without one; a huge client
+			 * id): count it failed. */
+			if (eh_sink_log_due(&l->unfit_logged))
+				eh_sink_log(l->sink, MOSQ_LOG_WARNING, "the topic for event seq %llu is %s; not published",
+					    (unsigned long long)ev->seq,
+					    tlen ? "longer than 65535 bytes" : "empty");
 			eh_sink_count(l->sink, 0, 1);
 			continue;
 		}
@@ -148,12 +158,17 @@ static void local_broker_tick(void *ctx)
 			memcpy(&tlen, p, sizeof(tlen));
 			memcpy(topic, p + sizeof(tlen), tlen);
 			topic[tlen] = '\0';
-			if (mosquitto_broker_publish_copy(NULL, topic, (int)(recs[i].len - sizeof(tlen) - tlen),
-							  p + sizeof(tlen) + tlen, l->qos, l->retain, NULL)
-			    == MOSQ_ERR_SUCCESS)
+			int rc = mosquitto_broker_publish_copy(NULL, topic, (int)(recs[i].len - sizeof(tlen) - tlen),
+							       p + sizeof(tlen) + tlen, l->qos, l->retain, NULL);
+
+			if (rc == MOSQ_ERR_SUCCESS) {
 				ok++;
-			else
+			} else {
 				bad++;
+				if (eh_sink_log_due(&l->refused_logged))
+					eh_sink_log(l->sink, MOSQ_LOG_WARNING, "the broker refused a message on '%.200s': %s",
+						    topic, mosquitto_strerror(rc));
+			}
 		}
 		eh_ring_release_sc(&l->outbox, &recs[n - 1], n);
 		eh_sink_count(l->sink, ok, bad);

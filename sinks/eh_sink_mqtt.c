@@ -168,7 +168,8 @@ static const struct eh_option mqtt_options[] = {
 	  "logged." },
 	{ "mqtt_topic", EH_OPT_STRING, "eventhook/{node}/{event}/{clientid}", 0, 0, NULL, 0,
 	  "Topic template of the events. Placeholders {event} {node} {clientid} {username} {seq}; "
-	  "client-supplied values have '/', '+', '#', '%', control characters and invalid UTF-8 written as %XX." },
+	  "client-supplied values have '/', '+', '#', '%', control characters, invalid UTF-8 and a '$' that would "
+	  "start the topic written as %XX." },
 	{ "mqtt_qos", EH_OPT_INT, "1", 0, 2, NULL, 0,
 	  "QoS of the published events. 1 and 2: an event counts as delivered when the target acknowledged "
 	  "it, and unacknowledged events are resent after a reconnect (at QoS 1 possibly twice)." },

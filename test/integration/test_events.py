@@ -481,6 +481,39 @@ class EventsTest(BrokerTestCase):
         self.assertFalse([e for e in evs if e["event"] == "message.publish"])
         viewer.close()
 
+    def test_local_sink_unfit_topics_fail_and_dollar_ids_stay_out_of_sys(self):
+        # "{username}/{clientid}" starts with the client id for a client
+        # without a user name; "{username}" alone renders empty for it.
+        b = self.broker(local_topic="{username}{clientid}/ev", local_events="client.connected")
+        viewer = RawClient(b.port, "viewer")
+        viewer.connect()
+        viewer.subscribe(["#", "$SYS/#"])
+        for cid in ["$SYS", "ok"]:
+            c = RawClient(b.port, cid)
+            self.assertEqual(c.connect().rc, 0)
+            c.disconnect()
+        msgs = viewer.wait_messages(lambda m: any(x.topic == "ok/ev" for x in m))
+        # (the viewer's own event may be published before it subscribed)
+        ours = sorted(m.topic for m in msgs if m.topic.endswith("/ev") and m.topic != "viewer/ev")
+        self.assertEqual(ours, ["%24SYS/ev", "ok/ev"])
+        self.assertEqual(json.loads([m for m in msgs if m.topic == "%24SYS/ev"][0].payload)["clientid"], "$SYS")
+        self.sentinel(b)
+        viewer.close()
+        self.assertEqual(b.stop(), 0)
+        m = re.search(r"eventhook: local: stopped; enqueued (\d+), delivered (\d+), failed (\d+)", b.log())
+        self.assertEqual(tuple(map(int, m.groups())), (4, 4, 0))
+
+        b = self.broker(local_topic="{username}", local_events="client.connected")
+        for cid in ["anon-1", "anon-2"]:
+            c = RawClient(b.port, cid)
+            self.assertEqual(c.connect().rc, 0)
+            c.disconnect()
+        self.sentinel(b)
+        self.assertEqual(b.stop(), 0)
+        m = re.search(r"eventhook: local: stopped; enqueued (\d+), delivered (\d+), failed (\d+)", b.log())
+        self.assertEqual(tuple(map(int, m.groups())), (3, 0, 3))
+        self.assertIn("eventhook: local: the topic for event seq 1 is empty; not published", b.log())
+
 
 class ConfigErrorsTest(BrokerTestCase):
     def run_bad(self, opts):
@@ -509,6 +542,11 @@ class ConfigErrorsTest(BrokerTestCase):
             ([("file_path", "/tmp/x.jsonl"), ("node_id", "bad\udcff")],
              "plugin_opt_node_id: not valid UTF-8 (at byte 3)"),
             ([("local_topic", "$e/{nope}")], "plugin_opt_local_topic"),
+            ([("local_topic", "ev/#/{event}")],
+             "plugin_opt_local_topic: 'ev/#/{event}' holds '#'; an MQTT topic name may hold no wildcard"),
+            ([("local_topic", "ev/+/{event}")], "plugin_opt_local_topic: 'ev/+/{event}' holds '+'"),
+            ([("local_topic", "ev/\udcff\udcfe/{event}")],
+             "plugin_opt_local_topic: the template is not valid UTF-8"),
             ([("file_path", "/nonexistent-dir/x.jsonl")], "plugin_opt_file_path"),
             ([("file_fsync", "maybe"), ("file_path", "/tmp/x.jsonl")], "plugin_opt_file_fsync"),
             ([("local_qos", "1")], "plugin_opt_local_qos is set but the local sink is not enabled"),

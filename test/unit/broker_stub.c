@@ -48,6 +48,11 @@ int mosquitto_broker_publish_copy(const char *clientid, const char *topic, int p
 	return MOSQ_ERR_SUCCESS;
 }
 
+const char *mosquitto_strerror(int mosq_errno)
+{
+	return mosq_errno == MOSQ_ERR_SUCCESS ? "No error." : "stub error";
+}
+
 int mosquitto_callback_register(mosquitto_plugin_id_t *identifier, int event, MOSQ_FUNC_generic_callback cb_func,
 				const void *event_data, void *userdata)
 {

@@ -146,6 +146,7 @@ START_TEST(template_topic_escaping_reversible)
 		ck_assert_uint_lt(n, sizeof(out));
 		ck_assert_uint_eq(strlen(out), n);
 		ck_assert_uint_eq(eh_utf8_valid_prefix(out, n), n);
+		ck_assert(n == 0 || out[0] != '$');
 		for (size_t i = 0; i < n; i++) {
 			ck_assert(out[i] != '/' && out[i] != '+' && out[i] != '#');
 			ck_assert((unsigned char)out[i] >= 0x20 && out[i] != 0x7f);
@@ -192,6 +193,93 @@ START_TEST(template_truncation)
 }
 END_TEST
 
+/* A client value that would start the topic with '$' (the broker's own
+ * $SYS tree, $share) has it escaped; anywhere else, and in literal text,
+ * '$' stays. */
+START_TEST(template_topic_leading_dollar)
+{
+	struct eh_node node = node_named("$n");
+	struct eh_event ev = event_with("$SYS", 4, "$u", 2);
+
+	RENDER("{clientid}/ev", &ev, &node, EH_TEMPLATE_TOPIC, "%24SYS/ev");
+	RENDER("{username}{clientid}", &ev, &node, EH_TEMPLATE_TOPIC, "%24u$SYS");
+	RENDER("{node}", &ev, &node, EH_TEMPLATE_TOPIC, "%24n");
+	RENDER("$events/{clientid}", &ev, &node, EH_TEMPLATE_TOPIC, "$events/$SYS");
+	RENDER("{clientid}", &ev, &node, EH_TEMPLATE_RAW, "$SYS");
+	/* An absent username first: the client id then starts the topic. */
+	ev = event_with("$share", 6, NULL, 0);
+	RENDER("{username}{clientid}", &ev, &node, EH_TEMPLATE_TOPIC, "%24share");
+}
+END_TEST
+
+/* Templates for MQTT topic names: the admin's literal text must itself be
+ * a legal topic name part. */
+START_TEST(template_check_topic)
+{
+	static const struct {
+		const char *text, *want; /* want NULL: accepted */
+	} cases[] = {
+		{ "$events/{event}/{clientid}", NULL },
+		{ "eventhook/{node}/{event}/{clientid}", NULL },
+		{ "{username}", NULL },
+		{ "caf\xc3\xa9/{event}", NULL },
+		{ "ev/#/{event}", "plugin_opt_local_topic: 'ev/#/{event}' holds '#'; an MQTT topic name may hold no wildcard" },
+		{ "ev/+/{event}", "holds '+'" },
+		{ "{event}/#", "holds '#'" },
+		{ "ev/\xff\xfe/{event}", "plugin_opt_local_topic: the template is not valid UTF-8" },
+		{ "ev/\xc3/{event}", "not valid UTF-8" },
+		{ "ev/\t/{event}", "control character 0x09" },
+		{ "ev/\x7f", "control character 0x7F" },
+	};
+	struct eh_template t;
+	char err[512], text[128];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		/* The table spells bytes as \xNN and \t so that it stays readable. */
+		size_t k = 0;
+
+		for (const char *p = cases[i].text; *p; p++) {
+			if (p[0] == '\\' && p[1] == 'x') {
+				text[k++] = (char)strtol((char[]){ p[2], p[3], 0 }, NULL, 16);
+				p += 3;
+			} else if (p[0] == '\\' && p[1] == 't') {
+				text[k++] = '\t';
+				p++;
+			} else {
+				text[k++] = *p;
+			}
+		}
+		text[k] = '\0';
+		ck_assert_msg(eh_template_parse(&t, text, err, sizeof(err)) == 0, "'%s': %s", cases[i].text, err);
+		err[0] = '\0';
+		if (!cases[i].want) {
+			ck_assert_msg(eh_template_check_topic(&t, "local_topic", text, err, sizeof(err)) == 0, "'%s': %s",
+				      cases[i].text, err);
+		} else {
+			ck_assert_msg(eh_template_check_topic(&t, "local_topic", text, err, sizeof(err)) == -1,
+				      "'%s' accepted", cases[i].text);
+			ck_assert_msg(strstr(err, cases[i].want) != NULL, "'%s': '%s' lacks '%s'", cases[i].text, err,
+				      cases[i].want);
+		}
+		eh_template_free(&t);
+	}
+	/* The literal text alone longer than a topic may be. */
+	{
+		char *big = malloc(70000);
+
+		ck_assert_ptr_nonnull(big);
+		memset(big, 'a', 69990);
+		strcpy(big + 69990, "/{event}");
+		ck_assert_int_eq(eh_template_parse(&t, big, err, sizeof(err)), 0);
+		ck_assert_int_eq(eh_template_check_topic(&t, "mqtt_topic", big, err, sizeof(err)), -1);
+		ck_assert_msg(strstr(err, "plugin_opt_mqtt_topic: the template's own text is 69991 bytes; an MQTT "
+				     "topic name is at most 65535") != NULL, "%s", err);
+		eh_template_free(&t);
+		free(big);
+	}
+}
+END_TEST
+
 /* An event without a username (NULL pointer, length 0) renders as empty
  * in both modes. */
 START_TEST(template_missing_username)
@@ -217,6 +305,8 @@ static Suite *template_suite(void)
 	tcase_add_test(tc, template_topic_escaping_reversible);
 	tcase_add_test(tc, template_truncation);
 	tcase_add_test(tc, template_missing_username);
+	tcase_add_test(tc, template_topic_leading_dollar);
+	tcase_add_test(tc, template_check_topic);
 	suite_add_tcase(s, tc);
 	return s;
 }
