@@ -1,16 +1,17 @@
 /*
  * File sink: one JSON object per line, appended. Each batch is written with
  * as few write calls as possible; lines are whole or absent unless the disk
- * fills mid-line (then the sink retries, so a torn line can only precede a
- * complete copy). SIGHUP reopens the path, so logrotate's rename-and-HUP
- * works; with file_fsync each batch is fsync'ed before it counts as
- * delivered.
+ * fills mid-line. Then the sink retries, and the retry starts with a newline
+ * so that the torn fragment stays a line of its own before the complete
+ * copy. SIGHUP reopens the path, so logrotate's rename-and-HUP works; with
+ * file_fsync each batch is fsync'ed before it counts as delivered.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <mosquitto.h>
@@ -26,6 +27,13 @@ struct file_sink {
 	int mode;
 	struct eh_buf out; /* the batch's lines */
 	bool failing;
+	/* Our last write to this fd stopped inside a line (disk full). The
+	 * next write starts with a newline. We do not ftruncate the fragment
+	 * away instead: with O_APPEND another process (a second broker,
+	 * logrotate's copytruncate) may have appended or truncated since, so
+	 * an offset remembered by us can cut their lines or extend the file
+	 * with zeros, and a pipe or device cannot be truncated at all. */
+	bool torn;
 };
 
 static const struct eh_option file_options[] = {
@@ -40,6 +48,13 @@ static const struct eh_option file_options[] = {
 	{ NULL, 0, NULL, 0, 0, NULL, 0, NULL },
 };
 
+static bool same_file(int a, int b)
+{
+	struct stat sa, sb;
+
+	return !fstat(a, &sa) && !fstat(b, &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 static int open_file(struct file_sink *f, char *err, size_t errlen)
 {
 	int fd = open(f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, f->mode);
@@ -48,8 +63,13 @@ static int open_file(struct file_sink *f, char *err, size_t errlen)
 		snprintf(err, errlen, "plugin_opt_file_path: cannot open '%s': %s", f->path, strerror(errno));
 		return -1;
 	}
-	if (f->fd >= 0)
+	if (f->fd >= 0) {
+		/* A torn fragment left in a rotated-away file needs no newline
+		 * in the new one; reopening the same file keeps it torn. */
+		if (!same_file(f->fd, fd))
+			f->torn = false;
 		close(f->fd);
+	}
 	f->fd = fd;
 	return 0;
 }
@@ -110,6 +130,10 @@ static enum eh_deliver_rc file_deliver(void *ctx, struct eh_batch *b)
 	if (!ends)
 		return EH_DELIVER_RETRY;
 	f->out.len = 0;
+	if (f->torn && eh_buf_append(&f->out, "\n", 1)) {
+		free(ends);
+		return EH_DELIVER_RETRY;
+	}
 	for (size_t i = 0; i < b->count; i++) {
 		if (eh_json_write_event(&f->out, &b->events[i], f->node) || eh_buf_append(&f->out, "\n", 1)) {
 			free(ends);
@@ -124,10 +148,13 @@ static enum eh_deliver_rc file_deliver(void *ctx, struct eh_batch *b)
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0) {
+			const char *why = w < 0 ? strerror(errno) : "nothing written";
+
 			if (!f->failing)
-				eh_sink_log(f->sink, MOSQ_LOG_WARNING, "cannot write '%s': %s; retrying", f->path,
-					    strerror(errno));
+				eh_sink_log(f->sink, MOSQ_LOG_WARNING, "cannot write '%s': %s; retrying", f->path, why);
 			f->failing = true;
+			if (written)
+				f->torn = f->out.data[written - 1] != '\n';
 			b->done = 0;
 			while (b->done < b->count && ends[b->done] <= written)
 				b->done++;
@@ -137,13 +164,14 @@ static enum eh_deliver_rc file_deliver(void *ctx, struct eh_batch *b)
 		written += (size_t)w;
 	}
 	free(ends);
+	f->torn = false;
+	if (f->failing)
+		eh_sink_log(f->sink, MOSQ_LOG_NOTICE, "writing '%s' again", f->path);
+	f->failing = false;
 	if (f->fsync_each && fsync(f->fd)) {
 		eh_sink_log(f->sink, MOSQ_LOG_WARNING, "fsync '%s': %s", f->path, strerror(errno));
 		/* The lines are written; retrying would duplicate them. */
 	}
-	if (f->failing)
-		eh_sink_log(f->sink, MOSQ_LOG_NOTICE, "writing '%s' again", f->path);
-	f->failing = false;
 	return EH_DELIVER_OK;
 }
 
