@@ -4,7 +4,8 @@
  * fills mid-line. Then the sink retries, and the retry starts with a newline
  * so that the torn fragment stays a line of its own before the complete
  * copy. SIGHUP reopens the path, so logrotate's rename-and-HUP works; with
- * file_fsync each batch is fsync'ed before it counts as delivered.
+ * file_fsync each batch is fsync'ed before it counts as delivered, and a
+ * batch whose fsync fails counts as failed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +35,8 @@ struct file_sink {
 	 * an offset remembered by us can cut their lines or extend the file
 	 * with zeros, and a pipe or device cannot be truncated at all. */
 	bool torn;
+	bool fsync_unsupported_said; /* for this fd */
+	uint64_t fsync_failures;     /* eh_sink_log_due counter */
 };
 
 static const struct eh_option file_options[] = {
@@ -41,7 +44,9 @@ static const struct eh_option file_options[] = {
 	  "Enables the file sink: events are appended to this file as JSON lines. The broker's user needs "
 	  "write access; the file is created if missing and reopened on SIGHUP." },
 	{ "file_fsync", EH_OPT_BOOL, "false", 0, 0, NULL, 0,
-	  "fsync the file after each batch before counting it delivered (survives power loss; slower)." },
+	  "fsync the file after each batch before counting it delivered (survives power loss; slower). A "
+	  "batch whose fsync fails counts as failed and is not retried (it is in the file already); on a "
+	  "file that cannot be synced (/dev/null, a pipe) this option has no effect." },
 	{ "file_mode", EH_OPT_STRING, "0640", 0, 0, NULL, 0, "Permissions (octal) of a newly created file." },
 	{ "file_batch_max", EH_OPT_INT, "512", 1, 65536, NULL, 0, "Events written per write call at most." },
 	EH_SINK_FILTER_OPTIONS("file"),
@@ -66,12 +71,22 @@ static int open_file(struct file_sink *f, char *err, size_t errlen)
 	if (f->fd >= 0) {
 		/* A torn fragment left in a rotated-away file needs no newline
 		 * in the new one; reopening the same file keeps it torn. */
-		if (!same_file(f->fd, fd))
+		if (!same_file(f->fd, fd)) {
 			f->torn = false;
+			f->fsync_unsupported_said = false;
+		}
 		close(f->fd);
 	}
 	f->fd = fd;
 	return 0;
+}
+
+/* Whether fsync's errno means "this kind of file cannot be synced" (fsync(2):
+ * a pipe, a socket, a character device such as /dev/null) rather than "the
+ * data may not be on the disk" (EIO, ENOSPC, EDQUOT). */
+static bool fsync_unsupported(int err)
+{
+	return err == EINVAL || err == EROFS;
 }
 
 static void file_destroy(void *ctx)
@@ -169,8 +184,25 @@ static enum eh_deliver_rc file_deliver(void *ctx, struct eh_batch *b)
 		eh_sink_log(f->sink, MOSQ_LOG_NOTICE, "writing '%s' again", f->path);
 	f->failing = false;
 	if (f->fsync_each && fsync(f->fd)) {
-		eh_sink_log(f->sink, MOSQ_LOG_WARNING, "fsync '%s': %s", f->path, strerror(errno));
-		/* The lines are written; retrying would duplicate them. */
+		int err = errno;
+
+		if (fsync_unsupported(err)) {
+			if (!f->fsync_unsupported_said)
+				eh_sink_log(f->sink, MOSQ_LOG_NOTICE, "file_fsync has no effect on '%s': %s",
+					    f->path, strerror(err));
+			f->fsync_unsupported_said = true;
+			return EH_DELIVER_OK;
+		}
+		/* The lines may or may not be on the disk (and Linux reports a
+		 * writeback error only once), so the batch counts as failed;
+		 * it is not retried, because it is in the file already and a
+		 * retry would duplicate it whenever the data did survive. */
+		if (eh_sink_log_due(&f->fsync_failures))
+			eh_sink_log(f->sink, MOSQ_LOG_WARNING,
+				    "fsync '%s': %s; %zu event(s) counted failed (written, maybe not on disk)",
+				    f->path, strerror(err), b->count);
+		b->done = 0;
+		return EH_DELIVER_DROP;
 	}
 	return EH_DELIVER_OK;
 }

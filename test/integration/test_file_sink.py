@@ -1,5 +1,8 @@
 """File sink failure paths against the real broker: a disk that fills in the
-middle of a line and is then freed.
+middle of a line and is then freed, file_fsync on a file that cannot be
+synced, and file_fsync failing with EIO (through an LD_PRELOAD shim that
+replaces fsync in the broker process, since a failing disk cannot be had
+on demand).
 
 A full disk needs a small filesystem. The broker runs in a mount namespace of
 its own with a 64 KB tmpfs mounted over <broker dir>/mnt, so no privilege
@@ -11,6 +14,7 @@ through /proc/<that sleep>/root, and ends the sleep in its cleanup.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -19,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+from pathlib import Path
 from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -185,6 +190,79 @@ class DiskFull(BrokerTestCase):
                          {"enqueued": 41, "delivered": 41, "failed": 0, "dropped": 0, "left": 0})
         self.assertEqual(b.log().count("eventhook: file: cannot write"), 1)
         self.assertEqual(b.log().count("eventhook: file: writing"), 1)
+
+
+# fsync fails with the errno in $EH_TEST_FSYNC_ERRNO (every other call is
+# untouched: the broker only fsyncs through our plugin here).
+FSYNC_SHIM = r"""
+#include <errno.h>
+#include <stdlib.h>
+int fsync(int fd)
+{
+	(void)fd;
+	errno = atoi(getenv("EH_TEST_FSYNC_ERRNO"));
+	return -1;
+}
+"""
+
+
+class FsyncShimBroker(Broker):
+    def __init__(self, *args, shim: str, fsync_errno: int, **kwargs):
+        self.shim, self.fsync_errno = shim, fsync_errno
+        super().__init__(*args, **kwargs)
+
+    def _env(self):
+        env = super()._env()
+        # A sanitizer runtime, if any, must stay first.
+        env["LD_PRELOAD"] = ":".join(p for p in (env.get("LD_PRELOAD"), self.shim) if p)
+        env["EH_TEST_FSYNC_ERRNO"] = str(self.fsync_errno)
+        return env
+
+
+class Fsync(BrokerTestCase):
+    def test_fsync_eio_counts_failed_not_retried_rate_limited_log(self):
+        tmp = tempfile.mkdtemp(prefix="eh-fsyncshim-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        Path(tmp, "shim.c").write_text(FSYNC_SHIM)
+        shim = os.path.join(tmp, "fsync_shim.so")
+        subprocess.run([os.environ.get("CC", "cc"), "-shared", "-fPIC", "-o", shim,
+                        os.path.join(tmp, "shim.c")], check=True)
+        b = self.add_broker(FsyncShimBroker(
+            ["allow_anonymous true"], shim=shim, fsync_errno=errno.EIO, start=False, name="eio",
+            plugin_opts={"file_path": "{dir}/events.jsonl", "file_fsync": "true",
+                         "file_batch_max": "1", "events": "client.connected"}))
+        b.start()
+        ids = [f"e{i:02d}" for i in range(12)]
+        for cid in ids:
+            self.assertEqual(RawClient(b.port, cid).connect().rc, 0)
+        self.assertEqual(b.stop(), 0)
+        log = b.log()
+        # Every batch failed, none retried: each event is in the file once.
+        self.assertEqual(stopped_counters(log)["file"],
+                         {"enqueued": 12, "delivered": 0, "failed": 12, "dropped": 0, "left": 0})
+        with open(b.path("events.jsonl"), "rb") as f:
+            parsed, bad = split_lines(f.read())
+        self.assertEqual(([e["clientid"] for e in parsed], bad), (ids, []))
+        # eh_sink_log_due: the first 10 of 12 failures are logged.
+        self.assertEqual(log.count("eventhook: file: fsync '%s': Input/output error; 1 event(s) counted "
+                                   "failed" % b.path("events.jsonl")), 10)
+        self.assertNotIn("file_fsync has no effect", log)
+
+    def test_fsync_unsupported_said_once_and_delivered(self):
+        # /dev/null: fsync fails with EINVAL, "this file cannot be synced";
+        # one event per batch so that every event is its own fsync.
+        b = self.start_broker(["allow_anonymous true"], plugin_opts={
+            "file_path": "/dev/null", "file_fsync": "true", "file_batch_max": "1",
+            "events": "client.connected"})
+        for i in range(5):
+            self.assertEqual(RawClient(b.port, f"a{i}").connect().rc, 0)
+        self.assertEqual(b.stop(), 0)
+        log = b.log()
+        self.assertEqual(stopped_counters(log)["file"],
+                         {"enqueued": 5, "delivered": 5, "failed": 0, "dropped": 0, "left": 0})
+        self.assertEqual(log.count("eventhook: file: file_fsync has no effect on '/dev/null': "
+                                   "Invalid argument"), 1)
+        self.assertNotIn("eventhook: file: fsync", log)
 
 
 if __name__ == "__main__":
