@@ -787,6 +787,13 @@ int eh_capture_init(struct eh_core *core, int index)
 	if (dladdr((void *)eh_capture_init, &info) && info.dli_fname)
 		snprintf(self, sizeof(self), "%s", info.dli_fname);
 	eh_scope_learn(&cap->scope, override, self, index);
+	/* A path the admin typed that cannot be read is a bad value, unlike the
+	 * broker's own -c file, where observing less is the right fallback. */
+	if (override && cap->scope.read_errno) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: configuration error: plugin_opt_config_file: "
+				     "cannot read '%s': %s", override, strerror(cap->scope.read_errno));
+		return -1;
+	}
 
 #if EH_HAVE_21
 	/* The headers are 2.1; the broker may still be 2.0, which refuses the

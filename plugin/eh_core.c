@@ -51,7 +51,8 @@ static const struct eh_option core_options[] = {
 	  "Seconds between the counters published under $SYS/broker/eventhook/<sink>/; 0 disables them." },
 	{ "config_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
 	  "Path of mosquitto.conf, read to learn the broker's security settings (see docs/capture.md). "
-	  "Default: the -c argument of the running broker." },
+	  "Default: the -c argument of the running broker. A file given here that cannot be read stops "
+	  "the broker at start; the default one falls back to capturing less (docs/capture.md)." },
 	{ NULL, 0, NULL, 0, 0, NULL, 0, NULL },
 };
 

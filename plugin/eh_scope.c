@@ -42,6 +42,7 @@ struct parse {
 	bool other_global, other_listener[MAX_SCOPES];
 	bool global_dynsec, global_legacy, global_legacy_auth, global_unknown;
 	const char *self;
+	int read_errno; /* the main file could not be read */
 	char why[512];
 	bool failed;
 };
@@ -241,6 +242,8 @@ static int parse_file(struct parse *p, const char *path, bool main_file)
 	int rc = 0;
 
 	if (!f) {
+		if (main_file)
+			p->read_errno = errno;
 		snprintf(p->why, sizeof(p->why), "cannot read '%s': %s", path, strerror(errno));
 		return -1;
 	}
@@ -249,6 +252,8 @@ static int parse_file(struct parse *p, const char *path, bool main_file)
 	/* A read error (EISDIR, EIO) is not the end of the file: what was
 	 * not read may have said anything. */
 	if (!rc && ferror(f)) {
+		if (main_file)
+			p->read_errno = errno;
 		snprintf(p->why, sizeof(p->why), "cannot read '%s': %s", path, strerror(errno));
 		rc = -1;
 	}
@@ -275,6 +280,7 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, const char
 		p->s[i].allow_anonymous = -1;
 	if (parse_file(p, path, true)) {
 		snprintf(out->why, sizeof(out->why), "%s", p->why);
+		out->read_errno = p->read_errno;
 		free(p);
 		return;
 	}

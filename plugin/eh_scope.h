@@ -19,6 +19,7 @@ struct eh_scope_info {
 	bool known;            /* the configuration was read and understood */
 	char why[512];         /* when !known: what stopped us */
 	char path[4096];       /* the configuration file read */
+	int read_errno;        /* when that file itself could not be read: why (errno), else 0 */
 	bool per_listener;
 	bool allow_anonymous;
 	bool password_file;

@@ -4,6 +4,7 @@
  * providers, plugin classification, include_dir and per-listener scopes.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -368,10 +369,18 @@ START_TEST(scope_unreadable)
 	ck_assert(!i.known);
 	ck_assert_ptr_nonnull(strstr(i.why, "cannot read"));
 	ck_assert_ptr_nonnull(strstr(i.why, "does-not-exist.conf"));
+	ck_assert_int_eq(i.read_errno, ENOENT);
 	/* A directory is not a readable configuration file either. */
 	eh_scope_learn_file(&i, dir, self, 0);
 	ck_assert(!i.known);
 	ck_assert(i.why[0]);
+	ck_assert_int_eq(i.read_errno, EISDIR);
+	/* An include_dir that cannot be read is not the main file failing. */
+	write_file("inc.conf", "include_dir /nonexistent-eh-dir\n");
+	snprintf(path, sizeof(path), "%s/inc.conf", dir);
+	eh_scope_learn_file(&i, path, self, 0);
+	ck_assert(!i.known);
+	ck_assert_int_eq(i.read_errno, 0);
 }
 END_TEST
 

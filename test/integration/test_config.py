@@ -1,0 +1,68 @@
+"""Configuration handling against the real broker: which mistakes stop it at
+start and with exactly what message, how values are read, what the plugin
+says at start about limits of the broker it runs in, and what a SIGHUP does
+with changed plugin_opt_ lines.
+
+Refusals are checked by running the broker in the foreground on a config
+that must not start and reading what it logged and printed.
+"""
+import os
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from eh_harness import (MOSQUITTO, TIMEOUT, Broker, BrokerTestCase,  # noqa: E402
+                        RawClient, wait_events, wait_until)
+
+ERR = "eventhook: configuration error: "
+
+
+class ConfigTestCase(BrokerTestCase):
+    def run_bad(self, opts, conf=("allow_anonymous true",), **kwargs):
+        """Runs a broker that must refuse to start; returns its exit status
+        and everything it said."""
+        b = Broker(list(conf), start=False, plugin_opts=opts, name="bad", **kwargs)
+        self.add_broker(b)
+        b.write_config()
+        env = dict(os.environ)
+        if os.environ.get("EH_BROKER_PRELOAD"):
+            env["LD_PRELOAD"] = os.environ["EH_BROKER_PRELOAD"]
+        try:
+            proc = subprocess.run([MOSQUITTO, "-c", str(b.conf_path)], capture_output=True, text=True,
+                                  timeout=TIMEOUT, env=env, errors="replace")
+        except subprocess.TimeoutExpired:
+            self.fail(f"broker started with bad options {opts}")
+        return proc.returncode, b.log() + proc.stdout + proc.stderr
+
+    def assert_refused(self, opts, message, **kwargs):
+        rc, text = self.run_bad(opts, **kwargs)
+        self.assertNotEqual(rc, 0, text)
+        self.assertIn(message, text)
+        return text
+
+
+class ConfigFileTest(ConfigTestCase):
+    """D8: an explicit plugin_opt_config_file that cannot be read."""
+
+    def test_missing_config_file_stops_the_broker(self):
+        self.assert_refused([("file_path", "{dir}/ev.jsonl"), ("config_file", "/nonexistent-eh/x.conf")],
+                            ERR + "plugin_opt_config_file: cannot read '/nonexistent-eh/x.conf': "
+                            "No such file or directory")
+
+    def test_directory_as_config_file_stops_the_broker(self):
+        rc, text = self.run_bad([("file_path", "{dir}/ev.jsonl"), ("config_file", "{dir}")])
+        self.assertNotEqual(rc, 0, text)
+        self.assertRegex(text, ERR + r"plugin_opt_config_file: cannot read '/[^']*eh-bad-[^']*': "
+                         r"Is a directory")
+
+    def test_readable_config_file_starts(self):
+        b = self.start_broker(["allow_anonymous true"],
+                              plugin_opts=[("file_path", "{dir}/ev.jsonl"),
+                                           ("config_file", "{dir}/mosquitto.conf")])
+        self.assertNotIn("cannot read", b.log())
+
+
+if __name__ == "__main__":
+    unittest.main()
