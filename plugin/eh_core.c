@@ -155,8 +155,18 @@ static int sink_mask(struct eh_core *core, const char *name, uint32_t *mask, cha
 	}
 	/* A global list the admin wrote narrows every sink; the default one
 	 * does not stop a sink from asking for message.publish. */
-	if (eh_config_isset(&core->config, "events"))
+	if (eh_config_isset(&core->config, "events")) {
 		*mask &= core->capture_mask;
+		/* A sink that can never receive an event is a contradiction
+		 * between two lines, as likely a typo as a sink option without
+		 * its sink. */
+		if (!*mask) {
+			snprintf(err, errlen, "plugin_opt_%s: none of '%.100s' is in plugin_opt_events ('%.100s'), "
+				 "so the %s sink would never receive an event", key, v,
+				 eh_config_get(&core->config, "events"), name);
+			return -1;
+		}
+	}
 	return 0;
 }
 
@@ -527,7 +537,8 @@ void eh_core_stop(struct eh_core *core)
 			}
 		}
 		eh_runner_join(s);
-		if (s->ops->broker_tick)
+		/* No ctx: init failed before the sink was created. */
+		if (s->ops->broker_tick && s->ctx)
 			s->ops->broker_tick(s->ctx);
 	}
 	eh_core_log_drain(core);

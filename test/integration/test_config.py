@@ -64,5 +64,30 @@ class ConfigFileTest(ConfigTestCase):
         self.assertNotIn("cannot read", b.log())
 
 
+
+class SinkEventsTest(ConfigTestCase):
+    """D9: a sink whose event list the global list cuts to nothing."""
+
+    def test_file_sink_cut_to_nothing_stops_the_broker(self):
+        self.assert_refused([("file_path", "{dir}/ev.jsonl"), ("events", "client.*"),
+                             ("file_events", "message.publish")],
+                            ERR + "plugin_opt_file_events: none of 'message.publish' is in plugin_opt_events "
+                            "('client.*'), so the file sink would never receive an event")
+
+    def test_local_sink_cut_to_nothing_stops_the_broker_cleanly(self):
+        # The local sink has a broker-thread hook: the refusal must not
+        # call it on a sink that was never created.
+        text = self.assert_refused([("local_topic", "ev/{event}"), ("events", "message.*"),
+                                    ("local_events", "client.connect,client.disconnected")],
+                                   ERR + "plugin_opt_local_events: none of 'client.connect,client.disconnected' "
+                                   "is in plugin_opt_events ('message.*'), so the local sink would never "
+                                   "receive an event")
+        self.assertIn("Error: Plugin returned 3 when initialising.", text)
+
+    def test_overlap_starts(self):
+        self.start_broker(["allow_anonymous true"],
+                          plugin_opts=[("file_path", "{dir}/ev.jsonl"), ("events", "client.*"),
+                                       ("file_events", "message.publish,client.connect")])
+
 if __name__ == "__main__":
     unittest.main()

@@ -55,6 +55,29 @@ START_TEST(payload_max_bytes_bad_values_refused)
 }
 END_TEST
 
+/* A sink whose own list the global one cuts to nothing could never
+ * receive an event; one that keeps some type starts. */
+START_TEST(sink_events_cut_to_nothing_refused)
+{
+	struct eh_core *core = calloc(1, sizeof(*core));
+	struct eh_kv kv[] = { { "local_topic", "e/{event}" }, { "events", "client.*" },
+			      { "local_events", "message.publish" } };
+
+	ck_assert_ptr_nonnull(core);
+	ck_assert_int_eq(eh_core_init(core, NULL, kv, 3), -1);
+	ck_assert_str_eq(eh_stub_last_log, "eventhook: configuration error: plugin_opt_local_events: none of "
+			 "'message.publish' is in plugin_opt_events ('client.*'), so the local sink would never "
+			 "receive an event");
+	eh_core_stop(core);
+	memset(core, 0, sizeof(*core));
+	kv[2].value = "message.publish,client.connect";
+	ck_assert_int_eq(eh_core_init(core, NULL, kv, 3), 0);
+	ck_assert_uint_eq(core->sinks[0].mask, EH_EV_BIT(EH_EV_CONNECT));
+	eh_core_stop(core);
+	free(core);
+}
+END_TEST
+
 /* The first ring record after one MESSAGE of len bytes with the given
  * payload_max_bytes (NULL: unset), unpacked into ev; returns the record's
  * size. The file sink's thread is never started (no eh_core_start), so the
@@ -151,6 +174,7 @@ static Suite *capture_suite(void)
 
 	tcase_add_test(tc, cleanup_unregisters_every_callback);
 	tcase_add_test(tc, payload_max_bytes_bad_values_refused);
+	tcase_add_test(tc, sink_events_cut_to_nothing_refused);
 	tcase_add_test(tc, payload_cut_before_the_ring);
 	suite_add_tcase(s, tc);
 	return s;
