@@ -745,6 +745,19 @@ static bool acl_neutral(const struct eh_scope_info *s)
 	return !s->unknown_plugin;
 }
 
+/* The broker refuses a callback function it already holds for the event
+ * in this scope: a second plugin line loading us in the same scope. */
+static void log_register_failure(int rc)
+{
+	if (rc == MOSQ_ERR_ALREADY_EXISTS)
+		mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: cannot register broker callbacks (error %d, already "
+				     "registered): the plugin is loaded twice in the same scope (two plugin lines?); "
+				     "load it once and configure every sink in that one plugin block (with "
+				     "per_listener_settings true, once per listener)", rc);
+	else
+		mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: cannot register broker callbacks (error %d)", rc);
+}
+
 static int reg(struct eh_capture *cap, int event, MOSQ_FUNC_generic_callback cb)
 {
 	int rc = mosquitto_callback_register(cap->pid, event, cb, NULL, cap->core);
@@ -764,6 +777,7 @@ int eh_capture_init(struct eh_core *core, int index)
 	char self[4096] = "";
 	Dl_info info;
 	uint32_t need_acl;
+	int rc;
 #if EH_HAVE_21
 	int rc21;
 #endif
@@ -833,9 +847,10 @@ int eh_capture_init(struct eh_core *core, int index)
 	 * check is only for authorization denials. */
 	need_acl = core->wanted & (cap->v21 ? EH_EV_BIT(EH_EV_AUTHZ_DENIED) : EH_NEED_ACL | EH_NEED_PRESENCE);
 
-	if (reg(cap, MOSQ_EVT_DISCONNECT, on_disconnect) || reg(cap, MOSQ_EVT_TICK, on_tick)
-	    || reg(cap, MOSQ_EVT_RELOAD, on_reload) || reg(cap, MOSQ_EVT_EXT_AUTH_START, on_ext_auth_start)) {
-		mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: cannot register broker callbacks");
+	if ((rc = reg(cap, MOSQ_EVT_DISCONNECT, on_disconnect)) || (rc = reg(cap, MOSQ_EVT_TICK, on_tick))
+	    || (rc = reg(cap, MOSQ_EVT_RELOAD, on_reload))
+	    || (rc = reg(cap, MOSQ_EVT_EXT_AUTH_START, on_ext_auth_start))) {
+		log_register_failure(rc);
 		return -1;
 	}
 	if (!cap->scope.known && !cap->v21) { /* 2.1 needs no config knowledge */
@@ -872,8 +887,8 @@ int eh_capture_init(struct eh_core *core, int index)
 	/* Without ACL checks, MESSAGE is the first sign of life of a client
 	 * that publishes (on 2.0; 2.1 has CONNECT). */
 	if ((core->wanted & EH_NEED_MESSAGE) || (!cap->v21 && !cap->acl_on && (core->wanted & EH_NEED_PRESENCE))) {
-		if (reg(cap, MOSQ_EVT_MESSAGE, on_message)) {
-			mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: cannot register broker callbacks");
+		if ((rc = reg(cap, MOSQ_EVT_MESSAGE, on_message))) {
+			log_register_failure(rc);
 			return -1;
 		}
 		cap->message_on = true;

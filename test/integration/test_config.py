@@ -89,5 +89,24 @@ class SinkEventsTest(ConfigTestCase):
                           plugin_opts=[("file_path", "{dir}/ev.jsonl"), ("events", "client.*"),
                                        ("file_events", "message.publish,client.connect")])
 
+
+class LoadedTwiceTest(ConfigTestCase):
+    """D7: two plugin lines for this plugin in one scope."""
+
+    def test_two_plugin_lines_say_why(self):
+        from eh_harness import plugin_path
+        self.assert_refused([("file_path", "{dir}/one.jsonl")],
+                            "eventhook: cannot register broker callbacks (error 31, already registered): the "
+                            "plugin is loaded twice in the same scope (two plugin lines?); load it once and "
+                            "configure every sink in that one plugin block (with per_listener_settings true, "
+                            "once per listener)",
+                            extra_plugins_after=[(plugin_path(), {"file_path": "{dir}/two.jsonl"})])
+
+    def test_once_per_listener_starts(self):
+        b = self.start_broker(["per_listener_settings true"], listeners=[["allow_anonymous true"]] * 2,
+                              listener_plugin_opts=[{"file_path": "{dir}/a.jsonl"},
+                                                    {"file_path": "{dir}/b.jsonl"}])
+        self.assertEqual(b.log().count("sink(s)"), 2)
+
 if __name__ == "__main__":
     unittest.main()
