@@ -79,6 +79,37 @@ int eh_list_each(const char *list, int (*fn)(void *arg, const char *item, size_t
 	}
 }
 
+const char *eh_quote(char *buf, size_t cap, const char *s)
+{
+	size_t o = 0;
+
+	if (!cap)
+		return buf;
+	for (const unsigned char *p = (const unsigned char *)s; *p && o + 5 < cap; p++) {
+		if (*p == '\t')
+			o += (size_t)snprintf(buf + o, cap - o, "\\t");
+		else if (*p == '\n')
+			o += (size_t)snprintf(buf + o, cap - o, "\\n");
+		else if (*p == '\r')
+			o += (size_t)snprintf(buf + o, cap - o, "\\r");
+		else if (*p < 0x20 || *p == 0x7F)
+			o += (size_t)snprintf(buf + o, cap - o, "\\x%02X", *p);
+		else
+			buf[o++] = (char)*p;
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
+static size_t trimmed_len(const char *s)
+{
+	size_t n = strlen(s);
+
+	while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+		n--;
+	return n;
+}
+
 static int count_item(void *arg, const char *item, size_t len)
 {
 	(void)item;
@@ -108,8 +139,9 @@ static int check_value(const struct eh_option *o, const char *key, const char *v
 {
 	long long iv;
 	size_t items = 0;
+	char shown[EH_QUOTE_LEN];
 	/* What the messages quote: a secret is named by its key only. */
-	const char *v = (o->flags & EH_OPT_SECRET) ? "(secret)" : value;
+	const char *v = (o->flags & EH_OPT_SECRET) ? "(secret)" : eh_quote(shown, sizeof(shown), value);
 
 	switch (o->type) {
 	case EH_OPT_INT:
@@ -169,8 +201,14 @@ int eh_config_parse(struct eh_config *cfg, const struct eh_option_group *groups,
 		struct eh_config_entry *e;
 
 		if (!o) {
-			snprintf(err, errlen, "plugin_opt_%s: unknown option (see docs/configuration.md or "
-					      "mosquitto-eventhook(7) for the accepted keys)", key);
+			char shown[EH_QUOTE_LEN];
+
+			/* Mosquitto ends a key only at a space, so "key<TAB>value"
+			 * arrives as an unknown key that looks right once printed. */
+			snprintf(err, errlen, "plugin_opt_%s: unknown option%s (see docs/configuration.md or "
+				 "mosquitto-eventhook(7) for the accepted keys)", eh_quote(shown, sizeof(shown), key),
+				 strchr(key, '\t') ? "; the key holds a tab (\\t): separate key and value with a space"
+						   : "");
 			return -1;
 		}
 		if (!(o->flags & (EH_OPT_REPEAT | EH_OPT_PREFIX))) {
@@ -188,17 +226,19 @@ int eh_config_parse(struct eh_config *cfg, const struct eh_option_group *groups,
 				}
 			}
 		}
-		if (check_value(o, key, value, err, errlen))
-			return -1;
 		e = &cfg->entries[cfg->count];
 		e->opt = o;
 		e->key = strdup(key);
-		e->value = strdup(value);
+		/* The same rule for every type: a blank nobody can see must not
+		 * name a different file or topic while it stops a number. */
+		e->value = strndup(value, trimmed_len(value));
 		cfg->count++;
 		if (!e->key || !e->value) {
 			snprintf(err, errlen, "out of memory");
 			return -1;
 		}
+		if (check_value(o, key, e->value, err, errlen))
+			return -1;
 	}
 	return 0;
 }

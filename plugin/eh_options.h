@@ -53,8 +53,10 @@ struct eh_config {
 	size_t ngroups;
 };
 
-/* Validates kv against the groups and copies it into cfg. Returns 0, or -1
- * with a message naming the key in err. cfg is always safe to free. */
+/* Validates kv against the groups and copies it into cfg. Trailing spaces
+ * and tabs of every value are dropped first (Mosquitto passes them
+ * through). Returns 0, or -1 with a message naming the key in err. cfg is
+ * always safe to free. */
 int eh_config_parse(struct eh_config *cfg, const struct eh_option_group *groups, size_t ngroups,
 		    const struct eh_kv *kv, size_t count, char *err, size_t errlen);
 void eh_config_free(struct eh_config *cfg);
@@ -71,6 +73,13 @@ bool eh_config_bool(const struct eh_config *cfg, const char *key);
  * returns fn's value when it is not 0. */
 int eh_config_each(const struct eh_config *cfg, const char *key,
 		   int (*fn)(void *arg, const char *key, const char *value), void *arg);
+
+/* Room eh_quote needs: every byte escaped as \xNN. */
+#define EH_QUOTE_LEN 1024
+/* s as an error message shows it, into buf (EH_QUOTE_LEN bytes): control
+ * bytes written as \t, \n, \r or \xNN so that nothing in a key or value
+ * is invisible. Returns buf. */
+const char *eh_quote(char *buf, size_t cap, const char *s);
 
 /* Splits a comma list into trimmed items; calls fn per item. Empty items are
  * an error (-1). Returns fn's first non-zero value, or 0. */

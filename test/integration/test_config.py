@@ -108,5 +108,27 @@ class LoadedTwiceTest(ConfigTestCase):
                                                     {"file_path": "{dir}/b.jsonl"}])
         self.assertEqual(b.log().count("sink(s)"), 2)
 
+
+class BlanksTest(ConfigTestCase):
+    """D4: trailing blanks are dropped from every value; a tab in a key is
+    shown."""
+
+    def test_trailing_blanks_dropped_from_every_value(self):
+        b = self.start_broker(["allow_anonymous true"],
+                              plugin_opts=[("file_path", "{dir}/ev.jsonl "), ("queue_size", "1024 "),
+                                           ("file_fsync", "true\t"), ("node_id", "mynode \t ")])
+        self.assertIn("started, node 'mynode', 1 sink(s)", b.log())
+        c = RawClient(b.port, "blanks")
+        self.assertEqual(c.connect().rc, 0)
+        c.disconnect()
+        events = wait_events(b.path("ev.jsonl"), lambda evs: any(e.get("clientid") == "blanks" for e in evs))
+        self.assertEqual({e["node"] for e in events}, {"mynode"})
+        self.assertFalse(os.path.exists(b.path("ev.jsonl ")))
+
+    def test_tab_in_key_is_shown(self):
+        self.assert_refused([("file_path", "{dir}/ev.jsonl"), ("queue_size\t", "1024")],
+                            ERR + "plugin_opt_queue_size\\t: unknown option; the key holds a tab (\\t): "
+                            "separate key and value with a space (see docs/configuration.md")
+
 if __name__ == "__main__":
     unittest.main()

@@ -36,7 +36,7 @@ END_TEST
 
 START_TEST(payload_max_bytes_bad_values_refused)
 {
-	static const char *const bad[] = { "-1", "abc", "268435456", "", " 16", "16 ", "1.5", "0x10",
+	static const char *const bad[] = { "-1", "abc", "268435456", "", " 16", "1.5", "0x10",
 					   "99999999999999999999" };
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

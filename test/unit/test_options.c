@@ -131,7 +131,6 @@ START_TEST(options_int_values)
 	refused("count", "12x", "plugin_opt_count: '12x'");
 	refused("count", "", "plugin_opt_count: ''");
 	refused("count", " 5", "plugin_opt_count: ' 5'");
-	refused("count", "5 ", "plugin_opt_count: '5 '");
 	refused("count", "0x10", "plugin_opt_count:");
 	refused("count", "1e2", "plugin_opt_count:");
 	refused("count", "1.0", "plugin_opt_count:");
@@ -197,8 +196,43 @@ START_TEST(options_bool_enum_list_string)
 	refused("items", "a, ,b", "plugin_opt_items:");
 
 	accepted("name", "x");
-	accepted("name", " spaced value ");
+	accepted("name", " spaced value");
 	refused("name", "", "plugin_opt_name: the value is empty");
+}
+END_TEST
+
+/* Accepted with the trailing blanks dropped; the stored value is want. */
+static void trimmed(const char *key, const char *value, const char *want)
+{
+	struct eh_kv kv[] = { { key, value }, { NULL, NULL } };
+	struct eh_config cfg;
+	char err[512];
+
+	ck_assert_msg(parse(&cfg, kv, err, sizeof(err)) == 0, "%s='%s' refused: %s", key, value, err);
+	ck_assert_str_eq(eh_config_get(&cfg, key), want);
+	eh_config_free(&cfg);
+}
+
+START_TEST(options_trailing_blanks)
+{
+	/* Every type follows one rule: trailing spaces and tabs are dropped. */
+	trimmed("name", "/x.jsonl ", "/x.jsonl");
+	trimmed("name", "ev/{event} \t \t", "ev/{event}");
+	trimmed("name", " lead", " lead");
+	trimmed("count", "5 ", "5");
+	trimmed("count", "5\t", "5");
+	trimmed("flag", "true ", "true");
+	trimmed("mode", "raw\t", "raw");
+	trimmed("items", "a,b ", "a,b");
+	trimmed("header", "X-A: 1 ", "X-A: 1");
+	trimmed("kafka.acks", "all ", "all");
+	/* Only spaces and tabs: a leading blank or another byte still counts. */
+	refused("count", " 5", "plugin_opt_count: ' 5' is not a whole number");
+	refused("count", "5\n", "plugin_opt_count: '5\\n' is not a whole number");
+	/* A key with a tab in it is shown with the tab made visible. */
+	refused("count\t", "5", "plugin_opt_count\\t: unknown option; the key holds a tab (\\t): separate key "
+		"and value with a space (see docs/configuration.md");
+	refused("count\x01", "5", "plugin_opt_count\\x01: unknown option (see");
 }
 END_TEST
 
@@ -435,6 +469,7 @@ static Suite *options_suite(void)
 	tcase_add_test(tc, options_int_values);
 	tcase_add_test(tc, options_parse_helpers);
 	tcase_add_test(tc, options_bool_enum_list_string);
+	tcase_add_test(tc, options_trailing_blanks);
 	tcase_add_test(tc, options_secret_not_echoed);
 	tcase_add_test(tc, options_defaults_and_each);
 	tcase_add_test(tc, options_null_kv);
