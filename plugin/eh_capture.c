@@ -804,8 +804,11 @@ int eh_capture_init(struct eh_core *core, int index)
 	/* A path the admin typed that cannot be read is a bad value, unlike the
 	 * broker's own -c file, where observing less is the right fallback. */
 	if (override && cap->scope.read_errno) {
+		char shown[EH_QUOTE_LEN];
+
 		mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: configuration error: plugin_opt_config_file: "
-				     "cannot read '%s': %s", override, strerror(cap->scope.read_errno));
+				     "cannot read '%s': %s", eh_quote(shown, sizeof(shown), override),
+				     strerror(cap->scope.read_errno));
 		return -1;
 	}
 

@@ -161,9 +161,12 @@ static int sink_mask(struct eh_core *core, const char *name, uint32_t *mask, cha
 		 * between two lines, as likely a typo as a sink option without
 		 * its sink. */
 		if (!*mask) {
-			snprintf(err, errlen, "plugin_opt_%s: none of '%.100s' is in plugin_opt_events ('%.100s'), "
-				 "so the %s sink would never receive an event", key, v,
-				 eh_config_get(&core->config, "events"), name);
+			char sink_list[EH_QUOTE_LEN], global_list[EH_QUOTE_LEN];
+
+			snprintf(err, errlen, "plugin_opt_%s: none of '%s' is in plugin_opt_events ('%s'), so the %s "
+				 "sink would never receive an event", key, eh_quote(sink_list, sizeof(sink_list), v),
+				 eh_quote(global_list, sizeof(global_list), eh_config_get(&core->config, "events")),
+				 name);
 			return -1;
 		}
 	}

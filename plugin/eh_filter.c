@@ -18,6 +18,7 @@ struct mask_arg {
 
 static int add_pattern(void *arg, const char *item, size_t len)
 {
+	char shown[EH_QUOTE_LEN];
 	struct mask_arg *m = arg;
 	int t;
 
@@ -42,9 +43,9 @@ static int add_pattern(void *arg, const char *item, size_t len)
 		m->mask |= EH_EV_BIT(t);
 		return 0;
 	}
-	snprintf(m->err, m->errlen, "'%.*s' is not an event type or pattern (client.connect, client.connected, "
+	snprintf(m->err, m->errlen, "'%s' is not an event type or pattern (client.connect, client.connected, "
 		 "client.connect_failed, client.disconnected, client.subscribe, client.unsubscribe, "
-		 "client.authz_denied, message.publish, client.*, message.*, *)", (int)(len > 200 ? 200 : len), item);
+		 "client.authz_denied, message.publish, client.*, message.*, *)", eh_quote_n(shown, sizeof(shown), item, len));
 	return -1;
 }
 
@@ -57,8 +58,11 @@ int eh_filter_events_parse(const char *list, uint32_t *mask, char *err, size_t e
 	err[0] = '\0';
 	rc = eh_list_each(list, add_pattern, &m);
 
-	if (rc == -1 && !err[0])
-		snprintf(err, errlen, "'%s' has an empty item", list);
+	if (rc == -1 && !err[0]) {
+		char shown[EH_QUOTE_LEN];
+
+		snprintf(err, errlen, "'%s' has an empty item", eh_quote(shown, sizeof(shown), list));
+	}
 	if (rc)
 		return -1;
 	*mask = m.mask;
@@ -98,7 +102,9 @@ static int add_topic(void *arg, const char *item, size_t len)
 	if (!f)
 		return -1;
 	if (!eh_topic_filter_valid(f)) {
-		snprintf(a->err, a->errlen, "'%s' is not a valid MQTT topic filter", f);
+		char shown[EH_QUOTE_LEN];
+
+		snprintf(a->err, a->errlen, "'%s' is not a valid MQTT topic filter", eh_quote(shown, sizeof(shown), f));
 		free(f);
 		return -1;
 	}
@@ -121,8 +127,11 @@ int eh_topics_parse(struct eh_topics *t, const char *list, char *err, size_t err
 		return 0;
 	err[0] = '\0';
 	if (eh_list_each(list, add_topic, &a)) {
+		char shown[EH_QUOTE_LEN];
+
 		if (!err[0])
-			snprintf(err, errlen, "'%s' is not a comma list of topic filters", list);
+			snprintf(err, errlen, "'%s' is not a comma list of topic filters",
+				 eh_quote(shown, sizeof(shown), list));
 		eh_topics_free(t);
 		return -1;
 	}

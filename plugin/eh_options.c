@@ -81,11 +81,23 @@ int eh_list_each(const char *list, int (*fn)(void *arg, const char *item, size_t
 
 const char *eh_quote(char *buf, size_t cap, const char *s)
 {
-	size_t o = 0;
+	return eh_quote_n(buf, cap, s, strlen(s));
+}
+
+const char *eh_quote_n(char *buf, size_t cap, const char *s, size_t len)
+{
+	size_t shown = len, o = 0;
 
 	if (!cap)
 		return buf;
-	for (const unsigned char *p = (const unsigned char *)s; *p && o + 5 < cap; p++) {
+	if (len > EH_QUOTE_MAX) {
+		shown = EH_QUOTE_MAX;
+		/* Never half a UTF-8 character: back up over continuation bytes. */
+		while (shown > EH_QUOTE_MAX - 3 && ((unsigned char)s[shown] & 0xC0) == 0x80)
+			shown--;
+	}
+	for (const unsigned char *p = (const unsigned char *)s; p < (const unsigned char *)s + shown && o + 5 < cap;
+	     p++) {
 		if (*p == '\t')
 			o += (size_t)snprintf(buf + o, cap - o, "\\t");
 		else if (*p == '\n')
@@ -98,6 +110,8 @@ const char *eh_quote(char *buf, size_t cap, const char *s)
 			buf[o++] = (char)*p;
 	}
 	buf[o] = '\0';
+	if (shown < len)
+		snprintf(buf + o, cap - o, "...(%zu bytes)", len);
 	return buf;
 }
 
@@ -135,6 +149,7 @@ static int choice_ok(const char *choices, const char *v)
 	return 0;
 }
 
+/* key: as eh_quote shows it. */
 static int check_value(const struct eh_option *o, const char *key, const char *value, char *err, size_t errlen)
 {
 	long long iv;
@@ -199,14 +214,14 @@ int eh_config_parse(struct eh_config *cfg, const struct eh_option_group *groups,
 		const char *value = kv[i].value ? kv[i].value : "";
 		const struct eh_option *o = find_option(groups, ngroups, key);
 		struct eh_config_entry *e;
+		char shown[EH_QUOTE_LEN];
 
+		eh_quote(shown, sizeof(shown), key);
 		if (!o) {
-			char shown[EH_QUOTE_LEN];
-
 			/* Mosquitto ends a key only at a space, so "key<TAB>value"
 			 * arrives as an unknown key that looks right once printed. */
 			snprintf(err, errlen, "plugin_opt_%s: unknown option%s (see docs/configuration.md or "
-				 "mosquitto-eventhook(7) for the accepted keys)", eh_quote(shown, sizeof(shown), key),
+				 "mosquitto-eventhook(7) for the accepted keys)", shown,
 				 strchr(key, '\t') ? "; the key holds a tab (\\t): separate key and value with a space"
 						   : "");
 			return -1;
@@ -214,14 +229,14 @@ int eh_config_parse(struct eh_config *cfg, const struct eh_option_group *groups,
 		if (!(o->flags & (EH_OPT_REPEAT | EH_OPT_PREFIX))) {
 			for (size_t k = 0; k < cfg->count; k++) {
 				if (cfg->entries[k].opt == o) {
-					snprintf(err, errlen, "plugin_opt_%s: given more than once", key);
+					snprintf(err, errlen, "plugin_opt_%s: given more than once", shown);
 					return -1;
 				}
 			}
 		} else if (o->flags & EH_OPT_PREFIX) {
 			for (size_t k = 0; k < cfg->count; k++) {
 				if (!strcmp(cfg->entries[k].key, key)) {
-					snprintf(err, errlen, "plugin_opt_%s: given more than once", key);
+					snprintf(err, errlen, "plugin_opt_%s: given more than once", shown);
 					return -1;
 				}
 			}
@@ -237,7 +252,7 @@ int eh_config_parse(struct eh_config *cfg, const struct eh_option_group *groups,
 			snprintf(err, errlen, "out of memory");
 			return -1;
 		}
-		if (check_value(o, key, e->value, err, errlen))
+		if (check_value(o, shown, e->value, err, errlen))
 			return -1;
 	}
 	return 0;

@@ -74,12 +74,20 @@ bool eh_config_bool(const struct eh_config *cfg, const char *key);
 int eh_config_each(const struct eh_config *cfg, const char *key,
 		   int (*fn)(void *arg, const char *key, const char *value), void *arg);
 
-/* Room eh_quote needs: every byte escaped as \xNN. */
-#define EH_QUOTE_LEN 1024
+/* Bytes of a key or value an error message quotes at most. The broker
+ * cuts a log line at about 1000 bytes: a longer quote would push the
+ * reason, which follows it, out of the line. */
+#define EH_QUOTE_MAX 100
+/* Room eh_quote needs: every quoted byte escaped as \xNN, plus the tail. */
+#define EH_QUOTE_LEN (EH_QUOTE_MAX * 4 + 40)
 /* s as an error message shows it, into buf (EH_QUOTE_LEN bytes): control
  * bytes written as \t, \n, \r or \xNN so that nothing in a key or value
- * is invisible. Returns buf. */
+ * is invisible, and a string longer than EH_QUOTE_MAX bytes cut (at a
+ * character boundary) and followed by "...(N bytes)", N its length.
+ * Returns buf. */
 const char *eh_quote(char *buf, size_t cap, const char *s);
+/* The same for the len bytes at s (no NUL needed). */
+const char *eh_quote_n(char *buf, size_t cap, const char *s, size_t len);
 
 /* Splits a comma list into trimmed items; calls fn per item. Empty items are
  * an error (-1). Returns fn's first non-zero value, or 0. */

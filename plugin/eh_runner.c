@@ -105,9 +105,11 @@ char *eh_read_secret_file(const char *key, const char *path, char *err, size_t e
 	char *buf = NULL;
 	size_t len = 0, cap = 0;
 	int c;
+	char shown[EH_QUOTE_LEN];
 
+	eh_quote(shown, sizeof(shown), path);
 	if (!f) {
-		snprintf(err, errlen, "plugin_opt_%s: cannot read '%s': %s", key, path, strerror(errno));
+		snprintf(err, errlen, "plugin_opt_%s: cannot read '%s': %s", key, shown, strerror(errno));
 		return NULL;
 	}
 	while ((c = fgetc(f)) != EOF) {
@@ -116,7 +118,7 @@ char *eh_read_secret_file(const char *key, const char *path, char *err, size_t e
 
 			cap = cap ? cap * 2 : 256;
 			if (cap > (1u << 20)) {
-				snprintf(err, errlen, "plugin_opt_%s: '%s' is larger than 1 MiB", key, path);
+				snprintf(err, errlen, "plugin_opt_%s: '%s' is larger than 1 MiB", key, shown);
 				goto fail;
 			}
 			grown = realloc(buf, cap);
@@ -132,7 +134,7 @@ char *eh_read_secret_file(const char *key, const char *path, char *err, size_t e
 	while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
 		len--;
 	if (!len) {
-		snprintf(err, errlen, "plugin_opt_%s: '%s' is empty", key, path);
+		snprintf(err, errlen, "plugin_opt_%s: '%s' is empty", key, shown);
 		free(buf);
 		return NULL;
 	}

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "eh_options.h"
+
 enum { PH_EVENT, PH_NODE, PH_CLIENTID, PH_USERNAME, PH_SEQ, PH_COUNT };
 static const char *const ph_names[PH_COUNT] = { "event", "node", "clientid", "username", "seq" };
 
@@ -33,7 +35,9 @@ static int add_part(struct eh_template *t, int field, const char *text, size_t l
 int eh_template_parse(struct eh_template *t, const char *text, char *err, size_t errlen)
 {
 	const char *p = text;
+	char shown[EH_QUOTE_LEN], ph[EH_QUOTE_LEN];
 
+	eh_quote(shown, sizeof(shown), text);
 	memset(t, 0, sizeof(*t));
 	while (*p) {
 		const char *open = strchr(p, '{');
@@ -44,7 +48,7 @@ int eh_template_parse(struct eh_template *t, const char *text, char *err, size_t
 			/* A '}' in the trailing text is as unbalanced as one
 			 * before a placeholder. */
 			if (strchr(p, '}')) {
-				snprintf(err, errlen, "'}' without '{' in template '%s'", text);
+				snprintf(err, errlen, "'}' without '{' in template '%s'", shown);
 				goto fail;
 			}
 			if (add_part(t, -1, p, strlen(p)))
@@ -52,14 +56,14 @@ int eh_template_parse(struct eh_template *t, const char *text, char *err, size_t
 			break;
 		}
 		if (strchr(p, '}') && strchr(p, '}') < open) {
-			snprintf(err, errlen, "'}' without '{' in template '%s'", text);
+			snprintf(err, errlen, "'}' without '{' in template '%s'", shown);
 			goto fail;
 		}
 		if (open > p && add_part(t, -1, p, (size_t)(open - p)))
 			goto oom;
 		close = strchr(open, '}');
 		if (!close) {
-			snprintf(err, errlen, "'{' without '}' in template '%s'", text);
+			snprintf(err, errlen, "'{' without '}' in template '%s'", shown);
 			goto fail;
 		}
 		for (int i = 0; i < PH_COUNT; i++) {
@@ -68,8 +72,9 @@ int eh_template_parse(struct eh_template *t, const char *text, char *err, size_t
 				field = i;
 		}
 		if (field < 0) {
-			snprintf(err, errlen, "unknown placeholder '%.*s' in template '%s' (known: {event} {node} "
-				 "{clientid} {username} {seq})", (int)(close - open + 1), open, text);
+			snprintf(err, errlen, "unknown placeholder '%s' in template '%s' (known: {event} {node} "
+				 "{clientid} {username} {seq})", eh_quote_n(ph, sizeof(ph), open, (size_t)(close - open + 1)),
+				 shown);
 			goto fail;
 		}
 		if (add_part(t, field, NULL, 0))

@@ -130,5 +130,37 @@ class BlanksTest(ConfigTestCase):
                             ERR + "plugin_opt_queue_size\\t: unknown option; the key holds a tab (\\t): "
                             "separate key and value with a space (see docs/configuration.md")
 
+
+class LongValuesTest(ConfigTestCase):
+    """D5: a 100 KB key or value is quoted cut, so the reason stays in the
+    line the broker logs (it cuts lines at about 1000 bytes)."""
+
+    BIG = "a" * 102400
+    SHOWN = "a" * 100 + "...(102400 bytes)"
+
+    def test_long_int_value(self):
+        self.assert_refused([("file_path", "{dir}/ev.jsonl"), ("queue_size", self.BIG)],
+                            ERR + f"plugin_opt_queue_size: '{self.SHOWN}' is not a whole number from 16 to "
+                            "16777216")
+
+    def test_long_unknown_key(self):
+        self.assert_refused([("file_path", "{dir}/ev.jsonl"), (self.BIG, "1")],
+                            ERR + f"plugin_opt_{self.SHOWN}: unknown option (see docs/configuration.md")
+
+    def test_long_events_item(self):
+        self.assert_refused([("file_path", "{dir}/ev.jsonl"), ("events", self.BIG)],
+                            ERR + f"plugin_opt_events: '{self.SHOWN}' is not an event type or pattern "
+                            "(client.connect,")
+
+    def test_long_template(self):
+        self.assert_refused([("local_topic", "ev/" + self.BIG[3:] + "{nope}")],
+                            "unknown placeholder '{nope}' in template "
+                            f"'ev/{'a' * 97}...(102406 bytes)' (known: {{event}}")
+
+    def test_long_config_file(self):
+        self.assert_refused([("file_path", "{dir}/ev.jsonl"), ("config_file", "/" + self.BIG[1:])],
+                            ERR + f"plugin_opt_config_file: cannot read '/{'a' * 99}...(102400 bytes)': "
+                            "File name too long")
+
 if __name__ == "__main__":
     unittest.main()

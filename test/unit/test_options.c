@@ -236,6 +236,60 @@ START_TEST(options_trailing_blanks)
 }
 END_TEST
 
+START_TEST(options_quote)
+{
+	char buf[EH_QUOTE_LEN], want[EH_QUOTE_LEN];
+	char *big = malloc(102401);
+	char *err = malloc(1024);
+	struct eh_config cfg;
+
+	ck_assert_ptr_nonnull(big);
+	ck_assert_ptr_nonnull(err);
+	ck_assert_str_eq(eh_quote(buf, sizeof(buf), "plain/é"), "plain/é");
+	ck_assert_str_eq(eh_quote(buf, sizeof(buf), "a\tb\nc\rd\x01" "e\x7f"), "a\\tb\\nc\\rd\\x01e\\x7F");
+	ck_assert_str_eq(eh_quote_n(buf, sizeof(buf), "abcdef", 3), "abc");
+	/* Exactly EH_QUOTE_MAX bytes: shown whole. */
+	memset(big, 'a', EH_QUOTE_MAX);
+	big[EH_QUOTE_MAX] = '\0';
+	ck_assert_str_eq(eh_quote(buf, sizeof(buf), big), big);
+	/* Longer: cut, with the total length. */
+	memset(big, 'a', 102400);
+	big[102400] = '\0';
+	snprintf(want, sizeof(want), "%.*s...(102400 bytes)", EH_QUOTE_MAX, big);
+	ck_assert_str_eq(eh_quote(buf, sizeof(buf), big), want);
+	/* Never half a character: "é" is 2 bytes and would straddle the cut. */
+	memset(big, 'a', 102400);
+	memcpy(big + EH_QUOTE_MAX - 1, "\xc3\xa9", 2);
+	snprintf(want, sizeof(want), "%.*s...(102400 bytes)", EH_QUOTE_MAX - 1, big);
+	ck_assert_str_eq(eh_quote(buf, sizeof(buf), big), want);
+	/* The worst case (every byte escaped) fits in EH_QUOTE_LEN. */
+	memset(big, '\x01', 102400);
+	ck_assert_uint_eq(strlen(eh_quote(buf, sizeof(buf), big)), EH_QUOTE_MAX * 4 + strlen("...(102400 bytes)"));
+
+	/* A 100 KB value or key leaves room for the reason in the message. */
+	memset(big, 'a', 102400);
+	{
+		struct eh_kv kv[] = { { "count", big }, { NULL, NULL } };
+
+		ck_assert_int_eq(parse(&cfg, kv, err, 1024), -1);
+		snprintf(want, sizeof(want), "plugin_opt_count: '%.*s...(102400 bytes)' is not a whole number from -5 "
+			 "to 100", EH_QUOTE_MAX, big);
+		ck_assert_str_eq(err, want);
+		eh_config_free(&cfg);
+	}
+	{
+		struct eh_kv kv[] = { { big, "1" }, { NULL, NULL } };
+
+		ck_assert_int_eq(parse(&cfg, kv, err, 1024), -1);
+		ck_assert_ptr_nonnull(strstr(err, "...(102400 bytes): unknown option (see docs/configuration.md"));
+		ck_assert_uint_lt(strlen(err), 300);
+		eh_config_free(&cfg);
+	}
+	free(big);
+	free(err);
+}
+END_TEST
+
 START_TEST(options_secret_not_echoed)
 {
 	struct eh_config cfg;
@@ -470,6 +524,7 @@ static Suite *options_suite(void)
 	tcase_add_test(tc, options_parse_helpers);
 	tcase_add_test(tc, options_bool_enum_list_string);
 	tcase_add_test(tc, options_trailing_blanks);
+	tcase_add_test(tc, options_quote);
 	tcase_add_test(tc, options_secret_not_echoed);
 	tcase_add_test(tc, options_defaults_and_each);
 	tcase_add_test(tc, options_null_kv);

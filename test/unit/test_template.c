@@ -88,6 +88,33 @@ START_TEST(template_parse_errors)
 }
 END_TEST
 
+/* A 100 KB template or placeholder is quoted cut, so the reason stays in
+ * a broker log line (cut at about 1000 bytes). */
+START_TEST(template_long_error_quoted_cut)
+{
+	char *text = malloc(102401);
+	char err[1024], want[512];
+	struct eh_template t;
+
+	ck_assert_ptr_nonnull(text);
+	memset(text, 'a', 102400);
+	text[102400] = '\0';
+	memcpy(text + 102400 - 6, "{nope}", 6);
+	ck_assert_int_eq(eh_template_parse(&t, text, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "unknown placeholder '{nope}' in template '%.100s...(102400 bytes)' (known:", text);
+	ck_assert_msg(strstr(err, want), "%s", err);
+	text[0] = '{';
+	ck_assert_int_eq(eh_template_parse(&t, text, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "...(102400 bytes)' in template '{aaa"), "%s", err);
+	ck_assert_uint_lt(strlen(err), 400);
+	memset(text, 'a', 102400);
+	text[5] = '}';
+	ck_assert_int_eq(eh_template_parse(&t, text, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "'}' without '{' in template 'aaaaa}") && strstr(err, "...(102400 bytes)'"), "%s", err);
+	free(text);
+}
+END_TEST
+
 START_TEST(template_render_plain)
 {
 	struct eh_node node = node_named("n1");
@@ -300,6 +327,7 @@ static Suite *template_suite(void)
 	TCase *tc = tcase_create("template");
 
 	tcase_add_test(tc, template_parse_errors);
+	tcase_add_test(tc, template_long_error_quoted_cut);
 	tcase_add_test(tc, template_render_plain);
 	tcase_add_test(tc, template_topic_escaping);
 	tcase_add_test(tc, template_topic_escaping_reversible);
