@@ -52,6 +52,7 @@ struct eh_capture {
 	bool tails_stale;   /* a reload re-appended the built-ins behind our tails */
 	bool granted_known; /* every SUBSCRIBE that reaches ACL is granted */
 	bool tick_seen;
+	bool tick_warned;   /* the start warning about a missing TICK was logged */
 	int64_t last_chores_ms;
 
 	bool reload_window; /* re-authentication checks after SIGHUP, until TICK */
@@ -577,6 +578,10 @@ static int on_tick(int event, void *event_data, void *user)
 
 	(void)event;
 	(void)event_data;
+	/* Only ever true once: the first tick of a broker that has them. */
+	if (!cap->tick_seen && cap->tick_warned)
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, "eventhook: this broker calls TICK with per_listener_settings "
+				     "after all: the earlier warning about stalls does not apply");
 	cap->tick_seen = true;
 	resolve_write(cap);
 	if (!cap->v21)
@@ -758,6 +763,35 @@ static void log_register_failure(int rc)
 		mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: cannot register broker callbacks (error %d)", rc);
 }
 
+/* Mosquitto 2.0.11-2.0.14 never call TICK with per_listener_settings, and
+ * nothing a plugin can do makes them: the periodic work then rides on the
+ * callbacks of this listener's clients (maybe_chores). Say at start which
+ * of it the configuration depends on, since a quiet listener holds it. */
+static void warn_tick_missing(struct eh_capture *cap)
+{
+	const struct eh_core *core = cap->core;
+	char what[256] = "";
+	size_t n = 0;
+
+	if (cap->v21 || !cap->scope.known || !cap->scope.per_listener)
+		return;
+	for (size_t i = 0; i < core->nsinks; i++) {
+		if (core->sinks[i].ops->broker_tick)
+			n += (size_t)snprintf(what + n, sizeof(what) - n, "the %s sink's deliveries, ",
+					      core->sinks[i].name);
+	}
+	if (core->stats_interval_ms > 0 && core->nsinks && n < sizeof(what))
+		n += (size_t)snprintf(what + n, sizeof(what) - n, "the $SYS/broker/eventhook statistics "
+				      "(plugin_opt_stats_interval), ");
+	if (!n)
+		return;
+	cap->tick_warned = true;
+	mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: per_listener_settings is true, and Mosquitto 2.0.11 to "
+			     "2.0.14 then never call the plugin's TICK callback: %sand log lines from sink threads "
+			     "only move when a client of this listener connects, subscribes, publishes or "
+			     "disconnects; a quiet listener holds them back (docs/sinks/local.md)", what);
+}
+
 static int reg(struct eh_capture *cap, int event, MOSQ_FUNC_generic_callback cb)
 {
 	int rc = mosquitto_callback_register(cap->pid, event, cb, NULL, cap->core);
@@ -896,6 +930,7 @@ int eh_capture_init(struct eh_core *core, int index)
 		}
 		cap->message_on = true;
 	}
+	warn_tick_missing(cap);
 	mosquitto_log_printf(MOSQ_LOG_INFO, "eventhook: capture on %s: connect attempts %s, %s %s, messages %s%s",
 			     cap->v21 ? "Mosquitto 2.1 events" : "Mosquitto 2.0 inference",
 			     cap->auth_on ? "seen" : "not seen",

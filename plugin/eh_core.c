@@ -48,7 +48,10 @@ static const struct eh_option core_options[] = {
 	{ "shutdown_timeout_ms", EH_OPT_INT, "5000", 0, 600000, NULL, 0,
 	  "How long the sinks may keep delivering queued events when the broker stops." },
 	{ "stats_interval", EH_OPT_INT, "60", 0, 86400, NULL, 0,
-	  "Seconds between the counters published under $SYS/broker/eventhook/<sink>/; 0 disables them." },
+	  "Seconds between the counters published under $SYS/broker/eventhook/<sink>/; 0 disables them. "
+	  "With per_listener_settings true, Mosquitto 2.0.11 to 2.0.14 never call the plugin's TICK "
+	  "callback, so they are only published when a client of the listener does something (a warning "
+	  "says so at start)." },
 	{ "config_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
 	  "Path of mosquitto.conf, read to learn the broker's security settings (see docs/capture.md). "
 	  "Default: the -c argument of the running broker. A file given here that cannot be read stops "

@@ -162,5 +162,41 @@ class LongValuesTest(ConfigTestCase):
                             ERR + f"plugin_opt_config_file: cannot read '/{'a' * 99}...(102400 bytes)': "
                             "File name too long")
 
+
+TICK_WARNING = ("eventhook: per_listener_settings is true, and Mosquitto 2.0.11 to 2.0.14 then never call the "
+                "plugin's TICK callback: {what}and log lines from sink threads only move when a client of this "
+                "listener connects, subscribes, publishes or disconnects; a quiet listener holds them back "
+                "(docs/sinks/local.md)")
+
+
+class TickMissingTest(ConfigTestCase):
+    """D3: per_listener_settings on 2.0.11 (no TICK) warns at start when the
+    configuration depends on the periodic work."""
+
+    def per_listener(self, opts):
+        return self.start_broker(["per_listener_settings true"], listeners=[["allow_anonymous true"]],
+                                 plugin_opts=opts)
+
+    def test_local_sink_and_stats(self):
+        b = self.per_listener([("local_topic", "ev/{event}"), ("stats_interval", "1")])
+        self.assertIn(TICK_WARNING.format(
+            what="the local sink's deliveries, the $SYS/broker/eventhook statistics "
+                 "(plugin_opt_stats_interval), "), b.log())
+
+    def test_stats_only(self):
+        b = self.per_listener([("file_path", "{dir}/ev.jsonl")])  # stats_interval defaults to 60
+        self.assertIn(TICK_WARNING.format(
+            what="the $SYS/broker/eventhook statistics (plugin_opt_stats_interval), "), b.log())
+
+    def test_no_warning_without_local_sink_or_stats(self):
+        b = self.per_listener([("file_path", "{dir}/ev.jsonl"), ("stats_interval", "0")])
+        self.assertIn("sink(s)", b.log())
+        self.assertNotIn("TICK", b.log())
+
+    def test_no_warning_without_per_listener_settings(self):
+        b = self.start_broker(["allow_anonymous true"], plugin_opts=[("local_topic", "ev/{event}")])
+        self.assertIn("sink(s)", b.log())
+        self.assertNotIn("TICK", b.log())
+
 if __name__ == "__main__":
     unittest.main()
