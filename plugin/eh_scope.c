@@ -43,6 +43,13 @@ struct parse {
 	bool global_dynsec, global_legacy, global_legacy_auth, global_unknown;
 	const char *self;
 	int read_errno; /* the main file could not be read */
+	/* eh_scope_plugin_opts: collect the option lines of our index-th
+	 * plugin line, and classify no other plugin. */
+	bool opts_only;
+	int opts_index;
+	int ours_seen;        /* plugin lines naming us so far, uncapped */
+	bool in_our_block;    /* the current file's last plugin line is the one */
+	struct eh_scope_opts *opts;
 	char why[512];
 	bool failed;
 };
@@ -147,7 +154,10 @@ static void plugin_line(struct parse *p, const char *path, bool global)
 	struct scope *s = cur(p);
 	bool *other = global || !p->per_listener ? &p->other_global : &p->other_listener[p->cur];
 
+	/* Every plugin line starts a new block of option lines. */
+	p->in_our_block = false;
 	if (p->self && same_object(path, p->self)) {
+		p->in_our_block = p->ours_seen++ == p->opts_index;
 		s->ours = true;
 		if (p->nours < MAX_SCOPES) {
 			p->our_after[p->nours] = *other;
@@ -156,6 +166,8 @@ static void plugin_line(struct parse *p, const char *path, bool global)
 		return;
 	}
 	*other = true;
+	if (p->opts_only)
+		return;
 	switch (classify(path)) {
 	case KIND_DYNSEC:
 		s->dynsec = true;
@@ -177,10 +189,58 @@ static void plugin_line(struct parse *p, const char *path, bool global)
 	}
 }
 
+/* An option line of our block, split as mosquitto 2.0's conf.c does. */
+static int option_line(struct parse *p, char *line)
+{
+	char *key, *value, *end = line + strlen(line);
+	struct eh_scope_opt *grown;
+
+	while (end > line && (end[-1] == '\n' || end[-1] == '\r'))
+		*--end = '\0';
+	while (*line == ' ')
+		line++;
+	if (!strncmp(line, "plugin_opt_", 11))
+		key = line + 11;
+	else if (!strncmp(line, "auth_opt_", 9))
+		key = line + 9;
+	else
+		return 0;
+	value = strchr(key, ' ');
+	if (!value)
+		return 0; /* no value: the broker refuses the file itself */
+	*value++ = '\0';
+	while (*value == ' ' || *value == '\t')
+		value++;
+	if (!*key || !*value)
+		return 0;
+	grown = realloc(p->opts->items, (p->opts->count + 1) * sizeof(*grown));
+	if (!grown)
+		goto oom;
+	p->opts->items = grown;
+	grown[p->opts->count].key = strdup(key);
+	grown[p->opts->count].value = strdup(value);
+	p->opts->count++;
+	if (!grown[p->opts->count - 1].key || !grown[p->opts->count - 1].value)
+		goto oom;
+	return 0;
+oom:
+	snprintf(p->why, sizeof(p->why), "out of memory");
+	return -1;
+}
+
 static int parse_line(struct parse *p, char *line, bool main_file)
 {
 	char *key = line, *val, *word_end;
 	bool bool_true;
+
+	if (p->opts_only && p->in_our_block) {
+		const char *k = line;
+
+		while (*k == ' ')
+			k++;
+		if (!strncmp(k, "plugin_opt_", 11) || !strncmp(k, "auth_opt_", 9))
+			return option_line(p, line);
+	}
 
 	while (isspace((unsigned char)*key))
 		key++;
@@ -240,8 +300,14 @@ static int parse_file(struct parse *p, const char *path, bool main_file)
 	char *line = NULL;
 	size_t cap = 0;
 	int rc = 0;
+	/* Mosquitto's current plugin is per file: an included file starts
+	 * without one, and the including file's is back after it. */
+	bool outer_block = p->in_our_block;
+
+	p->in_our_block = false;
 
 	if (!f) {
+		p->in_our_block = outer_block;
 		if (main_file)
 			p->read_errno = errno;
 		snprintf(p->why, sizeof(p->why), "cannot read '%s': %s", path, strerror(errno));
@@ -259,6 +325,7 @@ static int parse_file(struct parse *p, const char *path, bool main_file)
 	}
 	free(line);
 	fclose(f);
+	p->in_our_block = outer_block;
 	return rc;
 }
 
@@ -374,4 +441,46 @@ void eh_scope_learn(struct eh_scope_info *out, const char *override, const char 
 		return;
 	}
 	eh_scope_learn_file(out, path, self, index);
+}
+
+int eh_scope_plugin_opts(struct eh_scope_opts *out, const char *path, const char *self, int index, char *why,
+			 size_t whylen)
+{
+	struct parse *p = calloc(1, sizeof(*p));
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!p) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	p->self = self;
+	p->nscopes = 1;
+	p->opts_only = true;
+	p->opts_index = index;
+	p->opts = out;
+	rc = parse_file(p, path, true);
+	if (!rc && p->ours_seen <= index) {
+		snprintf(p->why, sizeof(p->why), "no plugin line %d for this plugin in '%s'", index + 1, path);
+		rc = -1;
+	}
+	if (rc) {
+		snprintf(why, whylen, "%s", p->why);
+		eh_scope_opts_free(out);
+	}
+	free(p);
+	return rc;
+}
+
+void eh_scope_opts_free(struct eh_scope_opts *opts)
+{
+	for (size_t i = 0; i < opts->count; i++) {
+		free(opts->items[i].key);
+		if (opts->items[i].value)
+			memset(opts->items[i].value, 0, strlen(opts->items[i].value));
+		free(opts->items[i].value);
+	}
+	free(opts->items);
+	opts->items = NULL;
+	opts->count = 0;
 }

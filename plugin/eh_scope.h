@@ -40,4 +40,27 @@ void eh_scope_learn(struct eh_scope_info *out, const char *override, const char 
 /* Same as eh_scope_learn, from a configuration file given directly (tests). */
 void eh_scope_learn_file(struct eh_scope_info *out, const char *path, const char *self, int index);
 
+/* One plugin_opt_ (or auth_opt_) line, as the broker passes it on: key
+ * without its prefix, value with its trailing blanks. */
+struct eh_scope_opt {
+	char *key;
+	char *value;
+};
+
+struct eh_scope_opts {
+	struct eh_scope_opt *items;
+	size_t count;
+};
+
+/* The option lines of the index-th plugin line naming self in the
+ * configuration at path, read as Mosquitto 2.0 reads them: they follow
+ * their plugin line in the same file, up to the next plugin line; the key
+ * ends at the first space and the value is the rest of the line after
+ * spaces and tabs. Other plugins are not looked at. Returns 0 with out
+ * filled (free it with eh_scope_opts_free), or -1 with why. Broker thread,
+ * at init and reload only. */
+int eh_scope_plugin_opts(struct eh_scope_opts *out, const char *path, const char *self, int index, char *why,
+			 size_t whylen);
+void eh_scope_opts_free(struct eh_scope_opts *opts);
+
 #endif

@@ -63,7 +63,16 @@ lines after the
 .B plugin
 line. Parsing is strict: an unknown key, a repeated key or a bad value
 stops the broker at start with a message naming the key.
+Trailing spaces and tabs are dropped from every value.
 Secrets are read from files named in the configuration, never written in it.
+.PP
+Load the plugin once per scope (once per listener with
+.BR per_listener_settings ).
+Mosquitto 2.0 does not re-initialise plugins on SIGHUP: changed
+.B plugin_opt_
+lines take effect at the next restart, and the plugin logs a warning
+naming them. SIGHUP only reopens the event file and re-reads the HTTP
+sink's token and signing secret files.
 .SH OPTIONS
 $options
 .SH EVENTS

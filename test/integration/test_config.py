@@ -198,5 +198,71 @@ class TickMissingTest(ConfigTestCase):
         self.assertIn("sink(s)", b.log())
         self.assertNotIn("TICK", b.log())
 
+
+class ReloadTest(ConfigTestCase):
+    """D2: plugin_opt_ changes are not applied at SIGHUP (Mosquitto 2.0 does
+    not re-initialise plugins); the plugin says which changed and which
+    would stop the next start, and keeps running as before."""
+
+    CHANGED = ("eventhook: the plugin_opt_ lines for this plugin in '{conf}' differ from the running ones{what}; "
+               "they take effect at the next restart (Mosquitto 2.0 does not re-initialise plugins on SIGHUP)")
+    WOULD_STOP = "eventhook: the changed options would stop the broker at the next restart: "
+
+    def connect(self, b, client_id):
+        c = RawClient(b.port, client_id)
+        self.assertEqual(c.connect().rc, 0)
+        c.disconnect()
+
+    def reload_with(self, b, opts):
+        before = len(b.log())
+        b.plugin_opts = opts
+        b.write_config()
+        b.sighup()
+        # The plugin's reload callback runs in the same loop iteration as
+        # "Reloading config.": a client handled after it proves it ran.
+        self.connect(b, "barrier")
+        wait_events(b.path("a.jsonl"), lambda evs: any(e.get("clientid") == "barrier" for e in evs))
+        return b.log()[before:]
+
+    def test_changed_options_reported_and_not_applied(self):
+        b = self.start_broker(["allow_anonymous true"],
+                              plugin_opts=[("file_path", "{dir}/a.jsonl"), ("events", "client.connected"),
+                                           ("stats_interval", "0"), ("node_id", "n1")])
+        self.connect(b, "before")
+        said = self.reload_with(b, [("file_path", "{dir}/b.jsonl"), ("events", "client.*"),
+                                    ("bogus_option", "1"), ("queue_size", "banana"), ("node_id", "n1 ")])
+        self.assertIn(self.CHANGED.format(conf=b.conf_path, what="; changed: file_path, events; added: "
+                                          "bogus_option, queue_size; removed: stats_interval"), said)
+        self.assertIn(self.WOULD_STOP + "plugin_opt_bogus_option: unknown option (see docs/configuration.md or "
+                      "mosquitto-eventhook(7) for the accepted keys)", said)
+        self.assertIn(self.WOULD_STOP + "plugin_opt_queue_size: 'banana' is not a whole number from 16 to "
+                      "16777216", said)
+        self.assertEqual(said.count("eventhook: the "), 3, said)
+        # Events keep flowing as before: same file, same event list.
+        self.connect(b, "after")
+        events = wait_events(b.path("a.jsonl"), lambda evs: any(e.get("clientid") == "after" for e in evs))
+        self.assertEqual([(e["clientid"], e["event"]) for e in events],
+                         [("before", "client.connected"), ("barrier", "client.connected"),
+                          ("after", "client.connected")])
+        self.assertFalse(os.path.exists(b.path("b.jsonl")))
+        self.assertTrue(b.alive())
+
+    def test_unchanged_options_say_nothing(self):
+        opts = [("file_path", "{dir}/a.jsonl"), ("events", "client.connected")]
+        b = self.start_broker(["allow_anonymous true"], plugin_opts=opts)
+        # A trailing blank is no change: it is dropped from every value.
+        said = self.reload_with(b, [("file_path", "{dir}/a.jsonl "), ("events", "client.connected")])
+        self.assertNotIn("eventhook: the ", said)
+
+    def test_per_listener_compares_its_own_block(self):
+        b = self.start_broker(["per_listener_settings true"], listeners=[["allow_anonymous true"]] * 2,
+                              listener_plugin_opts=[{"file_path": "{dir}/a.jsonl", "stats_interval": "0"},
+                                                    {"file_path": "{dir}/c.jsonl", "stats_interval": "0"}])
+        b.listener_plugin_opts = [{"file_path": "{dir}/a.jsonl", "stats_interval": "0"},
+                                  {"file_path": "{dir}/c.jsonl", "stats_interval": "5"}]
+        said = self.reload_with(b, b.plugin_opts)
+        self.assertEqual(said.count("eventhook: the plugin_opt_ lines"), 1, said)
+        self.assertIn(self.CHANGED.format(conf=b.conf_path, what="; changed: stats_interval"), said)
+
 if __name__ == "__main__":
     unittest.main()

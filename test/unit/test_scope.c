@@ -399,6 +399,61 @@ START_TEST(scope_learn_override)
 }
 END_TEST
 
+/* Reads the option lines of our index-th plugin line from text; returns
+ * them as "key=value|" pairs (value brackets show the blanks kept). */
+static const char *opts_of(const char *text, int index)
+{
+	static char out[1024];
+	struct eh_scope_opts o;
+	char path[768], why[512] = "";
+	size_t n = 0;
+
+	write_file("main.conf", text);
+	snprintf(path, sizeof(path), "%s/main.conf", dir);
+	if (eh_scope_plugin_opts(&o, path, self, index, why, sizeof(why))) {
+		snprintf(out, sizeof(out), "error: %s", why);
+		return out;
+	}
+	out[0] = '\0';
+	for (size_t i = 0; i < o.count; i++)
+		n += (size_t)snprintf(out + n, sizeof(out) - n, "%s=[%s]|", o.items[i].key, o.items[i].value);
+	eh_scope_opts_free(&o);
+	return out;
+}
+
+START_TEST(scope_plugin_opts)
+{
+	char sub[512];
+
+	/* Split as the broker splits: the key ends at a space, leading
+	 * spaces and tabs of the value go, trailing blanks stay. */
+	ck_assert_str_eq(opts_of(CONF("listener 1\nplugin SELF\n# plugin_opt_x 1\n"
+				      "plugin_opt_file_path /x.jsonl \n  plugin_opt_events \t client.*\r\n"
+				      "plugin_opt_queue_size\t 1024\nauth_opt_node_id n\nplugin_opt_novalue\n"), 0),
+			 "file_path=[/x.jsonl ]|events=[client.*]|queue_size\t=[1024]|node_id=[n]|");
+	/* Another plugin line ends our block; a listener line does not. */
+	ck_assert_str_eq(opts_of(CONF("plugin_opt_before 0\nplugin SELF\nplugin_opt_a 1\nlistener 2\n"
+				      "plugin_opt_b 2\nplugin /usr/lib/other.so\nplugin_opt_c 3\n"), 0),
+			 "a=[1]|b=[2]|");
+	/* Per listener: the index-th plugin line naming us. */
+	ck_assert_str_eq(opts_of(CONF("per_listener_settings true\nlistener 1\nplugin SELF\nplugin_opt_a 1\n"
+				      "listener 2\nplugin SELF\nplugin_opt_a 2\n"), 1),
+			 "a=[2]|");
+	ck_assert_str_eq(opts_of(CONF("listener 1\nplugin SELF\n"), 0), "");
+	ck_assert_ptr_nonnull(strstr(opts_of(CONF("listener 1\nplugin SELF\n"), 1), "error: no plugin line 2"));
+	ck_assert_ptr_nonnull(strstr(opts_of("listener 1\n", 0), "error: no plugin line 1"));
+
+	/* The current plugin is per file: an included file's option lines
+	 * are not ours, and ours resume after the include_dir line. */
+	snprintf(sub, sizeof(sub), "%s/conf.d", dir);
+	ck_assert_int_eq(mkdir(sub, 0700), 0);
+	write_file("conf.d/10.conf", "plugin_opt_inc 1\n");
+	snprintf(conf, sizeof(conf), "listener 1\nplugin %s\nplugin_opt_a 1\ninclude_dir %s\nplugin_opt_b 2\n", self,
+		 sub);
+	ck_assert_str_eq(opts_of(conf, 0), "a=[1]|b=[2]|");
+}
+END_TEST
+
 static Suite *scope_suite(void)
 {
 	Suite *s = suite_create("scope");
@@ -414,6 +469,7 @@ static Suite *scope_suite(void)
 	tcase_add_test(tc, scope_plugin_before_ours);
 	tcase_add_test(tc, scope_unreadable);
 	tcase_add_test(tc, scope_learn_override);
+	tcase_add_test(tc, scope_plugin_opts);
 	suite_add_tcase(s, tc);
 	return s;
 }
