@@ -19,6 +19,7 @@
  * the broker thread, re-read on SIGHUP on the sink thread, and never logged;
  * logged URLs go through eh_http_redact_url.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -205,7 +206,10 @@ static int load_token(struct http_sink *h, char **out, char *err, size_t errlen)
 	if (!*out)
 		return -1;
 	if (strpbrk(*out, "\r\n")) {
-		snprintf(err, errlen, "plugin_opt_http_bearer_token_file: '%s' holds more than one line", h->token_path);
+		char shown[EH_QUOTE_LEN];
+
+		snprintf(err, errlen, "plugin_opt_http_bearer_token_file: '%s' holds more than one line",
+			 eh_quote(shown, sizeof(shown), h->token_path));
 		free_secret(*out, strlen(*out));
 		*out = NULL;
 		return -1;
@@ -227,9 +231,11 @@ static int load_key(struct http_sink *h, unsigned char **key, size_t *keylen, ch
 	*key = eh_http_secret_key(text, keylen);
 	free_secret(text, strlen(text));
 	if (!*key) {
+		char shown[EH_QUOTE_LEN];
+
 		snprintf(err, errlen,
 			 "plugin_opt_http_signing_secret_file: '%s' starts with whsec_ but the rest is not base64",
-			 h->secret_path);
+			 eh_quote(shown, sizeof(shown), h->secret_path));
 		return -1;
 	}
 	return 0;
@@ -308,7 +314,11 @@ static int check_readable(const char *key, const char *path, char *err, size_t e
 		return 0;
 	f = fopen(path, "re");
 	if (!f) {
-		snprintf(err, errlen, "plugin_opt_%s: cannot read '%s': %m", key, path);
+		char shown[EH_QUOTE_LEN];
+		int saved = errno;
+
+		eh_quote(shown, sizeof(shown), path);
+		snprintf(err, errlen, "plugin_opt_%s: cannot read '%s': %s", key, shown, strerror(saved));
 		return -1;
 	}
 	fclose(f);

@@ -348,16 +348,21 @@ static int check_topic_template(const struct eh_template *t, const char *text, c
 			unsigned char c = (unsigned char)t->parts[i].text[j];
 
 			if (!eh_kafka_topic_char_ok(c)) {
+				char shown[EH_QUOTE_LEN];
+
 				snprintf(err, errlen, "plugin_opt_kafka_topic: '%s' holds '%c'; Kafka topic names hold "
-					 "only a-z A-Z 0-9 . _ -", text, c >= 0x20 && c < 0x7F ? c : '?');
+					 "only a-z A-Z 0-9 . _ -", eh_quote(shown, sizeof(shown), text),
+					 c >= 0x20 && c < 0x7F ? c : '?');
 				return -1;
 			}
 		}
 		fixed += t->parts[i].len;
 	}
 	if (fixed > EH_KAFKA_TOPIC_MAX || (!placeholders && (!strcmp(text, ".") || !strcmp(text, "..")))) {
+		char shown[EH_QUOTE_LEN];
+
 		snprintf(err, errlen, "plugin_opt_kafka_topic: '%s' is not a legal Kafka topic name (at most %d "
-			 "bytes, not '.' or '..')", text, EH_KAFKA_TOPIC_MAX);
+			 "bytes, not '.' or '..')", eh_quote(shown, sizeof(shown), text), EH_KAFKA_TOPIC_MAX);
 		return -1;
 	}
 	return 0;

@@ -162,6 +162,16 @@ class LongValuesTest(ConfigTestCase):
                             ERR + f"plugin_opt_config_file: cannot read '/{'a' * 99}...(102400 bytes)': "
                             "File name too long")
 
+    def test_long_secret_file_path(self):
+        self.assert_refused([("http_url", "http://127.0.0.1:9/"), ("http_bearer_token_file", "/" + self.BIG[1:])],
+                            ERR + f"plugin_opt_http_bearer_token_file: cannot read '/{'a' * 99}...(102400 bytes)': "
+                            "File name too long")
+
+    def test_long_kafka_topic(self):
+        self.assert_refused([("kafka_brokers", "127.0.0.1:9"), ("kafka_topic", self.BIG + "/")],
+                            ERR + f"plugin_opt_kafka_topic: '{self.SHOWN[:100]}...(102401 bytes)' holds '/'; "
+                            "Kafka topic names hold only a-z A-Z 0-9 . _ -")
+
 
 TICK_WARNING = ("eventhook: per_listener_settings is true, and Mosquitto 2.0.11 to 2.0.14 then never call the "
                 "plugin's TICK callback: {what}and log lines from sink threads only move when a client of this "
