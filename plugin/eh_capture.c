@@ -693,7 +693,8 @@ static bool opts_match_config(const struct eh_scope_opts *o, const struct eh_con
 	if (o->count != cfg->count)
 		return false;
 	for (size_t i = 0; i < o->count; i++) {
-		if (strcmp(o->items[i].key, cfg->entries[i].key) || !same_value(o->items[i].value, cfg->entries[i].value))
+		if (strcmp(o->items[i].key, cfg->entries[i].key)
+		    || !same_value(o->items[i].value, cfg->entries[i].value))
 			return false;
 	}
 	return true;
@@ -774,11 +775,12 @@ static void report_option_changes(struct eh_capture *cap, const char *self)
 		}
 	}
 	if (used[0] || used[1] || used[2])
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: the plugin_opt_ lines for this plugin in '%s' differ "
-				     "from the running ones%s%s%s%s%s%s; they take effect at the next restart (Mosquitto "
-				     "2.0 does not re-initialise plugins on SIGHUP)", eh_quote(shown, sizeof(shown),
-				     cap->scope.path), used[0] ? "; changed: " : "", lists[0],
-				     used[1] ? "; added: " : "", lists[1], used[2] ? "; removed: " : "", lists[2]);
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: the plugin_opt_ lines for this plugin in '%s' "
+				     "differ from the running ones%s%s%s%s%s%s; they take effect at the next restart "
+				     "(Mosquitto 2.0 does not re-initialise plugins on SIGHUP)",
+				     eh_quote(shown, sizeof(shown), cap->scope.path), used[0] ? "; changed: " : "",
+				     lists[0], used[1] ? "; added: " : "", lists[1], used[2] ? "; removed: " : "",
+				     lists[2]);
 	/* The option checks, one changed key at a time so that every bad one
 	 * is named (a whole-set parse stops at the first). */
 	for (size_t i = 0; i < now.count; i++) {
@@ -796,8 +798,8 @@ static void report_option_changes(struct eh_capture *cap, const char *self)
 				kv[n++] = (struct eh_kv){ now.items[k].key, now.items[k].value };
 		}
 		if (eh_config_parse(&scratch, cfg->groups, cfg->ngroups, kv, n, why, sizeof(why)))
-			mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: the changed options would stop the broker at "
-					     "the next restart: %s", why);
+			mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: the changed options would stop the "
+					     "broker at the next restart: %s", why);
 		eh_config_free(&scratch);
 	}
 	free(kv);

@@ -45,7 +45,8 @@ static int add_pattern(void *arg, const char *item, size_t len)
 	}
 	snprintf(m->err, m->errlen, "'%s' is not an event type or pattern (client.connect, client.connected, "
 		 "client.connect_failed, client.disconnected, client.subscribe, client.unsubscribe, "
-		 "client.authz_denied, message.publish, client.*, message.*, *)", eh_quote_n(shown, sizeof(shown), item, len));
+		 "client.authz_denied, message.publish, client.*, message.*, *)",
+		 eh_quote_n(shown, sizeof(shown), item, len));
 	return -1;
 }
 

@@ -73,8 +73,8 @@ int eh_template_parse(struct eh_template *t, const char *text, char *err, size_t
 		}
 		if (field < 0) {
 			snprintf(err, errlen, "unknown placeholder '%s' in template '%s' (known: {event} {node} "
-				 "{clientid} {username} {seq})", eh_quote_n(ph, sizeof(ph), open, (size_t)(close - open + 1)),
-				 shown);
+				 "{clientid} {username} {seq})",
+				 eh_quote_n(ph, sizeof(ph), open, (size_t)(close - open + 1)), shown);
 			goto fail;
 		}
 		if (add_part(t, field, NULL, 0))

@@ -101,7 +101,8 @@ START_TEST(template_long_error_quoted_cut)
 	text[102400] = '\0';
 	memcpy(text + 102400 - 6, "{nope}", 6);
 	ck_assert_int_eq(eh_template_parse(&t, text, err, sizeof(err)), -1);
-	snprintf(want, sizeof(want), "unknown placeholder '{nope}' in template '%.100s...(102400 bytes)' (known:", text);
+	snprintf(want, sizeof(want), "unknown placeholder '{nope}' in template '%.100s...(102400 bytes)' (known:",
+		 text);
 	ck_assert_msg(strstr(err, want), "%s", err);
 	text[0] = '{';
 	ck_assert_int_eq(eh_template_parse(&t, text, err, sizeof(err)), -1);
@@ -110,7 +111,8 @@ START_TEST(template_long_error_quoted_cut)
 	memset(text, 'a', 102400);
 	text[5] = '}';
 	ck_assert_int_eq(eh_template_parse(&t, text, err, sizeof(err)), -1);
-	ck_assert_msg(strstr(err, "'}' without '{' in template 'aaaaa}") && strstr(err, "...(102400 bytes)'"), "%s", err);
+	ck_assert_msg(strstr(err, "'}' without '{' in template 'aaaaa}") && strstr(err, "...(102400 bytes)'"), "%s",
+		      err);
 	free(text);
 }
 END_TEST
