@@ -33,6 +33,7 @@
 #include "eh_mosquitto.h"
 
 #include "eh_clients.h"
+#include "eh_optwatch.h"
 #include "eh_scope.h"
 
 #define TOPIC_MAX 65536
@@ -673,139 +674,6 @@ static int on_client_offline_21(int event, void *event_data, void *user)
 
 static void decide_registration(struct eh_capture *cap);
 
-/* raw as Mosquitto passes it equals stored, the value eh_config_parse kept
- * (trailing blanks dropped). */
-static bool same_value(const char *raw, const char *stored)
-{
-	size_t n = strlen(stored);
-
-	if (strncmp(raw, stored, n))
-		return false;
-	for (raw += n; *raw; raw++) {
-		if (*raw != ' ' && *raw != '\t')
-			return false;
-	}
-	return true;
-}
-
-static bool opts_match_config(const struct eh_scope_opts *o, const struct eh_config *cfg)
-{
-	if (o->count != cfg->count)
-		return false;
-	for (size_t i = 0; i < o->count; i++) {
-		if (strcmp(o->items[i].key, cfg->entries[i].key)
-		    || !same_value(o->items[i].value, cfg->entries[i].value))
-			return false;
-	}
-	return true;
-}
-
-/* Whether key's values, in order, are the same in the running config and
- * in the lines read now. */
-static bool key_unchanged(const struct eh_config *cfg, const struct eh_scope_opts *now, const char *key,
-			  bool *in_cfg, bool *in_now)
-{
-	size_t i = 0, j = 0;
-	bool same = true;
-
-	*in_cfg = *in_now = false;
-	for (;;) {
-		while (i < cfg->count && strcmp(cfg->entries[i].key, key))
-			i++;
-		while (j < now->count && strcmp(now->items[j].key, key))
-			j++;
-		*in_cfg |= i < cfg->count;
-		*in_now |= j < now->count;
-		if (i == cfg->count || j == now->count)
-			return same && i == cfg->count && j == now->count;
-		same &= same_value(now->items[j].value, cfg->entries[i].value);
-		i++;
-		j++;
-	}
-}
-
-/* Adds key to one of the three lists (0 changed, 1 added, 2 removed). */
-static void list_key(char lists[3][512], size_t used[3], int which, const char *key)
-{
-	char shown[EH_QUOTE_LEN];
-	size_t cap = sizeof(lists[which]);
-
-	if (used[which] >= cap - 1)
-		return;
-	used[which] += (size_t)snprintf(lists[which] + used[which], cap - used[which], "%s%s",
-					used[which] ? ", " : "", eh_quote(shown, sizeof(shown), key));
-	if (used[which] >= cap - 1)
-		snprintf(lists[which] + cap - 5, 5, "...");
-}
-
-/* Mosquitto 2.0 does not re-initialise plugins at SIGHUP, so a changed
- * plugin_opt_ line is silently not applied, and a bad one only shows at
- * the next restart. Compare our block in the file with the running options
- * and say so. Reload only: the file is read again, never on the hot path. */
-static void report_option_changes(struct eh_capture *cap, const char *self)
-{
-	const struct eh_config *cfg = &cap->core->config;
-	struct eh_scope_opts now;
-	char why[512], lists[3][512] = { "", "", "" }, shown[EH_QUOTE_LEN];
-	size_t used[3] = { 0, 0, 0 };
-	struct eh_kv *kv;
-
-	if (!cap->opts_known || eh_scope_plugin_opts(&now, cap->scope.path, self, cap->index, why, sizeof(why)))
-		return;
-	kv = calloc(now.count ? now.count : 1, sizeof(*kv));
-	if (!kv) {
-		eh_scope_opts_free(&now);
-		return;
-	}
-	for (size_t pass = 0; pass < 2; pass++) {
-		size_t n = pass ? now.count : cfg->count;
-
-		for (size_t i = 0; i < n; i++) {
-			const char *key = pass ? now.items[i].key : cfg->entries[i].key;
-			bool seen = false, in_cfg, in_now;
-
-			/* Each key once, at its first appearance. */
-			for (size_t k = 0; k < i && !seen; k++)
-				seen = !strcmp(key, pass ? now.items[k].key : cfg->entries[k].key);
-			for (size_t k = 0; pass && k < cfg->count && !seen; k++)
-				seen = !strcmp(key, cfg->entries[k].key);
-			if (seen || key_unchanged(cfg, &now, key, &in_cfg, &in_now))
-				continue;
-			list_key(lists, used, !in_now ? 2 : !in_cfg ? 1 : 0, key);
-		}
-	}
-	if (used[0] || used[1] || used[2])
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: the plugin_opt_ lines for this plugin in '%s' "
-				     "differ from the running ones%s%s%s%s%s%s; they take effect at the next restart "
-				     "(Mosquitto 2.0 does not re-initialise plugins on SIGHUP)",
-				     eh_quote(shown, sizeof(shown), cap->scope.path), used[0] ? "; changed: " : "",
-				     lists[0], used[1] ? "; added: " : "", lists[1], used[2] ? "; removed: " : "",
-				     lists[2]);
-	/* The option checks, one changed key at a time so that every bad one
-	 * is named (a whole-set parse stops at the first). */
-	for (size_t i = 0; i < now.count; i++) {
-		const char *key = now.items[i].key;
-		bool seen = false, in_cfg, in_now;
-		struct eh_config scratch;
-		size_t n = 0;
-
-		for (size_t k = 0; k < i && !seen; k++)
-			seen = !strcmp(key, now.items[k].key);
-		if (seen || key_unchanged(cfg, &now, key, &in_cfg, &in_now))
-			continue;
-		for (size_t k = i; k < now.count; k++) {
-			if (!strcmp(key, now.items[k].key))
-				kv[n++] = (struct eh_kv){ now.items[k].key, now.items[k].value };
-		}
-		if (eh_config_parse(&scratch, cfg->groups, cfg->ngroups, kv, n, why, sizeof(why)))
-			mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: the changed options would stop the "
-					     "broker at the next restart: %s", why);
-		eh_config_free(&scratch);
-	}
-	free(kv);
-	eh_scope_opts_free(&now);
-}
-
 static int on_reload(int event, void *event_data, void *user)
 {
 	struct eh_capture *cap = cap_of(user);
@@ -819,8 +687,8 @@ static int on_reload(int event, void *event_data, void *user)
 	if (dladdr((void *)eh_capture_init, &info) && info.dli_fname)
 		snprintf(self, sizeof(self), "%s", info.dli_fname);
 	eh_scope_learn(&cap->scope, override, self, cap->index);
-	if (cap->scope.known)
-		report_option_changes(cap, self);
+	if (cap->scope.known && cap->opts_known)
+		eh_optwatch_report(&cap->core->config, cap->scope.path, self, cap->index);
 	decide_registration(cap);
 	cap->tails_stale = true;
 	cap->reload_window = true;
@@ -972,16 +840,10 @@ int eh_capture_init(struct eh_core *core, int index)
 		snprintf(self, sizeof(self), "%s", info.dli_fname);
 	eh_scope_learn(&cap->scope, override, self, index);
 	if (cap->scope.known) {
-		struct eh_scope_opts opts;
-		char why[512];
-
 		/* Compared at reload only if this reading of the file gives
 		 * exactly what the broker gave: a configuration it reads
 		 * differently from the broker would give false reports. */
-		if (!eh_scope_plugin_opts(&opts, cap->scope.path, self, index, why, sizeof(why))) {
-			cap->opts_known = opts_match_config(&opts, &core->config);
-			eh_scope_opts_free(&opts);
-		}
+		cap->opts_known = eh_optwatch_matches(&core->config, cap->scope.path, self, index);
 	}
 	/* A path the admin typed that cannot be read is a bad value, unlike the
 	 * broker's own -c file, where observing less is the right fallback. */
