@@ -160,16 +160,18 @@ static const struct eh_option mqtt_options[] = {
 	  "Enables the MQTT sink: the broker events are published to, as tcp://host:port, mqtt://, ssl://, "
 	  "mqtts://, ws:// or wss:// (TLS for ssl, mqtts and wss). Example: ssl://hub.example.com:8883." },
 	{ "mqtt_client_id", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
-	  "Client id of the sink's connection. Default: eventhook-<node>. The plugin never reports events "
-	  "of a client with this id on the broker it runs in, so the sink may point at that same broker." },
-	{ "mqtt_username", EH_OPT_STRING, NULL, 0, 0, NULL, 0, "User name for the target broker." },
+	  "Client id of the sink's connection (valid UTF-8, at most 65535 bytes). Default: eventhook-<node>. The "
+	  "plugin never reports events of a client with this id on the broker it runs in, so the sink may point "
+	  "at that same broker." },
+	{ "mqtt_username", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
+	  "User name for the target broker (valid UTF-8, at most 65535 bytes)." },
 	{ "mqtt_password_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
 	  "File holding the password for the target broker (trailing newlines removed); read at start, never "
 	  "logged." },
 	{ "mqtt_topic", EH_OPT_STRING, "eventhook/{node}/{event}/{clientid}", 0, 0, NULL, 0,
 	  "Topic template of the events. Placeholders {event} {node} {clientid} {username} {seq}; "
 	  "client-supplied values have '/', '+', '#', '%', control characters, invalid UTF-8 and a '$' that would "
-	  "start the topic written as %XX." },
+	  "start the topic written as %XX. The template's own text may hold no '+', '#' or control character." },
 	{ "mqtt_qos", EH_OPT_INT, "1", 0, 2, NULL, 0,
 	  "QoS of the published events. 1 and 2: an event counts as delivered when the target acknowledged "
 	  "it, and unacknowledged events are resent after a reconnect (at QoS 1 possibly twice)." },
@@ -183,7 +185,7 @@ static const struct eh_option mqtt_options[] = {
 	{ "mqtt_presence_topic", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
 	  "Topic template for presence: on client.connected and client.disconnected a retained JSON document "
 	  "with status online or offline is published there, so a late subscriber learns who is online. "
-	  "Example: presence/{clientid}." },
+	  "Same rules as mqtt_topic. Example: presence/{clientid}." },
 	{ "mqtt_ca_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
 	  "PEM file of the CAs that sign the target's certificate. Default: the system's trust store." },
 	{ "mqtt_cert_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
@@ -536,7 +538,8 @@ static struct conn *new_client(struct mqtt_sink *m, bool wiper)
 	co.maxBufferedMessages = (int)(m->max_inflight * MSGS_PER_SLOT);
 	rc = MQTTAsync_createWithOptions(&c->client, m->uri, m->client_id, MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
 	if (rc != MQTTASYNC_SUCCESS) {
-		eh_sink_log(m->sink, MOSQ_LOG_ERR, "cannot create the MQTT client for %s: code %d", m->uri, rc);
+		eh_sink_log(m->sink, MOSQ_LOG_ERR, "cannot create the MQTT client for %s: %s (code %d)", m->uri,
+			    MQTTAsync_strerror(rc), rc);
 		free(c);
 		return NULL;
 	}
@@ -1151,6 +1154,26 @@ static int check_uri(struct mqtt_sink *m, char *err, size_t errlen)
 	return -1;
 }
 
+/* paho refuses a client id or user name that is not UTF-8 at every
+ * connect (MQTTASYNC_BAD_UTF8_STRING), and an MQTT string holds at most
+ * 65535 bytes: say so at start, naming the option, rather than fail
+ * forever later. (An option's value cannot hold a NUL byte, and the UTF-8
+ * check refuses its overlong forms.) */
+static int check_mqtt_string(const char *key, const char *v, char *err, size_t errlen)
+{
+	size_t len = v ? strlen(v) : 0, ok = v ? eh_utf8_valid_prefix(v, len) : 0;
+
+	if (ok != len) {
+		snprintf(err, errlen, "plugin_opt_%s: not valid UTF-8 (at byte %zu)", key, ok);
+		return -1;
+	}
+	if (len > EH_TOPIC_MAX) {
+		snprintf(err, errlen, "plugin_opt_%s: %zu bytes; an MQTT string is at most %d", key, len, EH_TOPIC_MAX);
+		return -1;
+	}
+	return 0;
+}
+
 static int mqtt_create(const struct eh_sink_env *env, void **ctx, char *err, size_t errlen)
 {
 	const struct eh_config *cfg = env->config;
@@ -1195,6 +1218,9 @@ static int mqtt_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 		snprintf(err, errlen, "plugin_opt_mqtt_client_id: must not be empty (the session is persistent)");
 		return -1;
 	}
+	if (check_mqtt_string("mqtt_client_id", m->client_id, err, errlen)
+	    || check_mqtt_string("mqtt_username", m->username, err, errlen))
+		return -1;
 	v = eh_config_get(cfg, "mqtt_password_file");
 	if (v && !(m->password = eh_read_secret_file("mqtt_password_file", v, err, errlen)))
 		return -1;
@@ -1220,12 +1246,16 @@ static int mqtt_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 		snprintf(err, errlen, "plugin_opt_mqtt_topic: %s", why);
 		return -1;
 	}
+	if (eh_template_check_topic(&m->topic, "mqtt_topic", eh_config_get(cfg, "mqtt_topic"), err, errlen))
+		return -1;
 	v = eh_config_get(cfg, "mqtt_presence_topic");
 	if (v) {
 		if (eh_template_parse(&m->presence, v, why, sizeof(why))) {
 			snprintf(err, errlen, "plugin_opt_mqtt_presence_topic: %s", why);
 			return -1;
 		}
+		if (eh_template_check_topic(&m->presence, "mqtt_presence_topic", v, err, errlen))
+			return -1;
 		m->has_presence = true;
 	}
 	m->qos = (int)eh_config_int(cfg, "mqtt_qos");

@@ -7,8 +7,8 @@ down at start; target SIGKILLed mid-stream and restarted (nothing lost,
 order kept after removing QoS 1 duplicates by id); a target that stops
 acknowledging (SIGSTOP) while events keep coming, and at shutdown; TLS with a CA made here
 (mutual TLS, and a wrong CA refused); the sink pointed at its own broker
-(its connection produces no events, nothing amplifies); the shutdown
-counters add up.
+(its connection produces no events, nothing amplifies); options refused at
+start; the shutdown counters add up.
 
 Self-contained (standard library + Debian's python3-paho-mqtt 1.6.1), so it
 does not depend on the shared harness; waits poll against generous
@@ -81,10 +81,15 @@ class Mosq:
             out += ["plugin_opt_%s %s" % kv for kv in self.plugin_opts]
         return "\n".join(out) + "\n"
 
-    def start(self):
+    def write_conf(self):
         path = os.path.join(self.dir, "mosquitto.conf")
-        with open(path, "w") as f:
-            f.write(self.conf())
+        # surrogateescape: a test can put bytes that are not UTF-8 in an option.
+        with open(path, "wb") as f:
+            f.write(self.conf().encode("utf-8", "surrogateescape"))
+        return path
+
+    def start(self):
+        path = self.write_conf()
         self.log_path = os.path.join(self.dir, "log%d.txt" % len(self.logs))
         self.logs.append(self.log_path)
         env = dict(os.environ)
@@ -561,6 +566,34 @@ class MqttSinkTest(unittest.TestCase):
         self.assertEqual([e["clientid"] for e in sub.events()], ["secure", "sentinel"])
         enq, dlv, fail, drop, left = self.stop_counts(bad)
         self.assertEqual((enq, dlv, left), (1, 0, 1))
+
+    # ---- options refused at start ----
+
+    def run_bad(self, opts):
+        b = Mosq(self.tmp, "bad", [], plugin_opts=opts)
+        path = b.write_conf()
+        try:
+            proc = subprocess.run([MOSQUITTO, "-c", path], capture_output=True, timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.fail("broker started with bad options %r" % (opts,))
+        return proc.returncode, (proc.stdout + proc.stderr).decode("utf-8", "replace")
+
+    def test_bad_options_refused_at_start(self):
+        uri = ("mqtt_uri", "tcp://127.0.0.1:1")
+        cases = [
+            ([("mqtt_topic", "ev/#/{event}")], "plugin_opt_mqtt_topic: 'ev/#/{event}' holds '#'"),
+            ([("mqtt_presence_topic", "p/+/{clientid}")], "plugin_opt_mqtt_presence_topic: 'p/+/{clientid}' holds '+'"),
+            ([("mqtt_topic", "ev/\udcff/{event}")], "plugin_opt_mqtt_topic: the template is not valid UTF-8"),
+            ([("mqtt_client_id", "bad\udcff")], "plugin_opt_mqtt_client_id: not valid UTF-8 (at byte 3)"),
+            ([("mqtt_client_id", "x" * 65536)], "plugin_opt_mqtt_client_id: 65536 bytes; an MQTT string is at most "
+                                                "65535"),
+            ([("mqtt_username", "u\udcc0\udc80")], "plugin_opt_mqtt_username: not valid UTF-8 (at byte 1)"),
+        ]
+        for opts, needle in cases:
+            with self.subTest(needle=needle):
+                rc, text = self.run_bad([uri] + opts)
+                self.assertNotEqual(rc, 0)
+                self.assertIn(needle, text)
 
     # ---- loop safety ----
 
