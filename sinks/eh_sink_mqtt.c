@@ -51,6 +51,11 @@
  * threads keep running) and starts a new client, to which everything the old
  * one had not seen acknowledged is handed again, oldest first.
  *
+ * Topics that cannot go out. A rendered topic that is empty or longer than
+ * 65535 bytes (paho would write its length modulo 65536 and the rest of
+ * the topic would be read as packet id and payload) is counted failed
+ * before paho sees it.
+ *
  * Loop safety: the sink's client id is excluded from capture
  * (eh_sink_exclude_client_id), so pointed at this same broker its
  * connection and its publishes produce no event.
@@ -139,6 +144,7 @@ struct mqtt_sink {
 	int64_t next_connect_ms, connect_backoff_ms;
 	char *topic_buf;
 	size_t topic_cap;
+	uint64_t unfit_logged;
 	struct slot *win;      /* max_inflight slots */
 	size_t head, count;    /* changed by the sink thread under lock */
 
@@ -171,7 +177,8 @@ static const struct eh_option mqtt_options[] = {
 	{ "mqtt_topic", EH_OPT_STRING, "eventhook/{node}/{event}/{clientid}", 0, 0, NULL, 0,
 	  "Topic template of the events. Placeholders {event} {node} {clientid} {username} {seq}; "
 	  "client-supplied values have '/', '+', '#', '%', control characters, invalid UTF-8 and a '$' that would "
-	  "start the topic written as %XX. The template's own text may hold no '+', '#' or control character." },
+	  "start the topic written as %XX. The template's own text may hold no '+', '#' or control character. An "
+	  "event whose topic renders empty or longer than 65535 bytes is counted failed." },
 	{ "mqtt_qos", EH_OPT_INT, "1", 0, 2, NULL, 0,
 	  "QoS of the published events. 1 and 2: an event counts as delivered when the target acknowledged "
 	  "it, and unacknowledged events are resent after a reconnect (at QoS 1 possibly twice)." },
@@ -740,6 +747,8 @@ static struct conn *ready(struct mqtt_sink *m)
 
 /* ---- building messages (sink thread) ---- */
 
+/* A malloc'd copy of the rendered topic, whatever its length (the caller
+ * judges it); NULL when out of memory. */
 static char *render_topic(struct mqtt_sink *m, const struct eh_template *t, const struct eh_event *ev)
 {
 	size_t n = eh_template_render(t, ev, m->node, EH_TEMPLATE_TOPIC, m->topic_buf, m->topic_cap);
@@ -844,6 +853,27 @@ static int build_presence_msg(struct mqtt_sink *m, const struct eh_event *ev, st
 	if (m->version == MQTTVERSION_5 && add_content_type(&msg->props, "application/json"))
 		return -1;
 	return 0;
+}
+
+/* Whether every message of the event's slot can be published. One that
+ * cannot is logged (first 10, then every 1000th) and the caller counts the
+ * event failed: a topic paho would corrupt (it writes the length as 16
+ * bits: the rest of a longer topic would be read as packet id and payload,
+ * so a client could forge events), or an empty one. */
+static bool slot_fits(struct mqtt_sink *m, const struct eh_event *ev, struct slot *s)
+{
+	for (int i = 0; i < s->nmsg; i++) {
+		size_t tlen = strlen(s->msg[i].topic);
+		const char *what = i ? "presence topic" : "topic";
+
+		if (tlen == 0 || tlen > EH_TOPIC_MAX) {
+			if (eh_sink_log_due(&m->unfit_logged))
+				eh_sink_log(m->sink, MOSQ_LOG_WARNING, "the %s for event seq %llu is %s; not published",
+					    what, (unsigned long long)ev->seq, tlen ? "longer than 65535 bytes" : "empty");
+			return false;
+		}
+	}
+	return true;
 }
 
 /* ---- hooks ---- */
@@ -961,6 +991,13 @@ static enum eh_deliver_rc mqtt_deliver(void *ctx, struct eh_batch *b)
 			slot_clear(s);
 			b->done = i;
 			return EH_DELIVER_RETRY;
+		}
+		if (!slot_fits(m, ev, s)) {
+			/* Neither message goes: the event is failed either way,
+			 * and half of it would only mislead. */
+			slot_clear(s);
+			eh_sink_count(m->sink, 0, 1);
+			continue;
 		}
 		if (send_msg(m, c, &s->msg[0])) {
 			/* Not accepted (the connection just went): the event

@@ -7,8 +7,9 @@ down at start; target SIGKILLed mid-stream and restarted (nothing lost,
 order kept after removing QoS 1 duplicates by id); a target that stops
 acknowledging (SIGSTOP) while events keep coming, and at shutdown; TLS with a CA made here
 (mutual TLS, and a wrong CA refused); the sink pointed at its own broker
-(its connection produces no events, nothing amplifies); options refused at
-start; the shutdown counters add up.
+(its connection produces no events, nothing amplifies); events whose topic
+would be over 65535 bytes counted failed while later ones go through;
+options refused at start; the shutdown counters add up.
 
 Self-contained (standard library + Debian's python3-paho-mqtt 1.6.1), so it
 does not depend on the shared harness; waits poll against generous
@@ -566,6 +567,50 @@ class MqttSinkTest(unittest.TestCase):
         self.assertEqual([e["clientid"] for e in sub.events()], ["secure", "sentinel"])
         enq, dlv, fail, drop, left = self.stop_counts(bad)
         self.assertEqual((enq, dlv, left), (1, 0, 1))
+
+    # ---- what the target cannot take ----
+
+    def test_topic_over_65535_bytes_counted_failed(self):
+        # A 65535-byte client id, and one whose 21900 '/' become %2F: the
+        # rendered topic (3.1.1: the event's; 5: the presence topic, the
+        # event's being short) is over 65535 bytes. paho would write its
+        # length modulo 65536 and the rest would be read as packet id and
+        # payload; the sink counts such an event failed and sends neither
+        # of its messages, and the next event goes through.
+        long_ids = ["L" * 65535, "s" + "/" * 21900]
+        for proto in ("3.1.1", "5"):
+            with self.subTest(proto=proto):
+                target = self.broker("target" + proto)
+                sub = self.sub(target.port, v5=proto == "5")
+                opts = [("node_id", "n9"), ("events", "client.connected"), ("mqtt_protocol", proto),
+                        ("mqtt_uri", "tcp://127.0.0.1:%d" % target.port)]
+                if proto == "5":
+                    opts += [("mqtt_topic", "eventhook/{node}/{event}"),
+                             ("mqtt_presence_topic", "presence/{clientid}")]
+                main = self.broker("main" + proto, plugin_opts=opts)
+                for cid in long_ids:
+                    client_session(main.port, cid)
+                client_session(main.port, "sentinel")
+                if proto == "5":
+                    want = ["eventhook/n9/client.connected", "presence/sentinel"]
+                else:
+                    want = ["eventhook/n9/client.connected/sentinel"]
+                wait_until(lambda: len(sub.snapshot()) == len(want), what="sentinel's messages")
+                msgs = sub.snapshot()
+                self.assertEqual([m[0] for m in msgs], want)
+                self.assertEqual(json.loads(msgs[0][1])["clientid"], "sentinel")
+                enq, dlv, fail, drop, left = self.stop_counts(main)
+                self.assertEqual((enq, dlv, fail, drop, left), (3, 1, 2, 0, 0))
+                what = "presence topic" if proto == "5" else "topic"
+                for seq in (1, 2):
+                    self.assertIn("eventhook: mqtt: the %s for event seq %d is longer than 65535 bytes; not "
+                                  "published" % (what, seq), main.log())
+                # Nothing corrupt reached the target: it never dropped the
+                # sink, and nothing else arrived (the sentinel's messages
+                # are the last the sink sent, in order).
+                self.assertNotIn("lost", "\n".join(l for l in main.log().splitlines() if "mqtt: connection" in l))
+                self.assertNotRegex(target.log(), r"malformed|protocol error|oversize")
+                self.assertEqual([m[0] for m in sub.snapshot()], want)
 
     # ---- options refused at start ----
 
