@@ -110,6 +110,7 @@ struct mqtt_msg {
 	int len;
 	bool retained;
 	MQTTProperties props;
+	uint64_t seq;           /* the event's, for logs */
 	int state; /* enum msg_state; guarded by owner->lock */
 };
 
@@ -155,6 +156,7 @@ struct mqtt_sink {
 	bool failure_logged;   /* one warning per outage */
 	size_t limit;          /* effective window: min(max_inflight, Receive Maximum) */
 	unsigned resends;      /* messages in MSG_RESEND */
+	uint64_t refused_logged;
 	/* Bumped with every signal of cond: a waiter that read it before
 	 * checking its condition cannot miss a signal sent after the check. */
 	unsigned long changes;
@@ -310,20 +312,28 @@ static void publish_failed(struct mqtt_msg *msg, int code, int reason, const cha
 	bool write_failed = code == MQTTASYNC_FAILURE || code == MQTTASYNC_PERSISTENCE_ERROR;
 	bool poisoned = write_failed && m->qos > 0;
 	bool resend = write_failed || code == MQTTASYNC_OPERATION_INCOMPLETE || code == MQTTASYNC_DISCONNECTED;
+	bool log = false;
 
 	if (poisoned)
 		MQTTAsync_disconnect(c->client, NULL);
 	pthread_mutex_lock(&m->lock);
 	msg->state = resend ? MSG_RESEND : MSG_FAILED;
-	if (resend)
+	if (resend) {
 		m->resends++;
+	} else {
+		/* A misconfigured ACL refuses every event: the log must not
+		 * grow with the traffic. The counter is shared by paho's
+		 * threads, hence under lock. */
+		log = eh_sink_log_due(&m->refused_logged);
+	}
 	if (poisoned)
 		c->poisoned = true;
 	changed(m);
 	pthread_mutex_unlock(&m->lock);
-	if (!resend)
-		eh_sink_log(m->sink, MOSQ_LOG_WARNING, "the target refused a message on '%s': code %d, reason %d%s%s",
-			    msg->topic, code, reason, text ? ": " : "", text ? text : "");
+	if (log)
+		eh_sink_log(m->sink, MOSQ_LOG_WARNING, "the target refused a message on '%.200s' (event seq %llu): "
+			    "code %d, reason %d%s%s", msg->topic, (unsigned long long)msg->seq, code, reason,
+			    text ? ": " : "", text ? text : "");
 }
 
 static void on_publish_fail(void *context, MQTTAsync_failureData *resp)
@@ -804,6 +814,7 @@ static int build_event_msg(struct mqtt_sink *m, const struct eh_event *ev, struc
 	if (!msg->payload || !msg->topic)
 		return -1;
 	msg->len = (int)strlen(msg->payload);
+	msg->seq = ev->seq;
 	if (m->version != MQTTVERSION_5)
 		return 0;
 	eh_json_format_id(m->node, ev->number, id);
@@ -850,6 +861,7 @@ static int build_presence_msg(struct mqtt_sink *m, const struct eh_event *ev, st
 	if (!msg->payload || !msg->topic)
 		return -1;
 	msg->len = (int)strlen(msg->payload);
+	msg->seq = ev->seq;
 	if (m->version == MQTTVERSION_5 && add_content_type(&msg->props, "application/json"))
 		return -1;
 	return 0;

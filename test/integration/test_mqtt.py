@@ -7,8 +7,9 @@ down at start; target SIGKILLed mid-stream and restarted (nothing lost,
 order kept after removing QoS 1 duplicates by id); a target that stops
 acknowledging (SIGSTOP) while events keep coming, and at shutdown; TLS with a CA made here
 (mutual TLS, and a wrong CA refused); the sink pointed at its own broker
-(its connection produces no events, nothing amplifies); events whose topic
-would be over 65535 bytes counted failed while later ones go through;
+(its connection produces no events, nothing amplifies); MQTT 5 refusals
+counted failed and their log rate-limited; events whose topic would be over
+65535 bytes counted failed while later ones go through;
 options refused at start; the shutdown counters add up.
 
 Self-contained (standard library + Debian's python3-paho-mqtt 1.6.1), so it
@@ -611,6 +612,24 @@ class MqttSinkTest(unittest.TestCase):
                 self.assertNotIn("lost", "\n".join(l for l in main.log().splitlines() if "mqtt: connection" in l))
                 self.assertNotRegex(target.log(), r"malformed|protocol error|oversize")
                 self.assertEqual([m[0] for m in sub.snapshot()], want)
+
+    def test_v5_refusals_counted_failed_and_logged_rate_limited(self):
+        # The target's ACL denies every publish of the sink: MQTT 5 at
+        # QoS 1 reports each refusal (reason 135), so each event counts
+        # failed; the warning is logged for the first 10 only (then every
+        # 1000th), not once per event.
+        target = self.broker("target", ["acl_file {dir}/acl"], start=False)
+        with open(os.path.join(target.dir, "acl"), "w") as f:
+            f.write("topic read #\n")
+        target.start()
+        main = self.broker("main", plugin_opts=[
+            ("node_id", "n11"), ("events", "message.publish"), ("mqtt_protocol", "5"),
+            ("mqtt_uri", "tcp://127.0.0.1:%d" % target.port), ("shutdown_timeout_ms", "3000")])
+        client_session(main.port, "pub", [("t", b"%d" % i) for i in range(15)])
+        enq, dlv, fail, drop, left = self.stop_counts(main)
+        self.assertEqual((enq, dlv, fail, drop, left), (15, 0, 15, 0, 0))
+        self.assertEqual(main.log().count("eventhook: mqtt: the target refused a message on"), 10)
+        self.assertIn("(event seq 1): code 0, reason 135", main.log())
 
     # ---- options refused at start ----
 
