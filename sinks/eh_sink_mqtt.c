@@ -51,10 +51,23 @@
  * threads keep running) and starts a new client, to which everything the old
  * one had not seen acknowledged is handed again, oldest first.
  *
- * Topics that cannot go out. A rendered topic that is empty or longer than
- * 65535 bytes (paho would write its length modulo 65536 and the rest of
- * the topic would be read as packet id and payload) is counted failed
+ * Messages that cannot go out. A rendered topic that is empty or longer
+ * than 65535 bytes (paho would write its length modulo 65536 and the rest
+ * of the topic would be read as packet id and payload), or, with MQTT 5, a
+ * PUBLISH bigger than the target's Maximum Packet Size, is counted failed
  * before paho sees it.
+ *
+ * Poison messages. Anything else a target refuses by closing the
+ * connection (over its max_packet_size on 3.1.1, which has no way to
+ * announce it; whatever an MQTT 5 target takes for malformed) would be
+ * resent after every reconnect, by paho from the persistent session or by
+ * us, and hold back everything behind it. on_connection_lost charges the
+ * loss to the oldest unsettled message when the loss came soon after that
+ * message was written and nothing was acknowledged since (POISON_STRIKES,
+ * POISON_SOON_MS); after enough consecutive charges the sink thread counts
+ * it failed and, since paho keeps it in the session with no way to take it
+ * out, replaces the client (wiper and all) and hands the new one
+ * everything else that was unacknowledged, oldest first.
  *
  * Loop safety: the sink's client id is excluded from capture
  * (eh_sink_exclude_client_id), so pointed at this same broker its
@@ -81,6 +94,21 @@
  * absolute time of the wait finite while the deadline is INT64_MAX. */
 #define ROOM_WAIT_MAX_MS 1000
 #define CONNECT_BACKOFF_MIN_MS 500
+/* The backstop against a message the target refuses by closing the
+ * connection (see "Poison messages" above): that many consecutive losses
+ * of the connection, each within POISON_SOON_MS of the message's last
+ * write and with no acknowledgement of anything since that write. One loss
+ * right after a write is a coincidence a target restart or a network blip
+ * can produce; three in a row, over reconnects paho spaces by
+ * mqtt_reconnect_min and more, with nothing at all acknowledged in
+ * between, is not. A higher count only holds every later event back for
+ * more reconnect delays. */
+#define POISON_STRIKES 3
+/* A target that refuses a packet closes the connection as soon as it read
+ * its header: the loss follows the write by a round trip. 5 s leaves room
+ * for a slow link and paho's resending of a whole window, and is far below
+ * the keep-alive timeout after which a silent network's loss is noticed. */
+#define POISON_SOON_MS 5000
 
 enum msg_state { MSG_NONE = 0, MSG_SENT, MSG_OK, MSG_FAILED, MSG_RESEND };
 
@@ -100,6 +128,8 @@ struct conn {
 	bool disconnected;      /* our MQTTAsync_disconnect finished */
 	bool poisoned;          /* paho lost a message after a failed write */
 	bool closed;            /* poisoned, and its connection is down */
+	int64_t up_ms;          /* eh_now_ms() when it last connected */
+	uint64_t acks_at_up;    /* owner->acks then */
 };
 
 struct mqtt_msg {
@@ -111,7 +141,12 @@ struct mqtt_msg {
 	bool retained;
 	MQTTProperties props;
 	uint64_t seq;           /* the event's, for logs */
-	int state; /* enum msg_state; guarded by owner->lock */
+	size_t size;            /* of the PUBLISH packet */
+	/* guarded by owner->lock */
+	int state;              /* enum msg_state */
+	int64_t sent_ms;        /* eh_now_ms() when last handed to paho */
+	bool torn;              /* that write failed: it may have been partly sent */
+	uint64_t acks_at_send;  /* owner->acks then */
 };
 
 struct slot {
@@ -145,7 +180,7 @@ struct mqtt_sink {
 	int64_t next_connect_ms, connect_backoff_ms;
 	char *topic_buf;
 	size_t topic_cap;
-	uint64_t unfit_logged;
+	uint64_t unfit_logged, oversize_logged;
 	struct slot *win;      /* max_inflight slots */
 	size_t head, count;    /* changed by the sink thread under lock */
 
@@ -156,6 +191,12 @@ struct mqtt_sink {
 	bool failure_logged;   /* one warning per outage */
 	size_t limit;          /* effective window: min(max_inflight, Receive Maximum) */
 	unsigned resends;      /* messages in MSG_RESEND */
+	uint32_t max_packet;   /* MQTT 5 CONNACK Maximum Packet Size; 0: none announced */
+	uint64_t acks;         /* publish outcomes the target decided (and QoS 0 writes) */
+	struct mqtt_msg *suspect; /* the oldest unacknowledged message at the last losses */
+	uint64_t suspect_seq;
+	unsigned strikes;      /* consecutive losses charged to suspect */
+	bool poison_found;     /* strikes reached POISON_STRIKES: the sink thread drops suspect */
 	uint64_t refused_logged;
 	/* Bumped with every signal of cond: a waiter that read it before
 	 * checking its condition cannot miss a signal sent after the check. */
@@ -289,6 +330,7 @@ static void on_publish_ok(void *context, MQTTAsync_successData *resp)
 	(void)resp;
 	pthread_mutex_lock(&m->lock);
 	msg->state = MSG_OK;
+	m->acks++;
 	changed(m);
 	pthread_mutex_unlock(&m->lock);
 }
@@ -318,9 +360,11 @@ static void publish_failed(struct mqtt_msg *msg, int code, int reason, const cha
 		MQTTAsync_disconnect(c->client, NULL);
 	pthread_mutex_lock(&m->lock);
 	msg->state = resend ? MSG_RESEND : MSG_FAILED;
+	msg->torn = write_failed;
 	if (resend) {
 		m->resends++;
 	} else {
+		m->acks++;
 		/* A misconfigured ACL refuses every event: the log must not
 		 * grow with the traffic. The counter is shared by paho's
 		 * threads, hence under lock. */
@@ -356,6 +400,8 @@ static void mark_up(struct conn *c)
 	again = c->ever_up;
 	c->up = true;
 	c->ever_up = true;
+	c->up_ms = eh_now_ms();
+	c->acks_at_up = m->acks;
 	if (!c->wiper)
 		m->failure_logged = false;
 	changed(m);
@@ -381,6 +427,16 @@ static void on_connect_ok5(void *context, MQTTAsync_successData5 *resp)
 
 		pthread_mutex_lock(&m->lock);
 		m->limit = rm > 0 && (size_t)rm < m->max_inflight ? (size_t)rm : m->max_inflight;
+		pthread_mutex_unlock(&m->lock);
+	}
+	if (!c->wiper) {
+		/* Read as integer4: getNumericValue's int would turn a limit
+		 * above 2 GiB negative. Absent means no limit, also after a
+		 * reconnect to a target that dropped it. */
+		MQTTProperty *p = MQTTProperties_getProperty(&resp->properties, MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE);
+
+		pthread_mutex_lock(&m->lock);
+		m->max_packet = p ? p->value.integer4 : 0;
 		pthread_mutex_unlock(&m->lock);
 	}
 	mark_up(c);
@@ -421,6 +477,70 @@ static void on_connected(void *context, char *cause)
 	mark_up(context);
 }
 
+/* The oldest message of the window not yet acknowledged or failed, or
+ * NULL. Under lock. */
+static struct mqtt_msg *oldest_unsettled(struct mqtt_sink *m)
+{
+	for (size_t k = 0; k < m->count; k++) {
+		struct slot *s = slot_at(m, k);
+
+		for (int i = 0; i < s->nmsg; i++) {
+			if (s->msg[i].state != MSG_OK && s->msg[i].state != MSG_FAILED)
+				return &s->msg[i];
+		}
+	}
+	return NULL;
+}
+
+/* The connection of c was lost: charge it to the oldest unsettled message
+ * when the target may have closed it because of that message, i.e. the
+ * message was on the wire (handed to this client and not handed back, or
+ * its write failed partway: a big one the target refuses as soon as it
+ * read the header), its last write (our send, or paho's resend when the
+ * connection came up) was less than POISON_SOON_MS ago, and nothing was
+ * acknowledged since. Any other loss clears the charges: only consecutive
+ * ones count. Also for a poisoned client: the write that failed may well
+ * have followed a message the target refused. Under lock.
+ *
+ * paho resends a session's messages while it completes the connection,
+ * before it calls on_connected; when that write already fails it reports
+ * the loss and never the connection. So a loss of a connection we did not
+ * see come up is one that lasted no longer than that resend: the write
+ * was just now, and the acknowledgements to compare with are those counted
+ * at the previous loss (one that came in that short while only clears the
+ * charges). */
+static void charge_loss(struct mqtt_sink *m, struct conn *c)
+{
+	struct mqtt_msg *h = oldest_unsettled(m);
+	int64_t now = eh_now_ms();
+	int64_t up_ms = c->up ? c->up_ms : now;
+	int64_t written;
+	uint64_t acks_then;
+
+	if (!h || h->conn != c || !(h->state == MSG_SENT || (h->state == MSG_RESEND && h->torn))) {
+		m->suspect = NULL;
+		m->strikes = 0;
+		return;
+	}
+	written = h->sent_ms > up_ms ? h->sent_ms : up_ms;
+	acks_then = h->sent_ms > up_ms ? h->acks_at_send : c->acks_at_up;
+	if (now - written > POISON_SOON_MS || m->acks != acks_then) {
+		m->suspect = NULL;
+		m->strikes = 0;
+		return;
+	}
+	/* The seq tells a message from a later one in the same slot. */
+	if (m->suspect == h && m->suspect_seq == h->seq) {
+		m->strikes++;
+	} else {
+		m->suspect = h;
+		m->suspect_seq = h->seq;
+		m->strikes = 1;
+	}
+	if (m->strikes >= POISON_STRIKES)
+		m->poison_found = true;
+}
+
 /* Called once per lost connection, after paho closed it; for a poisoned
  * client that is the last callback it ever makes. */
 static void on_connection_lost(void *context, char *cause)
@@ -430,8 +550,11 @@ static void on_connection_lost(void *context, char *cause)
 	bool poisoned;
 
 	pthread_mutex_lock(&m->lock);
-	c->up = false;
 	poisoned = c->poisoned;
+	charge_loss(m, c);
+	c->up = false;
+	/* For the next connection, until on_connected says it is up. */
+	c->acks_at_up = m->acks;
 	if (poisoned)
 		c->closed = true;
 	m->failure_logged = true;
@@ -601,48 +724,129 @@ static void abandon(struct mqtt_sink *m)
 		eh_sink_log(m->sink, MOSQ_LOG_WARNING, "cannot pin the paho library in memory: %s", dlerror());
 }
 
-/* The poisoned client is closed and will call back no more: whatever it had
- * not seen acknowledged goes to the next client. */
-static void retire(struct mqtt_sink *m)
+/* The message charge_loss found the target refuses, if it is still
+ * unsettled (it may have been acknowledged on a later connection after
+ * all), else NULL; clears the finding. Under lock. */
+static struct mqtt_msg *take_poison(struct mqtt_sink *m)
 {
-	unsigned n = 0;
+	struct mqtt_msg *bad = m->suspect;
 
-	pthread_mutex_lock(&m->lock);
+	if (!m->poison_found)
+		return NULL;
+	if (bad->seq != m->suspect_seq || bad->state == MSG_OK || bad->state == MSG_FAILED)
+		bad = NULL;
+	m->poison_found = false;
+	m->suspect = NULL;
+	m->strikes = 0;
+	return bad;
+}
+
+/* The client that held the window's unsettled messages is gone and calls
+ * back no more: all of them go to the next client, oldest first, except
+ * bad (may be NULL), which is counted failed. Returns how many are resent.
+ * Under lock. */
+static unsigned hand_over(struct mqtt_sink *m, struct mqtt_msg *bad)
+{
+	m->resends = 0;
 	for (size_t k = 0; k < m->count; k++) {
 		struct slot *s = slot_at(m, k);
 
 		for (int i = 0; i < s->nmsg; i++) {
-			if (s->msg[i].conn == m->cur && s->msg[i].state == MSG_SENT) {
-				s->msg[i].state = MSG_RESEND;
+			struct mqtt_msg *msg = &s->msg[i];
+
+			if (msg->state != MSG_SENT && msg->state != MSG_RESEND)
+				continue;
+			if (msg == bad) {
+				msg->state = MSG_FAILED;
+			} else {
+				msg->state = MSG_RESEND;
 				m->resends++;
-				n++;
 			}
 		}
 	}
+	changed(m);
+	return m->resends;
+}
+
+static void log_poison(struct mqtt_sink *m, const struct mqtt_msg *bad)
+{
+	eh_sink_log(m->sink, MOSQ_LOG_WARNING, "event seq %llu (a PUBLISH of %zu bytes on '%.200s') is counted failed: "
+		    "the target closed the connection each time it was sent (%d times in a row, each within %d s, "
+		    "nothing acknowledged meanwhile); the events after it go on", (unsigned long long)bad->seq,
+		    bad->size, bad->topic, POISON_STRIKES, POISON_SOON_MS / 1000);
+}
+
+/* The poisoned client is closed and will call back no more: whatever it had
+ * not seen acknowledged goes to the next client (but a poison message:
+ * the write that failed may well have followed one the target refused). */
+static void retire(struct mqtt_sink *m)
+{
+	struct mqtt_msg *bad;
+	unsigned n;
+
+	pthread_mutex_lock(&m->lock);
+	bad = take_poison(m);
+	n = hand_over(m, bad);
 	pthread_mutex_unlock(&m->lock);
 	abandon(m);
 	eh_sink_log(m->sink, MOSQ_LOG_WARNING, "a publish to %s failed in the middle of a write; the MQTT client is "
 		    "replaced (paho.mqtt.c would resend a message it already freed) and %u unacknowledged message(s) "
 		    "are published again", m->uri, n);
+	if (bad)
+		log_poison(m, bad);
+}
+
+/* The target closed the connection each time it got a message (see
+ * charge_loss): count it failed. paho keeps it in the persistent session
+ * and would send it again after every reconnect, with no call to take it
+ * out, so the client is replaced (destroying it is safe: this is not the
+ * poisoned-write case) and the next one gets, oldest first, everything else
+ * that was not acknowledged. Sink thread, with m->cur not poisoned. */
+static void drop_poison(struct mqtt_sink *m)
+{
+	struct mqtt_msg *bad;
+
+	pthread_mutex_lock(&m->lock);
+	bad = take_poison(m);
+	pthread_mutex_unlock(&m->lock);
+	if (!bad)
+		return;
+	/* paho fails back ("incomplete") what it still held while destroying;
+	 * nothing calls back after it returned. */
+	destroy_client(&m->cur);
+	pthread_mutex_lock(&m->lock);
+	hand_over(m, bad);
+	pthread_mutex_unlock(&m->lock);
+	log_poison(m, bad);
 }
 
 /* Moves the connection along: wiper, then the persistent client, and a new
- * wiper after a poisoned client closed. */
+ * wiper after a poisoned client closed or a poison message was dropped. */
 static void step_clients(struct mqtt_sink *m)
 {
 	int64_t now = eh_now_ms();
-	bool closed, up, failed;
+	bool closed, up, failed, poisoned, poison;
 
 	if (m->cur) {
 		pthread_mutex_lock(&m->lock);
 		closed = m->cur->closed;
 		up = m->cur->up;
+		poisoned = m->cur->poisoned;
+		poison = m->poison_found;
 		pthread_mutex_unlock(&m->lock);
-		if (up)
+		if (poisoned) {
+			/* It cannot be destroyed; retire() deals with a
+			 * poison message too, once it closed. */
+			if (!closed)
+				return;
+			retire(m);
+		} else if (poison) {
+			drop_poison(m);
+		} else if (up) {
 			m->connect_backoff_ms = 0;
-		if (!closed)
+		}
+		if (m->cur)
 			return;
-		retire(m);
 	}
 	if (m->wiper) {
 		pthread_mutex_lock(&m->lock);
@@ -704,6 +908,9 @@ static int send_msg(struct mqtt_sink *m, struct conn *c, struct mqtt_msg *msg)
 	pthread_mutex_lock(&m->lock);
 	msg->state = MSG_SENT;
 	msg->conn = c;
+	msg->sent_ms = eh_now_ms();
+	msg->acks_at_send = m->acks;
+	msg->torn = false;
 	pthread_mutex_unlock(&m->lock);
 	/* paho copies the topic, the payload and the properties. */
 	rc = MQTTAsync_sendMessage(c->client, msg->topic, &pm, &ro);
@@ -775,6 +982,25 @@ static char *render_topic(struct mqtt_sink *m, const struct eh_template *t, cons
 	return strdup(m->topic_buf);
 }
 
+static size_t vbi_len(size_t n)
+{
+	return n < 128 ? 1 : n < 16384 ? 2 : n < 2097152 ? 3 : 4;
+}
+
+/* The size of msg's PUBLISH packet on the wire, as MQTT 5's Maximum Packet
+ * Size counts it: fixed header, then topic, packet id (QoS > 0),
+ * properties (MQTT 5) and payload. (mosquitto 2.0 leaves the length bytes
+ * of the fixed header out of its own check; counting them as the
+ * specification does can only refuse an event a few bytes early.) */
+static size_t publish_size(const struct mqtt_sink *m, const struct mqtt_msg *msg)
+{
+	size_t rest = 2 + strlen(msg->topic) + (m->qos ? 2 : 0) + (size_t)msg->len;
+
+	if (m->version == MQTTVERSION_5)
+		rest += vbi_len((size_t)msg->props.length) + (size_t)msg->props.length;
+	return 1 + vbi_len(rest) + rest;
+}
+
 static int add_user_prop(MQTTProperties *props, const char *name, const char *value)
 {
 	MQTTProperty p = { .identifier = MQTTPROPERTY_CODE_USER_PROPERTY };
@@ -815,8 +1041,10 @@ static int build_event_msg(struct mqtt_sink *m, const struct eh_event *ev, struc
 		return -1;
 	msg->len = (int)strlen(msg->payload);
 	msg->seq = ev->seq;
-	if (m->version != MQTTVERSION_5)
+	if (m->version != MQTTVERSION_5) {
+		msg->size = publish_size(m, msg);
 		return 0;
+	}
 	eh_json_format_id(m->node, ev->number, id);
 	eh_json_format_ts(ev->ts_ms, ts);
 	if (m->cloudevents) {
@@ -834,6 +1062,7 @@ static int build_event_msg(struct mqtt_sink *m, const struct eh_event *ev, struc
 		rc |= add_user_prop(&msg->props, "node", m->node->name);
 		rc |= add_user_prop(&msg->props, "id", id);
 	}
+	msg->size = publish_size(m, msg);
 	return rc ? -1 : 0;
 }
 
@@ -864,24 +1093,39 @@ static int build_presence_msg(struct mqtt_sink *m, const struct eh_event *ev, st
 	msg->seq = ev->seq;
 	if (m->version == MQTTVERSION_5 && add_content_type(&msg->props, "application/json"))
 		return -1;
+	msg->size = publish_size(m, msg);
 	return 0;
 }
 
 /* Whether every message of the event's slot can be published. One that
- * cannot is logged (first 10, then every 1000th) and the caller counts the
- * event failed: a topic paho would corrupt (it writes the length as 16
- * bits: the rest of a longer topic would be read as packet id and payload,
- * so a client could forge events), or an empty one. */
+ * cannot is logged (first 10, then every 1000th, per kind) and the caller
+ * counts the event failed: a topic paho would corrupt (it writes the length
+ * as 16 bits: the rest of a longer topic would be read as packet id and
+ * payload, so a client could forge events), or an empty one, or a packet
+ * the MQTT 5 target announced it would refuse by disconnecting. */
 static bool slot_fits(struct mqtt_sink *m, const struct eh_event *ev, struct slot *s)
 {
+	uint32_t limit;
+
+	pthread_mutex_lock(&m->lock);
+	limit = m->max_packet;
+	pthread_mutex_unlock(&m->lock);
 	for (int i = 0; i < s->nmsg; i++) {
-		size_t tlen = strlen(s->msg[i].topic);
+		struct mqtt_msg *msg = &s->msg[i];
+		size_t tlen = strlen(msg->topic);
 		const char *what = i ? "presence topic" : "topic";
 
 		if (tlen == 0 || tlen > EH_TOPIC_MAX) {
 			if (eh_sink_log_due(&m->unfit_logged))
 				eh_sink_log(m->sink, MOSQ_LOG_WARNING, "the %s for event seq %llu is %s; not published",
 					    what, (unsigned long long)ev->seq, tlen ? "longer than 65535 bytes" : "empty");
+			return false;
+		}
+		if (limit && msg->size > limit) {
+			if (eh_sink_log_due(&m->oversize_logged))
+				eh_sink_log(m->sink, MOSQ_LOG_WARNING, "event seq %llu: the PUBLISH on '%.200s' would be %zu "
+					    "bytes, over the %u the target accepts (its Maximum Packet Size); not published",
+					    (unsigned long long)ev->seq, msg->topic, msg->size, limit);
 			return false;
 		}
 	}

@@ -9,7 +9,8 @@ acknowledging (SIGSTOP) while events keep coming, and at shutdown; TLS with a CA
 (mutual TLS, and a wrong CA refused); the sink pointed at its own broker
 (its connection produces no events, nothing amplifies); MQTT 5 refusals
 counted failed and their log rate-limited; events whose topic would be over
-65535 bytes counted failed while later ones go through;
+65535 bytes or over the target's max_packet_size (MQTT 5 and 3.1.1)
+counted failed while later ones go through;
 options refused at start; the shutdown counters add up.
 
 Self-contained (standard library + Debian's python3-paho-mqtt 1.6.1), so it
@@ -612,6 +613,39 @@ class MqttSinkTest(unittest.TestCase):
                 self.assertNotIn("lost", "\n".join(l for l in main.log().splitlines() if "mqtt: connection" in l))
                 self.assertNotRegex(target.log(), r"malformed|protocol error|oversize")
                 self.assertEqual([m[0] for m in sub.snapshot()], want)
+
+    def test_event_over_target_max_packet_size_counted_failed(self):
+        # One event bigger than the target's max_packet_size, then small
+        # ones. MQTT 5: the target announces its limit in CONNACK and the
+        # sink never sends the big one. 3.1.1 cannot announce it: the target
+        # closes the connection each time it reads the packet's header, and
+        # after POISON_STRIKES (3) such losses in a row the sink counts the
+        # event failed, replaces its client and goes on.
+        for proto in ("5", "3.1.1"):
+            with self.subTest(proto=proto):
+                target = self.broker("target" + proto, ["max_packet_size 2000"])
+                sub = self.sub(target.port, topics=("ev/#",), v5=proto == "5")
+                main = self.broker("main" + proto, plugin_opts=[
+                    ("node_id", "n10"), ("events", "message.publish"), ("mqtt_protocol", proto),
+                    ("mqtt_uri", "tcp://127.0.0.1:%d" % target.port), ("mqtt_topic", "ev/{seq}"),
+                    ("mqtt_reconnect_min", "1"), ("mqtt_reconnect_max", "1")])
+                client_session(main.port, "pub", [("big", b"x" * 3000)] + [("small", b"%d" % i) for i in range(5)])
+                wait_until(lambda: len(sub.events()) == 5, timeout=TIMEOUT * 2, what="the small events")
+                self.assertEqual([e["seq"] for e in sub.events()], [2, 3, 4, 5, 6])
+                enq, dlv, fail, drop, left = self.stop_counts(main)
+                self.assertEqual((enq, dlv, fail, drop, left), (6, 5, 1, 0, 0))
+                oversize = target.log().count("disconnected due to oversize packet")
+                if proto == "5":
+                    self.assertRegex(main.log(), r"mqtt: event seq 1: the PUBLISH on 'ev/1' would be \d+ bytes, "
+                                     r"over the 2000 the target accepts \(its Maximum Packet Size\); not published")
+                    self.assertEqual(oversize, 0)
+                else:
+                    self.assertRegex(main.log(), r"mqtt: event seq 1 \(a PUBLISH of \d+ bytes on 'ev/1'\) is "
+                                     r"counted failed: the target closed the connection each time it was sent "
+                                     r"\(3 times in a row")
+                    # The sink's thread drops it well before paho's next
+                    # reconnect (at least a second later): exactly 3.
+                    self.assertGreaterEqual(oversize, 3)
 
     def test_v5_refusals_counted_failed_and_logged_rate_limited(self):
         # The target's ACL denies every publish of the sink: MQTT 5 at
