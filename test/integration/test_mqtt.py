@@ -193,6 +193,9 @@ def client_session(port, cid, publish=()):
     c = mqtt.Client(client_id=cid, protocol=mqtt.MQTTv311)
     c.connect("127.0.0.1", port)
     c.loop_start()
+    # The CONNACK: the broker has seen this session before the next
+    # client's, so events come in the order the sessions were made.
+    wait_until(c.is_connected, what=cid[:40] + " connected")
     for topic, payload in publish:
         c.publish(topic, payload, qos=1).wait_for_publish()
     c.disconnect()
@@ -670,8 +673,11 @@ class MqttSinkTest(unittest.TestCase):
     def run_bad(self, opts):
         b = Mosq(self.tmp, "bad", [], plugin_opts=opts)
         path = b.write_conf()
+        env = dict(os.environ)
+        if os.environ.get("EH_BROKER_PRELOAD"):
+            env["LD_PRELOAD"] = os.environ["EH_BROKER_PRELOAD"]
         try:
-            proc = subprocess.run([MOSQUITTO, "-c", path], capture_output=True, timeout=TIMEOUT)
+            proc = subprocess.run([MOSQUITTO, "-c", path], capture_output=True, timeout=TIMEOUT, env=env)
         except subprocess.TimeoutExpired:
             self.fail("broker started with bad options %r" % (opts,))
         return proc.returncode, (proc.stdout + proc.stderr).decode("utf-8", "replace")
