@@ -543,6 +543,18 @@ static int http_open(void *ctx)
 		curl_easy_cleanup(e);
 		return -1;
 	}
+	/* With the threaded resolver, ending a transfer that is still resolving
+	 * (curl's own connect timeout, or perform() abandoning it at the
+	 * shutdown deadline) joins the getaddrinfo thread, which waits for the
+	 * system resolver: up to its full timeout (30 s and more) when the DNS
+	 * server never answers. Quick exit detaches that thread instead, so
+	 * both deadlines hold; the thread lives on until getaddrinfo returns.
+	 * Debian 12 has 7.88; an older libcurl (before 7.87) only costs that
+	 * wait, so it is worth a warning, not a sink that cannot open. */
+	if (curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L) != CURLE_OK)
+		eh_sink_log(h->sink, MOSQ_LOG_WARNING,
+			    "this libcurl has no CURLOPT_QUICK_EXIT (7.87): a DNS server that never answers can "
+			    "hold up retries and shutdown for the resolver's own timeout");
 	h->easy = e;
 	return 0;
 }

@@ -14,18 +14,22 @@ import base64
 import hashlib
 import hmac
 import os
+import random
 import re
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from eh_harness import BrokerError, BrokerTestCase, RawClient, TIMEOUT, wait_until  # noqa: E402
+from eh_harness import Broker, BrokerError, BrokerTestCase, RawClient, TIMEOUT, wait_until  # noqa: E402
 from http_peer import HttpPeer, Reply, free_port, server_context  # noqa: E402
 
 EXPECTED_3 = ["client.connect", "client.connected", "client.disconnected"]
@@ -398,6 +402,98 @@ class Failures(HttpSinkCase):
         self.session(b, 1)
         peer.wait(lambda p: p.requests, what="the first request")
         self.assertEqual(b.stop(timeout=TIMEOUT), 0)
+        self.assertEqual(counters(b), dict(enqueued=3, delivered=0, failed=0, dropped=0, left=3))
+
+
+class BlackHoleDns:
+    """A UDP socket on port 53 of a random loopback address that reads DNS
+    queries and never answers them: a resolver that is down upstream."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(50):
+            self.addr = "127.%d.%d.%d" % (random.randint(1, 254), random.randint(1, 254), random.randint(2, 254))
+            try:
+                self.sock.bind((self.addr, 53))
+                break
+            except OSError:
+                continue
+        else:
+            raise unittest.SkipTest("no free loopback address for port 53")
+        self.sock.settimeout(0.1)
+        self.queries = []
+        self._stopping = False
+        self._thread = threading.Thread(target=self._swallow, daemon=True)
+        self._thread.start()
+
+    def _swallow(self):
+        while not self._stopping:
+            try:
+                self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.queries.append(time.monotonic())
+
+    def stop(self):
+        self._stopping = True
+        self._thread.join()
+        self.sock.close()
+
+
+class PrivateResolverBroker(Broker):
+    """A broker in its own mount namespace (unshare -m) where
+    /etc/resolv.conf and /etc/nsswitch.conf are bind-mounted from the
+    given files, so its lookups go to a test DNS server and nothing else on
+    the machine is affected. The shell execs mosquitto: the pid the harness
+    signals is the broker's."""
+
+    def __init__(self, *args, resolv_conf, nsswitch_conf, **kwargs):
+        self.resolv_conf = str(resolv_conf)
+        self.nsswitch_conf = str(nsswitch_conf)
+        super().__init__(*args, **kwargs)
+
+    def command(self):
+        script = "mount --bind {} /etc/resolv.conf && mount --bind {} /etc/nsswitch.conf && exec {}".format(
+            shlex.quote(self.resolv_conf), shlex.quote(self.nsswitch_conf),
+            " ".join(shlex.quote(c) for c in super().command()))
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
+
+    def _env(self):
+        # A proxy would do the lookup instead of the sink.
+        return {k: v for k, v in super()._env().items() if not k.lower().endswith("_proxy")}
+
+
+@unittest.skipUnless(hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("unshare"),
+                     "needs root: unshare -m, bind mounts and UDP port 53")
+class DeadResolver(HttpSinkCase):
+    def test_dns_never_answers_connect_timeout_and_shutdown_deadline_hold(self):
+        dns = BlackHoleDns()
+        self.addCleanup(dns.stop)
+        # timeout:30: without quick exit every lookup holds the sink for 30 s.
+        (self.tmp / "resolv.conf").write_text(f"nameserver {dns.addr}\noptions timeout:30 attempts:1\n")
+        (self.tmp / "nsswitch.conf").write_text("hosts: files dns\n")
+        opts = {"http_url": "http://hook.example.com:8080/hook", "node_id": "node-a", "stats_interval": 0,
+                "http_connect_timeout_ms": 500, "http_timeout_ms": 3000, "shutdown_timeout_ms": 1000,
+                "http_retry_initial_ms": 100, "http_retry_max_ms": 200}
+        b = self.add_broker(PrivateResolverBroker(["allow_anonymous true"], plugin_opts=opts,
+                                                  resolv_conf=self.tmp / "resolv.conf",
+                                                  nsswitch_conf=self.tmp / "nsswitch.conf",
+                                                  name="dead-resolver", start=False))
+        b.start()
+        self.session(b, 1)
+        # The connect timeout holds although the lookup never ends...
+        wait_until(lambda: "Resolving timed out after 500 milliseconds from http://hook.example.com:8080/hook; "
+                           "retrying" in b.log(), message="the resolve timeout logged")
+        # ...and the retry resolves again: a lookup is stuck when we stop.
+        seen = len(dns.queries)
+        wait_until(lambda: len(dns.queries) > seen, message="the retry's DNS query")
+        t0 = time.monotonic()
+        self.assertEqual(b.stop(timeout=60), 0)
+        took = time.monotonic() - t0
+        # The budget is 1 s; a stuck join takes the resolver's 30 s.
+        self.assertLess(took, 15, f"broker stop took {took:.1f} s with shutdown_timeout_ms 1000")
         self.assertEqual(counters(b), dict(enqueued=3, delivered=0, failed=0, dropped=0, left=3))
 
 
