@@ -233,6 +233,25 @@ static void name_thread(const struct eh_sink *s)
 	pthread_setname_np(pthread_self(), name);
 }
 
+int64_t eh_runner_retry_delay(int64_t elapsed_ms, int64_t budget_ms, int64_t backoff_ms, int64_t retry_after_ms)
+{
+	int64_t delay = backoff_ms > 0 ? backoff_ms : 0, left;
+
+	if (retry_after_ms > delay)
+		delay = retry_after_ms;
+	if (budget_ms < 0)
+		return delay;
+	left = budget_ms - elapsed_ms;
+	if (left <= 0)
+		return -1;
+	/* A server that asks for more time than is left would refuse an
+	 * attempt made before it is due; waiting for the budget to run out
+	 * only delays the give-up, and attempting early only adds load. */
+	if (retry_after_ms > left)
+		return -1;
+	return delay < left ? delay : left;
+}
+
 static void *run(void *arg)
 {
 	struct eh_sink *s = arg;
@@ -358,18 +377,6 @@ static void *run(void *arg)
 
 			if (attempt == 0)
 				retry_start = now;
-			if (s->retry_max_elapsed_ms >= 0 && now - retry_start >= s->retry_max_elapsed_ms && attempt > 0) {
-				size_t rest = n - done;
-
-				if (!gave_up_logged)
-					eh_sink_log(s, 2, "gave up on %zu event(s) after %lld ms of retries", rest,
-						    (long long)(now - retry_start));
-				gave_up_logged = true;
-				atomic_fetch_add_explicit(&s->failed, rest, memory_order_relaxed);
-				eh_ring_release_sc(&s->ring, &recs[n - 1], rest);
-				attempt = 0;
-				continue;
-			}
 			base = s->retry_initial_ms;
 			for (uint64_t k = 0; k < attempt && base < s->retry_max_ms; k++)
 				base *= 2;
@@ -378,13 +385,30 @@ static void *run(void *arg)
 			/* Full jitter over the upper half keeps a floor under the
 			 * delay while still spreading many nodes apart. */
 			delay = base / 2 + (int64_t)rand_below((uint64_t)(base - base / 2) + 1);
-			if (batch.retry_after_ms >= 0 && batch.retry_after_ms > delay)
-				delay = batch.retry_after_ms;
-			if (s->retry_max_elapsed_ms >= 0 && now + delay > retry_start + s->retry_max_elapsed_ms
-			    && batch.retry_after_ms < 0)
-				delay = retry_start + s->retry_max_elapsed_ms - now;
-			if (delay < 0)
-				delay = 0;
+			delay = eh_runner_retry_delay(now - retry_start, s->retry_max_elapsed_ms, delay,
+						      batch.retry_after_ms);
+			if (delay < 0) {
+				size_t rest = n - done;
+
+				if (!gave_up_logged) {
+					if (batch.retry_after_ms > 0
+					    && now - retry_start < s->retry_max_elapsed_ms)
+						eh_sink_log(s, 2,
+							    "gave up on %zu event(s) after %lld ms of retries: the server "
+							    "asked to wait %lld ms, past the %lld ms budget",
+							    rest, (long long)(now - retry_start),
+							    (long long)batch.retry_after_ms,
+							    (long long)s->retry_max_elapsed_ms);
+					else
+						eh_sink_log(s, 2, "gave up on %zu event(s) after %lld ms of retries",
+							    rest, (long long)(now - retry_start));
+				}
+				gave_up_logged = true;
+				atomic_fetch_add_explicit(&s->failed, rest, memory_order_relaxed);
+				eh_ring_release_sc(&s->ring, &recs[n - 1], rest);
+				attempt = 0;
+				continue;
+			}
 			attempt++;
 			wait_until(s, now + delay);
 		}

@@ -22,4 +22,12 @@ void eh_runner_wake(struct eh_sink *s);
 /* broker thread: waits for the thread to end; a no-op if not started. */
 void eh_runner_join(struct eh_sink *s);
 
+/* any thread (pure): how long to wait before the next attempt of a batch
+ * that has failed for elapsed_ms, given the jittered backoff, the server's
+ * retry_after_ms (-1: none) and the give-up budget (-1: none). Returns the
+ * delay, never more than what is left of the budget, or -1 when the batch
+ * is to be given up now: nothing is left, or the server asked to wait
+ * longer than what is left. */
+int64_t eh_runner_retry_delay(int64_t elapsed_ms, int64_t budget_ms, int64_t backoff_ms, int64_t retry_after_ms);
+
 #endif

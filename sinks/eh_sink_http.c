@@ -56,7 +56,6 @@ struct http_sink {
 	enum http_format format;
 	bool ndjson;
 	bool array; /* batch_max > 1: the body is an array even for one event */
-	int64_t retry_max_elapsed_ms;
 
 	/* secrets; replaced on reload (sink thread) */
 	char *token;
@@ -112,7 +111,8 @@ static const struct eh_option http_options[] = {
 	  "Longest delay between two attempts (a longer Retry-After from the server is honoured)." },
 	{ "http_retry_max_elapsed_ms", EH_OPT_INT, "600000", -1, 86400000, NULL, 0,
 	  "Time after the first failure of a batch when it is given up (dropped, counted failed) and "
-	  "the next one is tried. -1: retry forever (the ring still bounds memory)." },
+	  "the next one is tried; no delay reaches past it, and a Retry-After that would gives the batch "
+	  "up at once. -1: retry forever (the ring still bounds memory)." },
 	{ "http_ca_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
 	  "PEM file of the CA certificates that verify the server; default: the system's CA store." },
 	{ "http_client_cert", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
@@ -452,7 +452,6 @@ static int http_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 		snprintf(err, errlen, "plugin_opt_http_retry_max_ms: smaller than plugin_opt_http_retry_initial_ms");
 		return -1;
 	}
-	h->retry_max_elapsed_ms = eh_config_int(cfg, "http_retry_max_elapsed_ms");
 	if (h->insecure)
 		eh_sink_log(h->sink, MOSQ_LOG_WARNING,
 			    "plugin_opt_http_tls_insecure is on: the server's certificate is NOT verified");
@@ -460,7 +459,7 @@ static int http_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 		eh_sink_log(h->sink, MOSQ_LOG_NOTICE, "credentials are sent to %s without TLS", h->url_log);
 	eh_sink_set_batching(env->sink, (size_t)batch_max, eh_config_int(cfg, "http_batch_linger_ms"));
 	eh_sink_set_retry(env->sink, eh_config_int(cfg, "http_retry_initial_ms"), eh_config_int(cfg, "http_retry_max_ms"),
-			  h->retry_max_elapsed_ms);
+			  eh_config_int(cfg, "http_retry_max_elapsed_ms"));
 	return 0;
 }
 
@@ -746,13 +745,9 @@ static enum eh_deliver_rc http_deliver(void *ctx, struct eh_batch *b)
 		h->failing = false;
 		return EH_DELIVER_OK;
 	case EH_HTTP_RETRY:
-		if (h->retry_after[0]) {
+		/* The runner weighs it against what is left of the budget. */
+		if (h->retry_after[0])
 			b->retry_after_ms = eh_http_retry_after_ms(h->retry_after, eh_wall_ms());
-			/* Waiting past the give-up budget would only delay the
-			 * give-up. */
-			if (h->retry_max_elapsed_ms >= 0 && b->retry_after_ms > h->retry_max_elapsed_ms)
-				b->retry_after_ms = h->retry_max_elapsed_ms;
-		}
 		snprintf(what, sizeof(what), "HTTP %ld", status);
 		log_retry(h, status, what);
 		return EH_DELIVER_RETRY;

@@ -331,6 +331,27 @@ class Failures(HttpSinkCase):
         self.assertGreaterEqual(reqs[1].t - reqs[0].t, 0.9)
         self.assert_sessions(peer.delivered_events(), 1)
 
+    def test_late_retry_after_past_budget_gives_up_at_once(self):
+        peer = self.peer()
+        # Six plain 503s take 1.1 to 2.2 s of the 3 s budget (delays of
+        # 100-200 ms, then 200-400 ms); then the server asks for an hour.
+        peer.script(*[Reply(503)] * 6)
+        peer.default = Reply(503, headers={"Retry-After": "3600"})
+        b = self.broker(peer.url, http_events="client.connected", http_retry_initial_ms=200,
+                        http_retry_max_ms=400, http_retry_max_elapsed_ms=3000)
+        self.session(b, 1)
+        wait_until(lambda: "gave up on" in b.log(), message="the batch given up")
+        b.stop()
+        # Given up on the first Retry-After answer: no request after it, and
+        # well inside the budget (it used to wait a fresh 3 s, then try again).
+        self.assertEqual([r.status for r in peer.requests], [503] * 7)
+        m = re.search(r"eventhook: http: gave up on 1 event\(s\) after (\d+) ms of retries: the server asked to "
+                      r"wait 3600000 ms, past the 3000 ms budget", b.log())
+        self.assertIsNotNone(m, b.log())
+        self.assertLess(int(m.group(1)), 3000)
+        self.assertEqual(b.log().count("gave up on"), 1)
+        self.assertEqual(counters(b), dict(enqueued=1, delivered=0, failed=1, dropped=0, left=0))
+
     def test_400_dropped_counted_logged_once(self):
         peer = self.peer()
         peer.script(Reply(400, body=b"schema mismatch"), Reply(400), Reply(200), Reply(404))

@@ -445,6 +445,66 @@ START_TEST(runner_gives_up_after_max_elapsed)
 }
 END_TEST
 
+/* The delay rule alone: every delay fits in what is left of the budget. */
+START_TEST(runner_retry_delay_within_budget)
+{
+	/* No budget: the longer of backoff and Retry-After. */
+	ck_assert_int_eq(eh_runner_retry_delay(0, -1, 100, -1), 100);
+	ck_assert_int_eq(eh_runner_retry_delay(5000, -1, 100, 3600000), 3600000);
+	ck_assert_int_eq(eh_runner_retry_delay(0, 3000, 400, 10), 400);
+	/* Backoff is cut to what is left, then nothing is left. */
+	ck_assert_int_eq(eh_runner_retry_delay(2900, 3000, 400, -1), 100);
+	ck_assert_int_eq(eh_runner_retry_delay(3000, 3000, 400, -1), -1);
+	ck_assert_int_eq(eh_runner_retry_delay(3500, 3000, 400, -1), -1);
+	ck_assert_int_eq(eh_runner_retry_delay(0, 0, 400, -1), -1);
+	/* Retry-After is honoured while it fits, given up on when it does not
+	 * (late in the outage it used to get a fresh full budget). */
+	ck_assert_int_eq(eh_runner_retry_delay(1000, 3000, 100, 1500), 1500);
+	ck_assert_int_eq(eh_runner_retry_delay(2500, 3000, 100, 500), 500);
+	ck_assert_int_eq(eh_runner_retry_delay(2500, 3000, 100, 501), -1);
+	ck_assert_int_eq(eh_runner_retry_delay(2500, 3000, 100, 3600000), -1);
+	ck_assert_int_eq(eh_runner_retry_delay(0, 3000, 100, 3600000), -1);
+}
+END_TEST
+
+/* Three plain retries, then a Retry-After of an hour. */
+static enum eh_deliver_rc script_late_retry_after(struct fake *f, struct eh_batch *b)
+{
+	b->done = 0;
+	if (f->total > 3)
+		b->retry_after_ms = 3600000;
+	return EH_DELIVER_RETRY;
+}
+
+START_TEST(runner_late_retry_after_gives_up_at_once)
+{
+	struct rig r = rig_new(&fake_ops, 65536, 0);
+	int64_t t0 = eh_now_ms();
+
+	r.fake->script = script_late_retry_after;
+	eh_sink_set_retry(r.sink, 5, 20, 20000);
+	rig_push(&r, 2);
+	rig_start(&r);
+	while (counter(&r.sink->failed) < 2) {
+		ck_assert_int_lt(eh_now_ms() - t0, 30000);
+		sleep_ms(5);
+	}
+	rig_stop(&r, 0);
+	/* No fifth attempt of the first event: given up on the answer that
+	 * asked for an hour, long before the 20 s budget ran out; the second
+	 * event is given up on its first such answer. */
+	ck_assert_uint_eq(r.fake->ncalls, 5);
+	ck_assert_uint_eq(r.fake->calls[3].first_seq, 1);
+	ck_assert_uint_eq(r.fake->calls[4].first_seq, 2);
+	ck_assert_uint_eq(r.fake->calls[4].attempt, 0);
+	ck_assert_int_lt(r.fake->calls[4].at_ms - r.fake->calls[0].at_ms, 15000);
+	ck_assert_uint_eq(counter(&r.sink->delivered), 0);
+	ck_assert(log_has(r.core, "fake: gave up on 1 event(s) after "));
+	ck_assert(log_has(r.core, " ms of retries: the server asked to wait 3600000 ms, past the 20000 ms budget"));
+	rig_free(&r);
+}
+END_TEST
+
 /* DROP with one of three done: one delivered, two failed, and the
  * runner moves on. */
 static enum eh_deliver_rc script_drop(struct fake *f, struct eh_batch *b)
@@ -932,6 +992,8 @@ static Suite *runner_suite(void)
 	tcase_add_test(tc, runner_retry_partial_keeps_order);
 	tcase_add_test(tc, runner_backoff_grows);
 	tcase_add_test(tc, runner_gives_up_after_max_elapsed);
+	tcase_add_test(tc, runner_retry_delay_within_budget);
+	tcase_add_test(tc, runner_late_retry_after_gives_up_at_once);
 	tcase_add_test(tc, runner_drop_counts_failed);
 	tcase_add_test(tc, runner_async_ack_counters);
 	tcase_add_test(tc, runner_drain_delivers_backlog);
