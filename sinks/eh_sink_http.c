@@ -45,8 +45,12 @@ struct http_sink {
 	const struct eh_node *node;
 
 	/* fixed after create */
-	char *url;
+	char *url; /* as given to curl: without user information */
 	char url_log[URL_LOG_LEN];
+	/* The URL's user information, given to curl apart (CURLOPT_USERNAME,
+	 * CURLOPT_PASSWORD), and the forms a peer may echo: the decoded user
+	 * and password, the raw "user:password" text and the raw query. */
+	char *user, *password, *userinfo, *query;
 	char **headers; /* "Name: value", as configured */
 	size_t nheaders;
 	char *token_path, *secret_path;
@@ -78,7 +82,8 @@ struct http_sink {
 static const struct eh_option http_options[] = {
 	{ "http_url", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
 	  "Enables the HTTP sink: events are POSTed to this http:// or https:// URL. User information "
-	  "and the query are never logged." },
+	  "(user:password@, reserved characters percent-encoded) is sent as Basic authentication. User "
+	  "information and the query are never logged." },
 	{ "http_header", EH_OPT_STRING, NULL, 0, 0, NULL, EH_OPT_REPEAT | EH_OPT_SECRET,
 	  "An extra request header, \"Name: value\"; repeat the option for more. Values are treated as "
 	  "secrets (never logged). Content-Type, Content-Length, Transfer-Encoding and the webhook-* "
@@ -163,8 +168,6 @@ static const char *response_text(struct http_sink *h)
 {
 	char *r = h->response;
 	size_t n = h->response_len;
-	const char *q = strpbrk(h->url, "?#");
-
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)r[i] < 0x20 || r[i] == 0x7f)
 			r[i] = ' ';
@@ -178,19 +181,10 @@ static const char *response_text(struct http_sink *h)
 		v += strspn(v, " \t");
 		eh_http_mask(r, n, v, strlen(v));
 	}
-	/* The query and the user information, which url_log hides too. */
-	if (q && q[1])
-		eh_http_mask(r, n, q + 1, strlen(q + 1));
-	{
-		const char *host = strstr(h->url, "://");
-		const char *end, *at;
-
-		host = host ? host + 3 : h->url;
-		end = host + strcspn(host, "/?#");
-		at = memchr(host, '@', (size_t)(end - host));
-		if (at && at > host)
-			eh_http_mask(r, n, host, (size_t)(at - host));
-	}
+	/* The query and the user information, which url_log hides too, in
+	 * every form a server may echo them (Basic credentials, decoded). */
+	if (eh_http_mask_url_secrets(r, n, h->userinfo, h->user, h->password, h->query))
+		return "(not shown: out of memory)";
 	r[n] = '\0';
 	return r;
 }
@@ -257,6 +251,13 @@ static void http_destroy(void *ctx)
 	if (h->multi)
 		curl_multi_cleanup(h->multi);
 	free(h->url);
+	if (h->user)
+		free_secret(h->user, strlen(h->user));
+	if (h->password)
+		free_secret(h->password, strlen(h->password));
+	if (h->userinfo)
+		free_secret(h->userinfo, strlen(h->userinfo));
+	free(h->query);
 	for (size_t i = 0; i < h->nheaders; i++)
 		free_secret(h->headers[i], strlen(h->headers[i]));
 	free(h->headers);
@@ -272,36 +273,124 @@ static void http_destroy(void *ctx)
 	free(h);
 }
 
-static int check_url(const char *url, char *err, size_t errlen)
+/* The part of a URL curl refused that may be shown: the scheme. The rest
+ * may hold a password with a reserved character in it ("pa/ss", "p@ss"),
+ * which is exactly what makes such a URL fail to parse. */
+static void invalid_url(const char *url, const char *why, char *err, size_t errlen)
+{
+	size_t n = strspn(url, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+
+	if (n > 16 || strncmp(url + n, "://", 3))
+		n = 0;
+	snprintf(err, errlen, "plugin_opt_http_url: '%.*s%s***' is not a valid URL (%s; the rest is not shown%s)",
+		 (int)n, url, n ? "://" : "", why,
+		 strchr(url, '@') ? ": in a user name or password, write : / ? # @ and % as %XX" : "");
+}
+
+static char *url_part(CURLU *u, CURLUPart part, unsigned flags, CURLUcode *uc)
+{
+	char *v = NULL;
+
+	*uc = curl_url_get(u, part, &v, flags);
+	return *uc == CURLUE_OK ? v : NULL;
+}
+
+/* Checks http_url and takes it apart: the URL for curl without its user
+ * information (so nothing built from it, url_log included, can show the
+ * password), the user and password for CURLOPT_USERNAME/PASSWORD, and what
+ * response_text has to mask. Parsing only: CURLU never touches the network. */
+static int parse_url(struct http_sink *h, const char *url, char *err, size_t errlen)
 {
 	CURLU *u = curl_url();
-	char *scheme = NULL, *host = NULL;
+	char *scheme = NULL, *host = NULL, *user = NULL, *password = NULL, *ruser = NULL, *rpassword = NULL;
+	char *query = NULL, *stripped = NULL;
+	char shown[URL_LOG_LEN - 4]; /* room for "***@" */
+	CURLUcode uc;
 	int rc = -1;
 
 	if (!u) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	/* Parsing only: CURLU never touches the network. The scheme is checked
-	 * by hand so the error names what is allowed. */
-	if (curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK
-	    || curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK
-	    || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host || !*host) {
-		char shown[URL_LOG_LEN];
-
-		eh_http_redact_url(url, shown, sizeof(shown));
-		snprintf(err, errlen, "plugin_opt_http_url: '%s' is not a valid URL", shown);
+	uc = curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
+	if (uc == CURLUE_OK)
+		scheme = url_part(u, CURLUPART_SCHEME, 0, &uc);
+	if (uc == CURLUE_OK)
+		host = url_part(u, CURLUPART_HOST, 0, &uc);
+	if (uc != CURLUE_OK || !host || !*host) {
+		invalid_url(url, uc != CURLUE_OK ? curl_url_strerror(uc) : "no host name", err, errlen);
 		goto out;
 	}
+	/* The scheme is checked by hand so the error names what is allowed. */
 	if (strcasecmp(scheme, "http") && strcasecmp(scheme, "https")) {
 		snprintf(err, errlen, "plugin_opt_http_url: scheme '%s' is not supported (use http:// or https://)",
 			 scheme);
 		goto out;
 	}
+	ruser = url_part(u, CURLUPART_USER, 0, &uc);
+	if (ruser) {
+		user = url_part(u, CURLUPART_USER, CURLU_URLDECODE, &uc);
+		if (!user)
+			goto undecodable;
+		rpassword = url_part(u, CURLUPART_PASSWORD, 0, &uc);
+		if (rpassword) {
+			password = url_part(u, CURLUPART_PASSWORD, CURLU_URLDECODE, &uc);
+			if (!password)
+				goto undecodable;
+		}
+		if (curl_url_set(u, CURLUPART_USER, NULL, 0) != CURLUE_OK
+		    || curl_url_set(u, CURLUPART_PASSWORD, NULL, 0) != CURLUE_OK)
+			goto oom;
+	}
+	query = url_part(u, CURLUPART_QUERY, 0, &uc);
+	stripped = url_part(u, CURLUPART_URL, 0, &uc);
+	if (!stripped)
+		goto oom;
+	h->url = strdup(stripped);
+	h->query = query ? strdup(query) : NULL;
+	if (user) {
+		size_t n = strlen(ruser) + (rpassword ? strlen(rpassword) + 1 : 0) + 1;
+
+		h->user = strdup(user);
+		h->password = password ? strdup(password) : NULL;
+		h->userinfo = malloc(n);
+		if (h->userinfo)
+			snprintf(h->userinfo, n, "%s%s%s", ruser, rpassword ? ":" : "", rpassword ? rpassword : "");
+	}
+	if (!h->url || (query && !h->query) || (user && (!h->user || !h->userinfo || (password && !h->password))))
+		goto oom;
+	eh_http_redact_url(h->url, shown, sizeof(shown));
+	if (user) {
+		const char *sep = strstr(shown, "://");
+		size_t at = sep ? (size_t)(sep - shown) + 3 : 0;
+
+		memcpy(h->url_log, shown, at);
+		memcpy(h->url_log + at, "***@", 4);
+		memcpy(h->url_log + at + 4, shown + at, strlen(shown + at) + 1);
+	} else {
+		snprintf(h->url_log, sizeof(h->url_log), "%s", shown);
+	}
 	rc = 0;
+	goto out;
+undecodable:
+	snprintf(err, errlen, "plugin_opt_http_url: the user information cannot be decoded (%%00 or a control "
+			      "character)");
+	goto out;
+oom:
+	snprintf(err, errlen, "out of memory");
 out:
 	curl_free(scheme);
 	curl_free(host);
+	if (user)
+		free_secret(user, strlen(user));
+	if (password)
+		free_secret(password, strlen(password));
+	if (ruser)
+		free_secret(ruser, strlen(ruser));
+	if (rpassword)
+		free_secret(rpassword, strlen(rpassword));
+	curl_free(query);
+	curl_free(stripped);
 	curl_url_cleanup(u);
 	return rc;
 }
@@ -411,19 +500,17 @@ static int http_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 	}
 	h->sink = env->sink;
 	h->node = env->node;
-	h->url = dup_opt(cfg, "http_url", &oom);
 	h->token_path = dup_opt(cfg, "http_bearer_token_file", &oom);
 	h->secret_path = dup_opt(cfg, "http_signing_secret_file", &oom);
 	h->ca_file = dup_opt(cfg, "http_ca_file", &oom);
 	h->client_cert = dup_opt(cfg, "http_client_cert", &oom);
 	h->client_key = dup_opt(cfg, "http_client_key", &oom);
-	if (oom || !h->url) {
+	if (oom) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	if (check_url(h->url, err, errlen))
+	if (parse_url(h, eh_config_get(cfg, "http_url"), err, errlen))
 		return -1;
-	eh_http_redact_url(h->url, h->url_log, sizeof(h->url_log));
 	if (eh_config_each(cfg, "http_header", add_header, &hc))
 		return -1;
 	if (load_token(h, &h->token, err, errlen) || load_key(h, &h->key, &h->keylen, err, errlen))
@@ -533,6 +620,10 @@ static int http_open(void *ctx)
 		rc |= (int)curl_easy_setopt(e, CURLOPT_SSLCERT, h->client_cert);
 	if (h->client_key)
 		rc |= (int)curl_easy_setopt(e, CURLOPT_SSLKEY, h->client_key);
+	if (h->user)
+		rc |= (int)curl_easy_setopt(e, CURLOPT_USERNAME, h->user);
+	if (h->password)
+		rc |= (int)curl_easy_setopt(e, CURLOPT_PASSWORD, h->password);
 	if (h->insecure) {
 		rc |= (int)curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
 		rc |= (int)curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);

@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,6 +211,103 @@ void eh_http_mask(char *text, size_t len, const void *secret, size_t secretlen)
 			i += n - 1;
 		}
 	}
+}
+
+static int hex_value(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = (unsigned char)tolower(c);
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Masks a query value as written and as a server would decode it: %XX
+ * decoded, and also '+' read as a space (form encoding) when that differs. */
+static int mask_value(char *text, size_t len, const char *v, size_t vlen)
+{
+	char *dec;
+	size_t n = 0;
+	bool plus = false;
+
+	if (vlen < EH_HTTP_MASK_MIN)
+		return 0;
+	eh_http_mask(text, len, v, vlen);
+	dec = malloc(vlen);
+	if (!dec)
+		return -1;
+	for (size_t i = 0; i < vlen; i++) {
+		if (v[i] == '%' && i + 2 < vlen && hex_value((unsigned char)v[i + 1]) >= 0
+		    && hex_value((unsigned char)v[i + 2]) >= 0) {
+			dec[n++] = (char)(hex_value((unsigned char)v[i + 1]) * 16 + hex_value((unsigned char)v[i + 2]));
+			i += 2;
+		} else {
+			plus |= v[i] == '+';
+			dec[n++] = v[i];
+		}
+	}
+	if (n >= EH_HTTP_MASK_MIN && (n != vlen || memcmp(dec, v, n)))
+		eh_http_mask(text, len, dec, n);
+	if (plus) {
+		for (size_t i = 0; i < n; i++)
+			if (dec[i] == '+')
+				dec[i] = ' ';
+		if (n >= EH_HTTP_MASK_MIN)
+			eh_http_mask(text, len, dec, n);
+	}
+	memset(dec, 0, n);
+	free(dec);
+	return 0;
+}
+
+int eh_http_mask_url_secrets(char *text, size_t len, const char *userinfo, const char *user, const char *password,
+			     const char *query)
+{
+	/* Longest forms first: once a whole form is masked, its parts found
+	 * inside it are already stars. */
+	if (user && *user) {
+		size_t ulen = strlen(user), plen = password ? strlen(password) : 0;
+		char *plain = malloc(ulen + 1 + plen + 1), *b64;
+
+		if (!plain)
+			return -1;
+		memcpy(plain, user, ulen);
+		plain[ulen] = ':';
+		memcpy(plain + ulen + 1, password ? password : "", plen);
+		b64 = malloc(eh_base64_len(ulen + 1 + plen) + 1);
+		if (b64) {
+			eh_base64_encode(plain, ulen + 1 + plen, b64);
+			eh_http_mask(text, len, b64, strlen(b64));
+			memset(b64, 0, strlen(b64));
+		}
+		memset(plain, 0, ulen + 1 + plen);
+		free(plain);
+		free(b64);
+		if (!b64)
+			return -1;
+	}
+	if (userinfo)
+		eh_http_mask(text, len, userinfo, strlen(userinfo));
+	if (query && *query) {
+		eh_http_mask(text, len, query, strlen(query));
+		for (const char *p = query; *p;) {
+			size_t plen = strcspn(p, "&;");
+			const char *eq = memchr(p, '=', plen);
+			const char *v = eq ? eq + 1 : p;
+
+			if (mask_value(text, len, v, plen - (size_t)(v - p)))
+				return -1;
+			p += plen;
+			if (*p)
+				p++;
+		}
+	}
+	if (password)
+		eh_http_mask(text, len, password, strlen(password));
+	if (user && strlen(user) >= EH_HTTP_MASK_MIN)
+		eh_http_mask(text, len, user, strlen(user));
+	return 0;
 }
 
 int eh_http_header_check(const char *header, size_t *namelen)

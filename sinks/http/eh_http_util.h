@@ -56,6 +56,19 @@ void eh_http_redact_url(const char *url, char *out, size_t outlen);
  * is 0. */
 void eh_http_mask(char *text, size_t len, const void *secret, size_t secretlen);
 
+/* Masks (as eh_http_mask) in text (len bytes) every form in which a peer
+ * may echo the URL's secrets: the raw user information userinfo ("user:pw"
+ * as written in the URL), base64 of "user:password" (the Basic
+ * Authorization curl sends), the password, the user name and the raw query
+ * (without '?') with each of its values, raw and percent-decoded. user and
+ * password are the decoded forms; any argument may be NULL. The user name
+ * and query values shorter than EH_HTTP_MASK_MIN bytes are left alone: they
+ * are not secrets, and masking "2" would blank every 2 of the answer.
+ * Returns 0, or -1 on out of memory (then the text must not be logged). */
+#define EH_HTTP_MASK_MIN 4
+int eh_http_mask_url_secrets(char *text, size_t len, const char *userinfo, const char *user, const char *password,
+			     const char *query);
+
 /* Checks a configured header "Name: value": a token name, a colon, no CR,
  * LF or NUL anywhere. Returns 0 or -1; sets *namelen on success. */
 int eh_http_header_check(const char *header, size_t *namelen);

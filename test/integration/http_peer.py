@@ -43,6 +43,7 @@ class Reply:
     body: bytes = b""
     delay: float = 0.0   # seconds before answering
     hang: bool = False   # never answer (until release() or stop())
+    echo: bool = False   # the body is the request line and headers as received (a debug endpoint)
 
 
 @dataclass
@@ -231,9 +232,12 @@ class HttpPeer:
                 self.send_response(reply.status)
                 for k, v in reply.headers.items():
                     self.send_header(k, v)
-                self.send_header("Content-Length", str(len(reply.body)))
+                body = reply.body
+                if reply.echo:
+                    body = (self.requestline + "\r\n" + str(self.headers)).encode("latin-1")
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(reply.body)
+                self.wfile.write(body)
                 self.wfile.flush()
                 with peer._cond:
                     req.status = reply.status

@@ -372,6 +372,34 @@ class Failures(HttpSinkCase):
         self.assertNotIn(TOKEN, log)
         self.assertNotIn("qs-secret", log)
 
+    def test_url_credentials_and_query_masked_in_echoed_responses(self):
+        peer = self.peer()
+        user, password, value = "alice", "S3c/ret@Pw", "k-12345+6789"
+        basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+        query = "api_key=k-12345%2B6789&v=2"
+        # A debug endpoint echoing the request, then an error naming what
+        # it got, decoded.
+        peer.script(Reply(400, echo=True),
+                    Reply(403, body=f'{{"error":"bad api_key {value} for {user} / {password}"}}'.encode()))
+        url = f"http://{user}:S3c%2Fret%40Pw@127.0.0.1:{peer.port}/hook?{query}"
+        b = self.broker(url, http_events="client.connected")
+        self.session(b, 2)
+        reqs = peer.wait_requests(2)
+        # curl still sends the credentials, decoded, as Basic; not in the URL.
+        self.assertEqual(reqs[0].headers["authorization"], f"Basic {basic}")
+        self.assertEqual(reqs[0].path, f"/hook?{query}")
+        b.stop()
+        log = b.log()
+        shown = f"http://***@127.0.0.1:{peer.port}/hook?..."
+        self.assertIn(f"eventhook: http: HTTP 400 from {shown}: 1 event(s) dropped; further 400 responses are "
+                      f"counted, not logged. Response: POST /hook?{'*' * len(query)} HTTP/1.1", log)
+        self.assertIn(f"Authorization: Basic {'*' * len(basic)}", log)
+        self.assertIn(f"eventhook: http: HTTP 403 from {shown}: 1 event(s) dropped; further 403 responses are "
+                      f"counted, not logged. Response: "
+                      f'{{"error":"bad api_key {"*" * len(value)} for ***** / {"*" * len(password)}"}}', log)
+        for secret in (basic, password, "S3c%2Fret%40Pw", value, "k-12345%2B6789", "alice"):
+            self.assertNotIn(secret, log)
+
     def test_server_never_answers_timeout_then_retry(self):
         peer = self.peer()
         peer.script(Reply(hang=True))
@@ -533,6 +561,16 @@ class ConfigErrors(HttpSinkCase):
             self.expect_refusal("http_url", http_url="ftp://127.0.0.1/x")
         with self.subTest("not a url"):
             self.expect_refusal("http_url", http_url="http://")
+        for bad in ("http://alice:Zq9@Wv7@127.0.0.1:9/hook", "http://alice:Zq9/Wv7@127.0.0.1:9/hook",
+                    "http://alice:Zq9#Wv7@127.0.0.1:9/hook", "http://alice:Zq9?Wv7@127.0.0.1:9/hook"):
+            with self.subTest("unescaped password", url=bad):
+                # Neither the password nor the host: which part is which
+                # is what failed to parse.
+                log = self.expect_refusal("http_url", http_url=bad)
+                self.assertRegex(log, r"plugin_opt_http_url: 'http://\*\*\*' is not a valid URL \([^;]+; the rest "
+                                      r"is not shown: in a user name or password, write : / \? # @ and % as %XX\)")
+                for part in ("alice", "Zq9", "Wv7", "127.0.0.1"):
+                    self.assertNotIn(part, log)
         with self.subTest("token file"):
             self.expect_refusal("http_bearer_token_file", http_bearer_token_file=self.tmp / "missing")
         with self.subTest("secret file"):

@@ -165,6 +165,56 @@ START_TEST(mask_secrets)
 }
 END_TEST
 
+/* Masks in a copy of text and returns it (static buffer). */
+static const char *masked_url(const char *text, const char *userinfo, const char *user, const char *password,
+			      const char *query)
+{
+	static char buf[256];
+	size_t n = strlen(text);
+
+	ck_assert_uint_lt(n, sizeof(buf));
+	memcpy(buf, text, n + 1);
+	ck_assert_int_eq(eh_http_mask_url_secrets(buf, n, userinfo, user, password, query), 0);
+	return buf;
+}
+
+START_TEST(mask_url_credentials)
+{
+	/* base64("alice:S3c/ret@Pw"), as curl sends it for Basic auth */
+	ck_assert_str_eq(masked_url("Authorization: Basic YWxpY2U6UzNjL3JldEBQdw==", "alice:S3c%2Fret%40Pw", "alice",
+				    "S3c/ret@Pw", NULL),
+			 "Authorization: Basic ************************");
+	/* decoded and raw forms, and the user name */
+	ck_assert_str_eq(masked_url("pw S3c/ret@Pw raw alice:S3c%2Fret%40Pw user alice", "alice:S3c%2Fret%40Pw", "alice",
+				    "S3c/ret@Pw", NULL),
+			 "pw ********** raw ******************** user *****");
+	/* a user without a password: Basic of "bob1:" */
+	ck_assert_str_eq(masked_url("Basic Ym9iMTo= bob1", "bob1", "bob1", NULL, NULL), "Basic ******** ****");
+	/* a short user name is not a secret; a short password is */
+	ck_assert_str_eq(masked_url("bob x7 bob.", "bob:x7", "bob", "x7", NULL), "bob ** bob.");
+	/* nothing to mask */
+	ck_assert_str_eq(masked_url("plain text", NULL, NULL, NULL, NULL), "plain text");
+}
+END_TEST
+
+START_TEST(mask_url_query_values)
+{
+	const char *q = "api_key=k-12345%2B6789&v=2&sig=a+b+c+d;flag&tok=%41BCD";
+
+	/* the whole query, each value raw, %-decoded, '+' as space; short
+	 * values (v=2) left alone */
+	ck_assert_str_eq(masked_url("GET /h?api_key=k-12345%2B6789&v=2&sig=a+b+c+d;flag&tok=%41BCD", NULL, NULL, NULL, q),
+			 "GET /h?" "******************************************************");
+	ck_assert_str_eq(masked_url("bad key k-12345%2B6789 / k-12345+6789, v 2", NULL, NULL, NULL, q),
+			 "bad key ************** / ************, v 2");
+	ck_assert_str_eq(masked_url("sig a+b+c+d or a b c d; flag; ABCD %41BCD", NULL, NULL, NULL, q),
+			 "sig ******* or *******; ****; **** ******");
+	/* an empty query, a value cut at the end of the kept text */
+	ck_assert_str_eq(masked_url("k-123", NULL, NULL, NULL, ""), "k-123");
+	ck_assert_str_eq(masked_url("echo: k-123", NULL, NULL, NULL, "key=k-12345"), "echo: *****");
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
 	Suite *s = suite_create("http");
@@ -180,6 +230,8 @@ static Suite *http_suite(void)
 	tcase_add_test(tc, url_redaction);
 	tcase_add_test(tc, header_check);
 	tcase_add_test(tc, mask_secrets);
+	tcase_add_test(tc, mask_url_credentials);
+	tcase_add_test(tc, mask_url_query_values);
 	suite_add_tcase(s, tc);
 	return s;
 }
