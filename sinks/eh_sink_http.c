@@ -542,7 +542,7 @@ static int http_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 	if (h->insecure)
 		eh_sink_log(h->sink, MOSQ_LOG_WARNING,
 			    "plugin_opt_http_tls_insecure is on: the server's certificate is NOT verified");
-	if (!strncasecmp(h->url, "http:", 5) && (h->token || h->nheaders))
+	if (!strncasecmp(h->url, "http:", 5) && (h->token || h->nheaders || h->user))
 		eh_sink_log(h->sink, MOSQ_LOG_NOTICE, "credentials are sent to %s without TLS", h->url_log);
 	eh_sink_set_batching(env->sink, (size_t)batch_max, eh_config_int(cfg, "http_batch_linger_ms"));
 	eh_sink_set_retry(env->sink, eh_config_int(cfg, "http_retry_initial_ms"), eh_config_int(cfg, "http_retry_max_ms"),

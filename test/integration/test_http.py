@@ -400,6 +400,19 @@ class Failures(HttpSinkCase):
         for secret in (basic, password, "S3c%2Fret%40Pw", value, "k-12345%2B6789", "alice"):
             self.assertNotIn(secret, log)
 
+    def test_credentials_without_tls_noticed(self):
+        peer = self.peer()
+        for name, url, opts in (("userinfo", f"http://alice:pw@127.0.0.1:{peer.port}/hook", {}),
+                                ("header", peer.url, {"http_header": "X-Key: k"}),
+                                ("none", peer.url, {})):
+            with self.subTest(name):
+                b = self.broker(url, **opts)
+                shown = url.replace("alice:pw@", "***@")
+                self.assertEqual(b.log().count(f"eventhook: http: credentials are sent to {shown} without TLS"),
+                                 0 if name == "none" else 1)
+                self.assertEqual(b.log().count("credentials are sent"), 0 if name == "none" else 1)
+                b.stop()
+
     def test_server_never_answers_timeout_then_retry(self):
         peer = self.peer()
         peer.script(Reply(hang=True))
