@@ -15,9 +15,12 @@
  * one request and the response into OK, RETRY (408, 429, 5xx, transport
  * errors, with Retry-After) or DROP (any other status).
  *
- * Secrets (bearer token, signing key, header values) are read at create on
- * the broker thread, re-read on SIGHUP on the sink thread, and never logged;
- * logged URLs go through eh_http_redact_url.
+ * Secrets are never logged; logged URLs go through eh_http_redact_url and
+ * quoted responses through the masks of response_text. The bearer token and
+ * signing key files are read at create on the broker thread and again on
+ * SIGHUP on the sink thread. Header values and the URL (with its user
+ * information) are fixed until restart: Mosquitto 2.0 does not hand plugin
+ * options over again on reload.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -86,7 +89,7 @@ static const struct eh_option http_options[] = {
 	  "information and the query are never logged." },
 	{ "http_header", EH_OPT_STRING, NULL, 0, 0, NULL, EH_OPT_REPEAT | EH_OPT_SECRET,
 	  "An extra request header, \"Name: value\"; repeat the option for more. Values are treated as "
-	  "secrets (never logged). Content-Type, Content-Length, Transfer-Encoding and the webhook-* "
+	  "secrets (never logged); they are fixed until restart (not re-read on SIGHUP). Content-Type, Content-Length, Transfer-Encoding and the webhook-* "
 	  "signature headers are set by the sink and cannot be given." },
 	{ "http_bearer_token_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
 	  "File holding a token sent as \"Authorization: Bearer <token>\" (trailing newlines removed). "

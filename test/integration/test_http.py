@@ -143,6 +143,32 @@ class Formats(HttpSinkCase):
         self.assertEqual(set(tokens[switch:]), {"Bearer token-two"})
         self.assertEqual(set(tokens[:switch]), {"Bearer token-one"})
 
+    def test_sighup_rereads_secret_files_not_header_values(self):
+        peer = self.peer()
+        (self.tmp / "token").write_text("token-one\n")
+        (self.tmp / "secret").write_text("key-one")
+        b = self.broker(peer.url, http_bearer_token_file=self.tmp / "token",
+                        http_signing_secret_file=self.tmp / "secret", http_header="X-Key: old-value")
+        self.session(b, 1)
+        peer.wait_requests(3)
+        (self.tmp / "token").write_text("token-two\n")
+        (self.tmp / "secret").write_text("key-two")
+        b.plugin_opts["http_header"] = "X-Key: new-value"
+        b.write_config()
+        self.assertIn("plugin_opt_http_header X-Key: new-value", b.conf_path.read_text())
+        b.sighup()
+        for i in range(50):
+            self.session(b, 1, prefix=f"d{i}-")
+            reqs = peer.wait_requests(3 * (i + 2))
+            if reqs[-1].headers["authorization"] == "Bearer token-two":
+                break
+        last = reqs[-1]
+        self.assertEqual(last.headers["authorization"], "Bearer token-two")
+        self.assertTrue(verify_signature(last, b"key-two"))
+        # Mosquitto 2.0 hands plugin options over only at start.
+        self.assertEqual({r.headers["x-key"] for r in reqs}, {"old-value"})
+        self.assertIn("Reloading config.", b.log())
+
     def test_json_array_batch(self):
         peer = self.peer()
         (self.tmp / "secret").write_bytes(b"raw-secret-bytes")
