@@ -398,25 +398,6 @@ out:
 	return rc;
 }
 
-static int check_readable(const char *key, const char *path, char *err, size_t errlen)
-{
-	FILE *f;
-
-	if (!path)
-		return 0;
-	f = fopen(path, "re");
-	if (!f) {
-		char shown[EH_QUOTE_LEN];
-		int saved = errno;
-
-		eh_quote(shown, sizeof(shown), path);
-		snprintf(err, errlen, "plugin_opt_%s: cannot read '%s': %s", key, shown, strerror(saved));
-		return -1;
-	}
-	fclose(f);
-	return 0;
-}
-
 struct header_ctx {
 	struct http_sink *h;
 	char *err;
@@ -522,9 +503,7 @@ static int http_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 		snprintf(err, errlen, "plugin_opt_http_client_key: given without plugin_opt_http_client_cert");
 		return -1;
 	}
-	if (check_readable("http_ca_file", h->ca_file, err, errlen)
-	    || check_readable("http_client_cert", h->client_cert, err, errlen)
-	    || check_readable("http_client_key", h->client_key, err, errlen))
+	if (eh_http_check_tls_files(h->ca_file, h->client_cert, h->client_key, err, errlen))
 		return -1;
 	h->insecure = eh_config_bool(cfg, "http_tls_insecure");
 	h->timeout_ms = (long)eh_config_int(cfg, "http_timeout_ms");

@@ -10,10 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <curl/curl.h>
-#include <openssl/evp.h>
 #include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "eh_json.h"
 #include "http/eh_http_util.h"
@@ -308,6 +312,98 @@ int eh_http_mask_url_secrets(char *text, size_t len, const char *userinfo, const
 	if (user && strlen(user) >= EH_HTTP_MASK_MIN)
 		eh_http_mask(text, len, user, strlen(user));
 	return 0;
+}
+
+/* Never asks for a passphrase: OpenSSL's default would prompt on the
+ * broker's terminal. An encrypted key then simply fails to load. */
+static int no_passphrase(char *buf, int size, int rwflag, void *arg)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)arg;
+	return -1;
+}
+
+static FILE *open_regular(const char *option, const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "re");
+	struct stat st;
+
+	if (!f) {
+		snprintf(err, errlen, "plugin_opt_%s: cannot read '%s': %s", option, path, strerror(errno));
+		return NULL;
+	}
+	/* fopen succeeds on a directory; reading it would then fail in curl. */
+	if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "plugin_opt_%s: '%s' is not a regular file", option, path);
+		fclose(f);
+		return NULL;
+	}
+	return f;
+}
+
+static X509 *read_cert(const char *option, const char *path, char *err, size_t errlen)
+{
+	FILE *f = open_regular(option, path, err, errlen);
+	X509 *x;
+
+	if (!f)
+		return NULL;
+	x = PEM_read_X509_AUX(f, NULL, no_passphrase, NULL);
+	fclose(f);
+	if (!x)
+		snprintf(err, errlen, "plugin_opt_%s: '%s' holds no PEM certificate", option, path);
+	return x;
+}
+
+int eh_http_check_tls_files(const char *ca_file, const char *cert, const char *key, char *err, size_t errlen)
+{
+	X509 *x = NULL;
+	EVP_PKEY *pkey = NULL;
+	int rc = -1;
+
+	if (ca_file) {
+		x = read_cert("http_ca_file", ca_file, err, errlen);
+		if (!x)
+			goto out;
+		X509_free(x);
+		x = NULL;
+	}
+	if (cert) {
+		const char *option = key ? "http_client_key" : "http_client_cert";
+		FILE *f;
+
+		x = read_cert("http_client_cert", cert, err, errlen);
+		if (!x)
+			goto out;
+		/* Without http_client_key curl takes the key from the
+		 * certificate file; PEM reading skips the other blocks. */
+		f = open_regular(option, key ? key : cert, err, errlen);
+		if (!f)
+			goto out;
+		pkey = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
+		fclose(f);
+		if (!pkey) {
+			snprintf(err, errlen, "plugin_opt_%s: '%s' holds no unencrypted PEM private key%s", option,
+				 key ? key : cert, key ? "" : " (give it with plugin_opt_http_client_key)");
+			goto out;
+		}
+		if (X509_check_private_key(x, pkey) != 1) {
+			snprintf(err, errlen, "plugin_opt_%s: the key in '%s' does not match the certificate in '%s'",
+				 option, key ? key : cert, cert);
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	X509_free(x);
+	EVP_PKEY_free(pkey);
+	/* The queue is per thread and this is the broker's thread: a stale
+	 * error there could be taken for a TLS client's by its own SSL
+	 * calls. */
+	ERR_clear_error();
+	return rc;
 }
 
 int eh_http_header_check(const char *header, size_t *namelen)

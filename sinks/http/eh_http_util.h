@@ -69,6 +69,15 @@ void eh_http_mask(char *text, size_t len, const void *secret, size_t secretlen);
 int eh_http_mask_url_secrets(char *text, size_t len, const char *userinfo, const char *user, const char *password,
 			     const char *query);
 
+/* Checks at start what libcurl would only find out at the first request
+ * (and then retry for the whole budget): each file given is a regular file;
+ * ca_file holds at least one PEM certificate; cert holds a PEM certificate
+ * and, with key or (key NULL) in cert itself, an unencrypted PEM private key
+ * that matches it. NULL paths are skipped. Returns 0, or -1 with err naming
+ * the option (plugin_opt_http_ca_file, _client_cert, _client_key). Runs on
+ * the broker thread; leaves OpenSSL's error queue empty. */
+int eh_http_check_tls_files(const char *ca_file, const char *cert, const char *key, char *err, size_t errlen);
+
 /* Checks a configured header "Name: value": a token name, a colon, no CR,
  * LF or NUL anywhere. Returns 0 or -1; sets *namelen on success. */
 int eh_http_header_check(const char *header, size_t *namelen);

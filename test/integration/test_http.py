@@ -289,6 +289,44 @@ class Tls(HttpSinkCase):
         c = counters(b)
         self.assertEqual((c["enqueued"], c["delivered"], c["left"]), (3, 0, 3))
 
+    def test_unusable_tls_files_refused_at_start(self):
+        garbage = self.tmp / "garbage.pem"
+        garbage.write_text("not a certificate\n")
+        encrypted = self.tmp / "encrypted.key"
+        openssl("pkey", "-in", self.p("client.key"), "-aes256", "-passout", "pass:pw", "-out", str(encrypted),
+                cwd=self.pki)
+        combined = self.tmp / "combined.pem"
+        combined.write_text(Path(self.p("client.crt")).read_text() + Path(self.p("client.key")).read_text())
+        d = str(self.tmp)
+        cases = [
+            ({"http_ca_file": d}, f"plugin_opt_http_ca_file: '{d}' is not a regular file"),
+            ({"http_ca_file": garbage}, f"plugin_opt_http_ca_file: '{garbage}' holds no PEM certificate"),
+            ({"http_client_cert": d}, f"plugin_opt_http_client_cert: '{d}' is not a regular file"),
+            ({"http_client_cert": garbage}, f"plugin_opt_http_client_cert: '{garbage}' holds no PEM certificate"),
+            ({"http_client_cert": self.p("client.crt")},
+             f"plugin_opt_http_client_cert: '{self.p('client.crt')}' holds no unencrypted PEM private key "
+             "(give it with plugin_opt_http_client_key)"),
+            ({"http_client_cert": self.p("client.crt"), "http_client_key": d},
+             f"plugin_opt_http_client_key: '{d}' is not a regular file"),
+            ({"http_client_cert": self.p("client.crt"), "http_client_key": encrypted},
+             f"plugin_opt_http_client_key: '{encrypted}' holds no unencrypted PEM private key"),
+            ({"http_client_cert": self.p("client.crt"), "http_client_key": self.p("server.key")},
+             f"plugin_opt_http_client_key: the key in '{self.p('server.key')}' does not match the certificate "
+             f"in '{self.p('client.crt')}'"),
+        ]
+        for opts, message in cases:
+            with self.subTest(message):
+                with self.assertRaises(BrokerError) as cm:
+                    self.broker("https://127.0.0.1:9/hook", **opts)
+                self.assertIn(f"eventhook: configuration error: {message}", cm.exception.log)
+        # A certificate file that holds its key too is fine without
+        # http_client_key, and is what the server then sees.
+        peer = self.peer(tls=server_context(self.p("server.crt"), self.p("server.key"), client_ca=self.p("ca.crt")))
+        b = self.broker(peer.url, http_ca_file=self.p("ca.crt"), http_client_cert=combined)
+        self.session(b, 1)
+        reqs = peer.wait_requests(3)
+        self.assertEqual(dict(x[0] for x in reqs[0].client_cert["subject"])["commonName"], "eh-client")
+
     def test_insecure_opt_out_is_logged(self):
         peer = self.peer(tls=server_context(self.p("rogue.crt"), self.p("rogue.key")))
         b = self.broker(peer.url, http_tls_insecure="true")
