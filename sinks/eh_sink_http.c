@@ -38,6 +38,10 @@
 
 #define POLL_STEP_MS 100
 #define RESPONSE_KEEP 200 /* bytes of a response body quoted in a log line */
+/* A line eh_sink_log passes on whole: EH_LOG_LEN (512, eh_core.h) less the
+ * "<sink>: " the core puts in front. A longer one is cut at a byte, maybe
+ * inside a character, so the quoted response is fitted to what is left. */
+#define LOG_LINE_MAX 500
 #define URL_LOG_LEN 512
 #define STATUS_BITS 1000
 
@@ -74,8 +78,9 @@ struct http_sink {
 	CURL *easy;
 	struct eh_buf body;
 	char retry_after[64];
-	char response[RESPONSE_KEEP + 1];
+	char response[RESPONSE_KEEP];
 	size_t response_len;
+	bool response_cut; /* the body went on past RESPONSE_KEEP */
 	char errbuf[CURL_ERROR_SIZE];
 	bool failing;
 	long fail_key; /* status, or -curl code, of the last logged failure */
@@ -164,16 +169,15 @@ static bool status_logged(struct http_sink *h, long status)
 	return false;
 }
 
-/* The response body quoted for a log line, with control bytes replaced and
- * our secrets masked: a server (or a proxy's error page) may echo the
- * request it got, Authorization and the configured headers included. */
-static const char *response_text(struct http_sink *h)
+/* The response body quoted for a log line: our secrets masked (a server,
+ * or a proxy's error page, may echo the request it got, Authorization and
+ * the configured headers included), then made safe for a log line by
+ * eh_http_log_text, in at most outlen bytes. */
+static const char *response_text(struct http_sink *h, char *out, size_t outlen)
 {
 	char *r = h->response;
 	size_t n = h->response_len;
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)r[i] < 0x20 || r[i] == 0x7f)
-			r[i] = ' ';
+
 	if (h->token)
 		eh_http_mask(r, n, h->token, strlen(h->token));
 	if (h->key)
@@ -188,8 +192,8 @@ static const char *response_text(struct http_sink *h)
 	 * every form a server may echo them (Basic credentials, decoded). */
 	if (eh_http_mask_url_secrets(r, n, h->userinfo, h->user, h->password, h->query))
 		return "(not shown: out of memory)";
-	r[n] = '\0';
-	return r;
+	eh_http_log_text(r, n, h->response_cut, out, outlen);
+	return out;
 }
 
 /* ---- secrets ---- */
@@ -554,15 +558,14 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 {
 	struct http_sink *h = arg;
 	size_t len = size * n, room = RESPONSE_KEEP - h->response_len;
+	size_t k = len < room ? len : room;
 
 	/* Keep the start for the log; read and discard the rest so the
 	 * connection stays usable. */
-	if (room) {
-		size_t k = len < room ? len : room;
-
-		memcpy(h->response + h->response_len, data, k);
-		h->response_len += k;
-	}
+	memcpy(h->response + h->response_len, data, k);
+	h->response_len += k;
+	if (k < len)
+		h->response_cut = true;
 	return len;
 }
 
@@ -799,6 +802,7 @@ static enum eh_deliver_rc http_deliver(void *ctx, struct eh_batch *b)
 	curl_easy_setopt(h->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)h->body.len);
 	h->retry_after[0] = '\0';
 	h->response_len = 0;
+	h->response_cut = false;
 	h->errbuf[0] = '\0';
 	result = perform(h);
 	curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, NULL);
@@ -826,11 +830,19 @@ static enum eh_deliver_rc http_deliver(void *ctx, struct eh_batch *b)
 		return EH_DELIVER_RETRY;
 	case EH_HTTP_REJECTED:
 	default:
-		if (!status_logged(h, status))
-			eh_sink_log(h->sink, MOSQ_LOG_ERR,
-				    "HTTP %ld from %s: %zu event(s) dropped; further %ld responses are counted, not "
-				    "logged. Response: %s",
-				    status, h->url_log, b->count, status, response_text(h));
+		if (!status_logged(h, status)) {
+			char line[LOG_LINE_MAX], quoted[LOG_LINE_MAX];
+			int used = snprintf(line, sizeof(line),
+					    "HTTP %ld from %s: %zu event(s) dropped; further %ld responses are counted, "
+					    "not logged. Response: ",
+					    status, h->url_log, b->count, status);
+
+			if (used > 0 && (size_t)used < sizeof(line) - 1)
+				eh_sink_log(h->sink, MOSQ_LOG_ERR, "%s%s", line,
+					    response_text(h, quoted, sizeof(line) - (size_t)used));
+			else
+				eh_sink_log(h->sink, MOSQ_LOG_ERR, "%s", line);
+		}
 		h->failing = false;
 		return EH_DELIVER_DROP;
 	}

@@ -314,6 +314,69 @@ int eh_http_mask_url_secrets(char *text, size_t len, const char *userinfo, const
 	return 0;
 }
 
+/* The length of text without a multi-byte character that its end cuts
+ * short (a lead byte followed by fewer continuation bytes than it needs). */
+static size_t without_cut_character(const unsigned char *t, size_t len)
+{
+	for (size_t k = 1; k <= 3 && k <= len; k++) {
+		unsigned char c = t[len - k];
+
+		if ((c & 0xC0) == 0x80)
+			continue;
+		if (c >= 0xC0 && (size_t)(c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2) > k)
+			return len - k;
+		break;
+	}
+	return len;
+}
+
+size_t eh_http_log_text(const char *text, size_t len, int cut, char *out, size_t outlen)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *t = (const unsigned char *)text;
+	size_t o = 0, i = 0;
+
+	if (cut)
+		len = without_cut_character(t, len);
+	while (i < len) {
+		unsigned char c = t[i];
+		size_t n = 1;
+		bool escape = false;
+
+		if (c >= 0x80) {
+			n = eh_utf8_sequence_len(t + i, len - i);
+			if (!n) {
+				n = 1;
+				escape = true;
+			} else {
+				/* C1 controls (terminal escapes like CSI) and the
+				 * line and paragraph separators, which some log
+				 * viewers break lines at. */
+				escape = (c == 0xC2 && t[i + 1] <= 0x9F)
+					 || (c == 0xE2 && t[i + 1] == 0x80 && (t[i + 2] == 0xA8 || t[i + 2] == 0xA9));
+			}
+		}
+		if (o + (escape ? 4 * n : n) >= outlen)
+			break;
+		if (escape) {
+			for (size_t k = 0; k < n; k++) {
+				out[o++] = '\\';
+				out[o++] = 'x';
+				out[o++] = hex[t[i + k] >> 4];
+				out[o++] = hex[t[i + k] & 15];
+			}
+		} else if (c < 0x20 || c == 0x7F) {
+			out[o++] = ' ';
+		} else {
+			memcpy(out + o, t + i, n);
+			o += n;
+		}
+		i += n;
+	}
+	out[o] = '\0';
+	return o;
+}
+
 /* Never asks for a passphrase: OpenSSL's default would prompt on the
  * broker's terminal. An encrypted key then simply fails to load. */
 static int no_passphrase(char *buf, int size, int rwflag, void *arg)

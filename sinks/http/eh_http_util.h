@@ -69,6 +69,16 @@ void eh_http_mask(char *text, size_t len, const void *secret, size_t secretlen);
 int eh_http_mask_url_secrets(char *text, size_t len, const char *userinfo, const char *user, const char *password,
 			     const char *query);
 
+/* Writes the start of a peer's answer (text, len bytes) into out (outlen
+ * bytes, at least 1) so that a log line can quote it safely: valid UTF-8 is
+ * kept, C0 controls and DEL become spaces, and every byte that is not valid
+ * UTF-8, and the bytes of C1 controls (U+0080..U+009F) and of U+2028 and
+ * U+2029, become \xNN. With cut (the text is the start of a longer answer)
+ * a character cut at the end is dropped rather than escaped. Output stops
+ * at a character or escape boundary when out is full; it is always
+ * NUL-terminated. Returns the length written. */
+size_t eh_http_log_text(const char *text, size_t len, int cut, char *out, size_t outlen);
+
 /* Checks at start what libcurl would only find out at the first request
  * (and then retry for the whole budget): each file given is a regular file;
  * ca_file holds at least one PEM certificate; cert holds a PEM certificate

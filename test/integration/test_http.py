@@ -477,6 +477,26 @@ class Failures(HttpSinkCase):
                 self.assertEqual(b.log().count("credentials are sent"), 0 if name == "none" else 1)
                 b.stop()
 
+    def test_quoted_response_is_valid_utf8_without_controls(self):
+        peer = self.peer()
+        hostile = b"\x1b[31mred\xff\xfe\xc3(\x00nul\x07bell\x85\xc2\x9b2J\xe2\x80\xa8end \xc3\xa9"
+        long_utf8 = b"a" * 199 + "\u00e9t\u00e9".encode() * 10
+        peer.script(Reply(401, body=hostile), Reply(403, body=long_utf8))
+        b = self.broker(peer.url, http_events="client.connected")
+        self.session(b, 2)
+        peer.wait_requests(2)
+        b.stop()
+        raw = b.log_path.read_bytes()
+        raw.decode("utf-8")  # strict: the whole log is valid UTF-8
+        prefix = f"eventhook: http: HTTP %d from {peer.url}: 1 event(s) dropped; further %d responses are counted, " \
+                 "not logged. Response: "
+        line401 = (prefix % (401, 401)).encode() + \
+            b" [31mred\\xff\\xfe\\xc3( nul bell\\x85\\xc2\\x9b2J\\xe2\\x80\\xa8end \xc3\xa9\n"
+        self.assertIn(line401, raw)
+        # 200 bytes kept, cut inside the e-acute: the half character goes.
+        line403 = (prefix % (403, 403)).encode() + b"a" * 199 + b"\n"
+        self.assertIn(line403, raw)
+
     def test_server_never_answers_timeout_then_retry(self):
         peer = self.peer()
         peer.script(Reply(hang=True))

@@ -215,6 +215,54 @@ START_TEST(mask_url_query_values)
 }
 END_TEST
 
+static const char *log_text(const char *text, size_t len, int cut, size_t outlen)
+{
+	static char out[1024];
+
+	ck_assert_uint_le(outlen, sizeof(out));
+	eh_http_log_text(text, len, cut, out, outlen);
+	return out;
+}
+
+START_TEST(log_text_escapes)
+{
+	/* The audit's body: C0 to spaces; invalid bytes, C1 (raw and as
+	 * UTF-8) and U+2028 escaped; valid UTF-8 kept. */
+	static const char body[] = "\x1b[31mred\xff\xfe\xc3(\x00nul\x07" "bell\x85\xc2\x9b"
+				   "2J\xe2\x80\xa8" "end \xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xe2\x80\xa9\x7f.";
+
+	ck_assert_str_eq(log_text(body, sizeof(body) - 1, 0, 1024),
+			 " [31mred\\xff\\xfe\\xc3( nul bell\\x85\\xc2\\x9b2J\\xe2\\x80\\xa8end "
+			 "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\\xe2\\x80\\xa9 .");
+	/* overlong, surrogate, above U+10FFFF: not valid, so escaped */
+	ck_assert_str_eq(log_text("\xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80", 11, 0, 1024),
+			 "\\xc0\\xaf \\xed\\xa0\\x80 \\xf4\\x90\\x80\\x80");
+	ck_assert_str_eq(log_text("", 0, 0, 1), "");
+}
+END_TEST
+
+START_TEST(log_text_cuts_at_boundaries)
+{
+	char body[200];
+
+	/* 199 x 'a' and the first byte of an e-acute, cut there: dropped. */
+	memset(body, 'a', 199);
+	body[199] = (char)0xc3;
+	ck_assert_uint_eq(strlen(log_text(body, 200, 1, 1024)), 199);
+	/* the same at the real end of an answer is an invalid byte */
+	ck_assert_str_eq(log_text(body, 200, 0, 1024) + 199, "\\xc3");
+	/* two of the three bytes of a euro sign, and three of four of an emoji */
+	ck_assert_str_eq(log_text("x\xe2\x82", 3, 1, 1024), "x");
+	ck_assert_str_eq(log_text("x\xf0\x9f\x98", 4, 1, 1024), "x");
+	ck_assert_str_eq(log_text("x\xe2\x82\xac", 4, 1, 1024), "x\xe2\x82\xac");
+	/* a full output stops before a character or an escape, never inside */
+	ck_assert_str_eq(log_text("ab\xe2\x82\xac", 5, 0, 5), "ab");
+	ck_assert_str_eq(log_text("ab\xe2\x82\xac", 5, 0, 6), "ab\xe2\x82\xac");
+	ck_assert_str_eq(log_text("ab\xff", 3, 0, 6), "ab");
+	ck_assert_str_eq(log_text("ab\xff", 3, 0, 7), "ab\\xff");
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
 	Suite *s = suite_create("http");
@@ -232,6 +280,8 @@ static Suite *http_suite(void)
 	tcase_add_test(tc, mask_secrets);
 	tcase_add_test(tc, mask_url_credentials);
 	tcase_add_test(tc, mask_url_query_values);
+	tcase_add_test(tc, log_text_escapes);
+	tcase_add_test(tc, log_text_cuts_at_boundaries);
 	suite_add_tcase(s, tc);
 	return s;
 }
