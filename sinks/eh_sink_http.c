@@ -94,7 +94,7 @@ static const struct eh_option http_options[] = {
 	  "information and the query are never logged." },
 	{ "http_header", EH_OPT_STRING, NULL, 0, 0, NULL, EH_OPT_REPEAT | EH_OPT_SECRET,
 	  "An extra request header, \"Name: value\"; repeat the option for more. Values are treated as "
-	  "secrets (never logged); they are fixed until restart (not re-read on SIGHUP). Content-Type, Content-Length, Transfer-Encoding and the webhook-* "
+	  "secrets (never logged); they are fixed until restart (not re-read on SIGHUP). An empty value is refused. Content-Type, Content-Length, Transfer-Encoding and the webhook-* "
 	  "signature headers are set by the sink and cannot be given." },
 	{ "http_bearer_token_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
 	  "File holding a token sent as \"Authorization: Bearer <token>\" (trailing newlines removed). "
@@ -416,9 +416,18 @@ static int add_header(void *arg, const char *key, const char *value)
 	struct http_sink *h = c->h;
 	size_t namelen;
 	char **grown;
+	int check;
 
 	(void)key;
-	if (eh_http_header_check(value, &namelen)) {
+	check = eh_http_header_check(value, &namelen);
+	if (check == EH_HTTP_HEADER_EMPTY) {
+		snprintf(c->err, c->errlen,
+			 "plugin_opt_http_header: header %zu (%.*s) has an empty value, which libcurl would take as "
+			 "\"remove this header\"",
+			 h->nheaders + 1, (int)namelen, value);
+		return -1;
+	}
+	if (check) {
 		snprintf(c->err, c->errlen,
 			 "plugin_opt_http_header: header %zu is not \"Name: value\" (a token name, no line breaks)",
 			 h->nheaders + 1);

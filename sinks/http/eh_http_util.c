@@ -487,5 +487,7 @@ int eh_http_header_check(const char *header, size_t *namelen)
 		if (*p == '\r' || *p == '\n')
 			return -1;
 	*namelen = n;
+	if (!header[n + 1 + strspn(header + n + 1, " \t")])
+		return EH_HTTP_HEADER_EMPTY;
 	return 0;
 }

@@ -89,7 +89,11 @@ size_t eh_http_log_text(const char *text, size_t len, int cut, char *out, size_t
 int eh_http_check_tls_files(const char *ca_file, const char *cert, const char *key, char *err, size_t errlen);
 
 /* Checks a configured header "Name: value": a token name, a colon, no CR,
- * LF or NUL anywhere. Returns 0 or -1; sets *namelen on success. */
+ * LF or NUL anywhere. Returns 0 (and sets *namelen), -1 when malformed, or
+ * -2 when the value is empty or only blanks: libcurl reads "Name:" as
+ * "remove this header", so it would not be sent (and would remove one of
+ * curl's own, such as User-Agent). */
+#define EH_HTTP_HEADER_EMPTY (-2)
 int eh_http_header_check(const char *header, size_t *namelen);
 
 #endif

@@ -682,6 +682,12 @@ class ConfigErrors(HttpSinkCase):
         with self.subTest("header"):
             log = self.expect_refusal("http_header", http_header="X-Key secret-value")
             self.assertNotIn("secret-value", log)
+        for header in ("X-Empty:", "User-Agent: \t "):
+            with self.subTest("empty header value", header=header):
+                log = self.expect_refusal("http_header", http_header=header)
+                name = header.split(":")[0]
+                self.assertIn(f"eventhook: configuration error: plugin_opt_http_header: header 1 ({name}) has an empty "
+                              f"value, which libcurl would take as \"remove this header\"", log)
         with self.subTest("ndjson cloudevents"):
             self.expect_refusal("http_batch_format", http_batch_format="ndjson", http_format="cloudevents")
 

@@ -134,7 +134,11 @@ START_TEST(header_check)
 
 	ck_assert_int_eq(eh_http_header_check("X-Api-Key: abc", &n), 0);
 	ck_assert_uint_eq(n, 9);
-	ck_assert_int_eq(eh_http_header_check("X-Empty:", &n), 0);
+	/* curl would remove such a header instead of sending it */
+	ck_assert_int_eq(eh_http_header_check("X-Empty:", &n), EH_HTTP_HEADER_EMPTY);
+	ck_assert_uint_eq(n, 7);
+	ck_assert_int_eq(eh_http_header_check("User-Agent: \t ", &n), EH_HTTP_HEADER_EMPTY);
+	ck_assert_int_eq(eh_http_header_check("X:v", &n), 0);
 	ck_assert_int_eq(eh_http_header_check("no colon", &n), -1);
 	ck_assert_int_eq(eh_http_header_check(": v", &n), -1);
 	ck_assert_int_eq(eh_http_header_check("Bad Name: v", &n), -1);
