@@ -94,8 +94,9 @@ static const struct eh_option http_options[] = {
 	  "information and the query are never logged." },
 	{ "http_header", EH_OPT_STRING, NULL, 0, 0, NULL, EH_OPT_REPEAT | EH_OPT_SECRET,
 	  "An extra request header, \"Name: value\"; repeat the option for more. Values are treated as "
-	  "secrets (never logged); they are fixed until restart (not re-read on SIGHUP). An empty value is refused. Content-Type, Content-Length, Transfer-Encoding and the webhook-* "
-	  "signature headers are set by the sink and cannot be given." },
+	  "secrets (never logged), are fixed until restart (not re-read on SIGHUP) and must not be "
+	  "empty. Content-Type, Content-Length, Transfer-Encoding and the webhook-* signature headers "
+	  "are set by the sink and cannot be given." },
 	{ "http_bearer_token_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
 	  "File holding a token sent as \"Authorization: Bearer <token>\" (trailing newlines removed). "
 	  "Read at start and again on SIGHUP; never logged." },
@@ -124,8 +125,8 @@ static const struct eh_option http_options[] = {
 	  "Longest delay between two attempts (a longer Retry-After from the server is honoured)." },
 	{ "http_retry_max_elapsed_ms", EH_OPT_INT, "600000", -1, 86400000, NULL, 0,
 	  "Time after the first failure of a batch when it is given up (dropped, counted failed) and "
-	  "the next one is tried; no delay reaches past it, and a Retry-After that would gives the batch "
-	  "up at once. -1: retry forever (the ring still bounds memory)." },
+	  "the next one is tried. No delay reaches past it: a Retry-After longer than what is left gives "
+	  "the batch up at once. -1: retry forever (the ring still bounds memory)." },
 	{ "http_ca_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
 	  "PEM file of the CA certificates that verify the server; default: the system's CA store." },
 	{ "http_client_cert", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
