@@ -20,6 +20,7 @@
 #include <openssl/x509.h>
 
 #include "eh_json.h"
+#include "eh_options.h"
 #include "http/eh_http_util.h"
 
 #define DAY_MS (24LL * 3600 * 1000)
@@ -391,15 +392,20 @@ static int no_passphrase(char *buf, int size, int rwflag, void *arg)
 static FILE *open_regular(const char *option, const char *path, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "re");
+	char shown[EH_QUOTE_LEN];
 	struct stat st;
 
 	if (!f) {
-		snprintf(err, errlen, "plugin_opt_%s: cannot read '%s': %s", option, path, strerror(errno));
+		int saved = errno;
+
+		snprintf(err, errlen, "plugin_opt_%s: cannot read '%s': %s", option,
+			 eh_quote(shown, sizeof(shown), path), strerror(saved));
 		return NULL;
 	}
 	/* fopen succeeds on a directory; reading it would then fail in curl. */
 	if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "plugin_opt_%s: '%s' is not a regular file", option, path);
+		snprintf(err, errlen, "plugin_opt_%s: '%s' is not a regular file", option,
+			 eh_quote(shown, sizeof(shown), path));
 		fclose(f);
 		return NULL;
 	}
@@ -409,6 +415,7 @@ static FILE *open_regular(const char *option, const char *path, char *err, size_
 static X509 *read_cert(const char *option, const char *path, char *err, size_t errlen)
 {
 	FILE *f = open_regular(option, path, err, errlen);
+	char shown[EH_QUOTE_LEN];
 	X509 *x;
 
 	if (!f)
@@ -416,12 +423,14 @@ static X509 *read_cert(const char *option, const char *path, char *err, size_t e
 	x = PEM_read_X509_AUX(f, NULL, no_passphrase, NULL);
 	fclose(f);
 	if (!x)
-		snprintf(err, errlen, "plugin_opt_%s: '%s' holds no PEM certificate", option, path);
+		snprintf(err, errlen, "plugin_opt_%s: '%s' holds no PEM certificate", option,
+			 eh_quote(shown, sizeof(shown), path));
 	return x;
 }
 
 int eh_http_check_tls_files(const char *ca_file, const char *cert, const char *key, char *err, size_t errlen)
 {
+	char shown[EH_QUOTE_LEN];
 	X509 *x = NULL;
 	EVP_PKEY *pkey = NULL;
 	int rc = -1;
@@ -449,12 +458,16 @@ int eh_http_check_tls_files(const char *ca_file, const char *cert, const char *k
 		fclose(f);
 		if (!pkey) {
 			snprintf(err, errlen, "plugin_opt_%s: '%s' holds no unencrypted PEM private key%s", option,
-				 key ? key : cert, key ? "" : " (give it with plugin_opt_http_client_key)");
+				 eh_quote(shown, sizeof(shown), key ? key : cert),
+				 key ? "" : " (give it with plugin_opt_http_client_key)");
 			goto out;
 		}
 		if (X509_check_private_key(x, pkey) != 1) {
+			char shown2[EH_QUOTE_LEN];
+
 			snprintf(err, errlen, "plugin_opt_%s: the key in '%s' does not match the certificate in '%s'",
-				 option, key ? key : cert, cert);
+				 option, eh_quote(shown, sizeof(shown), key ? key : cert),
+				 eh_quote(shown2, sizeof(shown2), cert));
 			goto out;
 		}
 	}
