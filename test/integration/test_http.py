@@ -73,6 +73,18 @@ class HttpSinkCase(BrokerTestCase):
         base.update(opts)
         return self.start_broker(["allow_anonymous true"], plugin_opts=base)
 
+    def requests_until_token(self, broker, peer, authorization):
+        """After a SIGHUP that rotated the token file: the reload reaches the
+        sink thread asynchronously, so keep making one-client sessions (3
+        events each, after one earlier session) until a request carries
+        the new Authorization; returns every request so far."""
+        for i in range(50):
+            self.session(broker, 1, prefix=f"d{i}-")
+            reqs = peer.wait_requests(3 * (i + 2))
+            if reqs[-1].headers["authorization"] == authorization:
+                break
+        return reqs
+
     def session(self, broker, n=1, prefix="c"):
         """n clients connect and disconnect in turn: 3n events."""
         for i in range(n):
@@ -129,13 +141,7 @@ class Formats(HttpSinkCase):
         peer.wait_requests(3)
         (self.tmp / "token").write_text("token-two\n")
         b.sighup()
-        # The reload reaches the sink thread asynchronously: keep making
-        # events until the new token shows, then it must stay.
-        for i in range(50):
-            self.session(b, 1, prefix=f"d{i}-")
-            reqs = peer.wait_requests(3 * (i + 2))
-            if reqs[-1].headers["authorization"] == "Bearer token-two":
-                break
+        reqs = self.requests_until_token(b, peer, "Bearer token-two")
         tokens = [r.headers["authorization"] for r in reqs]
         self.assertEqual(tokens[:3], ["Bearer token-one"] * 3)
         self.assertEqual(tokens[-1], "Bearer token-two")
@@ -157,11 +163,7 @@ class Formats(HttpSinkCase):
         b.write_config()
         self.assertIn("plugin_opt_http_header X-Key: new-value", b.conf_path.read_text())
         b.sighup()
-        for i in range(50):
-            self.session(b, 1, prefix=f"d{i}-")
-            reqs = peer.wait_requests(3 * (i + 2))
-            if reqs[-1].headers["authorization"] == "Bearer token-two":
-                break
+        reqs = self.requests_until_token(b, peer, "Bearer token-two")
         last = reqs[-1]
         self.assertEqual(last.headers["authorization"], "Bearer token-two")
         self.assertTrue(verify_signature(last, b"key-two"))
