@@ -117,8 +117,10 @@ int eh_template_check_topic(const struct eh_template *t, const char *option, con
 			unsigned char c = (unsigned char)p->text[j];
 
 			if (c == '+' || c == '#') {
-				snprintf(err, errlen, "plugin_opt_%s: '%.200s' holds '%c'; an MQTT topic name may hold no "
-					 "wildcard", option, text, c);
+				char shown[EH_QUOTE_LEN];
+
+				snprintf(err, errlen, "plugin_opt_%s: '%s' holds '%c'; an MQTT topic name may hold no "
+					 "wildcard", option, eh_quote(shown, sizeof(shown), text), c);
 				return -1;
 			}
 			if (c < 0x20 || c == 0x7F) {

@@ -113,12 +113,6 @@ static enum eh_deliver_rc local_deliver(void *ctx, struct eh_batch *b)
 		size_t plen;
 		char *slot;
 
-		l->payload.len = 0;
-		if (l->cloudevents ? eh_json_write_cloudevent(&l->payload, ev, l->node)
-				   : eh_json_write_event(&l->payload, ev, l->node))
-			return EH_DELIVER_RETRY;
-		payload = l->payload.data;
-		plen = l->payload.len;
 		if (tlen == 0 || tlen > EH_TOPIC_MAX) {
 			/* No MQTT topic is empty or that long (a template of
 			 * only {username}, a client without one; a huge client
@@ -130,6 +124,12 @@ static enum eh_deliver_rc local_deliver(void *ctx, struct eh_batch *b)
 			eh_sink_count(l->sink, 0, 1);
 			continue;
 		}
+		l->payload.len = 0;
+		if (l->cloudevents ? eh_json_write_cloudevent(&l->payload, ev, l->node)
+				   : eh_json_write_event(&l->payload, ev, l->node))
+			return EH_DELIVER_RETRY;
+		payload = l->payload.data;
+		plen = l->payload.len;
 		slot = eh_ring_reserve_sp(&l->outbox, (uint32_t)(sizeof(t32) + tlen + plen));
 		if (!slot)
 			return EH_DELIVER_RETRY;
@@ -154,12 +154,13 @@ static void local_broker_tick(void *ctx)
 		for (size_t i = 0; i < n; i++) {
 			const char *p = recs[i].data;
 			uint32_t tlen;
+			int rc;
 
 			memcpy(&tlen, p, sizeof(tlen));
 			memcpy(topic, p + sizeof(tlen), tlen);
 			topic[tlen] = '\0';
-			int rc = mosquitto_broker_publish_copy(NULL, topic, (int)(recs[i].len - sizeof(tlen) - tlen),
-							       p + sizeof(tlen) + tlen, l->qos, l->retain, NULL);
+			rc = mosquitto_broker_publish_copy(NULL, topic, (int)(recs[i].len - sizeof(tlen) - tlen),
+							   p + sizeof(tlen) + tlen, l->qos, l->retain, NULL);
 
 			if (rc == MOSQ_ERR_SUCCESS) {
 				ok++;
