@@ -84,6 +84,20 @@ const char *eh_quote(char *buf, size_t cap, const char *s)
 	return eh_quote_n(buf, cap, s, strlen(s));
 }
 
+const char *eh_quote_key(char *buf, size_t cap, const char *key)
+{
+	size_t len = strlen(key), head = strcspn(key, "\t");
+	size_t o;
+
+	eh_quote_n(buf, cap, key, head);
+	o = strlen(buf);
+	if (head + 1 == len && o < cap)
+		snprintf(buf + o, cap - o, "\\t");
+	else if (head < len && o < cap)
+		snprintf(buf + o, cap - o, "\\t<and %zu more bytes, not shown>", len - head - 1);
+	return buf;
+}
+
 const char *eh_quote_n(char *buf, size_t cap, const char *s, size_t len)
 {
 	size_t shown = len, o = 0;
@@ -212,18 +226,23 @@ int eh_config_parse(struct eh_config *cfg, const struct eh_option_group *groups,
 	for (size_t i = 0; i < count; i++) {
 		const char *key = kv[i].key ? kv[i].key : "";
 		const char *value = kv[i].value ? kv[i].value : "";
-		const struct eh_option *o = find_option(groups, ngroups, key);
+		const struct eh_option *o;
 		struct eh_config_entry *e;
 		char shown[EH_QUOTE_LEN];
 
-		eh_quote(shown, sizeof(shown), key);
+		eh_quote_key(shown, sizeof(shown), key);
+		/* Before the lookup: "kafka.sasl.password<TAB>secret" would
+		 * match the kafka. prefix and reach librdkafka, and its error,
+		 * with the secret inside the key. */
+		if (strchr(key, '\t')) {
+			snprintf(err, errlen, "plugin_opt_%s: the key holds a tab: separate key and value with a space",
+				 shown);
+			return -1;
+		}
+		o = find_option(groups, ngroups, key);
 		if (!o) {
-			/* Mosquitto ends a key only at a space, so "key<TAB>value"
-			 * arrives as an unknown key that looks right once printed. */
-			snprintf(err, errlen, "plugin_opt_%s: unknown option%s (see docs/configuration.md or "
-				 "mosquitto-eventhook(7) for the accepted keys)", shown,
-				 strchr(key, '\t') ? "; the key holds a tab (\\t): separate key and value with a space"
-						   : "");
+			snprintf(err, errlen, "plugin_opt_%s: unknown option (see docs/configuration.md or "
+				 "mosquitto-eventhook(7) for the accepted keys)", shown);
 			return -1;
 		}
 		if (!(o->flags & (EH_OPT_REPEAT | EH_OPT_PREFIX))) {

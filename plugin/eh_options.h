@@ -88,6 +88,11 @@ int eh_config_each(const struct eh_config *cfg, const char *key,
 const char *eh_quote(char *buf, size_t cap, const char *s);
 /* The same for the len bytes at s (no NUL needed). */
 const char *eh_quote_n(char *buf, size_t cap, const char *s, size_t len);
+/* A plugin_opt_ key as messages show it: Mosquitto ends a key only at a
+ * space, so "key<TAB>value" arrives as one key whose tail is a value,
+ * maybe a secret: only the part before a tab is quoted, then "\t<and N
+ * more bytes, not shown>" (or "\t" alone when nothing follows it). */
+const char *eh_quote_key(char *buf, size_t cap, const char *key);
 
 /* Splits a comma list into trimmed items; calls fn per item. Empty items are
  * an error (-1). Returns fn's first non-zero value, or 0. */

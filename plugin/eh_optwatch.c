@@ -73,7 +73,7 @@ static void list_key(char lists[3][512], size_t used[3], int which, const char *
 	if (used[which] >= cap - 1)
 		return;
 	used[which] += (size_t)snprintf(lists[which] + used[which], cap - used[which], "%s%s",
-					used[which] ? ", " : "", eh_quote(shown, sizeof(shown), key));
+					used[which] ? ", " : "", eh_quote_key(shown, sizeof(shown), key));
 	if (used[which] >= cap - 1)
 		snprintf(lists[which] + cap - 5, 5, "...");
 }

@@ -229,9 +229,12 @@ START_TEST(options_trailing_blanks)
 	/* Only spaces and tabs: a leading blank or another byte still counts. */
 	refused("count", " 5", "plugin_opt_count: ' 5' is not a whole number");
 	refused("count", "5\n", "plugin_opt_count: '5\\n' is not a whole number");
-	/* A key with a tab in it is shown with the tab made visible. */
-	refused("count\t", "5", "plugin_opt_count\\t: unknown option; the key holds a tab (\\t): separate key "
-		"and value with a space (see docs/configuration.md");
+	/* A key with a tab in it is shown with the tab made visible, and
+	 * what follows the tab (a value, maybe a secret) is not shown, even
+	 * for a pass-through prefix that would accept the key. */
+	refused("count\t", "5", "plugin_opt_count\\t: the key holds a tab: separate key and value with a space");
+	refused("kafka.sasl.password\tS3cr3t", "# prod",
+		"plugin_opt_kafka.sasl.password\\t<and 6 more bytes, not shown>: the key holds a tab");
 	refused("count\x01", "5", "plugin_opt_count\\x01: unknown option (see");
 }
 END_TEST
