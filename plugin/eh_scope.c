@@ -77,9 +77,27 @@ static struct scope *cur(struct parse *p)
 
 static int parse_file(struct parse *p, const char *path, bool main_file);
 
+/* The broker's include_dir order (2.0.11 conf_includedir.c): by letters
+ * ignoring case, then by case, comparing chars as it does (signed, and
+ * toupper only changes ASCII letters in its C locale). Files named alike
+ * but for case must come in its order: later lines override earlier ones,
+ * and our plugin block is found by counting plugin lines. */
+static int upper_ascii(char c)
+{
+	return c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c;
+}
+
 static int cmp_str(const void *a, const void *b)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	const char *s1 = *(char *const *)a, *s2 = *(char *const *)b;
+
+	for (; s1[0] && s2[0]; s1++, s2++) {
+		if (upper_ascii(s1[0]) != upper_ascii(s2[0]))
+			return upper_ascii(s1[0]) - upper_ascii(s2[0]);
+		if (s1[0] != s2[0])
+			return s1[0] - s2[0];
+	}
+	return s1[0] - s2[0];
 }
 
 static int include_dir(struct parse *p, const char *dir)

@@ -239,6 +239,19 @@ START_TEST(scope_include_dir)
 	ck_assert(i.password_file);
 	ck_assert(!i.acl_file);
 
+	/* The broker's order ignores case first: a.conf before B.conf
+	 * (strcmp would put B first), and B before b. */
+	write_file("conf.d/B.conf", "allow_anonymous false\n");
+	write_file("conf.d/a.conf", "allow_anonymous true\n");
+	i = learn(conf, 0);
+	ck_assert(!i.allow_anonymous);
+	write_file("conf.d/b.conf", "allow_anonymous true\n");
+	i = learn(conf, 0);
+	ck_assert(i.allow_anonymous);
+	unlink(strcat(strcpy(conf, sub), "/a.conf"));
+	unlink(strcat(strcpy(conf, sub), "/B.conf"));
+	unlink(strcat(strcpy(conf, sub), "/b.conf"));
+
 	/* include_dir inside an included file is ignored, as the broker
 	 * does. */
 	ck_assert_int_eq(mkdir(strcat(strcpy(conf, sub), "/nested"), 0700), 0);
