@@ -110,9 +110,10 @@ void eh_optwatch_report(const struct eh_config *cfg, const char *path, const cha
 		}
 	}
 	if (used[0] || used[1] || used[2])
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: the plugin_opt_ lines for this plugin in '%s' "
-				     "differ from the running ones%s%s%s%s%s%s; they take effect at the next restart "
-				     "(Mosquitto 2.0 does not re-initialise plugins on SIGHUP)",
+		/* The reason first: the broker cuts a line at about 1000
+		 * bytes, and the lists can be long. */
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: changed plugin_opt_ lines take effect at the next "
+				     "restart (Mosquitto 2.0 does not re-initialise plugins on SIGHUP); in '%s'%s%s%s%s%s%s",
 				     eh_quote(shown, sizeof(shown), path), used[0] ? "; changed: " : "",
 				     lists[0], used[1] ? "; added: " : "", lists[1], used[2] ? "; removed: " : "",
 				     lists[2]);
