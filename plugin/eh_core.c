@@ -191,27 +191,37 @@ static int create_sink(struct eh_core *core, const struct eh_sink_ops *ops, char
 	s->retry_initial_ms = 100;
 	s->retry_max_ms = 10000;
 	s->retry_max_elapsed_ms = -1;
-	core->nsinks++;
 
 	if (sink_mask(core, ops->name, &s->mask, err, errlen))
-		return -1;
+		goto fail;
 	snprintf(key, sizeof(key), "%s_topics", ops->name);
 	v = eh_config_get(&core->config, key);
 	if (eh_topics_parse(&s->topics, v, why, sizeof(why))) {
 		snprintf(err, errlen, "plugin_opt_%s: %s", key, why);
-		return -1;
+		goto fail;
 	}
 	if (eh_ring_init(&s->ring, (size_t)eh_config_int(&core->config, "queue_bytes"),
 			 (uint64_t)eh_config_int(&core->config, "queue_size"))) {
 		snprintf(err, errlen, "%s: cannot allocate its queue: %s", ops->name, strerror(errno));
-		return -1;
+		goto fail;
 	}
 	env.config = &core->config;
 	env.node = &core->node;
 	env.sink = s;
 	if (ops->create(&env, &s->ctx, err, errlen))
-		return -1;
+		goto fail;
+	/* Counted only once whole: stop and cleanup then never meet a sink
+	 * that does not exist (no broker_tick on a half-built one, no
+	 * "stopped" line for it). */
+	core->nsinks++;
 	return 0;
+fail:
+	if (ops->destroy && s->ctx)
+		ops->destroy(s->ctx);
+	s->ctx = NULL;
+	eh_topics_free(&s->topics);
+	eh_ring_destroy(&s->ring);
+	return -1;
 }
 
 int eh_core_init(struct eh_core *core, void *plugin_id, const struct eh_kv *kv, size_t count)
@@ -543,8 +553,7 @@ void eh_core_stop(struct eh_core *core)
 			}
 		}
 		eh_runner_join(s);
-		/* No ctx: init failed before the sink was created. */
-		if (s->ops->broker_tick && s->ctx)
+		if (s->ops->broker_tick)
 			s->ops->broker_tick(s->ctx);
 	}
 	eh_core_log_drain(core);

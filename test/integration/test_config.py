@@ -83,6 +83,8 @@ class SinkEventsTest(ConfigTestCase):
                                    "is in plugin_opt_events ('message.*'), so the local sink would never "
                                    "receive an event")
         self.assertIn("Error: Plugin returned 3 when initialising.", text)
+        # and no "stopped" counters for a sink that never existed
+        self.assertNotIn("local: stopped", text)
 
     def test_overlap_starts(self):
         self.start_broker(["allow_anonymous true"],
