@@ -77,6 +77,25 @@ static struct scope *cur(struct parse *p)
 
 static int parse_file(struct parse *p, const char *path, bool main_file);
 
+/* Which plugin line naming us (k-th in file order) the broker initialises
+ * index-th, or -1. With per_listener_settings, 2.0.11 appends the default
+ * listener, which holds the lines before any listener line, after all the
+ * others (config__parse_args) and initialises plugins in listener order. */
+static int line_of_init(const struct parse *p, int index)
+{
+	int n = 0;
+
+	if (!p->per_listener)
+		return index;
+	for (int pass = 0; pass < 2; pass++) {
+		for (int k = 0; k < p->nours; k++) {
+			if ((p->our_scopes[k] == 0) == (pass == 1) && n++ == index)
+				return k;
+		}
+	}
+	return -1;
+}
+
 /* The broker's include_dir order (2.0.11 conf_includedir.c): by letters
  * ignoring case, then by case, comparing chars as it does (signed, and
  * toupper only changes ASCII letters in its C locale). Files named alike
@@ -351,7 +370,7 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, const char
 {
 	struct parse *p = calloc(1, sizeof(*p));
 	struct scope *s;
-	int at;
+	int at, line;
 
 	memset(out, 0, sizeof(*out));
 	snprintf(out->path, sizeof(out->path), "%s", path);
@@ -370,14 +389,15 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, const char
 		return;
 	}
 	at = 0;
+	line = line_of_init(p, index);
 	if (p->per_listener) {
-		if (index >= p->nours) {
+		if (line < 0) {
 			snprintf(out->why, sizeof(out->why), "cannot tell which listener plugin instance %d belongs to",
 				 index);
 			free(p);
 			return;
 		}
-		at = p->our_scopes[index];
+		at = p->our_scopes[line];
 	}
 	s = &p->s[at];
 	out->known = true;
@@ -398,10 +418,10 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, const char
 	out->legacy_plugin = p->per_listener ? s->legacy : p->global_legacy;
 	out->legacy_auth = p->per_listener ? s->legacy_auth : p->global_legacy_auth;
 	out->unknown_plugin = p->global_unknown;
-	/* With per-listener settings index < nours (checked above). When no
+	/* With per-listener settings line is ours (checked above). When no
 	 * line names us (a path we cannot match), any other plugin may come
 	 * first. */
-	out->plugin_before = p->nours > 0 ? p->our_after[p->per_listener ? index : 0]
+	out->plugin_before = p->nours > 0 ? p->our_after[p->per_listener ? line : 0]
 					  : p->global_dynsec || p->global_legacy || p->global_unknown;
 	free(p);
 }
@@ -461,23 +481,42 @@ void eh_scope_learn(struct eh_scope_info *out, const char *override, const char 
 	eh_scope_learn_file(out, path, self, index);
 }
 
+/* One reading of path collecting the option lines of the line-th plugin
+ * line naming us (file order); *p_out keeps what else it learnt. */
+static int read_block(struct parse **p_out, struct eh_scope_opts *out, const char *path, const char *self, int line)
+{
+	struct parse *p = calloc(1, sizeof(*p));
+
+	*p_out = p;
+	memset(out, 0, sizeof(*out));
+	if (!p)
+		return -1;
+	p->self = self;
+	p->nscopes = 1;
+	p->opts_only = true;
+	p->opts_index = line;
+	p->opts = out;
+	return parse_file(p, path, true);
+}
+
 int eh_scope_plugin_opts(struct eh_scope_opts *out, const char *path, const char *self, int index, char *why,
 			 size_t whylen)
 {
-	struct parse *p = calloc(1, sizeof(*p));
-	int rc;
+	struct parse *p;
+	int rc = read_block(&p, out, path, self, index), line;
 
-	memset(out, 0, sizeof(*out));
+	/* The index-th instance reads the block of the line the broker
+	 * initialised index-th: with per_listener_settings not always the
+	 * index-th line (line_of_init), and then the file is read again. */
+	if (!rc && (line = line_of_init(p, index)) >= 0 && line != index) {
+		eh_scope_opts_free(out);
+		free(p);
+		rc = read_block(&p, out, path, self, line);
+	}
 	if (!p) {
 		snprintf(why, whylen, "out of memory");
 		return -1;
 	}
-	p->self = self;
-	p->nscopes = 1;
-	p->opts_only = true;
-	p->opts_index = index;
-	p->opts = out;
-	rc = parse_file(p, path, true);
 	if (!rc && p->ours_seen <= index) {
 		snprintf(p->why, sizeof(p->why), "no plugin line %d for this plugin in '%s'", index + 1, path);
 		rc = -1;

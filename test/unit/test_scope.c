@@ -313,6 +313,17 @@ START_TEST(scope_per_listener)
 	ck_assert(i.known);
 	ck_assert(i.unknown_plugin);
 
+	/* Lines before any listener belong to the default listener, which
+	 * 2.0.11 appends after the others: its instance starts last. */
+	snprintf(copy, sizeof(copy), "%s", CONF("per_listener_settings true\nport 1884\npassword_file /d\n"
+					       "plugin SELF\nlistener 1883\nallow_anonymous true\nplugin SELF\n"));
+	i = learn(copy, 0);
+	ck_assert(i.known);
+	ck_assert(i.allow_anonymous && !i.password_file);
+	i = learn(copy, 1);
+	ck_assert(i.known);
+	ck_assert(!i.allow_anonymous && i.password_file);
+
 	/* Without per_listener_settings the settings are global, whatever
 	 * listener they follow. */
 	i = learn(CONF("listener 1883\nplugin SELF\nlistener 8883\npassword_file /p\nallow_anonymous true\n"), 0);
@@ -452,6 +463,14 @@ START_TEST(scope_plugin_opts)
 	ck_assert_str_eq(opts_of(CONF("per_listener_settings true\nlistener 1\nplugin SELF\nplugin_opt_a 1\n"
 				      "listener 2\nplugin SELF\nplugin_opt_a 2\n"), 1),
 			 "a=[2]|");
+	/* ... and the default listener's block (lines before any listener)
+	 * is the last instance's: 2.0.11 starts it after the others. */
+	ck_assert_str_eq(opts_of(CONF("per_listener_settings true\nplugin SELF\nplugin_opt_a 0\nlistener 1\n"
+				      "plugin SELF\nplugin_opt_a 1\nlistener 2\nplugin SELF\nplugin_opt_a 2\n"), 0),
+			 "a=[1]|");
+	ck_assert_str_eq(opts_of(CONF("per_listener_settings true\nplugin SELF\nplugin_opt_a 0\nlistener 1\n"
+				      "plugin SELF\nplugin_opt_a 1\nlistener 2\nplugin SELF\nplugin_opt_a 2\n"), 2),
+			 "a=[0]|");
 	ck_assert_str_eq(opts_of(CONF("listener 1\nplugin SELF\n"), 0), "");
 	ck_assert_ptr_nonnull(strstr(opts_of(CONF("listener 1\nplugin SELF\n"), 1), "error: no plugin line 2"));
 	ck_assert_ptr_nonnull(strstr(opts_of("listener 1\n", 0), "error: no plugin line 1"));
