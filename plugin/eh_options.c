@@ -282,7 +282,7 @@ void eh_config_free(struct eh_config *cfg)
 	for (size_t i = 0; i < cfg->count; i++) {
 		free(cfg->entries[i].key);
 		if (cfg->entries[i].value && (cfg->entries[i].opt->flags & EH_OPT_SECRET))
-			memset(cfg->entries[i].value, 0, strlen(cfg->entries[i].value));
+			explicit_bzero(cfg->entries[i].value, strlen(cfg->entries[i].value));
 		free(cfg->entries[i].value);
 	}
 	free(cfg->entries);

@@ -534,7 +534,7 @@ void eh_scope_opts_free(struct eh_scope_opts *opts)
 	for (size_t i = 0; i < opts->count; i++) {
 		free(opts->items[i].key);
 		if (opts->items[i].value)
-			memset(opts->items[i].value, 0, strlen(opts->items[i].value));
+			explicit_bzero(opts->items[i].value, strlen(opts->items[i].value));
 		free(opts->items[i].value);
 	}
 	free(opts->items);

@@ -148,8 +148,10 @@ static const struct eh_option http_options[] = {
 
 static void free_secret(void *p, size_t len)
 {
+	/* explicit_bzero: a memset right before free is dead to the
+	 * optimiser, and -O2 drops it. */
 	if (p)
-		memset(p, 0, len);
+		explicit_bzero(p, len);
 	free(p);
 }
 

@@ -309,7 +309,7 @@ static int secret_from_file(const struct eh_config *cfg, rd_kafka_conf_t *conf, 
 	if (!secret)
 		return -1;
 	rc = conf_set(conf, key, property, secret, err, errlen);
-	memset(secret, 0, strlen(secret));
+	explicit_bzero(secret, strlen(secret));
 	free(secret);
 	return rc;
 }

@@ -1389,7 +1389,7 @@ static void mqtt_destroy(void *ctx)
 	}
 	free(m->win);
 	if (m->password) {
-		memset(m->password, 0, strlen(m->password));
+		explicit_bzero(m->password, strlen(m->password));
 		free(m->password);
 	}
 	free(m->uri);

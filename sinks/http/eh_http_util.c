@@ -261,7 +261,7 @@ static int mask_value(char *text, size_t len, const char *v, size_t vlen)
 		if (n >= EH_HTTP_MASK_MIN)
 			eh_http_mask(text, len, dec, n);
 	}
-	memset(dec, 0, n);
+	explicit_bzero(dec, n);
 	free(dec);
 	return 0;
 }
@@ -271,26 +271,29 @@ int eh_http_mask_url_secrets(char *text, size_t len, const char *userinfo, const
 {
 	/* Longest forms first: once a whole form is masked, its parts found
 	 * inside it are already stars. */
-	if (user && *user) {
-		size_t ulen = strlen(user), plen = password ? strlen(password) : 0;
+	/* curl sends Basic for "http://:secret@host" too: an empty user
+	 * still carries a password. */
+	if ((user && *user) || (password && *password)) {
+		size_t ulen = user ? strlen(user) : 0, plen = password ? strlen(password) : 0;
 		char *plain = malloc(ulen + 1 + plen + 1), *b64;
 
 		if (!plain)
 			return -1;
-		memcpy(plain, user, ulen);
+		if (ulen)
+			memcpy(plain, user, ulen);
 		plain[ulen] = ':';
 		memcpy(plain + ulen + 1, password ? password : "", plen);
 		b64 = malloc(eh_base64_len(ulen + 1 + plen) + 1);
 		if (b64) {
 			eh_base64_encode(plain, ulen + 1 + plen, b64);
 			eh_http_mask(text, len, b64, strlen(b64));
-			memset(b64, 0, strlen(b64));
+			explicit_bzero(b64, strlen(b64));
 		}
-		memset(plain, 0, ulen + 1 + plen);
+		explicit_bzero(plain, ulen + 1 + plen);
 		free(plain);
-		free(b64);
 		if (!b64)
 			return -1;
+		free(b64);
 	}
 	if (userinfo)
 		eh_http_mask(text, len, userinfo, strlen(userinfo));

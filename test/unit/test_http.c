@@ -194,6 +194,9 @@ START_TEST(mask_url_credentials)
 			 "pw ********** raw ******************** user *****");
 	/* a user without a password: Basic of "bob1:" */
 	ck_assert_str_eq(masked_url("Basic Ym9iMTo= bob1", "bob1", "bob1", NULL, NULL), "Basic ******** ****");
+	/* no user, a password ("http://:secret@host"): curl sends Basic of ":pwpass" */
+	ck_assert_str_eq(masked_url("Authorization: Basic OnB3cGFzcw== pwpass", ":pwpass", "", "pwpass", NULL),
+			 "Authorization: Basic ************ ******");
 	/* a short user name is not a secret; a short password is */
 	ck_assert_str_eq(masked_url("bob x7 bob.", "bob:x7", "bob", "x7", NULL), "bob ** bob.");
 	/* nothing to mask */
