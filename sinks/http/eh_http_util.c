@@ -295,10 +295,14 @@ int eh_http_mask_url_secrets(char *text, size_t len, const char *userinfo, const
 			return -1;
 		free(b64);
 	}
-	if (userinfo)
+	/* Under EH_HTTP_MASK_MIN bytes a user name or query is no secret,
+	 * and masking it would blank every such letter in the answer (the
+	 * password is masked above whatever its length). */
+	if (userinfo && strlen(userinfo) >= EH_HTTP_MASK_MIN)
 		eh_http_mask(text, len, userinfo, strlen(userinfo));
 	if (query && *query) {
-		eh_http_mask(text, len, query, strlen(query));
+		if (strlen(query) >= EH_HTTP_MASK_MIN)
+			eh_http_mask(text, len, query, strlen(query));
 		for (const char *p = query; *p;) {
 			size_t plen = strcspn(p, "&;");
 			const char *eq = memchr(p, '=', plen);

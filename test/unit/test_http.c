@@ -199,6 +199,9 @@ START_TEST(mask_url_credentials)
 			 "Authorization: Basic ************ ******");
 	/* a short user name is not a secret; a short password is */
 	ck_assert_str_eq(masked_url("bob x7 bob.", "bob:x7", "bob", "x7", NULL), "bob ** bob.");
+	/* a short user name alone, or a short query, masks nothing */
+	ck_assert_str_eq(masked_url("label: about a tab", "ab", "ab", NULL, NULL), "label: about a tab");
+	ck_assert_str_eq(masked_url("xx: hex? x marks", NULL, NULL, NULL, "x"), "xx: hex? x marks");
 	/* nothing to mask */
 	ck_assert_str_eq(masked_url("plain text", NULL, NULL, NULL, NULL), "plain text");
 }
