@@ -428,10 +428,29 @@ static X509 *read_cert(const char *option, const char *path, char *err, size_t e
 	if (!f)
 		return NULL;
 	x = PEM_read_X509_AUX(f, NULL, no_passphrase, NULL);
-	fclose(f);
-	if (!x)
+	if (!x) {
 		snprintf(err, errlen, "plugin_opt_%s: '%s' holds no PEM certificate", option,
 			 eh_quote(shown, sizeof(shown), path));
+	} else {
+		/* curl loads every certificate of a CA bundle or a chain, and
+		 * one damaged block fails them all: read the rest too. Only the
+		 * end of the file may stop the loop. */
+		X509 *more;
+		unsigned long e;
+
+		ERR_clear_error();
+		while ((more = PEM_read_X509(f, NULL, no_passphrase, NULL)))
+			X509_free(more);
+		e = ERR_peek_last_error();
+		if (ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE) {
+			snprintf(err, errlen, "plugin_opt_%s: '%s' holds a certificate that cannot be read after the "
+				 "first one: %s", option, eh_quote(shown, sizeof(shown), path),
+				 ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "unknown error");
+			X509_free(x);
+			x = NULL;
+		}
+	}
+	fclose(f);
 	return x;
 }
 

@@ -299,8 +299,17 @@ class Tls(HttpSinkCase):
                 cwd=self.pki)
         combined = self.tmp / "combined.pem"
         combined.write_text(Path(self.p("client.crt")).read_text() + Path(self.p("client.key")).read_text())
+        # A good certificate, then a damaged block: curl loads the whole
+        # bundle or chain and would fail on it.
+        damaged = self.tmp / "damaged.pem"
+        damaged.write_text(Path(self.p("ca.crt")).read_text()
+                           + "-----BEGIN CERTIFICATE-----\nMIIB!!!not base64\n-----END CERTIFICATE-----\n")
         d = str(self.tmp)
         cases = [
+            ({"http_ca_file": damaged},
+             f"plugin_opt_http_ca_file: '{damaged}' holds a certificate that cannot be read after the first one"),
+            ({"http_client_cert": damaged, "http_client_key": self.p("client.key")},
+             f"plugin_opt_http_client_cert: '{damaged}' holds a certificate that cannot be read after the first one"),
             ({"http_ca_file": d}, f"plugin_opt_http_ca_file: '{d}' is not a regular file"),
             ({"http_ca_file": garbage}, f"plugin_opt_http_ca_file: '{garbage}' holds no PEM certificate"),
             ({"http_client_cert": d}, f"plugin_opt_http_client_cert: '{d}' is not a regular file"),
