@@ -243,12 +243,12 @@ int64_t eh_runner_retry_delay(int64_t elapsed_ms, int64_t budget_ms, int64_t bac
 		return delay;
 	left = budget_ms - elapsed_ms;
 	if (left <= 0)
-		return -1;
+		return EH_RETRY_SPENT;
 	/* A server that asks for more time than is left would refuse an
 	 * attempt made before it is due; waiting for the budget to run out
 	 * only delays the give-up, and attempting early only adds load. */
 	if (retry_after_ms > left)
-		return -1;
+		return EH_RETRY_TOO_LATE;
 	return delay < left ? delay : left;
 }
 
@@ -391,8 +391,7 @@ static void *run(void *arg)
 				size_t rest = n - done;
 
 				if (!gave_up_logged) {
-					if (batch.retry_after_ms > 0
-					    && now - retry_start < s->retry_max_elapsed_ms)
+					if (delay == EH_RETRY_TOO_LATE)
 						eh_sink_log(s, 2,
 							    "gave up on %zu event(s) after %lld ms of retries: the server "
 							    "asked to wait %lld ms, past the %lld ms budget",

@@ -25,9 +25,11 @@ void eh_runner_join(struct eh_sink *s);
 /* any thread (pure): how long to wait before the next attempt of a batch
  * that has failed for elapsed_ms, given the jittered backoff, the server's
  * retry_after_ms (-1: none) and the give-up budget (-1: none). Returns the
- * delay, never more than what is left of the budget, or -1 when the batch
- * is to be given up now: nothing is left, or the server asked to wait
- * longer than what is left. */
+ * delay, never more than what is left of the budget, or, when the batch is
+ * to be given up now, EH_RETRY_SPENT (nothing is left) or EH_RETRY_TOO_LATE
+ * (the server asked to wait longer than what is left). */
+#define EH_RETRY_SPENT (-1)
+#define EH_RETRY_TOO_LATE (-2)
 int64_t eh_runner_retry_delay(int64_t elapsed_ms, int64_t budget_ms, int64_t backoff_ms, int64_t retry_after_ms);
 
 #endif

@@ -126,7 +126,7 @@ static const struct eh_option http_options[] = {
 	{ "http_retry_max_elapsed_ms", EH_OPT_INT, "600000", -1, 86400000, NULL, 0,
 	  "Time after the first failure of a batch when it is given up (dropped, counted failed) and "
 	  "the next one is tried. No delay reaches past it: a Retry-After longer than what is left gives "
-	  "the batch up at once. -1: retry forever (the ring still bounds memory)." },
+	  "the batch up at once. 0: no retry. -1: retry forever (the ring still bounds memory)." },
 	{ "http_ca_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
 	  "PEM file of the CA certificates that verify the server; default: the system's CA store." },
 	{ "http_client_cert", EH_OPT_STRING, NULL, 0, 0, NULL, 0,

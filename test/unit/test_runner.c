@@ -454,16 +454,16 @@ START_TEST(runner_retry_delay_within_budget)
 	ck_assert_int_eq(eh_runner_retry_delay(0, 3000, 400, 10), 400);
 	/* Backoff is cut to what is left, then nothing is left. */
 	ck_assert_int_eq(eh_runner_retry_delay(2900, 3000, 400, -1), 100);
-	ck_assert_int_eq(eh_runner_retry_delay(3000, 3000, 400, -1), -1);
-	ck_assert_int_eq(eh_runner_retry_delay(3500, 3000, 400, -1), -1);
-	ck_assert_int_eq(eh_runner_retry_delay(0, 0, 400, -1), -1);
+	ck_assert_int_eq(eh_runner_retry_delay(3000, 3000, 400, -1), EH_RETRY_SPENT);
+	ck_assert_int_eq(eh_runner_retry_delay(3500, 3000, 400, -1), EH_RETRY_SPENT);
+	ck_assert_int_eq(eh_runner_retry_delay(0, 0, 400, -1), EH_RETRY_SPENT);
 	/* Retry-After is honoured while it fits, given up on when it does not
 	 * (late in the outage it used to get a fresh full budget). */
 	ck_assert_int_eq(eh_runner_retry_delay(1000, 3000, 100, 1500), 1500);
 	ck_assert_int_eq(eh_runner_retry_delay(2500, 3000, 100, 500), 500);
-	ck_assert_int_eq(eh_runner_retry_delay(2500, 3000, 100, 501), -1);
-	ck_assert_int_eq(eh_runner_retry_delay(2500, 3000, 100, 3600000), -1);
-	ck_assert_int_eq(eh_runner_retry_delay(0, 3000, 100, 3600000), -1);
+	ck_assert_int_eq(eh_runner_retry_delay(2500, 3000, 100, 501), EH_RETRY_TOO_LATE);
+	ck_assert_int_eq(eh_runner_retry_delay(2500, 3000, 100, 3600000), EH_RETRY_TOO_LATE);
+	ck_assert_int_eq(eh_runner_retry_delay(0, 3000, 100, 3600000), EH_RETRY_TOO_LATE);
 }
 END_TEST
 
