@@ -229,39 +229,39 @@ static int hex_value(unsigned char c)
 }
 
 /* Masks a query value as written and as a server would decode it: %XX
- * decoded, and also '+' read as a space (form encoding) when that differs. */
+ * decoded, and, when that differs, form-decoded too (a raw '+' read as a
+ * space, while a %2B stays a '+'). */
 static int mask_value(char *text, size_t len, const char *v, size_t vlen)
 {
-	char *dec;
+	char *dec, *form;
 	size_t n = 0;
 	bool plus = false;
 
 	if (vlen < EH_HTTP_MASK_MIN)
 		return 0;
 	eh_http_mask(text, len, v, vlen);
-	dec = malloc(vlen);
+	dec = malloc(2 * vlen);
 	if (!dec)
 		return -1;
+	form = dec + vlen;
 	for (size_t i = 0; i < vlen; i++) {
 		if (v[i] == '%' && i + 2 < vlen && hex_value((unsigned char)v[i + 1]) >= 0
 		    && hex_value((unsigned char)v[i + 2]) >= 0) {
-			dec[n++] = (char)(hex_value((unsigned char)v[i + 1]) * 16 + hex_value((unsigned char)v[i + 2]));
+			dec[n] = form[n] = (char)(hex_value((unsigned char)v[i + 1]) * 16
+						  + hex_value((unsigned char)v[i + 2]));
 			i += 2;
 		} else {
 			plus |= v[i] == '+';
-			dec[n++] = v[i];
+			dec[n] = v[i];
+			form[n] = v[i] == '+' ? ' ' : v[i];
 		}
+		n++;
 	}
 	if (n >= EH_HTTP_MASK_MIN && (n != vlen || memcmp(dec, v, n)))
 		eh_http_mask(text, len, dec, n);
-	if (plus) {
-		for (size_t i = 0; i < n; i++)
-			if (dec[i] == '+')
-				dec[i] = ' ';
-		if (n >= EH_HTTP_MASK_MIN)
-			eh_http_mask(text, len, dec, n);
-	}
-	explicit_bzero(dec, n);
+	if (plus && n >= EH_HTTP_MASK_MIN)
+		eh_http_mask(text, len, form, n);
+	explicit_bzero(dec, 2 * vlen);
 	free(dec);
 	return 0;
 }

@@ -219,6 +219,8 @@ START_TEST(mask_url_query_values)
 			 "bad key ************** / ************, v 2");
 	ck_assert_str_eq(masked_url("sig a+b+c+d or a b c d; flag; ABCD %41BCD", NULL, NULL, NULL, q),
 			 "sig ******* or *******; ****; **** ******");
+	/* form-decoding reads a raw '+' as a space but %2B as a '+' */
+	ck_assert_str_eq(masked_url("echo a b+cd", NULL, NULL, NULL, "k=a+b%2Bcd"), "echo ******");
 	/* an empty query, a value cut at the end of the kept text */
 	ck_assert_str_eq(masked_url("k-123", NULL, NULL, NULL, ""), "k-123");
 	ck_assert_str_eq(masked_url("echo: k-123", NULL, NULL, NULL, "key=k-12345"), "echo: *****");
