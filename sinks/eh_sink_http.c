@@ -636,8 +636,9 @@ static int http_open(void *ctx)
 	 * system resolver: up to its full timeout (30 s and more) when the DNS
 	 * server never answers. Quick exit detaches that thread instead, so
 	 * both deadlines hold; the thread lives on until getaddrinfo returns.
-	 * Debian 12 has 7.88; an older libcurl (before 7.87) only costs that
-	 * wait, so it is worth a warning, not a sink that cannot open. */
+	 * The build needs 7.87 headers (Debian 12 has 7.88); a libcurl older
+	 * than that at run time only costs that wait, so it is worth a
+	 * warning, not a sink that cannot open. */
 	if (curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L) != CURLE_OK)
 		eh_sink_log(h->sink, MOSQ_LOG_WARNING,
 			    "this libcurl has no CURLOPT_QUICK_EXIT (7.87): a DNS server that never answers can "
