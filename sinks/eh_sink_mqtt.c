@@ -355,6 +355,11 @@ static void publish_failed(struct mqtt_msg *msg, int code, int reason, const cha
 	bool poisoned = write_failed && m->qos > 0;
 	bool resend = write_failed || code == MQTTASYNC_OPERATION_INCOMPLETE || code == MQTTASYNC_DISCONNECTED;
 	bool log = false;
+	/* What the warning shows, copied under lock: once the message is
+	 * MSG_FAILED and the lock released, the sink thread's settle() may
+	 * clear its slot (freeing the topic) before we get to log. */
+	char topic[201];
+	unsigned long long seq = 0;
 
 	if (poisoned)
 		MQTTAsync_disconnect(c->client, NULL);
@@ -370,14 +375,17 @@ static void publish_failed(struct mqtt_msg *msg, int code, int reason, const cha
 		 * threads, hence under lock. */
 		log = eh_sink_log_due(&m->refused_logged);
 	}
+	if (log) {
+		snprintf(topic, sizeof(topic), "%.200s", msg->topic);
+		seq = (unsigned long long)msg->seq;
+	}
 	if (poisoned)
 		c->poisoned = true;
 	changed(m);
 	pthread_mutex_unlock(&m->lock);
 	if (log)
-		eh_sink_log(m->sink, MOSQ_LOG_WARNING, "the target refused a message on '%.200s' (event seq %llu): "
-			    "code %d, reason %d%s%s", msg->topic, (unsigned long long)msg->seq, code, reason,
-			    text ? ": " : "", text ? text : "");
+		eh_sink_log(m->sink, MOSQ_LOG_WARNING, "the target refused a message on '%s' (event seq %llu): "
+			    "code %d, reason %d%s%s", topic, seq, code, reason, text ? ": " : "", text ? text : "");
 }
 
 static void on_publish_fail(void *context, MQTTAsync_failureData *resp)
