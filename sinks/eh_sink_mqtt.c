@@ -195,8 +195,9 @@ struct mqtt_sink {
 	uint64_t acks;         /* publish outcomes the target decided (and QoS 0 writes) */
 	struct mqtt_msg *suspect; /* the oldest unacknowledged message at the last losses */
 	uint64_t suspect_seq;
-	unsigned strikes;      /* consecutive losses charged to suspect */
-	bool poison_found;     /* strikes reached POISON_STRIKES: the sink thread drops suspect */
+	/* consecutive losses charged to suspect; at POISON_STRIKES the sink
+	 * thread drops suspect (see poison_found) */
+	unsigned strikes;
 	uint64_t refused_logged;
 	/* Bumped with every signal of cond: a waiter that read it before
 	 * checking its condition cannot miss a signal sent after the check. */
@@ -545,8 +546,14 @@ static void charge_loss(struct mqtt_sink *m, struct conn *c)
 		m->suspect_seq = h->seq;
 		m->strikes = 1;
 	}
-	if (m->strikes >= POISON_STRIKES)
-		m->poison_found = true;
+}
+
+/* charge_loss found a message the target refuses. Derived, not stored: a
+ * stored flag could outlive the suspect that charge_loss clears. Under
+ * lock. */
+static bool poison_found(const struct mqtt_sink *m)
+{
+	return m->suspect && m->strikes >= POISON_STRIKES;
 }
 
 /* Called once per lost connection, after paho closed it; for a poisoned
@@ -739,11 +746,10 @@ static struct mqtt_msg *take_poison(struct mqtt_sink *m)
 {
 	struct mqtt_msg *bad = m->suspect;
 
-	if (!m->poison_found)
+	if (!poison_found(m))
 		return NULL;
 	if (bad->seq != m->suspect_seq || bad->state == MSG_OK || bad->state == MSG_FAILED)
 		bad = NULL;
-	m->poison_found = false;
 	m->suspect = NULL;
 	m->strikes = 0;
 	return bad;
@@ -840,7 +846,7 @@ static void step_clients(struct mqtt_sink *m)
 		closed = m->cur->closed;
 		up = m->cur->up;
 		poisoned = m->cur->poisoned;
-		poison = m->poison_found;
+		poison = poison_found(m);
 		pthread_mutex_unlock(&m->lock);
 		if (poisoned) {
 			/* It cannot be destroyed; retire() deals with a
