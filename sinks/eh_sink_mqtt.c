@@ -54,8 +54,10 @@
  * Messages that cannot go out. A rendered topic that is empty or longer
  * than 65535 bytes (paho would write its length modulo 65536 and the rest
  * of the topic would be read as packet id and payload), or, with MQTT 5, a
- * PUBLISH bigger than the target's Maximum Packet Size, is counted failed
- * before paho sees it.
+ * PUBLISH bigger than the Maximum Packet Size the target announced when the
+ * client first connected, is counted failed before paho sees it. paho shows
+ * no CONNACK properties after an automatic reconnect (see on_connected):
+ * from then on the limit is unknown and the poison backstop below applies.
  *
  * Poison messages. Anything else a target refuses by closing the
  * connection (over its max_packet_size on 3.1.1, which has no way to
@@ -128,6 +130,7 @@ struct conn {
 	bool disconnected;      /* our MQTTAsync_disconnect finished */
 	bool poisoned;          /* paho lost a message after a failed write */
 	bool closed;            /* poisoned, and its connection is down */
+	bool connack_read;      /* on_connect_ok5 read this connection's CONNACK */
 	int64_t up_ms;          /* eh_now_ms() when it last connected */
 	uint64_t acks_at_up;    /* owner->acks then */
 };
@@ -440,12 +443,13 @@ static void on_connect_ok5(void *context, MQTTAsync_successData5 *resp)
 	}
 	if (!c->wiper) {
 		/* Read as integer4: getNumericValue's int would turn a limit
-		 * above 2 GiB negative. Absent means no limit, also after a
-		 * reconnect to a target that dropped it. */
+		 * above 2 GiB negative. Absent means no limit. */
 		MQTTProperty *p = MQTTProperties_getProperty(&resp->properties, MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE);
 
 		pthread_mutex_lock(&m->lock);
 		m->max_packet = p ? p->value.integer4 : 0;
+		/* paho calls on_connected right after, on this thread. */
+		c->connack_read = true;
 		pthread_mutex_unlock(&m->lock);
 	}
 	mark_up(c);
@@ -479,11 +483,28 @@ static void on_connect_fail5(void *context, MQTTAsync_failureData5 *resp)
 }
 
 /* paho connected the persistent client: our own connect (after its
- * onSuccess) or an automatic reconnect. */
+ * onSuccess) or an automatic reconnect.
+ *
+ * paho 1.3.12 clears the connect options' onSuccess5 once it called it
+ * for the first CONNACK, so after an automatic reconnect only this runs and
+ * the CONNACK's properties are never seen. The target may have restarted
+ * with other limits: its Maximum Packet Size is then unknown, and 0 leaves
+ * an oversized event to the poison backstop rather than failing events
+ * against a limit that may be gone. The window keeps the last Receive
+ * Maximum, as when a CONNACK announces none (paho itself never raises its
+ * own in-flight limit again either). */
 static void on_connected(void *context, char *cause)
 {
+	struct conn *c = context;
+	struct mqtt_sink *m = c->owner;
+
 	(void)cause;
-	mark_up(context);
+	pthread_mutex_lock(&m->lock);
+	if (!c->connack_read)
+		m->max_packet = 0;
+	c->connack_read = false;
+	pthread_mutex_unlock(&m->lock);
+	mark_up(c);
 }
 
 /* The oldest message of the window not yet acknowledged or failed, or

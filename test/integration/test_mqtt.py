@@ -650,6 +650,33 @@ class MqttSinkTest(unittest.TestCase):
                     # reconnect (at least a second later): exactly 3.
                     self.assertGreaterEqual(oversize, 3)
 
+    def test_v5_max_packet_size_forgotten_after_target_restart(self):
+        # paho calls the connect's onSuccess5 (which reads the CONNACK's
+        # properties) for the first connection only: after an automatic
+        # reconnect the sink cannot see the Maximum Packet Size, so it must
+        # not keep failing events against the limit of a target that came
+        # back without one.
+        target = self.broker("target", ["max_packet_size 2000"])
+        sub = self.sub(target.port, topics=("ev/#",), v5=True)
+        main = self.broker("main", plugin_opts=[
+            ("node_id", "n12"), ("events", "message.publish"), ("mqtt_protocol", "5"),
+            ("mqtt_uri", "tcp://127.0.0.1:%d" % target.port), ("mqtt_topic", "ev/{seq}"),
+            ("mqtt_reconnect_min", "1"), ("mqtt_reconnect_max", "1")])
+        client_session(main.port, "pub", [("small", b"0")])
+        wait_until(lambda: len(sub.events()) == 1, what="the first event")
+        sub.close()
+        target.stop()
+        target.lines = []
+        target.start()
+        sub = self.sub(target.port, topics=("ev/#",), v5=True)
+        wait_until(lambda: "mqtt: reconnected to" in main.log(), timeout=TIMEOUT * 2, what="the reconnect")
+        client_session(main.port, "pub", [("big", b"x" * 3000), ("small", b"1")])
+        wait_until(lambda: len(sub.events()) == 2, timeout=TIMEOUT * 2, what="the events after the restart")
+        self.assertEqual([e["seq"] for e in sub.events()], [2, 3])
+        enq, dlv, fail, drop, left = self.stop_counts(main)
+        self.assertEqual((enq, dlv, fail, drop, left), (3, 3, 0, 0, 0))
+        self.assertNotIn("Maximum Packet Size", main.log())
+
     def test_v5_refusals_counted_failed_and_logged_rate_limited(self):
         # The target's ACL denies every publish of the sink: MQTT 5 at
         # QoS 1 reports each refusal (reason 135), so each event counts
