@@ -778,10 +778,13 @@ static struct mqtt_msg *take_poison(struct mqtt_sink *m)
 
 /* The client that held the window's unsettled messages is gone and calls
  * back no more: all of them go to the next client, oldest first, except
- * bad (may be NULL), which is counted failed. Returns how many are resent.
+ * bad (may be NULL), which is counted failed. Returns how many are resent;
+ * *bad_failed tells whether bad was still unsettled and so was failed here
+ * (paho may have settled it after take_poison, before the client went).
  * Under lock. */
-static unsigned hand_over(struct mqtt_sink *m, struct mqtt_msg *bad)
+static unsigned hand_over(struct mqtt_sink *m, struct mqtt_msg *bad, bool *bad_failed)
 {
+	*bad_failed = false;
 	m->resends = 0;
 	for (size_t k = 0; k < m->count; k++) {
 		struct slot *s = slot_at(m, k);
@@ -793,6 +796,7 @@ static unsigned hand_over(struct mqtt_sink *m, struct mqtt_msg *bad)
 				continue;
 			if (msg == bad) {
 				msg->state = MSG_FAILED;
+				*bad_failed = true;
 			} else {
 				msg->state = MSG_RESEND;
 				m->resends++;
@@ -817,17 +821,18 @@ static void log_poison(struct mqtt_sink *m, const struct mqtt_msg *bad)
 static void retire(struct mqtt_sink *m)
 {
 	struct mqtt_msg *bad;
+	bool bad_failed;
 	unsigned n;
 
 	pthread_mutex_lock(&m->lock);
 	bad = take_poison(m);
-	n = hand_over(m, bad);
+	n = hand_over(m, bad, &bad_failed);
 	pthread_mutex_unlock(&m->lock);
 	abandon(m);
 	eh_sink_log(m->sink, MOSQ_LOG_WARNING, "a publish to %s failed in the middle of a write; the MQTT client is "
 		    "replaced (paho.mqtt.c would resend a message it already freed) and %u unacknowledged message(s) "
 		    "are published again", m->uri, n);
-	if (bad)
+	if (bad_failed)
 		log_poison(m, bad);
 }
 
@@ -840,6 +845,7 @@ static void retire(struct mqtt_sink *m)
 static void drop_poison(struct mqtt_sink *m)
 {
 	struct mqtt_msg *bad;
+	bool bad_failed;
 
 	pthread_mutex_lock(&m->lock);
 	bad = take_poison(m);
@@ -847,12 +853,14 @@ static void drop_poison(struct mqtt_sink *m)
 	if (!bad)
 		return;
 	/* paho fails back ("incomplete") what it still held while destroying;
-	 * nothing calls back after it returned. */
+	 * nothing calls back after it returned. It may also have acknowledged
+	 * bad meanwhile: then it was not failed and is not logged. */
 	destroy_client(&m->cur);
 	pthread_mutex_lock(&m->lock);
-	hand_over(m, bad);
+	hand_over(m, bad, &bad_failed);
 	pthread_mutex_unlock(&m->lock);
-	log_poison(m, bad);
+	if (bad_failed)
+		log_poison(m, bad);
 }
 
 /* Moves the connection along: wiper, then the persistent client, and a new
