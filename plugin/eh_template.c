@@ -243,3 +243,12 @@ size_t eh_template_render(const struct eh_template *t, const struct eh_event *ev
 		buf[o.len < cap ? o.len : cap - 1] = '\0';
 	return o.len;
 }
+
+const char *eh_template_topic_unfit(size_t len)
+{
+	if (len == 0)
+		return "empty";
+	if (len > EH_TOPIC_MAX)
+		return "longer than 65535 bytes";
+	return NULL;
+}

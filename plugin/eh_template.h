@@ -46,6 +46,12 @@ void eh_template_free(struct eh_template *t);
  * an MQTT topic may be. */
 int eh_template_check_topic(const struct eh_template *t, const char *option, const char *text, char *err,
 			    size_t errlen);
+/* Why a rendered topic of len bytes cannot be published, for a log line
+ * ("the topic ... is %s"): "empty" or "longer than 65535 bytes"; NULL when
+ * it can. No MQTT topic is empty, and paho would write a longer one's length
+ * modulo 65536, letting the rest pass for packet id and payload. Shared by
+ * the sinks so they judge and word it alike. */
+const char *eh_template_topic_unfit(size_t len);
 /* Renders into out (capacity cap, always NUL-terminated when cap > 0).
  * Returns the full length needed, excluding the NUL (like snprintf). */
 size_t eh_template_render(const struct eh_template *t, const struct eh_event *ev, const struct eh_node *node,

@@ -109,18 +109,18 @@ static enum eh_deliver_rc local_deliver(void *ctx, struct eh_batch *b)
 		const struct eh_event *ev = &b->events[b->done];
 		size_t tlen = eh_template_render(&l->topic, ev, l->node, EH_TEMPLATE_TOPIC, l->topic_buf, TOPIC_CAP);
 		uint32_t t32 = (uint32_t)tlen;
+		const char *unfit = eh_template_topic_unfit(tlen);
 		const char *payload;
 		size_t plen;
 		char *slot;
 
-		if (tlen == 0 || tlen > EH_TOPIC_MAX) {
+		if (unfit) {
 			/* No MQTT topic is empty or that long (a template of
 			 * only {username}, a client without one; a huge client
 			 * id): count it failed. */
 			if (eh_sink_log_due(&l->unfit_logged))
 				eh_sink_log(l->sink, MOSQ_LOG_WARNING, "the topic for event seq %llu is %s; not published",
-					    (unsigned long long)ev->seq,
-					    tlen ? "longer than 65535 bytes" : "empty");
+					    (unsigned long long)ev->seq, unfit);
 			eh_sink_count(l->sink, 0, 1);
 			continue;
 		}

@@ -1155,13 +1155,13 @@ static bool slot_fits(struct mqtt_sink *m, const struct eh_event *ev, struct slo
 	pthread_mutex_unlock(&m->lock);
 	for (int i = 0; i < s->nmsg; i++) {
 		struct mqtt_msg *msg = &s->msg[i];
-		size_t tlen = strlen(msg->topic);
+		const char *unfit = eh_template_topic_unfit(strlen(msg->topic));
 		const char *what = i ? "presence topic" : "topic";
 
-		if (tlen == 0 || tlen > EH_TOPIC_MAX) {
+		if (unfit) {
 			if (eh_sink_log_due(&m->unfit_logged))
 				eh_sink_log(m->sink, MOSQ_LOG_WARNING, "the %s for event seq %llu is %s; not published",
-					    what, (unsigned long long)ev->seq, tlen ? "longer than 65535 bytes" : "empty");
+					    what, (unsigned long long)ev->seq, unfit);
 			return false;
 		}
 		if (limit && msg->size > limit) {

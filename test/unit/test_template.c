@@ -309,6 +309,15 @@ START_TEST(template_check_topic)
 }
 END_TEST
 
+START_TEST(template_topic_unfit)
+{
+	ck_assert_str_eq(eh_template_topic_unfit(0), "empty");
+	ck_assert_ptr_null(eh_template_topic_unfit(1));
+	ck_assert_ptr_null(eh_template_topic_unfit(EH_TOPIC_MAX));
+	ck_assert_str_eq(eh_template_topic_unfit(EH_TOPIC_MAX + 1), "longer than 65535 bytes");
+}
+END_TEST
+
 /* An event without a username (NULL pointer, length 0) renders as empty
  * in both modes. */
 START_TEST(template_missing_username)
@@ -337,6 +346,7 @@ static Suite *template_suite(void)
 	tcase_add_test(tc, template_missing_username);
 	tcase_add_test(tc, template_topic_leading_dollar);
 	tcase_add_test(tc, template_check_topic);
+	tcase_add_test(tc, template_topic_unfit);
 	suite_add_tcase(s, tc);
 	return s;
 }
