@@ -144,7 +144,6 @@ struct mqtt_msg {
 	bool retained;
 	MQTTProperties props;
 	uint64_t seq;           /* the event's, for logs */
-	size_t size;            /* of the PUBLISH packet */
 	/* guarded by owner->lock */
 	int state;              /* enum msg_state */
 	int64_t sent_ms;        /* eh_now_ms() when last handed to paho */
@@ -283,6 +282,28 @@ static void slot_clear(struct slot *s)
 static struct slot *slot_at(struct mqtt_sink *m, size_t k)
 {
 	return &m->win[(m->head + k) % m->max_inflight];
+}
+
+static size_t vbi_len(size_t n)
+{
+	return n < 128 ? 1 : n < 16384 ? 2 : n < 2097152 ? 3 : 4;
+}
+
+/* The size of msg's PUBLISH packet on the wire, as MQTT 5's Maximum Packet
+ * Size counts it: fixed header, then topic, packet id (QoS > 0),
+ * properties (MQTT 5) and payload. (mosquitto 2.0 leaves the length bytes
+ * of the fixed header out of its own check; counting them as the
+ * specification does can only refuse an event a few bytes early.) */
+static size_t publish_size(const struct mqtt_sink *m, const struct mqtt_msg *msg)
+{
+	size_t rest = 2 + strlen(msg->topic) + (m->qos ? 2 : 0) + (size_t)msg->len;
+
+	/* What MQTTProperties_len computes: MQTTProperties.h declares it
+	 * without LIBMQTT_API, so libpaho-mqtt3as does not export it and a
+	 * call fails to link. */
+	if (m->version == MQTTVERSION_5)
+		rest += vbi_len((size_t)msg->props.length) + (size_t)msg->props.length;
+	return 1 + vbi_len(rest) + rest;
 }
 
 /* Pops settled slots from the front and counts them. Sink thread. */
@@ -812,7 +833,7 @@ static void log_poison(struct mqtt_sink *m, const struct mqtt_msg *bad)
 	eh_sink_log(m->sink, MOSQ_LOG_WARNING, "event seq %llu (a PUBLISH of %zu bytes on '%.200s') is counted failed: "
 		    "the target closed the connection each time it was sent (%d times in a row, each within %d s, "
 		    "nothing acknowledged meanwhile); the events after it go on", (unsigned long long)bad->seq,
-		    bad->size, bad->topic, POISON_STRIKES, POISON_SOON_MS / 1000);
+		    publish_size(m, bad), bad->topic, POISON_STRIKES, POISON_SOON_MS / 1000);
 }
 
 /* The poisoned client is closed and will call back no more: whatever it had
@@ -1025,25 +1046,6 @@ static char *render_topic(struct mqtt_sink *m, const struct eh_template *t, cons
 	return strdup(m->topic_buf);
 }
 
-static size_t vbi_len(size_t n)
-{
-	return n < 128 ? 1 : n < 16384 ? 2 : n < 2097152 ? 3 : 4;
-}
-
-/* The size of msg's PUBLISH packet on the wire, as MQTT 5's Maximum Packet
- * Size counts it: fixed header, then topic, packet id (QoS > 0),
- * properties (MQTT 5) and payload. (mosquitto 2.0 leaves the length bytes
- * of the fixed header out of its own check; counting them as the
- * specification does can only refuse an event a few bytes early.) */
-static size_t publish_size(const struct mqtt_sink *m, const struct mqtt_msg *msg)
-{
-	size_t rest = 2 + strlen(msg->topic) + (m->qos ? 2 : 0) + (size_t)msg->len;
-
-	if (m->version == MQTTVERSION_5)
-		rest += vbi_len((size_t)msg->props.length) + (size_t)msg->props.length;
-	return 1 + vbi_len(rest) + rest;
-}
-
 static int add_user_prop(MQTTProperties *props, const char *name, const char *value)
 {
 	MQTTProperty p = { .identifier = MQTTPROPERTY_CODE_USER_PROPERTY };
@@ -1084,10 +1086,8 @@ static int build_event_msg(struct mqtt_sink *m, const struct eh_event *ev, struc
 		return -1;
 	msg->len = (int)strlen(msg->payload);
 	msg->seq = ev->seq;
-	if (m->version != MQTTVERSION_5) {
-		msg->size = publish_size(m, msg);
+	if (m->version != MQTTVERSION_5)
 		return 0;
-	}
 	eh_json_format_id(m->node, ev->number, id);
 	eh_json_format_ts(ev->ts_ms, ts);
 	if (m->cloudevents) {
@@ -1105,7 +1105,6 @@ static int build_event_msg(struct mqtt_sink *m, const struct eh_event *ev, struc
 		rc |= add_user_prop(&msg->props, "node", m->node->name);
 		rc |= add_user_prop(&msg->props, "id", id);
 	}
-	msg->size = publish_size(m, msg);
 	return rc ? -1 : 0;
 }
 
@@ -1136,7 +1135,6 @@ static int build_presence_msg(struct mqtt_sink *m, const struct eh_event *ev, st
 	msg->seq = ev->seq;
 	if (m->version == MQTTVERSION_5 && add_content_type(&msg->props, "application/json"))
 		return -1;
-	msg->size = publish_size(m, msg);
 	return 0;
 }
 
@@ -1157,6 +1155,7 @@ static bool slot_fits(struct mqtt_sink *m, const struct eh_event *ev, struct slo
 		struct mqtt_msg *msg = &s->msg[i];
 		const char *unfit = eh_template_topic_unfit(strlen(msg->topic));
 		const char *what = i ? "presence topic" : "topic";
+		size_t size;
 
 		if (unfit) {
 			if (eh_sink_log_due(&m->unfit_logged))
@@ -1164,11 +1163,11 @@ static bool slot_fits(struct mqtt_sink *m, const struct eh_event *ev, struct slo
 					    what, (unsigned long long)ev->seq, unfit);
 			return false;
 		}
-		if (limit && msg->size > limit) {
+		if (limit && (size = publish_size(m, msg)) > limit) {
 			if (eh_sink_log_due(&m->oversize_logged))
 				eh_sink_log(m->sink, MOSQ_LOG_WARNING, "event seq %llu: the PUBLISH on '%.200s' would be %zu "
 					    "bytes, over the %u the target accepts (its Maximum Packet Size); not published",
-					    (unsigned long long)ev->seq, msg->topic, msg->size, limit);
+					    (unsigned long long)ev->seq, msg->topic, size, limit);
 			return false;
 		}
 	}
