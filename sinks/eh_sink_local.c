@@ -166,9 +166,11 @@ static void local_broker_tick(void *ctx)
 				ok++;
 			} else {
 				bad++;
+				char shown[EH_QUOTE_LEN];
+
 				if (eh_sink_log_due(&l->refused_logged))
-					eh_sink_log(l->sink, MOSQ_LOG_WARNING, "the broker refused a message on '%.200s': %s",
-						    topic, mosquitto_strerror(rc));
+					eh_sink_log(l->sink, MOSQ_LOG_WARNING, "the broker refused a message on '%s': %s",
+						    eh_quote(shown, sizeof(shown), topic), mosquitto_strerror(rc));
 			}
 		}
 		eh_ring_release_sc(&l->outbox, &recs[n - 1], n);

@@ -383,7 +383,7 @@ static void publish_failed(struct mqtt_msg *msg, int code, int reason, const cha
 	/* What the warning shows, copied under lock: once the message is
 	 * MSG_FAILED and the lock released, the sink thread's settle() may
 	 * clear its slot (freeing the topic) before we get to log. */
-	char topic[201];
+	char topic[EH_QUOTE_LEN];
 	unsigned long long seq = 0;
 
 	if (poisoned)
@@ -401,7 +401,7 @@ static void publish_failed(struct mqtt_msg *msg, int code, int reason, const cha
 		log = eh_sink_log_due(&m->refused_logged);
 	}
 	if (log) {
-		snprintf(topic, sizeof(topic), "%.200s", msg->topic);
+		eh_quote(topic, sizeof(topic), msg->topic);
 		seq = (unsigned long long)msg->seq;
 	}
 	if (poisoned)
@@ -830,10 +830,13 @@ static unsigned hand_over(struct mqtt_sink *m, struct mqtt_msg *bad, bool *bad_f
 
 static void log_poison(struct mqtt_sink *m, const struct mqtt_msg *bad)
 {
-	eh_sink_log(m->sink, MOSQ_LOG_WARNING, "event seq %llu (a PUBLISH of %zu bytes on '%.200s') is counted failed: "
+	char shown[EH_QUOTE_LEN];
+
+	eh_sink_log(m->sink, MOSQ_LOG_WARNING, "event seq %llu (a PUBLISH of %zu bytes on '%s') is counted failed: "
 		    "the target closed the connection each time it was sent (%d times in a row, each within %d s, "
 		    "nothing acknowledged meanwhile); the events after it go on", (unsigned long long)bad->seq,
-		    publish_size(m, bad), bad->topic, POISON_STRIKES, POISON_SOON_MS / 1000);
+		    publish_size(m, bad), eh_quote(shown, sizeof(shown), bad->topic), POISON_STRIKES,
+		    POISON_SOON_MS / 1000);
 }
 
 /* The poisoned client is closed and will call back no more: whatever it had
@@ -1164,10 +1167,13 @@ static bool slot_fits(struct mqtt_sink *m, const struct eh_event *ev, struct slo
 			return false;
 		}
 		if (limit && (size = publish_size(m, msg)) > limit) {
+			char shown[EH_QUOTE_LEN];
+
 			if (eh_sink_log_due(&m->oversize_logged))
-				eh_sink_log(m->sink, MOSQ_LOG_WARNING, "event seq %llu: the PUBLISH on '%.200s' would be %zu "
+				eh_sink_log(m->sink, MOSQ_LOG_WARNING, "event seq %llu: the PUBLISH on '%s' would be %zu "
 					    "bytes, over the %u the target accepts (its Maximum Packet Size); not published",
-					    (unsigned long long)ev->seq, msg->topic, size, limit);
+					    (unsigned long long)ev->seq, eh_quote(shown, sizeof(shown), msg->topic), size,
+					    limit);
 			return false;
 		}
 	}
