@@ -10,6 +10,7 @@
  * is asleep.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -463,13 +464,33 @@ void eh_core_emit(struct eh_core *core, struct eh_event *ev)
 
 /* ---- broker-thread chores ---- */
 
+int eh_broker_publish(const char *topic, const void *payload, size_t len, int qos, bool retain)
+{
+	void *copy;
+	int rc;
+
+	if (len > INT_MAX)
+		return MOSQ_ERR_PAYLOAD_SIZE;
+	/* The broker frees the payload with its own free, which subtracts
+	 * what this malloc added to its heap count. */
+	copy = mosquitto_malloc(len ? len : 1);
+	if (!copy)
+		return MOSQ_ERR_NOMEM;
+	memcpy(copy, payload, len);
+	rc = mosquitto_broker_publish(NULL, topic, (int)len, copy, qos, retain, NULL);
+	/* Only a message the broker queued owns its payload. */
+	if (rc != MOSQ_ERR_SUCCESS)
+		mosquitto_free(copy);
+	return rc;
+}
+
 static void publish_stat(struct eh_sink *s, const char *what, uint64_t value)
 {
 	char topic[128], payload[24];
 	int n = snprintf(payload, sizeof(payload), "%llu", (unsigned long long)value);
 
 	snprintf(topic, sizeof(topic), "$SYS/broker/eventhook/%s/%s", s->name, what);
-	mosquitto_broker_publish_copy(NULL, topic, n, payload, 0, true, NULL);
+	eh_broker_publish(topic, payload, (size_t)n, 0, true);
 }
 
 struct eh_sink_counts {

@@ -117,6 +117,15 @@ int64_t eh_now_ms(void);
 /* Milliseconds of the real-time clock (Unix epoch). */
 int64_t eh_wall_ms(void);
 
+/* Broker thread only: publishes a copy of payload on topic, as a message
+ * from no client. Returns a MOSQ_ERR_* code.
+ * Not mosquitto_broker_publish_copy: in 2.0.11 it takes the copy from libc's
+ * calloc, which the broker's heap accounting never saw, and the broker frees
+ * it through that accounting. Each message then lowers the broker's heap
+ * count ($SYS/broker/heap/current) until it wraps, and with memory_limit set
+ * the broker starts refusing its own allocations, dropping clients. */
+int eh_broker_publish(const char *topic, const void *payload, size_t len, int qos, bool retain);
+
 /* broker thread, from create only: the core ignores every client whose
  * id is exactly id (no event of any type, not even when it publishes), so
  * a sink's own connection to this same broker cannot feed back into the

@@ -4,7 +4,7 @@
  *
  * Broker functions may only be called on the broker thread, so the work is
  * split: the sink thread renders topic and JSON into an outbox ring, and the
- * broker thread drains the outbox from TICK with mosquitto_broker_publish_copy
+ * broker thread drains the outbox from TICK with eh_broker_publish
  * (at most OUTBOX_PER_TICK messages per tick, so a backlog never stalls the
  * broker's own traffic). A message counts as delivered once the broker has
  * taken it. Messages published this way produce no MESSAGE or WRITE ACL
@@ -159,8 +159,8 @@ static void local_broker_tick(void *ctx)
 			memcpy(&tlen, p, sizeof(tlen));
 			memcpy(topic, p + sizeof(tlen), tlen);
 			topic[tlen] = '\0';
-			rc = mosquitto_broker_publish_copy(NULL, topic, (int)(recs[i].len - sizeof(tlen) - tlen),
-							   p + sizeof(tlen) + tlen, l->qos, l->retain, NULL);
+			rc = eh_broker_publish(topic, p + sizeof(tlen) + tlen, recs[i].len - sizeof(tlen) - tlen, l->qos,
+					       l->retain);
 
 			if (rc == MOSQ_ERR_SUCCESS) {
 				ok++;

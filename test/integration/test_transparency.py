@@ -1307,5 +1307,48 @@ class TransparencyTest(BrokerTestCase):
 
 
 
+class BrokerHeapTest(BrokerTestCase):
+    """The messages the plugin publishes into the broker (the local sink's
+    events, the $SYS/broker/eventhook counters) must keep the broker's own
+    heap accounting right.  Mosquitto 2.0.11's mosquitto_broker_publish_copy
+    takes its copy from an allocator the accounting never saw and the broker
+    frees it through the accounting, so every such message lowered
+    $SYS/broker/heap/current until it wrapped, and with memory_limit the
+    broker then refused its own allocations and dropped clients."""
+
+    CLIENTS = 60
+
+    def test_local_sink_keeps_heap_count_and_memory_limit(self):
+        b = self.start_broker(["allow_anonymous true", "memory_limit 50000000", "sys_interval 1"],
+                              plugin_opts=[("events", "*"), ("local_topic", "$events/{event}/{clientid}"),
+                                           ("stats_interval", "1")])
+        viewer = h.RawClient(b.port, "viewer")
+        self.assertEqual(viewer.connect().rc, 0)
+        viewer.subscribe(["$events/#", "$SYS/broker/eventhook/local/delivered"])
+        answers = []
+        for i in range(self.CLIENTS):
+            c = h.RawClient(b.port, f"heap{i:03d}")
+            answers.append((c.connect().rc, c.publish("heap/t", b"x" * 200, qos=1)))
+            c.disconnect()
+        # Every client was accepted and its publish acknowledged, as without
+        # the plugin: no allocation of the broker's failed.
+        self.assertEqual(answers, [(0, 0)] * self.CLIENTS)
+        last = f"$events/client.disconnected/heap{self.CLIENTS - 1:03d}"
+        viewer.wait_messages(lambda m: any(x.topic == last for x in m))
+        # The counter messages came through the same path too.
+        viewer.wait_messages(lambda m: any(x.topic == "$SYS/broker/eventhook/local/delivered" for x in m))
+        # A heap count published after all of that: the broker's whole heap
+        # here is well under 50 MB; a wrapped count is near 2**64.
+        probe = h.RawClient(b.port, "probe")
+        probe.connect()
+        probe.subscribe("$SYS/broker/heap/current")
+        heap = int(probe.wait_messages(1)[0].payload)
+        self.assertLess(heap, 50_000_000)
+        self.assertGreater(heap, 0)
+        self.assertNotIn("Out of memory", b.log())
+        probe.close()
+        viewer.close()
+
+
 if __name__ == "__main__":
     unittest.main()

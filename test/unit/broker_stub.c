@@ -34,17 +34,28 @@ void mosquitto_log_printf(int level, const char *fmt, ...)
 		fprintf(stderr, "log: %s\n", eh_stub_last_log);
 }
 
-int mosquitto_broker_publish_copy(const char *clientid, const char *topic, int payloadlen, const void *payload,
-				  int qos, bool retain, mosquitto_property *properties)
+void *mosquitto_malloc(size_t size)
+{
+	return malloc(size);
+}
+
+void mosquitto_free(void *mem)
+{
+	free(mem);
+}
+
+/* Like the broker: a queued message's payload is the broker's to free. */
+int mosquitto_broker_publish(const char *clientid, const char *topic, int payloadlen, void *payload, int qos,
+			     bool retain, mosquitto_property *properties)
 {
 	(void)clientid;
 	(void)payloadlen;
-	(void)payload;
 	(void)qos;
 	(void)retain;
 	(void)properties;
 	snprintf(eh_stub_last_topic, sizeof(eh_stub_last_topic), "%s", topic);
 	eh_stub_publish_count++;
+	free(payload);
 	return MOSQ_ERR_SUCCESS;
 }
 
