@@ -79,6 +79,25 @@ int eh_list_each(const char *list, int (*fn)(void *arg, const char *item, size_t
 	}
 }
 
+/* What eh_quote_n and eh_quote_key append; EH_QUOTE_LEN must hold the
+ * escaped bytes, both tails with a size_t of 20 digits, and the NUL. */
+#define QUOTE_CUT_TAIL "...(%zu bytes)"
+#define QUOTE_KEY_TAIL "\\t<and %zu more bytes, not shown>"
+_Static_assert(EH_QUOTE_MAX * EH_LOGTEXT_GROWTH + (sizeof(QUOTE_CUT_TAIL) - 4 + 20)
+			       + (sizeof(QUOTE_KEY_TAIL) - 4 + 20) + 1
+		       <= EH_QUOTE_LEN,
+	       "EH_QUOTE_LEN cannot hold the worst case");
+
+/* Appends tail to the quote in buf when it fits whole: a cut tail could
+ * end in a lone backslash, or in a number that says something false. */
+static void append_tail(char *buf, size_t cap, size_t o, const char *tail)
+{
+	size_t n = strlen(tail);
+
+	if (n < cap - o)
+		memcpy(buf + o, tail, n + 1);
+}
+
 const char *eh_quote(char *buf, size_t cap, const char *s)
 {
 	return eh_quote_n(buf, cap, s, strlen(s));
@@ -87,45 +106,28 @@ const char *eh_quote(char *buf, size_t cap, const char *s)
 const char *eh_quote_key(char *buf, size_t cap, const char *key)
 {
 	size_t len = strlen(key), head = strcspn(key, "\t");
-	size_t o;
+	char tail[sizeof(QUOTE_KEY_TAIL) + 20];
 
 	eh_quote_n(buf, cap, key, head);
-	o = strlen(buf);
-	if (head + 1 == len && o < cap)
-		snprintf(buf + o, cap - o, "\\t");
-	else if (head < len && o < cap)
-		snprintf(buf + o, cap - o, "\\t<and %zu more bytes, not shown>", len - head - 1);
+	if (!cap || head == len)
+		return buf;
+	if (head + 1 == len)
+		snprintf(tail, sizeof(tail), "\\t");
+	else
+		snprintf(tail, sizeof(tail), QUOTE_KEY_TAIL, len - head - 1);
+	append_tail(buf, cap, strlen(buf), tail);
 	return buf;
 }
 
 const char *eh_quote_n(char *buf, size_t cap, const char *s, size_t len)
 {
-	size_t shown = len, o = 0;
+	char tail[sizeof(QUOTE_CUT_TAIL) + 20];
+	size_t shown, o = eh_logtext_escape(buf, cap, s, len, EH_QUOTE_MAX, &shown);
 
-	if (!cap)
-		return buf;
-	if (len > EH_QUOTE_MAX) {
-		shown = EH_QUOTE_MAX;
-		/* Never half a UTF-8 character: back up over continuation bytes. */
-		while (shown > EH_QUOTE_MAX - 3 && ((unsigned char)s[shown] & 0xC0) == 0x80)
-			shown--;
+	if (cap && shown < len) {
+		snprintf(tail, sizeof(tail), QUOTE_CUT_TAIL, len);
+		append_tail(buf, cap, o, tail);
 	}
-	for (const unsigned char *p = (const unsigned char *)s; p < (const unsigned char *)s + shown && o + 5 < cap;
-	     p++) {
-		if (*p == '\t')
-			o += (size_t)snprintf(buf + o, cap - o, "\\t");
-		else if (*p == '\n')
-			o += (size_t)snprintf(buf + o, cap - o, "\\n");
-		else if (*p == '\r')
-			o += (size_t)snprintf(buf + o, cap - o, "\\r");
-		else if (*p < 0x20 || *p == 0x7F)
-			o += (size_t)snprintf(buf + o, cap - o, "\\x%02X", *p);
-		else
-			buf[o++] = (char)*p;
-	}
-	buf[o] = '\0';
-	if (shown < len)
-		snprintf(buf + o, cap - o, "...(%zu bytes)", len);
 	return buf;
 }
 

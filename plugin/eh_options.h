@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "eh_logtext.h"
+
 enum eh_opt_type { EH_OPT_STRING, EH_OPT_INT, EH_OPT_BOOL, EH_OPT_ENUM, EH_OPT_LIST };
 
 #define EH_OPT_REPEAT 0x1u /* may be given more than once; values kept in order */
@@ -78,13 +80,20 @@ int eh_config_each(const struct eh_config *cfg, const char *key,
  * cuts a log line at about 1000 bytes: a longer quote would push the
  * reason, which follows it, out of the line. */
 #define EH_QUOTE_MAX 100
-/* Room eh_quote needs: every quoted byte escaped as \xNN, plus the tail. */
-#define EH_QUOTE_LEN (EH_QUOTE_MAX * 4 + 40)
-/* s as an error message shows it, into buf (EH_QUOTE_LEN bytes): control
- * bytes written as \t, \n, \r or \xNN so that nothing in a key or value
- * is invisible, and a string longer than EH_QUOTE_MAX bytes cut (at a
- * character boundary) and followed by "...(N bytes)", N its length.
- * Returns buf. */
+/* Room eh_quote and eh_quote_key need: every quoted byte escaped as \xNN
+ * (EH_LOGTEXT_GROWTH bytes), the "...(N bytes)" and "\t<and N more bytes, not
+ * shown>" tails with N of any size, and the NUL (eh_options.c checks the
+ * sum at compile time). */
+#define EH_QUOTE_LEN (EH_QUOTE_MAX * EH_LOGTEXT_GROWTH + 96)
+/* s as an error or warning message shows it, into buf (EH_QUOTE_LEN
+ * bytes), escaped by eh_logtext_escape so that nothing in it is invisible,
+ * acts on a terminal or forges an escape: a backslash doubled, TAB, LF and
+ * CR as \t, \n, \r, other control characters (C0, DEL, C1), U+2028,
+ * U+2029 and every byte that is not valid UTF-8 as \xNN. A string longer
+ * than EH_QUOTE_MAX bytes is cut (never inside a character) and followed
+ * by "...(N bytes)", N its length. A smaller buf cuts the quote earlier,
+ * between two characters; the tail is then added only if it fits whole.
+ * buf is always NUL-terminated (when cap > 0). Any thread. Returns buf. */
 const char *eh_quote(char *buf, size_t cap, const char *s);
 /* The same for the len bytes at s (no NUL needed). */
 const char *eh_quote_n(char *buf, size_t cap, const char *s, size_t len);

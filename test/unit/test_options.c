@@ -293,6 +293,116 @@ START_TEST(options_quote)
 }
 END_TEST
 
+/* eh_quote follows eh_logtext_escape's rule: what it escapes beyond C0. */
+START_TEST(options_quote_escapes)
+{
+	char buf[EH_QUOTE_LEN];
+
+	ck_assert_str_eq(eh_quote(buf, sizeof(buf), "t/\xc2\x9b" "2J/\xe2\x80\xa8/x"), "t/\\xC2\\x9B2J/\\xE2\\x80\\xA8/x");
+	ck_assert_str_eq(eh_quote(buf, sizeof(buf), "\x80|\xe2\x82|\xc0\x80|\xed\xa0\x80"),
+			 "\\x80|\\xE2\\x82|\\xC0\\x80|\\xED\\xA0\\x80");
+	/* a value holding the four characters \x1b is not an escaped ESC */
+	ck_assert_str_eq(eh_quote(buf, sizeof(buf), "C:\\x1b\x1b"), "C:\\\\x1b\\x1B");
+	ck_assert_str_eq(eh_quote_key(buf, sizeof(buf), "a\\b\tsecret"), "a\\\\b\\t<and 6 more bytes, not shown>");
+}
+END_TEST
+
+/* The cut at EH_QUOTE_MAX bytes falls inside a character: the character
+ * goes whole, whether it would be kept or escaped. */
+START_TEST(options_quote_cut_inside_character)
+{
+	char buf[EH_QUOTE_LEN], want[EH_QUOTE_LEN], big[EH_QUOTE_MAX + 8];
+	static const struct {
+		const char *c; /* the character that straddles the cut */
+		size_t before; /* of its bytes, how many come before the cut */
+	} cases[] = {
+		{ "\xe2\x82\xac", 1 }, { "\xe2\x82\xac", 2 }, { "\xf0\x9f\x98\x80", 1 },
+		{ "\xf0\x9f\x98\x80", 3 }, { "\xc2\x9b", 1 }, { "\xe2\x80\xa8", 2 },
+	};
+
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		size_t at = EH_QUOTE_MAX - cases[k].before, n = strlen(cases[k].c);
+
+		memset(big, 'a', sizeof(big));
+		memcpy(big + at, cases[k].c, n);
+		big[EH_QUOTE_MAX + 7] = '\0';
+		snprintf(want, sizeof(want), "%.*s...(%d bytes)", (int)at, big, EH_QUOTE_MAX + 7);
+		ck_assert_str_eq(eh_quote(buf, sizeof(buf), big), want);
+	}
+	/* Ending exactly at the cut it is shown (escaped, for a CSI). */
+	memset(big, 'a', sizeof(big));
+	memcpy(big + EH_QUOTE_MAX - 2, "\xc2\x9b", 2);
+	big[EH_QUOTE_MAX + 7] = '\0';
+	snprintf(want, sizeof(want), "%.*s\\xC2\\x9B...(%d bytes)", EH_QUOTE_MAX - 2, big, EH_QUOTE_MAX + 7);
+	ck_assert_str_eq(eh_quote(buf, sizeof(buf), big), want);
+	/* An invalid byte is a character of its own: the last one shown. */
+	memset(big, 'a', sizeof(big));
+	big[EH_QUOTE_MAX - 1] = (char)0xE2;
+	big[EH_QUOTE_MAX + 7] = '\0';
+	snprintf(want, sizeof(want), "%.*s\\xE2...(%d bytes)", EH_QUOTE_MAX - 1, big, EH_QUOTE_MAX + 7);
+	ck_assert_str_eq(eh_quote(buf, sizeof(buf), big), want);
+	/* The worst case with both tails fits: a long key, every byte escaped,
+	 * then a tab and a value. */
+	{
+		char *key = malloc(102400 + 8);
+
+		ck_assert_ptr_nonnull(key);
+		memset(key, '\\', 102400);
+		memcpy(key + 102400, "\tsecret", 8);
+		ck_assert_str_eq(eh_quote_key(buf, sizeof(buf), key) + EH_QUOTE_MAX * 2,
+				 "...(102400 bytes)\\t<and 6 more bytes, not shown>");
+		memset(key, '\x01', 102400);
+		ck_assert_uint_eq(strlen(eh_quote_key(buf, sizeof(buf), key)),
+				  EH_QUOTE_MAX * 4 + strlen("...(102400 bytes)\\t<and 6 more bytes, not shown>"));
+		free(key);
+	}
+}
+END_TEST
+
+/* Buffers smaller than EH_QUOTE_LEN: cut between characters, a tail only
+ * when it fits whole, always NUL-terminated, nothing past cap. */
+static const char *quote_into(size_t cap, const char *s, bool key)
+{
+	static char buf[64];
+
+	memset(buf, 'Z', sizeof(buf));
+	if (key)
+		eh_quote_key(buf, cap, s);
+	else
+		eh_quote(buf, cap, s);
+	for (size_t i = cap; i < sizeof(buf); i++)
+		ck_assert_int_eq(buf[i], 'Z');
+	return buf;
+}
+
+START_TEST(options_quote_tiny_buffers)
+{
+	char big[EH_QUOTE_MAX + 2];
+
+	ck_assert_int_eq(quote_into(0, "ab", false)[0], 'Z');
+	ck_assert_int_eq(quote_into(0, "ab\tc", true)[0], 'Z');
+	ck_assert_str_eq(quote_into(1, "ab", false), "");
+	ck_assert_str_eq(quote_into(1, "ab\t", true), "");
+	ck_assert_str_eq(quote_into(2, "ab", false), "a");
+	ck_assert_str_eq(quote_into(2, "\\", false), "");
+	ck_assert_str_eq(quote_into(2, "\xc3\xa9", false), "");
+	ck_assert_str_eq(quote_into(2, "a\t", true), "a");
+	ck_assert_str_eq(quote_into(5, "ab\xe2\x82\xac", false), "ab");
+	ck_assert_str_eq(quote_into(5, "\x1b", false), "\\x1B");
+	ck_assert_str_eq(quote_into(5, "\x1b\x1b", false), "\\x1B");
+	ck_assert_str_eq(quote_into(5, "\\\\", false), "\\\\\\\\");
+	ck_assert_str_eq(quote_into(5, "ab\t", true), "ab\\t");
+	ck_assert_str_eq(quote_into(5, "ab\tc", true), "ab");
+	/* Cut by the buffer, not at EH_QUOTE_MAX: the next character would
+	 * need at most 12 bytes, so "...(N bytes)" never fits after it. */
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	ck_assert_str_eq(quote_into(5, big, false), "aaaa");
+	ck_assert_str_eq(quote_into(20, "\x01\x01\x01" "abcdefghijklmn", false), "\\x01\\x01\\x01abcdefg");
+	ck_assert_str_eq(quote_into(20, "ab\x01\x01\x01\x01\x01", false), "ab\\x01\\x01\\x01\\x01");
+}
+END_TEST
+
 START_TEST(options_secret_not_echoed)
 {
 	struct eh_config cfg;
@@ -528,6 +638,9 @@ static Suite *options_suite(void)
 	tcase_add_test(tc, options_bool_enum_list_string);
 	tcase_add_test(tc, options_trailing_blanks);
 	tcase_add_test(tc, options_quote);
+	tcase_add_test(tc, options_quote_escapes);
+	tcase_add_test(tc, options_quote_cut_inside_character);
+	tcase_add_test(tc, options_quote_tiny_buffers);
 	tcase_add_test(tc, options_secret_not_echoed);
 	tcase_add_test(tc, options_defaults_and_each);
 	tcase_add_test(tc, options_null_kv);
