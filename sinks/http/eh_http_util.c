@@ -20,6 +20,7 @@
 #include <openssl/x509.h>
 
 #include "eh_json.h"
+#include "eh_logtext.h"
 #include "eh_options.h"
 #include "http/eh_http_util.h"
 
@@ -340,49 +341,9 @@ static size_t without_cut_character(const unsigned char *t, size_t len)
 
 size_t eh_http_log_text(const char *text, size_t len, int cut, char *out, size_t outlen)
 {
-	static const char hex[] = "0123456789abcdef";
-	const unsigned char *t = (const unsigned char *)text;
-	size_t o = 0, i = 0;
-
 	if (cut)
-		len = without_cut_character(t, len);
-	while (i < len) {
-		unsigned char c = t[i];
-		size_t n = 1;
-		bool escape = false;
-
-		if (c >= 0x80) {
-			n = eh_utf8_sequence_len(t + i, len - i);
-			if (!n) {
-				n = 1;
-				escape = true;
-			} else {
-				/* C1 controls (terminal escapes like CSI) and the
-				 * line and paragraph separators, which some log
-				 * viewers break lines at. */
-				escape = (c == 0xC2 && t[i + 1] <= 0x9F)
-					 || (c == 0xE2 && t[i + 1] == 0x80 && (t[i + 2] == 0xA8 || t[i + 2] == 0xA9));
-			}
-		}
-		if (o + (escape ? 4 * n : n) >= outlen)
-			break;
-		if (escape) {
-			for (size_t k = 0; k < n; k++) {
-				out[o++] = '\\';
-				out[o++] = 'x';
-				out[o++] = hex[t[i + k] >> 4];
-				out[o++] = hex[t[i + k] & 15];
-			}
-		} else if (c < 0x20 || c == 0x7F) {
-			out[o++] = ' ';
-		} else {
-			memcpy(out + o, t + i, n);
-			o += n;
-		}
-		i += n;
-	}
-	out[o] = '\0';
-	return o;
+		len = without_cut_character((const unsigned char *)text, len);
+	return eh_logtext_escape(out, outlen, text, len, len, NULL);
 }
 
 /* Never asks for a passphrase: OpenSSL's default would prompt on the

@@ -70,13 +70,14 @@ int eh_http_mask_url_secrets(char *text, size_t len, const char *userinfo, const
 			     const char *query);
 
 /* Writes the start of a peer's answer (text, len bytes) into out (outlen
- * bytes, at least 1) so that a log line can quote it safely: valid UTF-8 is
- * kept, C0 controls and DEL become spaces, and every byte that is not valid
- * UTF-8, and the bytes of C1 controls (U+0080..U+009F) and of U+2028 and
- * U+2029, become \xNN. With cut (the text is the start of a longer answer)
- * a character cut at the end is dropped rather than escaped. Output stops
- * at a character or escape boundary when out is full; it is always
- * NUL-terminated. Returns the length written. */
+ * bytes, at least 1) so that a log line can quote it safely, by the rule of
+ * eh_logtext_escape (eh_logtext.h): valid UTF-8 kept; a backslash doubled;
+ * TAB, LF, CR as \t, \n, \r; other control characters (C0, DEL, C1),
+ * U+2028, U+2029 and every byte that is not valid UTF-8 as \xNN. With cut
+ * (the text is the start of a longer answer) a character cut at the end is
+ * dropped rather than escaped. Output stops at a character or escape
+ * boundary when out is full; it is always NUL-terminated. Returns the
+ * length written. */
 size_t eh_http_log_text(const char *text, size_t len, int cut, char *out, size_t outlen);
 
 /* Checks at start what libcurl would only find out at the first request

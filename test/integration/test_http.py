@@ -502,7 +502,7 @@ class Failures(HttpSinkCase):
         prefix = f"eventhook: http: HTTP %d from {peer.url}: 1 event(s) dropped; further %d responses are counted, " \
                  "not logged. Response: "
         line401 = (prefix % (401, 401)).encode() + \
-            b" [31mred\\xff\\xfe\\xc3( nul bell\\x85\\xc2\\x9b2J\\xe2\\x80\\xa8end \xc3\xa9\n"
+            b"\\x1B[31mred\\xFF\\xFE\\xC3(\\x00nul\\x07bell\\x85\\xC2\\x9B2J\\xE2\\x80\\xA8end \xc3\xa9\n"
         self.assertIn(line401, raw)
         # 200 bytes kept, cut inside the e-acute: the half character goes.
         line403 = (prefix % (403, 403)).encode() + b"a" * 199 + b"\n"

@@ -238,17 +238,19 @@ static const char *log_text(const char *text, size_t len, int cut, size_t outlen
 
 START_TEST(log_text_escapes)
 {
-	/* The audit's body: C0 to spaces; invalid bytes, C1 (raw and as
-	 * UTF-8) and U+2028 escaped; valid UTF-8 kept. */
+	/* The audit's body: C0, DEL, invalid bytes, C1 (raw and as UTF-8) and
+	 * U+2028 escaped; valid UTF-8 kept. */
 	static const char body[] = "\x1b[31mred\xff\xfe\xc3(\x00nul\x07" "bell\x85\xc2\x9b"
 				   "2J\xe2\x80\xa8" "end \xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xe2\x80\xa9\x7f.";
 
 	ck_assert_str_eq(log_text(body, sizeof(body) - 1, 0, 1024),
-			 " [31mred\\xff\\xfe\\xc3( nul bell\\x85\\xc2\\x9b2J\\xe2\\x80\\xa8end "
-			 "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\\xe2\\x80\\xa9 .");
+			 "\\x1B[31mred\\xFF\\xFE\\xC3(\\x00nul\\x07bell\\x85\\xC2\\x9B2J\\xE2\\x80\\xA8end "
+			 "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\\xE2\\x80\\xA9\\x7F.");
 	/* overlong, surrogate, above U+10FFFF: not valid, so escaped */
 	ck_assert_str_eq(log_text("\xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80", 11, 0, 1024),
-			 "\\xc0\\xaf \\xed\\xa0\\x80 \\xf4\\x90\\x80\\x80");
+			 "\\xC0\\xAF \\xED\\xA0\\x80 \\xF4\\x90\\x80\\x80");
+	/* a backslash doubled, so that an answer cannot forge an escape */
+	ck_assert_str_eq(log_text("{\"p\":\"C:\\\\x1b\"}\r\n\t", 18, 0, 1024), "{\"p\":\"C:\\\\\\\\x1b\"}\\r\\n\\t");
 	ck_assert_str_eq(log_text("", 0, 0, 1), "");
 }
 END_TEST
@@ -262,7 +264,7 @@ START_TEST(log_text_cuts_at_boundaries)
 	body[199] = (char)0xc3;
 	ck_assert_uint_eq(strlen(log_text(body, 200, 1, 1024)), 199);
 	/* the same at the real end of an answer is an invalid byte */
-	ck_assert_str_eq(log_text(body, 200, 0, 1024) + 199, "\\xc3");
+	ck_assert_str_eq(log_text(body, 200, 0, 1024) + 199, "\\xC3");
 	/* two of the three bytes of a euro sign, and three of four of an emoji */
 	ck_assert_str_eq(log_text("x\xe2\x82", 3, 1, 1024), "x");
 	ck_assert_str_eq(log_text("x\xf0\x9f\x98", 4, 1, 1024), "x");
@@ -271,7 +273,7 @@ START_TEST(log_text_cuts_at_boundaries)
 	ck_assert_str_eq(log_text("ab\xe2\x82\xac", 5, 0, 5), "ab");
 	ck_assert_str_eq(log_text("ab\xe2\x82\xac", 5, 0, 6), "ab\xe2\x82\xac");
 	ck_assert_str_eq(log_text("ab\xff", 3, 0, 6), "ab");
-	ck_assert_str_eq(log_text("ab\xff", 3, 0, 7), "ab\\xff");
+	ck_assert_str_eq(log_text("ab\xff", 3, 0, 7), "ab\\xFF");
 }
 END_TEST
 
