@@ -49,6 +49,8 @@ struct parse {
 	int opts_index;
 	int ours_seen;        /* plugin lines naming us so far, uncapped */
 	bool in_our_block;    /* the current file's last plugin line is the one */
+	const char *file;     /* the file being read, and its line being parsed */
+	int lineno;
 	struct eh_scope_opts *opts;
 	char why[512];
 	bool failed;
@@ -226,30 +228,57 @@ static void plugin_line(struct parse *p, const char *path, bool global)
 	}
 }
 
-/* An option line of our block, split as mosquitto 2.0's conf.c does. */
+/* Keeps a line of our block the broker refuses at start. */
+static int refuse(struct parse *p, const char *word, enum eh_scope_refusal why)
+{
+	struct eh_scope_opts *o = p->opts;
+	struct eh_scope_refused *grown = realloc(o->refused, (o->nrefused + 1) * sizeof(*grown));
+
+	if (!grown)
+		goto oom;
+	o->refused = grown;
+	grown[o->nrefused] = (struct eh_scope_refused){ strdup(p->file), p->lineno, strdup(word), why };
+	o->nrefused++;
+	if (!grown[o->nrefused - 1].file || !grown[o->nrefused - 1].word)
+		goto oom;
+	return 0;
+oom:
+	snprintf(p->why, sizeof(p->why), "out of memory");
+	return -1;
+}
+
+/* An option line of our block, split and judged as mosquitto 2.0.11's
+ * conf.c does at start: the first word ends at a space only (a tab stays
+ * in it), must be at least 3 bytes longer than its prefix, and needs
+ * something but spaces and tabs after it. (With no space at all the broker
+ * reads on one byte past the word's end: after a newline, an empty string;
+ * on a last line without one, whatever its buffer held before, which may
+ * even pass. Such a line is judged as if it ended in a newline.) */
 static int option_line(struct parse *p, char *line)
 {
-	char *key, *value, *end = line + strlen(line);
+	char *word, *key, *value, *end = line + strlen(line);
 	struct eh_scope_opt *grown;
 
 	while (end > line && (end[-1] == '\n' || end[-1] == '\r'))
 		*--end = '\0';
 	while (*line == ' ')
 		line++;
-	if (!strncmp(line, "plugin_opt_", 11))
-		key = line + 11;
-	else if (!strncmp(line, "auth_opt_", 9))
-		key = line + 9;
+	word = line;
+	if (!strncmp(word, "plugin_opt_", 11))
+		key = word + 11;
+	else if (!strncmp(word, "auth_opt_", 9))
+		key = word + 9;
 	else
 		return 0;
 	value = strchr(key, ' ');
-	if (!value)
-		return 0; /* no value: the broker refuses the file itself */
-	*value++ = '\0';
-	while (*value == ' ' || *value == '\t')
+	if (value)
+		*value++ = '\0';
+	if (strlen(key) < 3)
+		return refuse(p, word, *key ? EH_SCOPE_SHORT_KEY : EH_SCOPE_NO_KEY);
+	while (value && (*value == ' ' || *value == '\t'))
 		value++;
-	if (!*key || !*value)
-		return 0;
+	if (!value || !*value)
+		return refuse(p, word, EH_SCOPE_NO_VALUE);
 	grown = realloc(p->opts->items, (p->opts->count + 1) * sizeof(*grown));
 	if (!grown)
 		goto oom;
@@ -340,18 +369,26 @@ static int parse_file(struct parse *p, const char *path, bool main_file)
 	/* Mosquitto's current plugin is per file: an included file starts
 	 * without one, and the including file's is back after it. */
 	bool outer_block = p->in_our_block;
+	const char *outer_file = p->file;
+	int outer_lineno = p->lineno;
 
 	p->in_our_block = false;
+	p->file = path;
+	p->lineno = 0;
 
 	if (!f) {
 		p->in_our_block = outer_block;
+		p->file = outer_file;
+		p->lineno = outer_lineno;
 		if (main_file)
 			p->read_errno = errno;
 		snprintf(p->why, sizeof(p->why), "cannot read '%s': %s", path, strerror(errno));
 		return -1;
 	}
-	while (!rc && getline(&line, &cap, f) >= 0)
+	while (!rc && getline(&line, &cap, f) >= 0) {
+		p->lineno++;
 		rc = parse_line(p, line, main_file);
+	}
 	/* A read error (EISDIR, EIO) is not the end of the file: what was
 	 * not read may have said anything. */
 	if (!rc && ferror(f)) {
@@ -363,6 +400,8 @@ static int parse_file(struct parse *p, const char *path, bool main_file)
 	free(line);
 	fclose(f);
 	p->in_our_block = outer_block;
+	p->file = outer_file;
+	p->lineno = outer_lineno;
 	return rc;
 }
 
@@ -540,4 +579,13 @@ void eh_scope_opts_free(struct eh_scope_opts *opts)
 	free(opts->items);
 	opts->items = NULL;
 	opts->count = 0;
+	for (size_t i = 0; i < opts->nrefused; i++) {
+		free(opts->refused[i].file);
+		if (opts->refused[i].word)
+			explicit_bzero(opts->refused[i].word, strlen(opts->refused[i].word));
+		free(opts->refused[i].word);
+	}
+	free(opts->refused);
+	opts->refused = NULL;
+	opts->nrefused = 0;
 }

@@ -47,18 +47,40 @@ struct eh_scope_opt {
 	char *value;
 };
 
+/* Why Mosquitto 2.0.11 refuses an option line at start (src/conf.c). */
+enum eh_scope_refusal {
+	EH_SCOPE_NO_KEY,    /* nothing after the prefix */
+	EH_SCOPE_SHORT_KEY, /* a key of 1 or 2 bytes */
+	EH_SCOPE_NO_VALUE,  /* nothing but blanks after the key (or no space) */
+};
+
+/* An option line of the block that the broker refuses at start. It reads
+ * option lines only then (on SIGHUP it skips them), so such a line shows
+ * only at the next restart, which it stops. */
+struct eh_scope_refused {
+	char *file; /* the file holding the line, as the broker opens it */
+	int line;   /* from 1, in that file */
+	char *word; /* the line's first word (prefix and key) as written; a key
+		       holding a tab holds what follows it, maybe a secret:
+		       show it with eh_quote_key only */
+	enum eh_scope_refusal why;
+};
+
 struct eh_scope_opts {
 	struct eh_scope_opt *items;
 	size_t count;
+	struct eh_scope_refused *refused; /* in file order, none of them in items */
+	size_t nrefused;
 };
 
 /* The option lines of the index-th plugin line naming self in the
  * configuration at path, read as Mosquitto 2.0 reads them: they follow
  * their plugin line in the same file, up to the next plugin line; the key
  * ends at the first space and the value is the rest of the line after
- * spaces and tabs. Other plugins are not looked at. Returns 0 with out
- * filled (free it with eh_scope_opts_free), or -1 with why. Broker thread,
- * at init and reload only. */
+ * spaces and tabs. A line the broker would refuse (a key under 3 bytes, no
+ * value) goes to refused instead of items. Other plugins are not looked
+ * at. Returns 0 with out filled (free it with eh_scope_opts_free), or -1
+ * with why. Broker thread, at init and reload only. */
 int eh_scope_plugin_opts(struct eh_scope_opts *out, const char *path, const char *self, int index, char *why,
 			 size_t whylen);
 void eh_scope_opts_free(struct eh_scope_opts *opts);

@@ -424,10 +424,12 @@ START_TEST(scope_learn_override)
 END_TEST
 
 /* Reads the option lines of our index-th plugin line from text; returns
- * them as "key=value|" pairs (value brackets show the blanks kept). */
+ * them as "key=value|" pairs (value brackets show the blanks kept), then
+ * the lines the broker would refuse as "!file:line:word:why|" (file
+ * without its directory; why 0 no key, 1 short key, 2 no value). */
 static const char *opts_of(const char *text, int index)
 {
-	static char out[1024];
+	static char out[2048];
 	struct eh_scope_opts o;
 	char path[768], why[512] = "";
 	size_t n = 0;
@@ -441,6 +443,12 @@ static const char *opts_of(const char *text, int index)
 	out[0] = '\0';
 	for (size_t i = 0; i < o.count; i++)
 		n += (size_t)snprintf(out + n, sizeof(out) - n, "%s=[%s]|", o.items[i].key, o.items[i].value);
+	for (size_t i = 0; i < o.nrefused; i++) {
+		const char *base = strrchr(o.refused[i].file, '/');
+
+		n += (size_t)snprintf(out + n, sizeof(out) - n, "!%s:%d:%s:%d|", base ? base + 1 : o.refused[i].file,
+				      o.refused[i].line, o.refused[i].word, (int)o.refused[i].why);
+	}
 	eh_scope_opts_free(&o);
 	return out;
 }
@@ -454,23 +462,24 @@ START_TEST(scope_plugin_opts)
 	ck_assert_str_eq(opts_of(CONF("listener 1\nplugin SELF\n# plugin_opt_x 1\n"
 				      "plugin_opt_file_path /x.jsonl \n  plugin_opt_events \t client.*\r\n"
 				      "plugin_opt_queue_size\t 1024\nauth_opt_node_id n\nplugin_opt_novalue\n"), 0),
-			 "file_path=[/x.jsonl ]|events=[client.*]|queue_size\t=[1024]|node_id=[n]|");
+			 "file_path=[/x.jsonl ]|events=[client.*]|queue_size\t=[1024]|node_id=[n]|"
+			 "!main.conf:8:plugin_opt_novalue:2|");
 	/* Another plugin line ends our block; a listener line does not. */
-	ck_assert_str_eq(opts_of(CONF("plugin_opt_before 0\nplugin SELF\nplugin_opt_a 1\nlistener 2\n"
-				      "plugin_opt_b 2\nplugin /usr/lib/other.so\nplugin_opt_c 3\n"), 0),
-			 "a=[1]|b=[2]|");
+	ck_assert_str_eq(opts_of(CONF("plugin_opt_before 0\nplugin SELF\nplugin_opt_key_a 1\nlistener 2\n"
+				      "plugin_opt_key_b 2\nplugin /usr/lib/other.so\nplugin_opt_key_c 3\n"), 0),
+			 "key_a=[1]|key_b=[2]|");
 	/* Per listener: the index-th plugin line naming us. */
-	ck_assert_str_eq(opts_of(CONF("per_listener_settings true\nlistener 1\nplugin SELF\nplugin_opt_a 1\n"
-				      "listener 2\nplugin SELF\nplugin_opt_a 2\n"), 1),
-			 "a=[2]|");
+	ck_assert_str_eq(opts_of(CONF("per_listener_settings true\nlistener 1\nplugin SELF\nplugin_opt_key_a 1\n"
+				      "listener 2\nplugin SELF\nplugin_opt_key_a 2\n"), 1),
+			 "key_a=[2]|");
 	/* ... and the default listener's block (lines before any listener)
 	 * is the last instance's: 2.0.11 starts it after the others. */
-	ck_assert_str_eq(opts_of(CONF("per_listener_settings true\nplugin SELF\nplugin_opt_a 0\nlistener 1\n"
-				      "plugin SELF\nplugin_opt_a 1\nlistener 2\nplugin SELF\nplugin_opt_a 2\n"), 0),
-			 "a=[1]|");
-	ck_assert_str_eq(opts_of(CONF("per_listener_settings true\nplugin SELF\nplugin_opt_a 0\nlistener 1\n"
-				      "plugin SELF\nplugin_opt_a 1\nlistener 2\nplugin SELF\nplugin_opt_a 2\n"), 2),
-			 "a=[0]|");
+	ck_assert_str_eq(opts_of(CONF("per_listener_settings true\nplugin SELF\nplugin_opt_key_a 0\nlistener 1\n"
+				      "plugin SELF\nplugin_opt_key_a 1\nlistener 2\nplugin SELF\nplugin_opt_key_a 2\n"), 0),
+			 "key_a=[1]|");
+	ck_assert_str_eq(opts_of(CONF("per_listener_settings true\nplugin SELF\nplugin_opt_key_a 0\nlistener 1\n"
+				      "plugin SELF\nplugin_opt_key_a 1\nlistener 2\nplugin SELF\nplugin_opt_key_a 2\n"), 2),
+			 "key_a=[0]|");
 	ck_assert_str_eq(opts_of(CONF("listener 1\nplugin SELF\n"), 0), "");
 	ck_assert_ptr_nonnull(strstr(opts_of(CONF("listener 1\nplugin SELF\n"), 1), "error: no plugin line 2"));
 	ck_assert_ptr_nonnull(strstr(opts_of("listener 1\n", 0), "error: no plugin line 1"));
@@ -480,9 +489,57 @@ START_TEST(scope_plugin_opts)
 	snprintf(sub, sizeof(sub), "%s/conf.d", dir);
 	ck_assert_int_eq(mkdir(sub, 0700), 0);
 	write_file("conf.d/10.conf", "plugin_opt_inc 1\n");
-	snprintf(conf, sizeof(conf), "listener 1\nplugin %s\nplugin_opt_a 1\ninclude_dir %s\nplugin_opt_b 2\n", self,
+	snprintf(conf, sizeof(conf), "listener 1\nplugin %s\nplugin_opt_key_a 1\ninclude_dir %s\nplugin_opt_key_b 2\n", self,
 		 sub);
-	ck_assert_str_eq(opts_of(conf, 0), "a=[1]|b=[2]|");
+	ck_assert_str_eq(opts_of(conf, 0), "key_a=[1]|key_b=[2]|");
+}
+END_TEST
+
+/* The lines of our block that Mosquitto 2.0.11 refuses at start
+ * (conf.c): the word after the prefix, up to the first space, under 3
+ * bytes; nothing but blanks after it. They are not options. */
+START_TEST(scope_plugin_opts_refused)
+{
+	char sub[512];
+
+	/* No value, whatever blanks follow; leading spaces are skipped as
+	 * the broker's strtok skips them; auth_opt_ is the same. */
+	ck_assert_str_eq(opts_of(CONF("listener 1\nplugin SELF\nplugin_opt_a_1\nplugin_opt_a_2 \n"
+				      "plugin_opt_a_3 \t \r\n   plugin_opt_a_4\nauth_opt_a_5\nplugin_opt_okay 1\n"), 0),
+			 "okay=[1]|!main.conf:3:plugin_opt_a_1:2|!main.conf:4:plugin_opt_a_2:2|"
+			 "!main.conf:5:plugin_opt_a_3:2|!main.conf:6:plugin_opt_a_4:2|!main.conf:7:auth_opt_a_5:2|");
+	/* A key ends at a space only: after a tab the rest is key. */
+	ck_assert_str_eq(opts_of(CONF("listener 1\nplugin SELF\nplugin_opt_pw\tS3cr3t\n"
+				      "plugin_opt_pw\tS3cr3t more\n"), 0),
+			 "pw\tS3cr3t=[more]|!main.conf:3:plugin_opt_pw\tS3cr3t:2|");
+	/* Keys of 0 to 2 bytes, with or without a value; 3 is enough, and
+	 * a tab counts as a byte of the key. */
+	ck_assert_str_eq(opts_of(CONF("listener 1\nplugin SELF\nplugin_opt_\nplugin_opt_ x\nplugin_opt_ab 1\n"
+				      "auth_opt_a 1\nplugin_opt_abc 1\nplugin_opt_\tab 1\n"), 0),
+			 "abc=[1]|\tab=[1]|!main.conf:3:plugin_opt_:0|!main.conf:4:plugin_opt_:0|"
+			 "!main.conf:5:plugin_opt_ab:1|!main.conf:6:auth_opt_a:1|");
+	/* Comments, a tab before the word (to the broker not an option line
+	 * at all) and blank lines are not option lines, but are counted. */
+	ck_assert_str_eq(opts_of(CONF("listener 1\nplugin SELF\n#plugin_opt_node_id\n  # plugin_opt_node_id\n\n"
+				      "\tplugin_opt_node_id\n\r\nplugin_opt_node_id\n"), 0),
+			 "!main.conf:8:plugin_opt_node_id:2|");
+	/* Outside our block: before it, after another plugin line, in an
+	 * included file without its own plugin line. */
+	snprintf(sub, sizeof(sub), "%s/conf.d", dir);
+	ck_assert_int_eq(mkdir(sub, 0700), 0);
+	write_file("conf.d/10.conf", "plugin_opt_inc\n");
+	snprintf(conf, sizeof(conf), "plugin_opt_before\nlistener 1\nplugin %s\nplugin_opt_key_a 1\ninclude_dir %s\n"
+		 "plugin_opt_key_b\nplugin /usr/lib/other.so\nplugin_opt_other\n", self, sub);
+	ck_assert_str_eq(opts_of(conf, 0), "key_a=[1]|!main.conf:6:plugin_opt_key_b:2|");
+	/* In an included file that loads us: that file and its line. */
+	snprintf(conf, sizeof(conf), "# ours\nplugin %s\nplugin_opt_key_a 1\n\nplugin_opt_key_b\n", self);
+	write_file("conf.d/20.conf", conf);
+	snprintf(conf, sizeof(conf), "listener 1\ninclude_dir %s\nplugin_opt_after\n", sub);
+	ck_assert_str_eq(opts_of(conf, 0), "key_a=[1]|!20.conf:5:plugin_opt_key_b:2|");
+	/* Per listener: only the instance's own block. */
+	ck_assert_str_eq(opts_of(CONF("per_listener_settings true\nlistener 1\nplugin SELF\nplugin_opt_key_a\n"
+				      "listener 2\nplugin SELF\nplugin_opt_key_b\n"), 1),
+			 "!main.conf:7:plugin_opt_key_b:2|");
 }
 END_TEST
 
@@ -502,6 +559,7 @@ static Suite *scope_suite(void)
 	tcase_add_test(tc, scope_unreadable);
 	tcase_add_test(tc, scope_learn_override);
 	tcase_add_test(tc, scope_plugin_opts);
+	tcase_add_test(tc, scope_plugin_opts_refused);
 	suite_add_tcase(s, tc);
 	return s;
 }
