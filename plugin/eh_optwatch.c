@@ -2,8 +2,10 @@
  * eh_optwatch: Mosquitto 2.0 does not re-initialise plugins at SIGHUP, so a
  * changed plugin_opt_ line is silently not applied, and a bad one shows
  * only at the next restart. At reload, compare our plugin block in the
- * configuration file with the running options and say so. Start and reload
- * only: the file is read again, never on the hot path.
+ * configuration file with the running options and say so, and name the
+ * lines of the block the broker itself will refuse at that restart (it
+ * checks option lines only at start). Start and reload only: the file is
+ * read again, never on the hot path.
  */
 #include "eh_optwatch.h"
 
@@ -78,6 +80,38 @@ static void list_key(char lists[3][512], size_t used[3], int which, const char *
 		snprintf(lists[which] + cap - 5, 5, "...");
 }
 
+/* Whether a refused line of opts names key. */
+static bool refused_key(const struct eh_scope_opts *opts, const char *key)
+{
+	for (size_t i = 0; i < opts->nrefused; i++) {
+		const char *word = opts->refused[i].word;
+		size_t prefix = strncmp(word, "auth_opt_", 9) ? 11 : 9;
+
+		if (!strcmp(word + prefix, key))
+			return true;
+	}
+	return false;
+}
+
+/* One line of the block the broker will refuse at its next start. The
+ * word is quoted as a key (nothing after a tab shown), and no value is. */
+static void log_refused(const struct eh_scope_refused *r)
+{
+	char file[EH_QUOTE_LEN], word[EH_QUOTE_LEN];
+	const char *why = "no value";
+
+	if (r->why == EH_SCOPE_NO_KEY)
+		why = "no key";
+	else if (r->why == EH_SCOPE_SHORT_KEY)
+		why = "Mosquitto needs a key of at least 3 bytes";
+	else if (strchr(r->word, '\t'))
+		why = "no value (a tab does not end the key: separate key and value with a space)";
+	mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: the broker will refuse to start with this line at the "
+			     "next restart (Mosquitto checks plugin_opt_ lines only at start): '%s' line %d: %s: %s",
+			     eh_quote(file, sizeof(file), r->file), r->line, eh_quote_key(word, sizeof(word), r->word),
+			     why);
+}
+
 void eh_optwatch_report(const struct eh_config *cfg, const char *path, const char *self, int index)
 {
 	struct eh_scope_opts now;
@@ -105,6 +139,10 @@ void eh_optwatch_report(const struct eh_config *cfg, const char *path, const cha
 			for (size_t k = 0; pass && k < cfg->count && !seen; k++)
 				seen = !strcmp(key, cfg->entries[k].key);
 			if (seen || key_unchanged(cfg, &now, key, &in_cfg, &in_now))
+				continue;
+			/* A key whose line lost its value is not removed: that
+			 * line is named below, as one the broker refuses. */
+			if (!in_now && refused_key(&now, key))
 				continue;
 			list_key(lists, used, !in_now ? 2 : !in_cfg ? 1 : 0, key);
 		}
@@ -138,6 +176,8 @@ void eh_optwatch_report(const struct eh_config *cfg, const char *path, const cha
 					     "broker at the next restart: %s", why);
 		eh_config_free(&scratch);
 	}
+	for (size_t i = 0; i < now.nrefused; i++)
+		log_refused(&now.refused[i]);
 	free(kv);
 	eh_scope_opts_free(&now);
 }

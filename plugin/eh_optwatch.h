@@ -14,8 +14,9 @@
  * reads exactly as cfg, which the broker gave us. Only then are later
  * reports trustworthy. */
 bool eh_optwatch_matches(const struct eh_config *cfg, const char *path, const char *self, int index);
-/* Logs one warning naming changed, added and removed keys, and one per
- * changed key its checks would refuse. */
+/* Logs one warning naming changed, added and removed keys, one per
+ * changed key its checks would refuse, and one per line of the block the
+ * broker itself would refuse at start (file, line number, key). */
 void eh_optwatch_report(const struct eh_config *cfg, const char *path, const char *self, int index);
 
 #endif

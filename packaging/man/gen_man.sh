@@ -70,8 +70,10 @@ Load the plugin once per scope (once per listener with
 .BR per_listener_settings ).
 Mosquitto 2.0 does not re-initialise plugins on SIGHUP: changed
 .B plugin_opt_
-lines take effect at the next restart, and the plugin logs a warning
-naming them. SIGHUP only reopens the event file and re-reads the HTTP
+lines take effect at the next restart; the plugin logs a warning naming
+them, and one for each line of its block (file, line number, key) that
+the broker will refuse at that restart, such as a key with no value.
+SIGHUP only reopens the event file and re-reads the HTTP
 sink's token and signing secret files.
 .SH OPTIONS
 $options

@@ -235,7 +235,8 @@ class Broker:
     ``plugin``                load the plugin under test (skips the test via
                               require_plugin() if it is not built).
     ``plugin_opts``           dict or list of (key, value): written as
-                              ``plugin_opt_<key> <value>`` after our line.
+                              ``plugin_opt_<key> <value>`` after our line
+                              (a value of None: ``plugin_opt_<key>`` alone).
     ``plugin_path``           override of plugin_path().
     ``extra_plugins_before`` / ``extra_plugins_after``
                               other v5 plugins around ours: a path, or
@@ -353,7 +354,7 @@ class Broker:
 
     def _plugin_block(self, listener_index: Optional[int]) -> List[str]:
         def one(path: str, opts: OptionsSpec) -> List[str]:
-            return [f"plugin {path}"] + [self._expand(f"plugin_opt_{k} {v}")
+            return [f"plugin {path}"] + [self._expand(f"plugin_opt_{k}" if v is None else f"plugin_opt_{k} {v}")
                                          for k, v in _option_items(opts)]
 
         def spec(p: PluginSpec) -> List[str]:

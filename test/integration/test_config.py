@@ -14,7 +14,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from eh_harness import (MOSQUITTO, TIMEOUT, Broker, BrokerTestCase,  # noqa: E402
-                        RawClient, wait_events, wait_until)
+                        RawClient, require_plugin, wait_events, wait_until)
 
 ERR = "eventhook: configuration error: "
 
@@ -221,12 +221,15 @@ class TickMissingTest(ConfigTestCase):
 
 class ReloadTest(ConfigTestCase):
     """D2: plugin_opt_ changes are not applied at SIGHUP (Mosquitto 2.0 does
-    not re-initialise plugins); the plugin says which changed and which
-    would stop the next start, and keeps running as before."""
+    not re-initialise plugins); the plugin says which changed, which would
+    stop the next start, and which lines of its block the broker itself
+    will refuse then, and keeps running as before."""
 
     CHANGED = ("eventhook: changed plugin_opt_ lines take effect at the next restart (Mosquitto 2.0 does not "
                "re-initialise plugins on SIGHUP); in '{conf}'{what}")
     WOULD_STOP = "eventhook: the changed options would stop the broker at the next restart: "
+    REFUSED = ("eventhook: the broker will refuse to start with this line at the next restart (Mosquitto "
+               "checks plugin_opt_ lines only at start): ")
 
     def connect(self, b, client_id):
         c = RawClient(b.port, client_id)
@@ -234,9 +237,12 @@ class ReloadTest(ConfigTestCase):
         c.disconnect()
 
     def reload_with(self, b, opts):
-        before = len(b.log())
         b.plugin_opts = opts
         b.write_config()
+        return self.reload(b)
+
+    def reload(self, b):
+        before = len(b.log())
         b.sighup()
         # The plugin's reload callback runs in the same loop iteration as
         # "Reloading config.": a client handled after it proves it ran.
@@ -275,6 +281,78 @@ class ReloadTest(ConfigTestCase):
         said = self.reload_with(b, [("file_path", "{dir}/a.jsonl "), ("events", "client.connected")])
         self.assertNotIn("eventhook: changed plugin_opt_ lines", said)
         self.assertNotIn(self.WOULD_STOP, said)
+        self.assertNotIn(self.REFUSED, said)
+
+    @staticmethod
+    def line_of(path, text):
+        """The number of the line of the file at path that reads text."""
+        with open(path, encoding="utf-8") as f:
+            return f.read().split("\n").index(text) + 1
+
+    def test_lines_the_broker_refuses_are_named(self):
+        b = self.start_broker(["allow_anonymous true"], plugin_opts=[("file_path", "{dir}/a.jsonl"),
+                                                                     ("node_id", "n1")])
+        # A value deleted, blanks only, a key of 2 bytes and of none, and a
+        # secret after a tab (the broker ends a key only at a space).
+        said = self.reload_with(b, [("file_path", "{dir}/a.jsonl"), ("node_id", None), ("events", " \t"),
+                                    ("ab", "1"), ("", None), ("kafka.sasl.password\tS3cr3t", None)])
+        conf = b.conf_path
+        at = {text: f"'{conf}' line {self.line_of(conf, text)}: " for text in (
+            "plugin_opt_node_id", "plugin_opt_events  \t", "plugin_opt_ab 1", "plugin_opt_",
+            "plugin_opt_kafka.sasl.password\tS3cr3t")}
+        expected = [
+            at["plugin_opt_node_id"] + "plugin_opt_node_id: no value",
+            at["plugin_opt_events  \t"] + "plugin_opt_events: no value",
+            at["plugin_opt_ab 1"] + "plugin_opt_ab: Mosquitto needs a key of at least 3 bytes",
+            at["plugin_opt_"] + "plugin_opt_: no key",
+            at["plugin_opt_kafka.sasl.password\tS3cr3t"] + "plugin_opt_kafka.sasl.password\\t<and 6 more bytes, "
+            "not shown>: no value (a tab does not end the key: separate key and value with a space)",
+        ]
+        self.assertEqual([line.split(": ", 1)[1] for line in said.splitlines() if self.REFUSED in line],
+                         [self.REFUSED + e for e in expected], said)
+        self.assertNotIn("S3cr3t", said)
+        # None of them is an option, and node_id is not "removed": its line
+        # is named instead.
+        self.assertNotIn("eventhook: changed plugin_opt_ lines", said)
+        self.assertNotIn(self.WOULD_STOP, said)
+        self.assertTrue(b.alive())
+
+    def test_refused_line_in_an_included_file(self):
+        b = self.add_broker(Broker(["allow_anonymous true", "include_dir {dir}/conf.d"], plugin=False,
+                                   start=False, name="include"))
+        conf_d = b.path("conf.d")
+        os.mkdir(conf_d)
+
+        def write(name, text):
+            with open(os.path.join(conf_d, name), "w", encoding="utf-8") as f:
+                f.write(text.replace("{dir}", str(b.dir)).replace("{plugin}", require_plugin()))
+
+        ours = "plugin {plugin}\nplugin_opt_file_path {dir}/a.jsonl\n"
+        write("50-eventhook.conf", ours)
+        b.start()
+        # Only the line in our block counts: not one in the main file
+        # (before any plugin line), nor one after another plugin's line.
+        # Comments and blank lines count as lines.
+        b.configure(["allow_anonymous true", "plugin_opt_no_block", "include_dir {dir}/conf.d"])
+        b.write_config()
+        write("50-eventhook.conf", "# eventhook\n\n" + ours + "   plugin_opt_node_id\n# plugin_opt_events\n"
+              "plugin /nonexistent/other.so\nplugin_opt_other_block\n")
+        said = self.reload(b)
+        self.assertEqual([line.split(": ", 1)[1] for line in said.splitlines() if self.REFUSED in line],
+                         [self.REFUSED + f"'{conf_d}/50-eventhook.conf' line 5: plugin_opt_node_id: no value"],
+                         said)
+        # Fixed, it is no longer named.
+        write("50-eventhook.conf", ours)
+        said = self.reload(b)
+        self.assertNotIn(self.REFUSED, said)
+
+    def test_refused_lines_at_start_are_the_broker_s_to_report(self):
+        # At start the broker refuses such a line itself, before any plugin
+        # is loaded: the plugin says nothing.
+        rc, text = self.run_bad([("file_path", "{dir}/a.jsonl"), ("node_id", None)])
+        self.assertNotEqual(rc, 0, text)
+        self.assertIn("Error: Empty node_id value in configuration.", text)
+        self.assertNotIn("eventhook:", text)
 
     def test_per_listener_compares_its_own_block(self):
         b = self.start_broker(["per_listener_settings true"], listeners=[["allow_anonymous true"]] * 2,
