@@ -568,24 +568,25 @@ int eh_scope_plugin_opts(struct eh_scope_opts *out, const char *path, const char
 	return rc;
 }
 
+/* A value, or a key that holds one after a tab: wiped before it is freed. */
+static void free_wiped(char *s)
+{
+	if (s)
+		explicit_bzero(s, strlen(s));
+	free(s);
+}
+
 void eh_scope_opts_free(struct eh_scope_opts *opts)
 {
 	for (size_t i = 0; i < opts->count; i++) {
-		free(opts->items[i].key);
-		if (opts->items[i].value)
-			explicit_bzero(opts->items[i].value, strlen(opts->items[i].value));
-		free(opts->items[i].value);
+		free_wiped(opts->items[i].key);
+		free_wiped(opts->items[i].value);
 	}
-	free(opts->items);
-	opts->items = NULL;
-	opts->count = 0;
 	for (size_t i = 0; i < opts->nrefused; i++) {
 		free(opts->refused[i].file);
-		if (opts->refused[i].word)
-			explicit_bzero(opts->refused[i].word, strlen(opts->refused[i].word));
-		free(opts->refused[i].word);
+		free_wiped(opts->refused[i].word);
 	}
+	free(opts->items);
 	free(opts->refused);
-	opts->refused = NULL;
-	opts->nrefused = 0;
+	memset(opts, 0, sizeof(*opts));
 }
