@@ -93,11 +93,13 @@ static bool refused_key(const struct eh_scope_opts *opts, const char *key)
 	return false;
 }
 
-/* One line of the block the broker will refuse at its next start. The
- * word is quoted as a key (nothing after a tab shown), and no value is. */
+/* One line of the block the broker will refuse (or may misread) at its
+ * next start. The word is quoted as a key (nothing after a tab shown), and
+ * no value is. */
 static void log_refused(const struct eh_scope_refused *r)
 {
 	char file[EH_QUOTE_LEN], word[EH_QUOTE_LEN];
+	const char *what = "the broker will refuse to start with this line at the next restart";
 	const char *why = "no value";
 
 	if (r->why == EH_SCOPE_NO_KEY)
@@ -106,10 +108,12 @@ static void log_refused(const struct eh_scope_refused *r)
 		why = "Mosquitto needs a key of at least 3 bytes";
 	else if (strchr(r->word, '\t'))
 		why = "no value (a tab does not end the key: separate key and value with a space)";
-	mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: the broker will refuse to start with this line at the "
-			     "next restart (Mosquitto checks plugin_opt_ lines only at start): '%s' line %d: %s: %s",
-			     eh_quote(file, sizeof(file), r->file), r->line, eh_quote_key(word, sizeof(word), r->word),
-			     why);
+	if (r->why == EH_SCOPE_NO_VALUE_AT_END)
+		what = "this line has no value and ends its file without a newline: at the next restart Mosquitto "
+		       "2.0.11 refuses to start or takes what its line buffer held before for the value";
+	mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: %s (Mosquitto checks plugin_opt_ lines only at start): "
+			     "'%s' line %d: %s: %s", what, eh_quote(file, sizeof(file), r->file), r->line,
+			     eh_quote_key(word, sizeof(word), r->word), why);
 }
 
 void eh_optwatch_report(const struct eh_config *cfg, const char *path, const char *self, int index)

@@ -16,7 +16,8 @@
 bool eh_optwatch_matches(const struct eh_config *cfg, const char *path, const char *self, int index);
 /* Logs one warning naming changed, added and removed keys, one per
  * changed key its checks would refuse, and one per line of the block the
- * broker itself would refuse at start (file, line number, key). */
+ * broker itself would refuse (or may misread) at start: file, line number,
+ * key. */
 void eh_optwatch_report(const struct eh_config *cfg, const char *path, const char *self, int index);
 
 #endif

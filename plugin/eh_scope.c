@@ -251,16 +251,18 @@ oom:
  * conf.c does at start: the first word ends at a space only (a tab stays
  * in it), must be at least 3 bytes longer than its prefix, and needs
  * something but spaces and tabs after it. (With no space at all the broker
- * reads on one byte past the word's end: after a newline, an empty string;
- * on a last line without one, whatever its buffer held before, which may
- * even pass. Such a line is judged as if it ended in a newline.) */
+ * reads on one byte past the word's end: where a newline was, an empty
+ * string; on a last line without one, whatever its buffer held before.) */
 static int option_line(struct parse *p, char *line)
 {
 	char *word, *key, *value, *end = line + strlen(line);
 	struct eh_scope_opt *grown;
+	bool ended = false;
 
-	while (end > line && (end[-1] == '\n' || end[-1] == '\r'))
+	while (end > line && (end[-1] == '\n' || end[-1] == '\r')) {
 		*--end = '\0';
+		ended = true;
+	}
 	while (*line == ' ')
 		line++;
 	word = line;
@@ -278,7 +280,7 @@ static int option_line(struct parse *p, char *line)
 	while (value && (*value == ' ' || *value == '\t'))
 		value++;
 	if (!value || !*value)
-		return refuse(p, word, EH_SCOPE_NO_VALUE);
+		return refuse(p, word, value || ended ? EH_SCOPE_NO_VALUE : EH_SCOPE_NO_VALUE_AT_END);
 	grown = realloc(p->opts->items, (p->opts->count + 1) * sizeof(*grown));
 	if (!grown)
 		goto oom;

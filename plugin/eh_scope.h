@@ -52,11 +52,15 @@ enum eh_scope_refusal {
 	EH_SCOPE_NO_KEY,    /* nothing after the prefix */
 	EH_SCOPE_SHORT_KEY, /* a key of 1 or 2 bytes */
 	EH_SCOPE_NO_VALUE,  /* nothing but blanks after the key (or no space) */
+	EH_SCOPE_NO_VALUE_AT_END, /* no space, and the file ends without a
+				     newline: the broker then reads on past
+				     the line into what its buffer held
+				     before, which may pass for a value */
 };
 
-/* An option line of the block that the broker refuses at start. It reads
- * option lines only then (on SIGHUP it skips them), so such a line shows
- * only at the next restart, which it stops. */
+/* An option line of the block that the broker refuses (or, at the end of
+ * a file, may misread) at start. It reads option lines only then (on
+ * SIGHUP it skips them), so such a line shows only at the next restart. */
 struct eh_scope_refused {
 	char *file; /* the file holding the line, as the broker opens it */
 	int line;   /* from 1, in that file */

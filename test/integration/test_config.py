@@ -230,6 +230,9 @@ class ReloadTest(ConfigTestCase):
     WOULD_STOP = "eventhook: the changed options would stop the broker at the next restart: "
     REFUSED = ("eventhook: the broker will refuse to start with this line at the next restart (Mosquitto "
                "checks plugin_opt_ lines only at start): ")
+    AT_END = ("eventhook: this line has no value and ends its file without a newline: at the next restart "
+              "Mosquitto 2.0.11 refuses to start or takes what its line buffer held before for the value "
+              "(Mosquitto checks plugin_opt_ lines only at start): ")
 
     def connect(self, b, client_id):
         c = RawClient(b.port, client_id)
@@ -282,6 +285,7 @@ class ReloadTest(ConfigTestCase):
         self.assertNotIn("eventhook: changed plugin_opt_ lines", said)
         self.assertNotIn(self.WOULD_STOP, said)
         self.assertNotIn(self.REFUSED, said)
+        self.assertNotIn(self.AT_END, said)
 
     @staticmethod
     def line_of(path, text):
@@ -344,6 +348,15 @@ class ReloadTest(ConfigTestCase):
         # Fixed, it is no longer named.
         write("50-eventhook.conf", ours)
         said = self.reload(b)
+        self.assertNotIn(self.REFUSED, said)
+        self.assertNotIn(self.AT_END, said)
+        # As the last line, without a newline, the broker may take leftover
+        # bytes of its buffer for the value: said so, not "will refuse".
+        write("50-eventhook.conf", ours + "plugin_opt_node_id")
+        said = self.reload(b)
+        self.assertEqual([line.split(": ", 1)[1] for line in said.splitlines() if "eventhook: this line" in line],
+                         [self.AT_END + f"'{conf_d}/50-eventhook.conf' line 3: plugin_opt_node_id: no value"],
+                         said)
         self.assertNotIn(self.REFUSED, said)
 
     def test_refused_lines_at_start_are_the_broker_s_to_report(self):

@@ -426,7 +426,8 @@ END_TEST
 /* Reads the option lines of our index-th plugin line from text; returns
  * them as "key=value|" pairs (value brackets show the blanks kept), then
  * the lines the broker would refuse as "!file:line:word:why|" (file
- * without its directory; why 0 no key, 1 short key, 2 no value). */
+ * without its directory; why 0 no key, 1 short key, 2 no value, 3 no
+ * value at the end of the file without a newline). */
 static const char *opts_of(const char *text, int index)
 {
 	static char out[2048];
@@ -518,6 +519,18 @@ START_TEST(scope_plugin_opts_refused)
 				      "auth_opt_a 1\nplugin_opt_abc 1\nplugin_opt_\tab 1\n"), 0),
 			 "abc=[1]|\tab=[1]|!main.conf:3:plugin_opt_:0|!main.conf:4:plugin_opt_:0|"
 			 "!main.conf:5:plugin_opt_ab:1|!main.conf:6:auth_opt_a:1|");
+	/* A last line without a newline: with no space in it, the broker
+	 * reads on past its end, into what its buffer held before; a blank
+	 * or a carriage return there ends the word as a newline does. */
+	ck_assert_str_eq(opts_of(CONF("listener 1\nplugin SELF\nplugin_opt_node_id"), 0),
+			 "!main.conf:3:plugin_opt_node_id:3|");
+	ck_assert_str_eq(opts_of(CONF("listener 1\nplugin SELF\nplugin_opt_node_id\tS3cr3t"), 0),
+			 "!main.conf:3:plugin_opt_node_id\tS3cr3t:3|");
+	ck_assert_str_eq(opts_of(CONF("listener 1\nplugin SELF\nplugin_opt_node_id "), 0),
+			 "!main.conf:3:plugin_opt_node_id:2|");
+	ck_assert_str_eq(opts_of(CONF("listener 1\nplugin SELF\nplugin_opt_node_id\r"), 0),
+			 "!main.conf:3:plugin_opt_node_id:2|");
+	ck_assert_str_eq(opts_of(CONF("listener 1\nplugin SELF\nplugin_opt_ab"), 0), "!main.conf:3:plugin_opt_ab:1|");
 	/* Comments, a tab before the word (to the broker not an option line
 	 * at all) and blank lines are not option lines, but are counted. */
 	ck_assert_str_eq(opts_of(CONF("listener 1\nplugin SELF\n#plugin_opt_node_id\n  # plugin_opt_node_id\n\n"
