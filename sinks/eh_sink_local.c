@@ -8,12 +8,13 @@
  * (at most OUTBOX_PER_TICK messages per tick, so a backlog never stalls the
  * broker's own traffic). A message counts as delivered once the broker has
  * taken it. Messages published this way produce no MESSAGE or WRITE ACL
- * event, so the sink cannot feed back into itself.
+ * event, so the sink cannot feed back into itself. Once the plugin is
+ * stopping the broker routes nothing more, and what the sink still holds is
+ * counted left instead of handed over.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "eh_mosquitto.h"
 
@@ -38,6 +39,8 @@ struct local_sink {
 	struct eh_buf payload; /* one event's JSON */
 	uint64_t unfit_logged;  /* sink thread */
 	uint64_t refused_logged; /* broker thread */
+	/* sink thread: events the stopped broker could no longer take */
+	uint64_t unrouted;
 };
 
 static const struct eh_option local_options[] = {
@@ -100,11 +103,25 @@ static int local_create(const struct eh_sink_env *env, void **ctx, char *err, si
 	return 0;
 }
 
+/* Any thread: the plugin is being stopped. Mosquitto leaves its loop
+ * before it calls the plugin's cleanup and never routes a message after
+ * that: what is handed to it then is lost, whatever it answers, so it is
+ * not handed over but counted left. */
+static bool broker_stopped(const struct local_sink *l)
+{
+	return eh_sink_deadline_ms(l->sink) != INT64_MAX;
+}
+
 /* Outbox record: uint32 topic length, topic bytes, payload bytes. */
 static enum eh_deliver_rc local_deliver(void *ctx, struct eh_batch *b)
 {
 	struct local_sink *l = ctx;
 
+	if (broker_stopped(l)) {
+		l->unrouted += b->count - b->done;
+		b->done = b->count;
+		return EH_DELIVER_OK;
+	}
 	for (b->done = 0; b->done < b->count; b->done++) {
 		const struct eh_event *ev = &b->events[b->done];
 		size_t tlen = eh_template_render(&l->topic, ev, l->node, EH_TEMPLATE_TOPIC, l->topic_buf, TOPIC_CAP);
@@ -148,6 +165,9 @@ static void local_broker_tick(void *ctx)
 	size_t total = 0, n;
 	char topic[TOPIC_CAP + 1];
 
+	/* The outbox stays as it is: local_flush counts it left. */
+	if (broker_stopped(l))
+		return;
 	while (total < OUTBOX_PER_TICK && (n = eh_ring_peek_sc(&l->outbox, recs, 64)) > 0) {
 		uint64_t ok = 0, bad = 0;
 
@@ -179,18 +199,15 @@ static void local_broker_tick(void *ctx)
 	}
 }
 
+/* Sink thread, at its exit: called only once the plugin is stopping, when
+ * the broker no longer takes messages (broker_stopped), so nothing is
+ * waited for. */
 static uint64_t local_flush(void *ctx, int64_t timeout_ms)
 {
 	struct local_sink *l = ctx;
-	int64_t end = eh_now_ms() + timeout_ms;
 
-	/* The broker thread drains the outbox while it waits for us. */
-	while (eh_ring_count(&l->outbox) && eh_now_ms() < end) {
-		struct timespec ts = { 0, 2 * 1000000L };
-
-		nanosleep(&ts, NULL);
-	}
-	return eh_ring_count(&l->outbox);
+	(void)timeout_ms;
+	return eh_ring_count(&l->outbox) + l->unrouted;
 }
 
 const struct eh_sink_ops eh_sink_local_ops = {

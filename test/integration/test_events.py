@@ -481,6 +481,33 @@ class EventsTest(BrokerTestCase):
         self.assertFalse([e for e in evs if e["event"] == "message.publish"])
         viewer.close()
 
+    def test_local_sink_counts_shutdown_events_left(self):
+        # Mosquitto leaves its loop before it calls the plugin's cleanup and
+        # never routes a message after that: the broker_shutdown
+        # disconnections of the clients still connected cannot reach a
+        # subscriber, so they are counted left, not delivered.
+        b = self.broker(local_topic="$events/{event}/{clientid}",
+                        local_events="client.connected,client.disconnected")
+        viewer = RawClient(b.port, "viewer")
+        self.assertEqual(viewer.connect().rc, 0)
+        viewer.subscribe("$events/#")
+        stayers = [RawClient(b.port, f"stay{i}") for i in range(3)]
+        for c in stayers:
+            self.assertEqual(c.connect().rc, 0)
+        viewer.wait_messages(lambda m: {x.topic for x in m} >= {f"$events/client.connected/stay{i}"
+                                                                 for i in range(3)})
+        self.assertEqual(b.stop(), 0)
+        self.assertIn("eventhook: local: stopped; enqueued 8, delivered 4, failed 0, dropped 0, "
+                      "left undelivered at shutdown 4", b.log())
+        self.assertEqual(sum(1 for m in viewer.messages if "client.disconnected" in m.topic), 0)
+        # The file sink has them all.
+        evs = read_events(b.events_path)
+        self.assertEqual(sorted(e["clientid"] for e in evs if e["event"] == "client.disconnected"
+                                and e["reason"] == "broker_shutdown"),
+                         ["stay0", "stay1", "stay2", "viewer"])
+        for c in stayers + [viewer]:
+            c.close()
+
     def test_local_sink_unfit_topics_fail_and_dollar_ids_stay_out_of_sys(self):
         # "{username}/{clientid}" starts with the client id for a client
         # without a user name; "{username}" alone renders empty for it.
