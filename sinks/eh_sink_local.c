@@ -6,8 +6,8 @@
  * split: the sink thread renders topic and JSON into an outbox ring, and the
  * broker thread drains the outbox from TICK with eh_broker_publish
  * (at most OUTBOX_PER_TICK messages per tick, so a backlog never stalls the
- * broker's own traffic). A message counts as delivered once the broker has
- * taken it. Messages published this way produce no MESSAGE or WRITE ACL
+ * broker's own traffic). A message counts as delivered at the tick after
+ * the one that handed it over: the broker has routed it by then. Messages published this way produce no MESSAGE or WRITE ACL
  * event, so the sink cannot feed back into itself. Once the plugin is
  * stopping the broker routes nothing more, and what the sink still holds is
  * counted left instead of handed over.
@@ -41,6 +41,10 @@ struct local_sink {
 	uint64_t refused_logged; /* broker thread */
 	/* sink thread: events the stopped broker could no longer take */
 	uint64_t unrouted;
+	/* Written by the broker thread: messages it took at the last tick.
+	 * Mosquitto routes them at the top of its next loop iteration, and
+	 * the next tick comes after that; if the broker stops first, never. */
+	_Atomic uint64_t taken;
 };
 
 static const struct eh_option local_options[] = {
@@ -168,6 +172,8 @@ static void local_broker_tick(void *ctx)
 	/* The outbox stays as it is: local_flush counts it left. */
 	if (broker_stopped(l))
 		return;
+	eh_sink_count(l->sink, atomic_load_explicit(&l->taken, memory_order_relaxed), 0);
+	atomic_store_explicit(&l->taken, 0, memory_order_relaxed);
 	while (total < OUTBOX_PER_TICK && (n = eh_ring_peek_sc(&l->outbox, recs, 64)) > 0) {
 		uint64_t ok = 0, bad = 0;
 
@@ -194,7 +200,9 @@ static void local_broker_tick(void *ctx)
 			}
 		}
 		eh_ring_release_sc(&l->outbox, &recs[n - 1], n);
-		eh_sink_count(l->sink, ok, bad);
+		atomic_store_explicit(&l->taken, atomic_load_explicit(&l->taken, memory_order_relaxed) + ok,
+				      memory_order_relaxed);
+		eh_sink_count(l->sink, 0, bad);
 		total += n;
 	}
 }
@@ -207,7 +215,7 @@ static uint64_t local_flush(void *ctx, int64_t timeout_ms)
 	struct local_sink *l = ctx;
 
 	(void)timeout_ms;
-	return eh_ring_count(&l->outbox) + l->unrouted;
+	return eh_ring_count(&l->outbox) + l->unrouted + atomic_load_explicit(&l->taken, memory_order_relaxed);
 }
 
 const struct eh_sink_ops eh_sink_local_ops = {
