@@ -9,6 +9,7 @@
  * Order: a batch that is retried holds back everything behind it, so a sink
  * sees every event at most once and in capture order.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -97,6 +98,17 @@ void eh_sink_log(struct eh_sink *sink, int level, const char *fmt, ...)
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	eh_core_log(sink->core, level, "%s: %s", sink->name, buf);
+}
+
+int eh_sink_pin_library(const void *fn)
+{
+	Dl_info info;
+
+	/* RTLD_NOLOAD: only the copy already mapped, taken once more and
+	 * marked never to be unmapped. */
+	if (!dladdr(fn, &info) || !info.dli_fname || !dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE))
+		return -1;
+	return 0;
 }
 
 char *eh_read_secret_file(const char *key, const char *path, char *err, size_t errlen)

@@ -133,6 +133,11 @@ int eh_broker_publish(const char *topic, const void *payload, size_t len, int qo
  * EH_EXCLUDED_MAX ids are already registered. */
 int eh_sink_exclude_client_id(struct eh_sink *sink, const char *id);
 
+/* Any thread: keeps the shared library that holds fn mapped until the
+ * process exits, even after the broker unloads the plugin, for library
+ * threads that may outlive it. Returns 0, or -1 with dlerror() saying why. */
+int eh_sink_pin_library(const void *fn);
+
 /* Reads a whole small file (a secret, a token) into a NUL-terminated buffer
  * with trailing newlines removed. Returns NULL with err naming key and path. */
 char *eh_read_secret_file(const char *key, const char *path, char *err, size_t errlen);

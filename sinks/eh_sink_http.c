@@ -22,6 +22,7 @@
  * information) are fixed until restart: Mosquitto 2.0 does not hand plugin
  * options over again on reload.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -76,6 +77,7 @@ struct http_sink {
 	/* sink thread only */
 	CURLM *multi;
 	CURL *easy;
+	bool curl_pinned;
 	struct eh_buf body;
 	char retry_after[64];
 	char response[RESPONSE_KEEP];
@@ -643,6 +645,14 @@ static int http_open(void *ctx)
 		eh_sink_log(h->sink, MOSQ_LOG_WARNING,
 			    "this libcurl has no CURLOPT_QUICK_EXIT (7.87): a DNS server that never answers can "
 			    "hold up retries and shutdown for the resolver's own timeout");
+	/* A detached resolver thread runs libcurl's code until getaddrinfo
+	 * returns, possibly after the broker unloaded the plugin (and with it
+	 * libcurl, which nothing else in the broker uses). */
+	else if (!h->curl_pinned) {
+		h->curl_pinned = eh_sink_pin_library((const void *)curl_easy_init) == 0;
+		if (!h->curl_pinned)
+			eh_sink_log(h->sink, MOSQ_LOG_WARNING, "cannot pin libcurl in memory: %s", dlerror());
+	}
 	h->easy = e;
 	return 0;
 }

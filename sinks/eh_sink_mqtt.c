@@ -767,15 +767,12 @@ static void destroy_client(struct conn **cp)
  * broker unloads the plugin. */
 static void abandon(struct mqtt_sink *m)
 {
-	Dl_info info;
-
 	m->cur->next = m->abandoned;
 	m->abandoned = m->cur;
 	m->cur = NULL;
 	if (m->paho_pinned)
 		return;
-	if (dladdr((void *)MQTTAsync_createWithOptions, &info) && info.dli_fname
-	    && dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE))
+	if (!eh_sink_pin_library((const void *)MQTTAsync_createWithOptions))
 		m->paho_pinned = true;
 	else
 		eh_sink_log(m->sink, MOSQ_LOG_WARNING, "cannot pin the paho library in memory: %s", dlerror());
