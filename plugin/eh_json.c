@@ -187,7 +187,7 @@ int eh_node_init(struct eh_node *node, const char *name, uint64_t instance, char
 	*p = '-';
 	/* jansson's escaping is the schema's (eh_json_write matches it). */
 	j = json_string(name);
-	text = j ? json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+	text = j ? eh_json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
 	json_decref(j);
 	if (!text) {
 		snprintf(why, whylen, "out of memory");
@@ -203,6 +203,19 @@ int eh_node_init(struct eh_node *node, const char *name, uint64_t instance, char
 	memcpy(node->name_json, text, node->name_json_len + 1);
 	free(text);
 	return 0;
+}
+
+char *eh_json_dumps(const json_t *json, size_t flags)
+{
+	json_free_t jfree;
+	char *text = json_dumps(json, flags), *copy;
+
+	if (!text)
+		return NULL;
+	copy = strdup(text);
+	json_get_alloc_funcs(NULL, &jfree);
+	jfree(text);
+	return copy;
 }
 
 /* Every sink formats an id and a timestamp per event: digits are written

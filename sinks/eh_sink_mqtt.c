@@ -1126,7 +1126,7 @@ static int build_presence_msg(struct mqtt_sink *m, const struct eh_event *ev, st
 	rc |= json_object_set_new(o, "node", json_string(m->node->name));
 	rc |= json_object_set_new(o, "ts", json_string(ts));
 	rc |= json_object_set_new(o, "event_id", json_string(id));
-	msg->payload = rc ? NULL : json_dumps(o, JSON_COMPACT);
+	msg->payload = rc ? NULL : eh_json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	msg->topic = render_topic(m, &m->presence, ev);
 	if (!msg->payload || !msg->topic)

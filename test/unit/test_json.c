@@ -603,6 +603,49 @@ START_TEST(json_cloudevent_envelope)
 }
 END_TEST
 
+/* Another plugin's allocator for jansson: its blocks start 16 bytes into
+ * what libc gave, so libc's free() of one would be caught at once. */
+static size_t foreign_live;
+
+static void *foreign_malloc(size_t size)
+{
+	char *p = malloc(size + 16);
+
+	if (!p)
+		return NULL;
+	foreign_live++;
+	return p + 16;
+}
+
+static void foreign_free(void *ptr)
+{
+	if (!ptr)
+		return;
+	foreign_live--;
+	free((char *)ptr - 16);
+}
+
+START_TEST(json_dumps_is_libc_memory)
+{
+	json_malloc_t old_malloc;
+	json_free_t old_free;
+	json_t *j;
+	char *text;
+
+	json_get_alloc_funcs(&old_malloc, &old_free);
+	json_set_alloc_funcs(foreign_malloc, foreign_free);
+	j = json_pack("{s:s}", "status", "online");
+	ck_assert_ptr_nonnull(j);
+	text = eh_json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	json_set_alloc_funcs(old_malloc, old_free);
+	ck_assert_str_eq(text, "{\"status\":\"online\"}");
+	free(text);
+	/* jansson's own copy went back to the allocator it came from. */
+	ck_assert_uint_eq(foreign_live, 0);
+}
+END_TEST
+
 static Suite *json_suite(void)
 {
 	Suite *s = suite_create("json");
@@ -625,6 +668,7 @@ static Suite *json_suite(void)
 	tcase_add_test(fmt, json_utf8_validator);
 	tcase_add_test(fmt, json_utf8_validator_word_edges);
 	tcase_add_test(fmt, json_string_bytes);
+	tcase_add_test(fmt, json_dumps_is_libc_memory);
 	suite_add_tcase(s, fmt);
 	return s;
 }
