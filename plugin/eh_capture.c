@@ -16,6 +16,9 @@
  *   is pending is a session takeover; a DISCONNECT for a pointer we no
  *   longer track, with such a pending client, is the broker discarding the
  *   old offline session and produces nothing.
+ * - A will is an ACL WRITE check with no MESSAGE either, and is not a
+ *   denied publish: is_will tells it by who is checked and what came just
+ *   before.
  * Registering BASIC_AUTH or ACL_CHECK is neutral only when another provider
  * answers in the scope; eh_scope tells which exist, and where none does a
  * second callback at the tail of the list ("tail") gives the answer the
@@ -59,6 +62,10 @@ struct eh_capture {
 
 	bool reload_window; /* re-authentication checks after SIGHUP, until TICK */
 	const void *just_disconnected; /* its will's WRITE check follows */
+	/* The client whose BASIC_AUTH or EXT_AUTH_START was the previous
+	 * callback and left it pending; reset by resolve_write, which every
+	 * callback calls first. */
+	struct mosquitto *auth_just_now;
 
 	/* An ACL WRITE check waiting for its MESSAGE (or, on 2.1, a SUBSCRIBE
 	 * check waiting for its SUBSCRIBE event). */
@@ -236,6 +243,7 @@ static void resolve_write(struct eh_capture *cap)
 {
 	struct eh_client *c;
 
+	cap->auth_just_now = NULL;
 	if (!cap->write_pending)
 		return;
 	cap->write_pending = false;
@@ -351,6 +359,14 @@ static void start_attempt(struct eh_capture *cap, struct mosquitto *client)
 		c->attempt_seen = true;
 }
 
+/* Remembers, until the next callback, a connection that just started. */
+static void note_auth(struct eh_capture *cap, struct mosquitto *client)
+{
+	struct eh_client *c = eh_clients_find(&cap->clients, client);
+
+	cap->auth_just_now = c && c->state == EH_CLIENT_PENDING ? client : NULL;
+}
+
 static int on_basic_auth(int event, void *event_data, void *user)
 {
 	struct eh_capture *cap = cap_of(user);
@@ -360,6 +376,7 @@ static int on_basic_auth(int event, void *event_data, void *user)
 	place_tails(cap);
 	resolve_write(cap);
 	start_attempt(cap, ed->client);
+	note_auth(cap, ed->client);
 	maybe_chores(cap);
 #if EH_HAVE_21
 	if (cap->v21)
@@ -377,6 +394,7 @@ static int on_ext_auth_start(int event, void *event_data, void *user)
 	resolve_write(cap);
 	if (!eh_clients_find(&cap->clients, ed->client))
 		start_attempt(cap, ed->client);
+	note_auth(cap, ed->client);
 	return MOSQ_ERR_PLUGIN_DEFER;
 }
 
@@ -406,10 +424,37 @@ static bool check_allowed(struct eh_capture *cap, const void *client, unsigned a
 	return false;
 }
 
+/* Whether an ACL WRITE check is a will, which the broker sends without a
+ * MESSAGE event: held like a PUBLISH it would read as a denial. (The will
+ * sent right after its client's DISCONNECT is known_client's
+ * just_disconnected.)
+ * - A connected client's check right after the authentication of a new
+ *   connection with the same client id, which the broker accepted (a
+ *   refusal frees the new id first): at a takeover 2.0 sends the old
+ *   connection's will in connect__on_authorised, before disconnecting it,
+ *   with no other callback in between. A PUBLISH of the old connection
+ *   cannot come there: the authentication and connect__on_authorised run
+ *   in one go, and a refused TCP connection is disconnected before the
+ *   next packet is read. (Multi-step extended authentication breaks both
+ *   ways: its last step, which accepts, has no event for us, and a START
+ *   answered with CONTINUE leaves the old connection running; see
+ *   docs/capture.md.) */
+static bool is_will(struct mosquitto *client, struct mosquitto *after_auth)
+{
+	const char *id = mosquitto_client_id(client);
+	const char *new_id;
+
+	if (!after_auth || after_auth == client || !id)
+		return false;
+	new_id = mosquitto_client_id(after_auth);
+	return new_id && !strcmp(new_id, id);
+}
+
 static int on_acl_check(int event, void *event_data, void *user)
 {
 	struct eh_capture *cap = cap_of(user);
 	struct mosquitto_evt_acl_check *ed = event_data;
+	struct mosquitto *after_auth = cap->auth_just_now;
 	struct eh_client *c;
 
 	(void)event;
@@ -417,6 +462,9 @@ static int on_acl_check(int event, void *event_data, void *user)
 	resolve_write(cap);
 	maybe_chores(cap);
 	if (ed->access == MOSQ_ACL_READ)
+		goto out;
+	/* (2.1's order at a takeover is not 2.0's) */
+	if (ed->access == MOSQ_ACL_WRITE && !cap->v21 && is_will(ed->client, after_auth))
 		goto out;
 	c = known_client(cap, ed->client);
 	if (!c || !ed->topic)

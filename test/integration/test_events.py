@@ -280,6 +280,48 @@ class EventsTest(BrokerTestCase):
         evs = of(self.sentinel(b), "willer")
         self.assertEqual(kinds(evs), ["client.connect", "client.connected", "client.disconnected"])
 
+    # Wills travel through the ACL WRITE check like a PUBLISH, but without
+    # the MESSAGE event that proves a PUBLISH allowed: none of them may read
+    # as a denial.
+    WILL_ACL = {"acl": "topic readwrite will/#\ntopic readwrite open/#\n"}
+
+    def will_broker(self, conf=(), **opts):
+        return self.broker(conf=["allow_anonymous true", "acl_file {dir}/acl"] + list(conf),
+                           files=self.WILL_ACL, **opts)
+
+    def watcher(self, b):
+        w = RawClient(b.port, "watcher")
+        self.assertEqual(w.connect().rc, 0)
+        self.assertEqual(w.subscribe([("will/#", 0)]), [0])
+        return w
+
+    def test_takeover_sends_the_will_without_a_denial(self):
+        """At a takeover 2.0 checks the old connection's will while it is
+        still connected, before its DISCONNECT; the publish it was denied
+        just before is still reported."""
+        b = self.will_broker()
+        w = self.watcher(b)
+        for proto, cid in ((MQTTV311, "dup4"), (MQTTV5, "dup5")):
+            first = RawClient(b.port, cid, proto)
+            self.assertEqual(first.connect(will=Will(f"will/{cid}", b"gone")).rc, 0)
+            rc = first.publish("closed/x", b"no", qos=1)
+            self.assertEqual(rc, 135 if proto == MQTTV5 else 0)
+            second = RawClient(b.port, cid, proto)
+            self.assertEqual(second.connect().rc, 0)
+            self.assertTrue(first.wait_closed())
+            w.wait_messages(lambda m, cid=cid: any(x.topic == f"will/{cid}" for x in m))
+            second.disconnect()
+        evs = self.sentinel(b)
+        for cid in ("dup4", "dup5"):
+            got = of(evs, cid)
+            self.assertEqual(kinds(got), ["client.connect", "client.connected", "client.authz_denied",
+                                          "client.disconnected", "client.connect", "client.connected",
+                                          "client.disconnected"], cid)
+            self.assertEqual((got[2]["action"], got[2]["topic"], got[2]["qos"]), ("publish", "closed/x", 1))
+            self.assertEqual(got[3]["reason"], "session_taken_over")
+            self.assertEqual(got[6]["reason"], "unknown")
+        self.assertEqual(kinds(of(evs, "watcher")), ["client.connect", "client.connected", "client.subscribe"])
+
     def test_hostile_client_data_gives_valid_json(self):
         cases = {
             "long": ("L" * 65535, "u"),
