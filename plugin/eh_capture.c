@@ -215,6 +215,11 @@ static struct eh_client *track(struct eh_capture *cap, struct mosquitto *client,
 	return c;
 }
 
+static bool same_id(const struct eh_client *c, const char *id)
+{
+	return id && strlen(id) == c->id_len && !memcmp(id, c->id, c->id_len);
+}
+
 /* The client behind a non-auth event: promotes a pending one, adopts one we
  * never saw authenticate (TLS identity listeners, or a plugin before us
  * decided), ignores the broker's fake retain-source client. */
@@ -225,6 +230,13 @@ static struct eh_client *known_client(struct eh_capture *cap, struct mosquitto *
 	if (!client || !mosquitto_client_address(client))
 		return NULL;
 	c = eh_clients_find(&cap->clients, client);
+	if (c && c->state == EH_CLIENT_OFFLINE) {
+		/* An offline session neither subscribes nor publishes: the broker
+		 * freed it without telling us and reused its memory for a client
+		 * we never saw authenticate. */
+		eh_clients_remove(&cap->clients, c);
+		c = NULL;
+	}
 	if (c) {
 		promote(cap, c);
 		return c;
@@ -389,10 +401,13 @@ static int on_ext_auth_start(int event, void *event_data, void *user)
 {
 	struct eh_capture *cap = cap_of(user);
 	struct mosquitto_evt_extended_auth *ed = event_data;
+	struct eh_client *c;
 
 	(void)event;
 	resolve_write(cap);
-	if (!eh_clients_find(&cap->clients, ed->client))
+	c = eh_clients_find(&cap->clients, ed->client);
+	/* (a connected client's START is an MQTT 5 re-authentication) */
+	if (!c || c->state == EH_CLIENT_OFFLINE)
 		start_attempt(cap, ed->client);
 	note_auth(cap, ed->client);
 	return MOSQ_ERR_PLUGIN_DEFER;
@@ -426,8 +441,14 @@ static bool check_allowed(struct eh_capture *cap, const void *client, unsigned a
 
 /* Whether an ACL WRITE check is a will, which the broker sends without a
  * MESSAGE event: held like a PUBLISH it would read as a denial. (The will
- * sent right after its client's DISCONNECT is known_client's
- * just_disconnected.)
+ * of a client without an entry sent right after its DISCONNECT is
+ * known_client's just_disconnected.)
+ * - The check of a session we saw go offline: its will, sent right after
+ *   the DISCONNECT, after its will delay, when the session expires or at
+ *   shutdown. The entry stays, for the DISCONNECT that comes if a new
+ *   connection resumes the session. Under another client id, the broker
+ *   freed that session silently (expiry) and reused its memory for a
+ *   client we never saw authenticate.
  * - A connected client's check right after the authentication of a new
  *   connection with the same client id, which the broker accepted (a
  *   refusal frees the new id first): at a takeover 2.0 sends the old
@@ -439,11 +460,18 @@ static bool check_allowed(struct eh_capture *cap, const void *client, unsigned a
  *   ways: its last step, which accepts, has no event for us, and a START
  *   answered with CONTINUE leaves the old connection running; see
  *   docs/capture.md.) */
-static bool is_will(struct mosquitto *client, struct mosquitto *after_auth)
+static bool is_will(struct eh_capture *cap, struct mosquitto *client, struct mosquitto *after_auth)
 {
+	struct eh_client *c = eh_clients_find(&cap->clients, client);
 	const char *id = mosquitto_client_id(client);
 	const char *new_id;
 
+	if (c && c->state == EH_CLIENT_OFFLINE) {
+		if (same_id(c, id))
+			return true;
+		eh_clients_remove(&cap->clients, c);
+		return false;
+	}
 	if (!after_auth || after_auth == client || !id)
 		return false;
 	new_id = mosquitto_client_id(after_auth);
@@ -463,8 +491,8 @@ static int on_acl_check(int event, void *event_data, void *user)
 	maybe_chores(cap);
 	if (ed->access == MOSQ_ACL_READ)
 		goto out;
-	/* (2.1's order at a takeover is not 2.0's) */
-	if (ed->access == MOSQ_ACL_WRITE && !cap->v21 && is_will(ed->client, after_auth))
+	/* (2.1's order at a takeover is not 2.0's: only the first rule holds) */
+	if (ed->access == MOSQ_ACL_WRITE && is_will(cap, ed->client, cap->v21 ? NULL : after_auth))
 		goto out;
 	c = known_client(cap, ed->client);
 	if (!c || !ed->topic)
@@ -581,10 +609,22 @@ static int on_disconnect(int event, void *event_data, void *user)
 	struct mosquitto_evt_disconnect *ed = event_data;
 	struct eh_client *c = eh_clients_find(&cap->clients, ed->client);
 	const char *id = mosquitto_client_id(ed->client);
+	bool offline = false;
 
 	(void)event;
 	resolve_write(cap);
 	cap->just_disconnected = ed->client;
+	if (c && c->state == EH_CLIENT_OFFLINE) {
+		bool same = same_id(c, id);
+
+		eh_clients_remove(&cap->clients, c);
+		c = NULL;
+		/* The offline session resumed or discarded by a new connection
+		 * with its id: nothing to report. (Under another id the broker
+		 * reused its memory for a client we never saw authenticate.) */
+		if (same)
+			return MOSQ_ERR_SUCCESS;
+	}
 	if (!c) {
 		if (!id) {
 			cap->closed_before_auth++;
@@ -616,8 +656,19 @@ static int on_disconnect(int event, void *event_data, void *user)
 		else if (eh_clients_pending_with_id(&cap->clients, c, c->id, c->id_len))
 			reason = EH_REASON_SESSION_TAKEN_OVER;
 		emit_disconnected(cap, c, reason);
+		/* A session that can outlive its connection (an MQTT 5 one, with
+		 * a session expiry or a will delay we cannot see, or a durable
+		 * 3.1.x one) is kept: its later will, or the DISCONNECT of its
+		 * resume, is then known as its own even if no connection of ours
+		 * is pending (a client authenticated by another plugin). The
+		 * session of a takeover ends here. */
+		offline = (c->proto_ver == 5 || !(c->flags & EH_EVF_CLEAN_START))
+			  && reason != EH_REASON_SESSION_TAKEN_OVER;
 	}
-	eh_clients_remove(&cap->clients, c);
+	if (offline)
+		eh_clients_set_state(&cap->clients, c, EH_CLIENT_OFFLINE);
+	else
+		eh_clients_remove(&cap->clients, c);
 	maybe_chores(cap);
 	return MOSQ_ERR_SUCCESS;
 }
@@ -661,6 +712,11 @@ static int on_connect_21(int event, void *event_data, void *user)
 	(void)event;
 	resolve_write(cap);
 	c = eh_clients_find(&cap->clients, ed->client);
+	if (c && c->state == EH_CLIENT_OFFLINE) {
+		/* memory of a freed offline session, reused */
+		eh_clients_remove(&cap->clients, c);
+		c = NULL;
+	}
 	if (!c) {
 		c = track(cap, ed->client, EH_CLIENT_PENDING);
 		if (!c)
@@ -1010,8 +1066,10 @@ void eh_capture_cleanup(struct eh_core *core)
 	/* The broker frees connected clients at shutdown without a DISCONNECT
 	 * event: report them here, the last moment we can. */
 	for (size_t i = 0; i < cap->clients.nbuckets; i++) {
-		for (struct eh_client *c = cap->clients.buckets[i]; c; c = c->hash_next)
-			emit_disconnected(cap, c, EH_REASON_BROKER_SHUTDOWN);
+		for (struct eh_client *c = cap->clients.buckets[i]; c; c = c->hash_next) {
+			if (c->state != EH_CLIENT_OFFLINE)
+				emit_disconnected(cap, c, EH_REASON_BROKER_SHUTDOWN);
+		}
 	}
 	if (cap->auth_tail_on)
 		mosquitto_callback_unregister(cap->pid, MOSQ_EVT_BASIC_AUTH, auth_tail, NULL);

@@ -12,7 +12,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum eh_client_state { EH_CLIENT_PENDING, EH_CLIENT_LIVE };
+/* OFFLINE: a session whose connection closed and which the broker may
+ * keep; kept only so that a will the broker sends later for it (will
+ * delay, session expiry, shutdown) or its resume is known as that
+ * session's, never taken for a new client. */
+enum eh_client_state { EH_CLIENT_PENDING, EH_CLIENT_LIVE, EH_CLIENT_OFFLINE };
 
 struct eh_client {
 	const void *key;

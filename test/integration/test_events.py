@@ -10,15 +10,42 @@ import base64
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import unittest
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from eh_harness import (MQTTV311, MQTTV5, TIMEOUT, Broker, BrokerTestCase,  # noqa: E402
                         RawClient, Will, read_events, wait_events, wait_until,
                         write_password_file)
+from test_transparency import build_helper_plugin  # noqa: E402
+
+# Another plugin that authenticates every client itself (and has no ACL
+# callback), so that ours never sees their authentication.
+ACCEPTING_PLUGIN_C = r"""
+#include <stddef.h>
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+#include <mosquitto_plugin.h>
+static mosquitto_plugin_id_t *plugin_id;
+static int accept_all(int event, void *data, void *user) { (void)event; (void)data; (void)user; return MOSQ_ERR_SUCCESS; }
+int mosquitto_plugin_version(int n, const int *v) { (void)n; (void)v; return 5; }
+int mosquitto_plugin_init(mosquitto_plugin_id_t *id, void **u, struct mosquitto_opt *o, int c)
+{
+	(void)u; (void)o; (void)c;
+	plugin_id = id;
+	return mosquitto_callback_register(id, MOSQ_EVT_BASIC_AUTH, accept_all, NULL, NULL);
+}
+int mosquitto_plugin_cleanup(void *u, struct mosquitto_opt *o, int c)
+{
+	(void)u; (void)o; (void)c;
+	return mosquitto_callback_unregister(plugin_id, MOSQ_EVT_BASIC_AUTH, accept_all, NULL);
+}
+"""
 
 ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -34,13 +61,13 @@ def kinds(events):
 
 
 class EventsTest(BrokerTestCase):
-    def broker(self, conf=("allow_anonymous true",), files=None, **opts):
+    def broker(self, conf=("allow_anonymous true",), files=None, before=(), **opts):
         """A broker with the plugin writing events.jsonl in its directory.
         files: {name: text} written there first; "{dir}" in conf lines is
-        replaced by that directory."""
+        replaced by that directory; before: plugins listed before ours."""
         plugin_opts = {"node_id": "test-node", "events": "*", "file_path": None}
         plugin_opts.update(opts)
-        b = Broker([], start=False, plugin_opts=None, name=self._testMethodName)
+        b = Broker([], start=False, plugin_opts=None, extra_plugins_before=before, name=self._testMethodName)
         self.add_broker(b)
         for name, text in (files or {}).items():
             with open(b.path(name), "w") as f:
@@ -282,7 +309,7 @@ class EventsTest(BrokerTestCase):
 
     # Wills travel through the ACL WRITE check like a PUBLISH, but without
     # the MESSAGE event that proves a PUBLISH allowed: none of them may read
-    # as a denial.
+    # as a denial, nor bring an offline session back to life.
     WILL_ACL = {"acl": "topic readwrite will/#\ntopic readwrite open/#\n"}
 
     def will_broker(self, conf=(), **opts):
@@ -321,6 +348,89 @@ class EventsTest(BrokerTestCase):
             self.assertEqual(got[3]["reason"], "session_taken_over")
             self.assertEqual(got[6]["reason"], "unknown")
         self.assertEqual(kinds(of(evs, "watcher")), ["client.connect", "client.connected", "client.subscribe"])
+
+    def test_delayed_will_resumed_session_and_stop_add_no_events(self):
+        """An MQTT 5 will with a delay is checked for the offline session
+        when the delay ends: no client.connected, no denial, and no entry
+        left behind to be reported again on resume or at shutdown."""
+        b = self.will_broker()
+        w = self.watcher(b)
+        c = RawClient(b.port, "wd", MQTTV5)
+        will = Will("will/wd", b"gone", 0, False, {"will_delay_interval": 1})
+        self.assertEqual(c.connect(session_expiry=60, will=will).rc, 0)
+        c.publish("closed/y", b"no", qos=0)  # denied, right before the connection drops
+        c.drop()
+        w.wait_messages(lambda m: any(x.topic == "will/wd" for x in m))
+        self.sentinel(b, "zz-after-will")
+        c = RawClient(b.port, "wd", MQTTV5)
+        ack = c.connect(clean=False, session_expiry=60)
+        self.assertEqual((ack.rc, ack.session_present), (0, True))
+        self.sentinel(b, "zz-after-resume")
+        self.assertEqual(b.stop(), 0)
+        got = of(read_events(b.events_path), "wd")
+        self.assertEqual(kinds(got), ["client.connect", "client.connected", "client.authz_denied",
+                                      "client.disconnected", "client.connect", "client.connected",
+                                      "client.disconnected"])
+        self.assertEqual((got[2]["topic"], got[2]["qos"]), ("closed/y", 0))
+        self.assertEqual(got[3]["reason"], "unknown")
+        self.assertIs(got[4]["clean_start"], False)
+        self.assertEqual(got[6]["reason"], "broker_shutdown")
+
+    def test_session_expiry_with_a_pending_will_leaves_nothing(self):
+        """A session that expires before its will delay sends the will then;
+        the client id connecting again later is a new client, not a takeover
+        of a ghost, and the broker's stop reports it once."""
+        b = self.will_broker()
+        w = self.watcher(b)
+        c = RawClient(b.port, "se", MQTTV5)
+        will = Will("will/se", b"gone", 0, False, {"will_delay_interval": 3600})
+        self.assertEqual(c.connect(session_expiry=1, will=will).rc, 0)
+        c.drop()
+        w.wait_messages(lambda m: any(x.topic == "will/se" for x in m))
+        self.sentinel(b, "zz-after-expiry")
+        c = RawClient(b.port, "se", MQTTV5)
+        ack = c.connect(clean=False)
+        self.assertEqual((ack.rc, ack.session_present), (0, False))
+        self.sentinel(b, "zz-after-reconnect")
+        self.assertEqual(b.stop(), 0)
+        got = of(read_events(b.events_path), "se")
+        self.assertEqual([(e["event"], e.get("reason")) for e in got], [
+            ("client.connect", None), ("client.connected", None), ("client.disconnected", "unknown"),
+            ("client.connect", None), ("client.connected", None), ("client.disconnected", "broker_shutdown")])
+
+    def test_client_accepted_by_a_plugin_before_us_is_adopted_and_its_will_ignored(self):
+        """A client another plugin authenticated never reaches our
+        BASIC_AUTH: it is adopted at its first event. Its session going
+        offline, its delayed will and its resume add nothing, and the
+        resumed connection is adopted in turn."""
+        d = tempfile.mkdtemp(prefix="eh-accepting-")
+        self.addCleanup(shutil.rmtree, d, True)
+        accepting = build_helper_plugin(Path(d), "accepting", ACCEPTING_PLUGIN_C)
+        b = self.will_broker(before=[accepting])
+        self.assertIn("subscriptions and authorization seen", b.log())
+        w = self.watcher(b)
+        c = RawClient(b.port, "ad", MQTTV5)
+        will = Will("will/ad", b"gone", 0, False, {"will_delay_interval": 1})
+        self.assertEqual(c.connect(session_expiry=60, will=will).rc, 0)
+        self.assertEqual(c.subscribe([("open/#", 0)]), [0])
+        self.assertEqual(c.publish("open/x", b"1", qos=1), 0)
+        self.assertEqual(c.publish("closed/x", b"2", qos=1), 135)
+        c.drop()
+        w.wait_messages(lambda m: any(x.topic == "will/ad" for x in m))
+        self.sentinel(b, "zz-after-will")
+        c = RawClient(b.port, "ad", MQTTV5)
+        self.assertEqual(c.connect(clean=False, session_expiry=60).session_present, True)
+        self.assertEqual(c.publish("open/y", b"3", qos=1), 0)
+        self.sentinel(b, "zz-after-resume")
+        self.assertEqual(b.stop(), 0)
+        got = of(read_events(b.events_path), "ad")
+        self.assertEqual([(e["event"], e.get("topic"), e.get("reason")) for e in got], [
+            ("client.connected", None, None), ("client.subscribe", "open/#", None),
+            ("message.publish", "open/x", None), ("client.authz_denied", "closed/x", None),
+            ("client.disconnected", None, "unknown"),
+            ("client.connected", None, None), ("message.publish", "open/y", None),
+            ("client.disconnected", None, "broker_shutdown")])
+        self.assertIs(got[0]["inferred"], True)
 
     def test_hostile_client_data_gives_valid_json(self):
         cases = {
