@@ -66,6 +66,7 @@ struct eh_capture {
 	 * callback and left it pending; reset by resolve_write, which every
 	 * callback calls first. */
 	struct mosquitto *auth_just_now;
+	bool stopping;      /* in cleanup: the broker has freed every client */
 
 	/* An ACL WRITE check waiting for its MESSAGE (or, on 2.1, a SUBSCRIBE
 	 * check waiting for its SUBSCRIBE event). */
@@ -142,6 +143,11 @@ static void promote(struct eh_capture *cap, struct eh_client *c)
 {
 	if (c->state != EH_CLIENT_PENDING)
 		return;
+	/* The keepalive the broker applies: it lowers an MQTT 5 client's to
+	 * max_keepalive after authentication, in connect__on_authorised, which
+	 * has run by now. (At cleanup the broker has freed its clients.) */
+	if (!cap->stopping)
+		c->keepalive = (uint16_t)mosquitto_client_keepalive((const struct mosquitto *)c->key);
 	eh_clients_set_state(&cap->clients, c, EH_CLIENT_LIVE);
 	emit_connected(cap, c, !cap->v21);
 }
@@ -1062,6 +1068,7 @@ void eh_capture_cleanup(struct eh_core *core)
 	if (!cap)
 		return;
 	resolve_write(cap);
+	cap->stopping = true;
 	promote_all_pending(cap);
 	/* The broker frees connected clients at shutdown without a DISCONNECT
 	 * event: report them here, the last moment we can. */

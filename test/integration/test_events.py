@@ -142,7 +142,10 @@ class EventsTest(BrokerTestCase):
         self.assertEqual(kinds(evs), ["client.connect", "client.connected", "message.publish",
                                       "client.disconnected"])
         self.assertNotIn("username", evs[0])
-        self.assertEqual((evs[0]["proto_ver"], evs[0]["keepalive"], evs[0]["clean_start"]), (5, 0, False))
+        # 2.0 gives an MQTT 5 client asking for no keepalive its default
+        # max_keepalive, 65535, and says so in CONNACK: that is the value
+        # in force
+        self.assertEqual((evs[0]["proto_ver"], evs[0]["keepalive"], evs[0]["clean_start"]), (5, 65535, False))
         self.assertEqual((evs[2]["qos"], evs[2]["retain"]), (2, True))
 
     def test_refused_connections(self):
@@ -431,6 +434,25 @@ class EventsTest(BrokerTestCase):
             ("client.connected", None, None), ("message.publish", "open/y", None),
             ("client.disconnected", None, "broker_shutdown")])
         self.assertIs(got[0]["inferred"], True)
+
+    def test_keepalive_is_the_one_the_broker_applies(self):
+        """max_keepalive lowers an MQTT 5 client's keepalive after
+        authentication (CONNACK server_keep_alive); the events carry the
+        value in force. MQTT 3.1.1 clients keep theirs."""
+        b = self.broker(conf=["allow_anonymous true", "max_keepalive 30"])
+        asked = {"k5-60": (MQTTV5, 60, 30), "k5-0": (MQTTV5, 0, 30), "k5-20": (MQTTV5, 20, 20),
+                 "k4-60": (MQTTV311, 60, 60)}
+        for cid, (proto, ka, applied) in asked.items():
+            c = RawClient(b.port, cid, proto)
+            ack = c.connect(keepalive=ka)
+            self.assertEqual(ack.rc, 0)
+            self.assertEqual(ack.properties.get("server_keep_alive", ka), applied, cid)
+            c.disconnect()
+        evs = self.sentinel(b)
+        for cid, (proto, ka, applied) in asked.items():
+            got = of(evs, cid)
+            self.assertEqual(kinds(got), ["client.connect", "client.connected", "client.disconnected"])
+            self.assertEqual([e["keepalive"] for e in got[:2]], [applied, applied], cid)
 
     def test_hostile_client_data_gives_valid_json(self):
         cases = {
