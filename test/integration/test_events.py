@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from eh_harness import (MQTTV311, MQTTV5, TIMEOUT, Broker, BrokerTestCase,  # noqa: E402
-                        RawClient, Will, read_events, wait_events, wait_until,
+                        Client, RawClient, Will, read_events, wait_events, wait_until,
                         write_password_file)
 from test_transparency import build_helper_plugin  # noqa: E402
 
@@ -61,13 +61,15 @@ def kinds(events):
 
 
 class EventsTest(BrokerTestCase):
-    def broker(self, conf=("allow_anonymous true",), files=None, before=(), **opts):
+    def broker(self, conf=("allow_anonymous true",), files=None, before=(), listeners=None, **opts):
         """A broker with the plugin writing events.jsonl in its directory.
         files: {name: text} written there first; "{dir}" in conf lines is
-        replaced by that directory; before: plugins listed before ours."""
+        replaced by that directory; before: plugins listed before ours;
+        listeners: one list of lines per listener."""
         plugin_opts = {"node_id": "test-node", "events": "*", "file_path": None}
         plugin_opts.update(opts)
-        b = Broker([], start=False, plugin_opts=None, extra_plugins_before=before, name=self._testMethodName)
+        b = Broker([], start=False, plugin_opts=None, extra_plugins_before=before, listeners=listeners,
+                   name=self._testMethodName)
         self.add_broker(b)
         for name, text in (files or {}).items():
             with open(b.path(name), "w") as f:
@@ -401,32 +403,25 @@ class EventsTest(BrokerTestCase):
             ("client.connect", None), ("client.connected", None), ("client.disconnected", "unknown"),
             ("client.connect", None), ("client.connected", None), ("client.disconnected", "broker_shutdown")])
 
-    def test_client_accepted_by_a_plugin_before_us_is_adopted_and_its_will_ignored(self):
-        """A client another plugin authenticated never reaches our
-        BASIC_AUTH: it is adopted at its first event. Its session going
-        offline, its delayed will and its resume add nothing, and the
-        resumed connection is adopted in turn."""
-        d = tempfile.mkdtemp(prefix="eh-accepting-")
-        self.addCleanup(shutil.rmtree, d, True)
-        accepting = build_helper_plugin(Path(d), "accepting", ACCEPTING_PLUGIN_C)
-        b = self.will_broker(before=[accepting])
-        self.assertIn("subscriptions and authorization seen", b.log())
+    def assert_adopted_session(self, b, cid, connect, drop):
+        """A client that never reaches our BASIC_AUTH is adopted at its first
+        event. Its session going offline, its delayed will and its resume
+        add nothing, and the resumed connection is adopted in turn.
+        connect(clean, will) returns the connected client; drop(client)
+        closes it without DISCONNECT."""
         w = self.watcher(b)
-        c = RawClient(b.port, "ad", MQTTV5)
-        will = Will("will/ad", b"gone", 0, False, {"will_delay_interval": 1})
-        self.assertEqual(c.connect(session_expiry=60, will=will).rc, 0)
+        c = connect(True, Will(f"will/{cid}", b"gone", 0, False, {"will_delay_interval": 1}))
         self.assertEqual(c.subscribe([("open/#", 0)]), [0])
         self.assertEqual(c.publish("open/x", b"1", qos=1), 0)
         self.assertEqual(c.publish("closed/x", b"2", qos=1), 135)
-        c.drop()
-        w.wait_messages(lambda m: any(x.topic == "will/ad" for x in m))
+        drop(c)
+        w.wait_messages(lambda m: any(x.topic == f"will/{cid}" for x in m))
         self.sentinel(b, "zz-after-will")
-        c = RawClient(b.port, "ad", MQTTV5)
-        self.assertEqual(c.connect(clean=False, session_expiry=60).session_present, True)
+        c = connect(False, None)
         self.assertEqual(c.publish("open/y", b"3", qos=1), 0)
         self.sentinel(b, "zz-after-resume")
         self.assertEqual(b.stop(), 0)
-        got = of(read_events(b.events_path), "ad")
+        got = of(read_events(b.events_path), cid)
         self.assertEqual([(e["event"], e.get("topic"), e.get("reason")) for e in got], [
             ("client.connected", None, None), ("client.subscribe", "open/#", None),
             ("message.publish", "open/x", None), ("client.authz_denied", "closed/x", None),
@@ -434,6 +429,59 @@ class EventsTest(BrokerTestCase):
             ("client.connected", None, None), ("message.publish", "open/y", None),
             ("client.disconnected", None, "broker_shutdown")])
         self.assertIs(got[0]["inferred"], True)
+        return got
+
+    def test_client_accepted_by_a_plugin_before_us_is_adopted_and_its_will_ignored(self):
+        d = tempfile.mkdtemp(prefix="eh-accepting-")
+        self.addCleanup(shutil.rmtree, d, True)
+        accepting = build_helper_plugin(Path(d), "accepting", ACCEPTING_PLUGIN_C)
+        b = self.will_broker(before=[accepting])
+        self.assertIn("subscriptions and authorization seen", b.log())
+
+        def connect(clean, will):
+            c = RawClient(b.port, "ad", MQTTV5)
+            ack = c.connect(clean=clean, session_expiry=60, will=will)
+            self.assertEqual((ack.rc, ack.session_present), (0, not clean))
+            return c
+
+        self.assert_adopted_session(b, "ad", connect, lambda c: c.drop())
+
+    def test_certificate_identity_client_is_adopted_and_its_will_ignored(self):
+        """use_identity_as_username: the broker authenticates by the client
+        certificate and calls no BASIC_AUTH at all."""
+        d = Path(tempfile.mkdtemp(prefix="eh-certs-"))
+        self.addCleanup(shutil.rmtree, d, True)
+
+        def openssl(*args):
+            subprocess.run(["openssl"] + list(args), cwd=d, check=True, capture_output=True)
+
+        (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+                "-days", "2", "-subj", "/CN=eventhook test CA")
+        for name, cn, ext in (("server", "127.0.0.1", ["-extfile", "san.ext"]), ("client", "ti-user", [])):
+            openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                    "-subj", f"/CN={cn}")
+            openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                    "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", *ext)
+        tls = [f"cafile {d}/ca.crt", f"certfile {d}/server.crt", f"keyfile {d}/server.key",
+               "require_certificate true", "use_identity_as_username true"]
+        # anonymous clients (watcher, sentinels) on the plain listener, ti-user on the TLS one
+        acl = "topic readwrite will/#\ntopic readwrite open/#\nuser ti-user\ntopic readwrite will/#\n" \
+              "topic readwrite open/#\n"
+        b = self.broker(conf=["allow_anonymous true", "acl_file {dir}/acl"], files={"acl": acl},
+                        listeners=[[], tls])
+
+        def connect(clean, will):
+            c = Client(b.ports[1], "ti", MQTTV5)
+            c.paho.tls_set(ca_certs=str(d / "ca.crt"), certfile=str(d / "client.crt"),
+                           keyfile=str(d / "client.key"))
+            self.addCleanup(c.close)
+            self.assertEqual(c.connect(clean_start=clean, session_expiry=60, will=will), 0)
+            self.assertEqual(c.session_present, not clean)
+            return c
+
+        got = self.assert_adopted_session(b, "ti", connect, lambda c: c.close())
+        self.assertEqual({e.get("username") for e in got}, {"ti-user"})
 
     def test_keepalive_is_the_one_the_broker_applies(self):
         """max_keepalive lowers an MQTT 5 client's keepalive after
