@@ -57,7 +57,11 @@ struct eh_capture {
 	bool opts_known;    /* our plugin_opt_ lines read from the file are what the broker gave */
 	int64_t last_chores_ms;
 
-	bool reload_window; /* re-authentication checks after SIGHUP, until TICK */
+	/* Re-authentication checks after SIGHUP: until TICK, or without TICK
+	 * until the first callback that cannot be one (no_tick_step). */
+	bool reload_window;
+	bool maybes;        /* some client may have recheck_maybe set */
+	const void *last_auth; /* BASIC_AUTH's client, while nothing else followed */
 	const void *just_disconnected; /* its will's WRITE check follows */
 
 	/* An ACL WRITE check waiting for its MESSAGE (or, on 2.1, a SUBSCRIBE
@@ -131,10 +135,38 @@ static void emit_connected(struct eh_capture *cap, struct eh_client *c, bool inf
 	}
 }
 
+/* Forgets the clients first seen at a reload's re-checks (recheck_maybe)
+ * whose id is id (all of them when id is NULL), except `except`: an
+ * offline session is replaced by, or cannot coexist with, a connection
+ * with its id. */
+static void drop_maybes(struct eh_capture *cap, const struct eh_client *except, const char *id, size_t len)
+{
+	struct eh_client *c, *next;
+	bool left = false;
+
+	if (!cap->maybes)
+		return;
+	for (c = cap->clients.pending; c; c = next) {
+		next = c->pending_next;
+		if (!c->recheck_maybe || c == except)
+			continue;
+		if (!id || (c->id_len == len && !memcmp(c->id, id, len)))
+			eh_clients_remove(&cap->clients, c);
+		else
+			left = true;
+	}
+	cap->maybes = left;
+}
+
 static void promote(struct eh_capture *cap, struct eh_client *c)
 {
 	if (c->state != EH_CLIENT_PENDING)
 		return;
+	if (c->recheck_maybe) {
+		/* Its own event: a new connection, not an offline session. */
+		c->recheck_maybe = false;
+		drop_maybes(cap, c, c->id, c->id_len);
+	}
 	eh_clients_set_state(&cap->clients, c, EH_CLIENT_LIVE);
 	emit_connected(cap, c, !cap->v21);
 }
@@ -262,6 +294,23 @@ static void promote_all_pending(struct eh_capture *cap)
 		promote(cap, cap->clients.pending);
 }
 
+/* Mosquitto 2.0.11-2.0.14 never call TICK with per_listener_settings, so
+ * what TICK ends is ended at the first callback that cannot belong to it.
+ * A SIGHUP's re-checks (security_apply_default, right after the RELOAD
+ * callbacks and before the loop reads any socket) make only BASIC_AUTH,
+ * DISCONNECT of a client that has an id, and the will's WRITE and READ
+ * checks of a client they disconnect; a will's checks follow its
+ * DISCONNECT directly. */
+static void no_tick_step(struct eh_capture *cap, bool recheck, bool will)
+{
+	if (cap->tick_seen)
+		return;
+	if (!recheck)
+		cap->reload_window = false;
+	if (!will)
+		cap->just_disconnected = NULL;
+}
+
 static void chores(struct eh_capture *cap)
 {
 	cap->last_chores_ms = eh_now_ms();
@@ -344,11 +393,29 @@ static void start_attempt(struct eh_capture *cap, struct mosquitto *client)
 		 * only websocket clients can connect. Anything else is the broker
 		 * re-checking an offline durable session (which keeps its
 		 * address). */
-		return;
+		if (cap->tick_seen)
+			return;
+		/* Without TICK the window closes only at a callback the
+		 * re-checks cannot make, and a new connection may come first. A
+		 * clean MQTT 3.1/3.1.1 session is never kept offline: that one
+		 * is new. Any other is held like an attempt: its own next event
+		 * makes it a connection (promote), a DISCONNECT that frees its id
+		 * a refusal; an offline session makes neither (on_disconnect). */
+		if (mosquitto_client_protocol_version(client) >= 5 || !mosquitto_client_clean_session(client)) {
+			c = track(cap, client, EH_CLIENT_PENDING);
+			if (c) {
+				c->attempt_seen = true;
+				c->recheck_maybe = true;
+				cap->maybes = true;
+			}
+			return;
+		}
 	}
 	c = track(cap, client, EH_CLIENT_PENDING);
-	if (c)
+	if (c) {
 		c->attempt_seen = true;
+		drop_maybes(cap, c, c->id, c->id_len);
+	}
 }
 
 static int on_basic_auth(int event, void *event_data, void *user)
@@ -357,9 +424,11 @@ static int on_basic_auth(int event, void *event_data, void *user)
 	struct mosquitto_evt_basic_auth *ed = event_data;
 
 	(void)event;
+	no_tick_step(cap, true, false);
 	place_tails(cap);
 	resolve_write(cap);
 	start_attempt(cap, ed->client);
+	cap->last_auth = ed->client;
 	maybe_chores(cap);
 #if EH_HAVE_21
 	if (cap->v21)
@@ -374,6 +443,8 @@ static int on_ext_auth_start(int event, void *event_data, void *user)
 	struct mosquitto_evt_extended_auth *ed = event_data;
 
 	(void)event;
+	no_tick_step(cap, false, false);
+	cap->last_auth = NULL;
 	resolve_write(cap);
 	if (!eh_clients_find(&cap->clients, ed->client))
 		start_attempt(cap, ed->client);
@@ -411,8 +482,12 @@ static int on_acl_check(int event, void *event_data, void *user)
 	struct eh_capture *cap = cap_of(user);
 	struct mosquitto_evt_acl_check *ed = event_data;
 	struct eh_client *c;
+	bool will = ed->access == MOSQ_ACL_READ
+		    || (ed->access == MOSQ_ACL_WRITE && ed->client == cap->just_disconnected);
 
 	(void)event;
+	no_tick_step(cap, will, will);
+	cap->last_auth = NULL;
 	place_tails(cap);
 	resolve_write(cap);
 	maybe_chores(cap);
@@ -455,6 +530,8 @@ static int on_message(int event, void *event_data, void *user)
 	size_t len = ed->topic ? strlen(ed->topic) : 0;
 
 	(void)event;
+	no_tick_step(cap, false, false);
+	cap->last_auth = NULL;
 	/* The WRITE check this MESSAGE follows was allowed. */
 	check_allowed(cap, ed->client, EH_ACTION_PUBLISH, ed->topic, len);
 	resolve_write(cap);
@@ -533,10 +610,22 @@ static int on_disconnect(int event, void *event_data, void *user)
 	struct mosquitto_evt_disconnect *ed = event_data;
 	struct eh_client *c = eh_clients_find(&cap->clients, ed->client);
 	const char *id = mosquitto_client_id(ed->client);
+	const void *last_auth = cap->last_auth;
 
 	(void)event;
+	no_tick_step(cap, id != NULL, false);
+	cap->last_auth = NULL;
 	resolve_write(cap);
 	cap->just_disconnected = ed->client;
+	/* First seen at a reload's re-checks and still holding its id: an
+	 * offline session that a connection with its id replaces, or that
+	 * failed its re-check (its DISCONNECT follows its BASIC_AUTH). */
+	if (c && c->recheck_maybe && id
+	    && (eh_clients_pending_with_id(&cap->clients, c, id, strlen(id))
+		|| (cap->reload_window && last_auth == ed->client))) {
+		eh_clients_remove(&cap->clients, c);
+		return MOSQ_ERR_SUCCESS;
+	}
 	if (!c) {
 		if (!id) {
 			cap->closed_before_auth++;
@@ -590,6 +679,7 @@ static int on_tick(int event, void *event_data, void *user)
 		promote_all_pending(cap);
 	cap->just_disconnected = NULL;
 	cap->reload_window = false;
+	cap->last_auth = NULL;
 	chores(cap);
 #if EH_HAVE_21
 	/* 2.1 sleeps until its next timed event, up to a day when idle (unless
@@ -958,6 +1048,9 @@ void eh_capture_cleanup(struct eh_core *core)
 	if (!cap)
 		return;
 	resolve_write(cap);
+	/* Never seen to act since a reload's re-checks: offline sessions, or
+	 * connections that never acted, which cannot be told apart. */
+	drop_maybes(cap, NULL, NULL, 0);
 	promote_all_pending(cap);
 	/* The broker frees connected clients at shutdown without a DISCONNECT
 	 * event: report them here, the last moment we can. */
