@@ -63,6 +63,9 @@ struct eh_capture {
 	bool maybes;        /* some client may have recheck_maybe set */
 	const void *last_auth; /* BASIC_AUTH's client, while nothing else followed */
 	const void *just_disconnected; /* its will's WRITE check follows */
+	/* The client whose $CONTROL/ publish the broker is handling, until a
+	 * callback a dynamic-security kick cannot make (kick_recheck). */
+	const void *control_by;
 
 	/* An ACL WRITE check waiting for its MESSAGE (or, on 2.1, a SUBSCRIBE
 	 * check waiting for its SUBSCRIBE event). */
@@ -425,6 +428,7 @@ static int on_basic_auth(int event, void *event_data, void *user)
 
 	(void)event;
 	no_tick_step(cap, true, false);
+	cap->control_by = NULL;
 	place_tails(cap);
 	resolve_write(cap);
 	start_attempt(cap, ed->client);
@@ -445,6 +449,7 @@ static int on_ext_auth_start(int event, void *event_data, void *user)
 	(void)event;
 	no_tick_step(cap, false, false);
 	cap->last_auth = NULL;
+	cap->control_by = NULL;
 	resolve_write(cap);
 	if (!eh_clients_find(&cap->clients, ed->client))
 		start_attempt(cap, ed->client);
@@ -477,6 +482,20 @@ static bool check_allowed(struct eh_capture *cap, const void *client, unsigned a
 	return false;
 }
 
+/* A dynamic-security command that kicks a client (disableClient,
+ * deleteClient, a role or group change) makes Debian's 2.0.11, with the
+ * CVE-2021-34434 backport, re-check each subscription of a durable kicked
+ * client with a SUBSCRIBE check at qos 0 and then disconnect it, all while
+ * it handles the command's $CONTROL/ publish: before any other client's
+ * packet, and with nothing between but the kicks' DISCONNECTs (dynsec kicks
+ * without the will). A client with no subscription yet has nothing to
+ * re-check. */
+static bool kick_recheck(const struct eh_capture *cap, const struct mosquitto_evt_acl_check *ed)
+{
+	return cap->control_by && ed->access == MOSQ_ACL_SUBSCRIBE && ed->qos == 0 && ed->client != cap->control_by
+	       && mosquitto_client_sub_count(ed->client) > 0;
+}
+
 static int on_acl_check(int event, void *event_data, void *user)
 {
 	struct eh_capture *cap = cap_of(user);
@@ -484,14 +503,17 @@ static int on_acl_check(int event, void *event_data, void *user)
 	struct eh_client *c;
 	bool will = ed->access == MOSQ_ACL_READ
 		    || (ed->access == MOSQ_ACL_WRITE && ed->client == cap->just_disconnected);
+	bool kick = kick_recheck(cap, ed);
 
 	(void)event;
 	no_tick_step(cap, will, will);
 	cap->last_auth = NULL;
+	if (!kick)
+		cap->control_by = NULL;
 	place_tails(cap);
 	resolve_write(cap);
 	maybe_chores(cap);
-	if (ed->access == MOSQ_ACL_READ)
+	if (ed->access == MOSQ_ACL_READ || kick)
 		goto out;
 	c = known_client(cap, ed->client);
 	if (!c || !ed->topic)
@@ -508,6 +530,13 @@ static int on_acl_check(int event, void *event_data, void *user)
 			emit_topic_event(cap, c, EH_EV_UNSUBSCRIBE, ed->topic, strlen(ed->topic), 0);
 		break;
 	case MOSQ_ACL_WRITE:
+		if (!strncmp(ed->topic, "$CONTROL/", 9)) {
+			/* The broker hands $CONTROL/ publishes to its control
+			 * handler with no MESSAGE event, allowed or not: neither
+			 * outcome can be told, so neither is reported. */
+			cap->control_by = ed->client;
+			break;
+		}
 		if (eh_core_wants(cap->core, EH_EV_AUTHZ_DENIED))
 			hold_check(cap, ed, EH_ACTION_PUBLISH);
 		break;
@@ -532,6 +561,7 @@ static int on_message(int event, void *event_data, void *user)
 	(void)event;
 	no_tick_step(cap, false, false);
 	cap->last_auth = NULL;
+	cap->control_by = NULL;
 	/* The WRITE check this MESSAGE follows was allowed. */
 	check_allowed(cap, ed->client, EH_ACTION_PUBLISH, ed->topic, len);
 	resolve_write(cap);
@@ -680,6 +710,7 @@ static int on_tick(int event, void *event_data, void *user)
 	cap->just_disconnected = NULL;
 	cap->reload_window = false;
 	cap->last_auth = NULL;
+	cap->control_by = NULL;
 	chores(cap);
 #if EH_HAVE_21
 	/* 2.1 sleeps until its next timed event, up to a day when idle (unless

@@ -1,19 +1,22 @@
 """Events where Mosquitto 2.0.11's callbacks alone are ambiguous: what the
 plugin reports after a SIGHUP on a broker that never calls TICK
-(per_listener_settings true).
+(per_listener_settings true), for publishes to $CONTROL/ topics, and when a
+dynamic-security command kicks a client.
 
 Each test drives real clients against Debian's broker and asserts the exact
 events of each client, in order; a sentinel client's disconnect, written
 after every event of the scenario, proves nothing more came.
 """
+import json
 import os
 import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from eh_harness import (Broker, BrokerTestCase, RawClient, wait_events,  # noqa: E402
-                        write_password_file)
+from eh_harness import (DYNSEC_PLUGIN, MQTTV5, Broker, BrokerTestCase,  # noqa: E402
+                        RawClient, read_events, wait_events, write_password_file)
+from test_transparency import write_dynsec  # noqa: E402
 
 
 def of(events, clientid):
@@ -89,6 +92,74 @@ class CaptureEdgesTest(BrokerTestCase):
         self.assertFalse(of(evs, "dur")[4]["clean_start"])
         self.assertEqual(kinds(of(evs, "live")), ["client.connect", "client.connected", "client.subscribe",
                                                   "client.disconnected"])
+
+    def dynsec_broker(self):
+        return self.start(["allow_anonymous false"],
+                          files=[lambda b: write_dynsec(b.dir / "dynsec.json")],
+                          extra_plugins_after=[(DYNSEC_PLUGIN, {"config_file": "{dir}/dynsec.json"})])
+
+    def test_dynsec_command_and_kick(self):
+        """An accepted dynamic-security command is no authorization denial,
+        and the kick it causes re-checks the kicked client's subscriptions
+        without that client subscribing."""
+        b = self.dynsec_broker()
+        admin = RawClient(b.port, "admin", MQTTV5)
+        self.assertEqual(admin.connect(username="bob", password="bobpw").rc, 0)
+        admin.subscribe("$CONTROL/dynamic-security/v1/response", 1)
+        watch = RawClient(b.port, "watch")
+        self.assertEqual(watch.connect(username="bob", password="bobpw").rc, 0)
+        watch.subscribe("w/1", 0)
+        alice = RawClient(b.port, "alice-d")
+        self.assertEqual(alice.connect(username="alice", password="alicepw", clean=False).rc, 0)
+        self.assertEqual(alice.subscribe([("pub/k/#", 1), ("ro/k/#", 1), ("secret/x", 1)]), [1, 1, 128])
+        # alice may not publish to the control topic, nor to secret/#: the
+        # first denial cannot be told from an accepted command, the second is
+        # reported.
+        alice2 = RawClient(b.port, "alice-5", MQTTV5)
+        self.assertEqual(alice2.connect(username="alice", password="alicepw").rc, 0)
+        self.assertEqual(alice2.publish("$CONTROL/dynamic-security/v1", b"{}", 1), 135)
+        self.assertEqual(alice2.publish("secret/x", b"no", 1), 135)
+        alice2.disconnect()
+
+        command = {"commands": [{"command": "disableClient", "username": "alice"}]}
+        self.assertEqual(admin.publish("$CONTROL/dynamic-security/v1", json.dumps(command), 1), 0)
+        reply = admin.wait_messages(1)[0]
+        self.assertEqual(json.loads(reply.payload), {"responses": [{"command": "disableClient"}]})
+        self.assertTrue(alice.wait_closed())
+        # A real subscribe at qos 0, by a client that has subscriptions,
+        # right after the command: reported.
+        watch.subscribe("w/2", 0)
+        watch.disconnect()
+        admin.disconnect()
+        evs = self.events_until_sentinel(b, username="bob", password="bobpw")
+
+        self.assertEqual(kinds(of(evs, "admin")), ["client.connect", "client.connected", "client.subscribe",
+                                                   "client.disconnected"])
+        alice_evs = of(evs, "alice-d")
+        self.assertEqual(kinds(alice_evs), ["client.connect", "client.connected"] + ["client.subscribe"] * 3
+                         + ["client.disconnected"])
+        self.assertEqual([(e["topic"], e["qos"]) for e in alice_evs[2:5]],
+                         [("pub/k/#", 1), ("ro/k/#", 1), ("secret/x", 1)])
+        self.assertEqual([(e["event"], e.get("topic")) for e in of(evs, "alice-5")], [
+            ("client.connect", None), ("client.connected", None), ("client.authz_denied", "secret/x"),
+            ("client.disconnected", None)])
+        self.assertEqual([(e["event"], e.get("topic")) for e in of(evs, "watch")], [
+            ("client.connect", None), ("client.connected", None), ("client.subscribe", "w/1"),
+            ("client.subscribe", "w/2"), ("client.disconnected", None)])
+
+    def test_control_topic_without_dynsec(self):
+        """With no plugin handling $CONTROL/, the broker accepts the publish
+        (PUBACK 0) and fires no message event: nothing is reported."""
+        b = self.start(["allow_anonymous true"])
+        c = RawClient(b.port, "ctl", MQTTV5)
+        self.assertEqual(c.connect().rc, 0)
+        self.assertEqual(c.publish("$CONTROL/foo/v1", b"x", 1), 0)
+        self.assertEqual(c.publish("plain/t", b"y", 1), 16)  # no matching subscribers
+        c.disconnect()
+        evs = self.events_until_sentinel(b)
+        self.assertEqual([(e["event"], e.get("topic")) for e in of(evs, "ctl")], [
+            ("client.connect", None), ("client.connected", None), ("message.publish", "plain/t"),
+            ("client.disconnected", None)])
 
 
 if __name__ == "__main__":
