@@ -60,7 +60,6 @@ struct eh_capture {
 	/* Re-authentication checks after SIGHUP: until TICK, or without TICK
 	 * until the first callback that cannot be one (no_tick_step). */
 	bool reload_window;
-	bool maybes;        /* some client may have recheck_maybe set */
 	const void *last_auth; /* BASIC_AUTH's client, while nothing else followed */
 	const void *just_disconnected; /* its will's WRITE check follows */
 	/* The client whose $CONTROL/ publish the broker is handling, until a
@@ -138,38 +137,16 @@ static void emit_connected(struct eh_capture *cap, struct eh_client *c, bool inf
 	}
 }
 
-/* Forgets the clients first seen at a reload's re-checks (recheck_maybe)
- * whose id is id (all of them when id is NULL), except `except`: an
- * offline session is replaced by, or cannot coexist with, a connection
- * with its id. */
-static void drop_maybes(struct eh_capture *cap, const struct eh_client *except, const char *id, size_t len)
-{
-	struct eh_client *c, *next;
-	bool left = false;
-
-	if (!cap->maybes)
-		return;
-	for (c = cap->clients.pending; c; c = next) {
-		next = c->pending_next;
-		if (!c->recheck_maybe || c == except)
-			continue;
-		if (!id || (c->id_len == len && !memcmp(c->id, id, len)))
-			eh_clients_remove(&cap->clients, c);
-		else
-			left = true;
-	}
-	cap->maybes = left;
-}
-
 static void promote(struct eh_capture *cap, struct eh_client *c)
 {
-	if (c->state != EH_CLIENT_PENDING)
-		return;
 	if (c->recheck_maybe) {
 		/* Its own event: a new connection, not an offline session. */
 		c->recheck_maybe = false;
-		drop_maybes(cap, c, c->id, c->id_len);
+		emit_connected(cap, c, !cap->v21);
+		return;
 	}
+	if (c->state != EH_CLIENT_PENDING)
+		return;
 	eh_clients_set_state(&cap->clients, c, EH_CLIENT_LIVE);
 	emit_connected(cap, c, !cap->v21);
 }
@@ -403,22 +380,21 @@ static void start_attempt(struct eh_capture *cap, struct mosquitto *client)
 		 * clean MQTT 3.1/3.1.1 session is never kept offline: that one
 		 * is new. Any other is held like an attempt: its own next event
 		 * makes it a connection (promote), a DISCONNECT that frees its id
-		 * a refusal; an offline session makes neither (on_disconnect). */
+		 * a refusal; an offline session makes neither (on_disconnect).
+		 * It is kept out of the pending list, whose walks by id would
+		 * otherwise cover every offline session. */
 		if (mosquitto_client_protocol_version(client) >= 5 || !mosquitto_client_clean_session(client)) {
-			c = track(cap, client, EH_CLIENT_PENDING);
+			c = track(cap, client, EH_CLIENT_LIVE);
 			if (c) {
 				c->attempt_seen = true;
 				c->recheck_maybe = true;
-				cap->maybes = true;
 			}
 			return;
 		}
 	}
 	c = track(cap, client, EH_CLIENT_PENDING);
-	if (c) {
+	if (c)
 		c->attempt_seen = true;
-		drop_maybes(cap, c, c->id, c->id_len);
-	}
 }
 
 static int on_basic_auth(int event, void *event_data, void *user)
@@ -647,14 +623,23 @@ static int on_disconnect(int event, void *event_data, void *user)
 	cap->last_auth = NULL;
 	resolve_write(cap);
 	cap->just_disconnected = ed->client;
-	/* First seen at a reload's re-checks and still holding its id: an
-	 * offline session that a connection with its id replaces, or that
-	 * failed its re-check (its DISCONNECT follows its BASIC_AUTH). */
-	if (c && c->recheck_maybe && id
-	    && (eh_clients_pending_with_id(&cap->clients, c, id, strlen(id))
-		|| (cap->reload_window && last_auth == ed->client))) {
-		eh_clients_remove(&cap->clients, c);
-		return MOSQ_ERR_SUCCESS;
+	if (c && c->recheck_maybe) {
+		/* First seen at a reload's re-checks. Still holding its id, an
+		 * offline session: a connection with its id replaces it (the
+		 * DISCONNECT follows that connection's BASIC_AUTH), or it failed
+		 * its re-check (the DISCONNECT follows its own). */
+		const struct eh_client *by = last_auth && last_auth != ed->client
+						     ? eh_clients_find(&cap->clients, last_auth) : NULL;
+
+		if (id && ((cap->reload_window && last_auth == ed->client)
+			   || (by && by->id_len == strlen(id) && !memcmp(by->id, id, by->id_len)))) {
+			eh_clients_remove(&cap->clients, c);
+			return MOSQ_ERR_SUCCESS;
+		}
+		if (!id) { /* the broker freed it: a refused new connection */
+			c->recheck_maybe = false;
+			eh_clients_set_state(&cap->clients, c, EH_CLIENT_PENDING);
+		}
 	}
 	if (!c) {
 		if (!id) {
@@ -1079,15 +1064,16 @@ void eh_capture_cleanup(struct eh_core *core)
 	if (!cap)
 		return;
 	resolve_write(cap);
-	/* Never seen to act since a reload's re-checks: offline sessions, or
-	 * connections that never acted, which cannot be told apart. */
-	drop_maybes(cap, NULL, NULL, 0);
 	promote_all_pending(cap);
 	/* The broker frees connected clients at shutdown without a DISCONNECT
-	 * event: report them here, the last moment we can. */
+	 * event: report them here, the last moment we can. Not those never
+	 * seen to act since a reload's re-checks: offline sessions, or
+	 * connections that never acted, which cannot be told apart. */
 	for (size_t i = 0; i < cap->clients.nbuckets; i++) {
-		for (struct eh_client *c = cap->clients.buckets[i]; c; c = c->hash_next)
-			emit_disconnected(cap, c, EH_REASON_BROKER_SHUTDOWN);
+		for (struct eh_client *c = cap->clients.buckets[i]; c; c = c->hash_next) {
+			if (!c->recheck_maybe)
+				emit_disconnected(cap, c, EH_REASON_BROKER_SHUTDOWN);
+		}
 	}
 	if (cap->auth_tail_on)
 		mosquitto_callback_unregister(cap->pid, MOSQ_EVT_BASIC_AUTH, auth_tail, NULL);

@@ -15,7 +15,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from eh_harness import (DYNSEC_PLUGIN, MQTTV5, Broker, BrokerTestCase,  # noqa: E402
-                        RawClient, read_events, wait_events, write_password_file)
+                        RawClient, wait_events, write_password_file)
 from test_transparency import write_dynsec  # noqa: E402
 
 
@@ -49,7 +49,7 @@ class CaptureEdgesTest(BrokerTestCase):
         reload's re-checks must still end, so that what clients do after it
         is reported as before it."""
         b = self.start(["per_listener_settings true"],
-                       files=[lambda b: write_password_file(b.path("pw"), {"alice": "secret"})],
+                       files=[lambda b: write_password_file(b.path("pw"), {"alice": "secret", "gone": "pw"})],
                        listeners=[["allow_anonymous true", "password_file {dir}/pw"]])
         # Before the SIGHUP: a connected client, and a durable session that
         # goes offline; both are re-checked by the reload.
@@ -60,7 +60,14 @@ class CaptureEdgesTest(BrokerTestCase):
         self.assertEqual(dur.connect(username="alice", password="secret", clean=False).rc, 0)
         dur.subscribe("d/#", 1)
         dur.disconnect()
-        wait_events(b.path("events.jsonl"), lambda evs: kinds(of(evs, "dur"))[-1:] == ["client.disconnected"])
+        # A durable session whose user the reload removes: its re-check
+        # fails, and it was not connected.
+        gone = RawClient(b.port, "gone")
+        self.assertEqual(gone.connect(username="gone", password="pw", clean=False).rc, 0)
+        gone.subscribe("g/#", 1)
+        gone.disconnect()
+        wait_events(b.path("events.jsonl"), lambda evs: kinds(of(evs, "gone"))[-1:] == ["client.disconnected"])
+        write_password_file(b.path("pw"), {"alice": "secret"})
 
         b.sighup()
 
@@ -71,6 +78,13 @@ class CaptureEdgesTest(BrokerTestCase):
         ok.disconnect()
         bad = RawClient(b.port, "bad")
         self.assertEqual(bad.connect(username="alice", password="wrong").rc, 5)
+        # MQTT 5 clients may be offline sessions until they act.
+        bad5 = RawClient(b.port, "bad5", MQTTV5)
+        self.assertEqual(bad5.connect(username="alice", password="wrong").rc, 135)
+        ok5 = RawClient(b.port, "ok5", MQTTV5)
+        self.assertEqual(ok5.connect(username="alice", password="secret").rc, 0)
+        ok5.subscribe("y/#", 1)
+        ok5.disconnect()
         back = RawClient(b.port, "dur")
         ack = back.connect(username="alice", password="secret", clean=False)
         self.assertEqual((ack.rc, ack.session_present), (0, True))
@@ -90,6 +104,12 @@ class CaptureEdgesTest(BrokerTestCase):
         self.assertEqual([e.get("topic") for e in of(evs, "dur") if e["event"] == "client.subscribe"],
                          ["d/#", "d2/#"])
         self.assertFalse(of(evs, "dur")[4]["clean_start"])
+        self.assertEqual(kinds(of(evs, "bad5")), ["client.connect", "client.connect_failed"])
+        self.assertEqual((of(evs, "bad5")[0]["proto_ver"], of(evs, "bad5")[1]["reason"]), (5, "not_authorized"))
+        self.assertEqual(kinds(of(evs, "ok5")), ["client.connect", "client.connected", "client.subscribe",
+                                                 "client.disconnected"])
+        self.assertEqual(kinds(of(evs, "gone")), ["client.connect", "client.connected", "client.subscribe",
+                                                  "client.disconnected"])
         self.assertEqual(kinds(of(evs, "live")), ["client.connect", "client.connected", "client.subscribe",
                                                   "client.disconnected"])
 
