@@ -62,9 +62,6 @@ struct eh_capture {
 	bool reload_window;
 	const void *last_auth; /* BASIC_AUTH's client, while nothing else followed */
 	const void *just_disconnected; /* its will's WRITE check follows */
-	/* The client whose $CONTROL/ publish the broker is handling, until a
-	 * callback a dynamic-security kick cannot make (kick_recheck). */
-	const void *control_by;
 
 	/* An ACL WRITE check waiting for its MESSAGE (or, on 2.1, a SUBSCRIBE
 	 * check waiting for its SUBSCRIBE event). */
@@ -75,6 +72,10 @@ struct eh_capture {
 	bool write_retain;
 	uint32_t write_topic_len;
 	char *write_topic; /* TOPIC_MAX bytes, allocated once */
+
+	/* The client whose $CONTROL/ publish the broker is handling, until a
+	 * callback a dynamic-security kick cannot make (kick_recheck). */
+	const void *control_by;
 
 	uint64_t closed_before_auth;
 	/* plugin_opt_payload_max_bytes; UINT32_MAX when unset, above any MQTT
@@ -155,7 +156,10 @@ static void emit_disconnected(struct eh_capture *cap, struct eh_client *c, unsig
 {
 	struct eh_event ev;
 
-	if (!eh_core_wants(cap->core, EH_EV_DISCONNECTED))
+	/* Never seen to act since a reload's re-checks (at shutdown): an
+	 * offline session, or a connection that never acted, which cannot be
+	 * told apart; neither had a client.connected. */
+	if (c->recheck_maybe || !eh_core_wants(cap->core, EH_EV_DISCONNECTED))
 		return;
 	ev_from_client(&ev, EH_EV_DISCONNECTED, c);
 	ev.reason = (uint8_t)reason;
@@ -405,10 +409,10 @@ static int on_basic_auth(int event, void *event_data, void *user)
 	(void)event;
 	no_tick_step(cap, true, false);
 	cap->control_by = NULL;
+	cap->last_auth = ed->client; /* (used by the callbacks after this one) */
 	place_tails(cap);
 	resolve_write(cap);
 	start_attempt(cap, ed->client);
-	cap->last_auth = ed->client;
 	maybe_chores(cap);
 #if EH_HAVE_21
 	if (cap->v21)
@@ -448,16 +452,6 @@ static void hold_check(struct eh_capture *cap, const struct mosquitto_evt_acl_ch
 	cap->write_pending = true;
 }
 
-static bool check_allowed(struct eh_capture *cap, const void *client, unsigned action, const char *topic, size_t len)
-{
-	if (cap->write_pending && cap->write_action == action && cap->write_client == client
-	    && cap->write_topic_len == len && !memcmp(cap->write_topic, topic, len)) {
-		cap->write_pending = false;
-		return true;
-	}
-	return false;
-}
-
 /* A dynamic-security command that kicks a client (disableClient,
  * deleteClient, a role or group change) makes Debian's 2.0.11, with the
  * CVE-2021-34434 backport, re-check each subscription of a durable kicked
@@ -470,6 +464,16 @@ static bool kick_recheck(const struct eh_capture *cap, const struct mosquitto_ev
 {
 	return cap->control_by && ed->access == MOSQ_ACL_SUBSCRIBE && ed->qos == 0 && ed->client != cap->control_by
 	       && mosquitto_client_sub_count(ed->client) > 0;
+}
+
+static bool check_allowed(struct eh_capture *cap, const void *client, unsigned action, const char *topic, size_t len)
+{
+	if (cap->write_pending && cap->write_action == action && cap->write_client == client
+	    && cap->write_topic_len == len && !memcmp(cap->write_topic, topic, len)) {
+		cap->write_pending = false;
+		return true;
+	}
+	return false;
 }
 
 static int on_acl_check(int event, void *event_data, void *user)
@@ -610,37 +614,46 @@ static unsigned reason_21(int reason)
 #endif
 }
 
+/* The DISCONNECT of a client first seen at a reload's re-checks. Still
+ * holding its id, it is an offline session: a connection with its id
+ * replaces it (the DISCONNECT follows that connection's BASIC_AUTH), or it
+ * failed its re-check (the DISCONNECT follows its own); then it is
+ * forgotten, true is returned, and the DISCONNECT must come to nothing. */
+static bool offline_session_ends(struct eh_capture *cap, struct eh_client *c, const void *client, const char *id)
+{
+	const struct eh_client *by = cap->last_auth && cap->last_auth != client
+					     ? eh_clients_find(&cap->clients, cap->last_auth) : NULL;
+
+	if (id && ((cap->reload_window && cap->last_auth == client)
+		   || (by && by->id_len == strlen(id) && !memcmp(by->id, id, by->id_len)))) {
+		eh_clients_remove(&cap->clients, c);
+		return true;
+	}
+	if (!id) { /* the broker freed it: a refused new connection */
+		c->recheck_maybe = false;
+		eh_clients_set_state(&cap->clients, c, EH_CLIENT_PENDING);
+	}
+	return false;
+}
+
 static int on_disconnect(int event, void *event_data, void *user)
 {
 	struct eh_capture *cap = cap_of(user);
 	struct mosquitto_evt_disconnect *ed = event_data;
 	struct eh_client *c = eh_clients_find(&cap->clients, ed->client);
 	const char *id = mosquitto_client_id(ed->client);
-	const void *last_auth = cap->last_auth;
 
 	(void)event;
 	no_tick_step(cap, id != NULL, false);
+	if (c && c->recheck_maybe && offline_session_ends(cap, c, ed->client, id)) {
+		cap->last_auth = NULL;
+		resolve_write(cap);
+		cap->just_disconnected = ed->client;
+		return MOSQ_ERR_SUCCESS;
+	}
 	cap->last_auth = NULL;
 	resolve_write(cap);
 	cap->just_disconnected = ed->client;
-	if (c && c->recheck_maybe) {
-		/* First seen at a reload's re-checks. Still holding its id, an
-		 * offline session: a connection with its id replaces it (the
-		 * DISCONNECT follows that connection's BASIC_AUTH), or it failed
-		 * its re-check (the DISCONNECT follows its own). */
-		const struct eh_client *by = last_auth && last_auth != ed->client
-						     ? eh_clients_find(&cap->clients, last_auth) : NULL;
-
-		if (id && ((cap->reload_window && last_auth == ed->client)
-			   || (by && by->id_len == strlen(id) && !memcmp(by->id, id, by->id_len)))) {
-			eh_clients_remove(&cap->clients, c);
-			return MOSQ_ERR_SUCCESS;
-		}
-		if (!id) { /* the broker freed it: a refused new connection */
-			c->recheck_maybe = false;
-			eh_clients_set_state(&cap->clients, c, EH_CLIENT_PENDING);
-		}
-	}
 	if (!c) {
 		if (!id) {
 			cap->closed_before_auth++;
@@ -1066,14 +1079,10 @@ void eh_capture_cleanup(struct eh_core *core)
 	resolve_write(cap);
 	promote_all_pending(cap);
 	/* The broker frees connected clients at shutdown without a DISCONNECT
-	 * event: report them here, the last moment we can. Not those never
-	 * seen to act since a reload's re-checks: offline sessions, or
-	 * connections that never acted, which cannot be told apart. */
+	 * event: report them here, the last moment we can. */
 	for (size_t i = 0; i < cap->clients.nbuckets; i++) {
-		for (struct eh_client *c = cap->clients.buckets[i]; c; c = c->hash_next) {
-			if (!c->recheck_maybe)
-				emit_disconnected(cap, c, EH_REASON_BROKER_SHUTDOWN);
-		}
+		for (struct eh_client *c = cap->clients.buckets[i]; c; c = c->hash_next)
+			emit_disconnected(cap, c, EH_REASON_BROKER_SHUTDOWN);
 	}
 	if (cap->auth_tail_on)
 		mosquitto_callback_unregister(cap->pid, MOSQ_EVT_BASIC_AUTH, auth_tail, NULL);
