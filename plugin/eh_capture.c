@@ -60,7 +60,10 @@ struct eh_capture {
 	bool opts_known;    /* our plugin_opt_ lines read from the file are what the broker gave */
 	int64_t last_chores_ms;
 
-	bool reload_window; /* re-authentication checks after SIGHUP, until TICK */
+	/* Re-authentication checks after SIGHUP: until TICK, or without TICK
+	 * until the first callback that cannot be one (no_tick_step). */
+	bool reload_window;
+	const void *last_auth; /* BASIC_AUTH's client, while nothing else followed */
 	const void *just_disconnected; /* its will's WRITE check follows */
 	/* The client whose BASIC_AUTH or EXT_AUTH_START was the previous
 	 * callback and left it pending; reset by resolve_write, which every
@@ -77,6 +80,10 @@ struct eh_capture {
 	bool write_retain;
 	uint32_t write_topic_len;
 	char *write_topic; /* TOPIC_MAX bytes, allocated once */
+
+	/* The client whose $CONTROL/ publish the broker is handling, until a
+	 * callback a dynamic-security kick cannot make (kick_recheck). */
+	const void *control_by;
 
 	uint64_t closed_before_auth;
 	/* plugin_opt_payload_max_bytes; UINT32_MAX when unset, above any MQTT
@@ -141,6 +148,12 @@ static void emit_connected(struct eh_capture *cap, struct eh_client *c, bool inf
 
 static void promote(struct eh_capture *cap, struct eh_client *c)
 {
+	if (c->recheck_maybe) {
+		/* Its own event: a new connection, not an offline session. */
+		c->recheck_maybe = false;
+		emit_connected(cap, c, !cap->v21);
+		return;
+	}
 	if (c->state != EH_CLIENT_PENDING)
 		return;
 	/* The keepalive the broker applies: it lowers an MQTT 5 client's to
@@ -156,7 +169,10 @@ static void emit_disconnected(struct eh_capture *cap, struct eh_client *c, unsig
 {
 	struct eh_event ev;
 
-	if (!eh_core_wants(cap->core, EH_EV_DISCONNECTED))
+	/* Never seen to act since a reload's re-checks (at shutdown): an
+	 * offline session, or a connection that never acted, which cannot be
+	 * told apart; neither had a client.connected. */
+	if (c->recheck_maybe || !eh_core_wants(cap->core, EH_EV_DISCONNECTED))
 		return;
 	ev_from_client(&ev, EH_EV_DISCONNECTED, c);
 	ev.reason = (uint8_t)reason;
@@ -288,6 +304,23 @@ static void promote_all_pending(struct eh_capture *cap)
 		promote(cap, cap->clients.pending);
 }
 
+/* Mosquitto 2.0.11-2.0.14 never call TICK with per_listener_settings, so
+ * what TICK ends is ended at the first callback that cannot belong to it.
+ * A SIGHUP's re-checks (security_apply_default, right after the RELOAD
+ * callbacks and before the loop reads any socket) make only BASIC_AUTH,
+ * DISCONNECT of a client that has an id, and the will's WRITE and READ
+ * checks of a client they disconnect; a will's checks follow its
+ * DISCONNECT directly. */
+static void no_tick_step(struct eh_capture *cap, bool recheck, bool will)
+{
+	if (cap->tick_seen)
+		return;
+	if (!recheck)
+		cap->reload_window = false;
+	if (!will)
+		cap->just_disconnected = NULL;
+}
+
 static void chores(struct eh_capture *cap)
 {
 	cap->last_chores_ms = eh_now_ms();
@@ -370,7 +403,24 @@ static void start_attempt(struct eh_capture *cap, struct mosquitto *client)
 		 * only websocket clients can connect. Anything else is the broker
 		 * re-checking an offline durable session (which keeps its
 		 * address). */
-		return;
+		if (cap->tick_seen)
+			return;
+		/* Without TICK the window closes only at a callback the
+		 * re-checks cannot make, and a new connection may come first. A
+		 * clean MQTT 3.1/3.1.1 session is never kept offline: that one
+		 * is new. Any other is held like an attempt: its own next event
+		 * makes it a connection (promote), a DISCONNECT that frees its id
+		 * a refusal; an offline session makes neither (on_disconnect).
+		 * It is kept out of the pending list, whose walks by id would
+		 * otherwise cover every offline session. */
+		if (mosquitto_client_protocol_version(client) >= 5 || !mosquitto_client_clean_session(client)) {
+			c = track(cap, client, EH_CLIENT_LIVE);
+			if (c) {
+				c->attempt_seen = true;
+				c->recheck_maybe = true;
+			}
+			return;
+		}
 	}
 	c = track(cap, client, EH_CLIENT_PENDING);
 	if (c)
@@ -391,6 +441,9 @@ static int on_basic_auth(int event, void *event_data, void *user)
 	struct mosquitto_evt_basic_auth *ed = event_data;
 
 	(void)event;
+	no_tick_step(cap, true, false);
+	cap->control_by = NULL;
+	cap->last_auth = ed->client; /* (used by the callbacks after this one) */
 	place_tails(cap);
 	resolve_write(cap);
 	start_attempt(cap, ed->client);
@@ -410,6 +463,9 @@ static int on_ext_auth_start(int event, void *event_data, void *user)
 	struct eh_client *c;
 
 	(void)event;
+	no_tick_step(cap, false, false);
+	cap->last_auth = NULL;
+	cap->control_by = NULL;
 	resolve_write(cap);
 	c = eh_clients_find(&cap->clients, ed->client);
 	/* (a connected client's START is an MQTT 5 re-authentication) */
@@ -433,6 +489,20 @@ static void hold_check(struct eh_capture *cap, const struct mosquitto_evt_acl_ch
 	cap->write_retain = ed->retain;
 	cap->write_action = (uint8_t)action;
 	cap->write_pending = true;
+}
+
+/* A dynamic-security command that kicks a client (disableClient,
+ * deleteClient, a role or group change) makes Debian's 2.0.11, with the
+ * CVE-2021-34434 backport, re-check each subscription of a durable kicked
+ * client with a SUBSCRIBE check at qos 0 and then disconnect it, all while
+ * it handles the command's $CONTROL/ publish: before any other client's
+ * packet, and with nothing between but the kicks' DISCONNECTs (dynsec kicks
+ * without the will). A client with no subscription yet has nothing to
+ * re-check. */
+static bool kick_recheck(const struct eh_capture *cap, const struct mosquitto_evt_acl_check *ed)
+{
+	return cap->control_by && ed->access == MOSQ_ACL_SUBSCRIBE && ed->qos == 0 && ed->client != cap->control_by
+	       && mosquitto_client_sub_count(ed->client) > 0;
 }
 
 static bool check_allowed(struct eh_capture *cap, const void *client, unsigned action, const char *topic, size_t len)
@@ -490,12 +560,19 @@ static int on_acl_check(int event, void *event_data, void *user)
 	struct mosquitto_evt_acl_check *ed = event_data;
 	struct mosquitto *after_auth = cap->auth_just_now;
 	struct eh_client *c;
+	bool will = ed->access == MOSQ_ACL_READ
+		    || (ed->access == MOSQ_ACL_WRITE && ed->client == cap->just_disconnected);
+	bool kick = kick_recheck(cap, ed);
 
 	(void)event;
+	no_tick_step(cap, will, will);
+	cap->last_auth = NULL;
+	if (!kick)
+		cap->control_by = NULL;
 	place_tails(cap);
 	resolve_write(cap);
 	maybe_chores(cap);
-	if (ed->access == MOSQ_ACL_READ)
+	if (ed->access == MOSQ_ACL_READ || kick)
 		goto out;
 	/* (2.1's order at a takeover is not 2.0's: only the first rule holds) */
 	if (ed->access == MOSQ_ACL_WRITE && is_will(cap, ed->client, cap->v21 ? NULL : after_auth))
@@ -515,6 +592,13 @@ static int on_acl_check(int event, void *event_data, void *user)
 			emit_topic_event(cap, c, EH_EV_UNSUBSCRIBE, ed->topic, strlen(ed->topic), 0);
 		break;
 	case MOSQ_ACL_WRITE:
+		if (!strncmp(ed->topic, "$CONTROL/", 9)) {
+			/* The broker hands $CONTROL/ publishes to its control
+			 * handler with no MESSAGE event, allowed or not: neither
+			 * outcome can be told, so neither is reported. */
+			cap->control_by = ed->client;
+			break;
+		}
 		if (eh_core_wants(cap->core, EH_EV_AUTHZ_DENIED))
 			hold_check(cap, ed, EH_ACTION_PUBLISH);
 		break;
@@ -537,6 +621,9 @@ static int on_message(int event, void *event_data, void *user)
 	size_t len = ed->topic ? strlen(ed->topic) : 0;
 
 	(void)event;
+	no_tick_step(cap, false, false);
+	cap->last_auth = NULL;
+	cap->control_by = NULL;
 	/* The WRITE check this MESSAGE follows was allowed. */
 	check_allowed(cap, ed->client, EH_ACTION_PUBLISH, ed->topic, len);
 	resolve_write(cap);
@@ -609,6 +696,28 @@ static unsigned reason_21(int reason)
 #endif
 }
 
+/* The DISCONNECT of a client first seen at a reload's re-checks. Still
+ * holding its id, it is an offline session: a connection with its id
+ * replaces it (the DISCONNECT follows that connection's BASIC_AUTH), or it
+ * failed its re-check (the DISCONNECT follows its own); then it is
+ * forgotten, true is returned, and the DISCONNECT must come to nothing. */
+static bool offline_session_ends(struct eh_capture *cap, struct eh_client *c, const void *client, const char *id)
+{
+	const struct eh_client *by = cap->last_auth && cap->last_auth != client
+					     ? eh_clients_find(&cap->clients, cap->last_auth) : NULL;
+
+	if (id && ((cap->reload_window && cap->last_auth == client)
+		   || (by && by->id_len == strlen(id) && !memcmp(by->id, id, by->id_len)))) {
+		eh_clients_remove(&cap->clients, c);
+		return true;
+	}
+	if (!id) { /* the broker freed it: a refused new connection */
+		c->recheck_maybe = false;
+		eh_clients_set_state(&cap->clients, c, EH_CLIENT_PENDING);
+	}
+	return false;
+}
+
 static int on_disconnect(int event, void *event_data, void *user)
 {
 	struct eh_capture *cap = cap_of(user);
@@ -618,6 +727,14 @@ static int on_disconnect(int event, void *event_data, void *user)
 	bool offline = false;
 
 	(void)event;
+	no_tick_step(cap, id != NULL, false);
+	if (c && c->recheck_maybe && offline_session_ends(cap, c, ed->client, id)) {
+		cap->last_auth = NULL;
+		resolve_write(cap);
+		cap->just_disconnected = ed->client;
+		return MOSQ_ERR_SUCCESS;
+	}
+	cap->last_auth = NULL;
 	resolve_write(cap);
 	cap->just_disconnected = ed->client;
 	if (c && c->state == EH_CLIENT_OFFLINE) {
@@ -695,6 +812,8 @@ static int on_tick(int event, void *event_data, void *user)
 		promote_all_pending(cap);
 	cap->just_disconnected = NULL;
 	cap->reload_window = false;
+	cap->last_auth = NULL;
+	cap->control_by = NULL;
 	chores(cap);
 #if EH_HAVE_21
 	/* 2.1 sleeps until its next timed event, up to a day when idle (unless

@@ -25,6 +25,11 @@ struct eh_client {
 	uint8_t state;
 	uint8_t proto_ver;
 	bool attempt_seen; /* we saw its authentication: client.connect is owed */
+	/* First seen at a reload's re-checks on a broker without TICK: an
+	 * offline session being re-checked or a new connection; its own next
+	 * event tells which (eh_capture.c, start_attempt). Such a client is
+	 * LIVE, so that it stays off the pending list. */
+	bool recheck_maybe;
 	uint16_t keepalive;
 	uint16_t flags;    /* EH_EVF_HAS_USERNAME, CLEAN_START, WEBSOCKETS */
 	int64_t ts_ms;     /* wall clock of the connect */

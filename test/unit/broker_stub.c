@@ -98,4 +98,5 @@ const char *mosquitto_client_id(const struct mosquitto *client) { (void)client; 
 int mosquitto_client_keepalive(const struct mosquitto *client) { (void)client; return 60; }
 int mosquitto_client_protocol(const struct mosquitto *client) { (void)client; return mp_mqtt; }
 int mosquitto_client_protocol_version(const struct mosquitto *client) { (void)client; return 4; }
+int mosquitto_client_sub_count(const struct mosquitto *client) { (void)client; return 0; }
 const char *mosquitto_client_username(const struct mosquitto *client) { (void)client; return NULL; }

@@ -1,0 +1,186 @@
+"""Events where Mosquitto 2.0.11's callbacks alone are ambiguous: what the
+plugin reports after a SIGHUP on a broker that never calls TICK
+(per_listener_settings true), for publishes to $CONTROL/ topics, and when a
+dynamic-security command kicks a client.
+
+Each test drives real clients against Debian's broker and asserts the exact
+events of each client, in order; a sentinel client's disconnect, written
+after every event of the scenario, proves nothing more came.
+"""
+import json
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from eh_harness import (DYNSEC_PLUGIN, MQTTV5, Broker, BrokerTestCase,  # noqa: E402
+                        RawClient, wait_events, write_password_file)
+from test_transparency import write_dynsec  # noqa: E402
+
+
+def of(events, clientid):
+    return [e for e in events if e.get("clientid") == clientid]
+
+
+def kinds(events):
+    return [e["event"] for e in events]
+
+
+class CaptureEdgesTest(BrokerTestCase):
+    def start(self, conf, files=(), **kwargs):
+        b = Broker(conf, start=False, name=self._testMethodName,
+                   plugin_opts={"events": "*", "file_path": "{dir}/events.jsonl"}, **kwargs)
+        self.add_broker(b)
+        for write in files:
+            write(b)
+        b.start()
+        return b
+
+    def events_until_sentinel(self, b, **login):
+        c = RawClient(b.port, "zz-sentinel")
+        self.assertEqual(c.connect(**login).rc, 0)
+        c.disconnect()
+        return wait_events(b.path("events.jsonl"), lambda evs: any(
+            e["event"] == "client.disconnected" and e["clientid"] == "zz-sentinel" for e in evs))
+
+    def test_per_listener_sighup_keeps_every_event(self):
+        """Mosquitto 2.0.11 never calls TICK with per_listener_settings: the
+        reload's re-checks must still end, so that what clients do after it
+        is reported as before it."""
+        b = self.start(["per_listener_settings true"],
+                       files=[lambda b: write_password_file(b.path("pw"), {"alice": "secret", "gone": "pw"})],
+                       listeners=[["allow_anonymous true", "password_file {dir}/pw"]])
+        # Before the SIGHUP: a connected client, and a durable session that
+        # goes offline; both are re-checked by the reload.
+        live = RawClient(b.port, "live")
+        self.assertEqual(live.connect(username="alice", password="secret").rc, 0)
+        live.subscribe("l/#", 0)
+        dur = RawClient(b.port, "dur")
+        self.assertEqual(dur.connect(username="alice", password="secret", clean=False).rc, 0)
+        dur.subscribe("d/#", 1)
+        dur.disconnect()
+        # A durable session whose user the reload removes: its re-check
+        # fails, and it was not connected.
+        gone = RawClient(b.port, "gone")
+        self.assertEqual(gone.connect(username="gone", password="pw", clean=False).rc, 0)
+        gone.subscribe("g/#", 1)
+        gone.disconnect()
+        wait_events(b.path("events.jsonl"), lambda evs: kinds(of(evs, "gone"))[-1:] == ["client.disconnected"])
+        write_password_file(b.path("pw"), {"alice": "secret"})
+
+        b.sighup()
+
+        ok = RawClient(b.port, "ok")
+        self.assertEqual(ok.connect(username="alice", password="secret").rc, 0)
+        ok.subscribe("x/#", 0)
+        self.assertEqual(ok.publish("x/1", b"hi", 1), 0)
+        ok.disconnect()
+        bad = RawClient(b.port, "bad")
+        self.assertEqual(bad.connect(username="alice", password="wrong").rc, 5)
+        # MQTT 5 clients may be offline sessions until they act.
+        bad5 = RawClient(b.port, "bad5", MQTTV5)
+        self.assertEqual(bad5.connect(username="alice", password="wrong").rc, 135)
+        ok5 = RawClient(b.port, "ok5", MQTTV5)
+        self.assertEqual(ok5.connect(username="alice", password="secret").rc, 0)
+        ok5.subscribe("y/#", 1)
+        ok5.disconnect()
+        back = RawClient(b.port, "dur")
+        ack = back.connect(username="alice", password="secret", clean=False)
+        self.assertEqual((ack.rc, ack.session_present), (0, True))
+        back.subscribe("d2/#", 0)
+        back.disconnect()
+        live.disconnect()
+        evs = self.events_until_sentinel(b, username="alice", password="secret")
+
+        self.assertEqual(kinds(of(evs, "ok")), ["client.connect", "client.connected", "client.subscribe",
+                                                "message.publish", "client.disconnected"])
+        self.assertEqual(of(evs, "ok")[3]["topic"], "x/1")
+        self.assertEqual(kinds(of(evs, "bad")), ["client.connect", "client.connect_failed"])
+        self.assertEqual(of(evs, "bad")[1]["reason"], "not_authorized")
+        self.assertEqual(kinds(of(evs, "dur")), [
+            "client.connect", "client.connected", "client.subscribe", "client.disconnected",
+            "client.connect", "client.connected", "client.subscribe", "client.disconnected"])
+        self.assertEqual([e.get("topic") for e in of(evs, "dur") if e["event"] == "client.subscribe"],
+                         ["d/#", "d2/#"])
+        self.assertFalse(of(evs, "dur")[4]["clean_start"])
+        self.assertEqual(kinds(of(evs, "bad5")), ["client.connect", "client.connect_failed"])
+        self.assertEqual((of(evs, "bad5")[0]["proto_ver"], of(evs, "bad5")[1]["reason"]), (5, "not_authorized"))
+        self.assertEqual(kinds(of(evs, "ok5")), ["client.connect", "client.connected", "client.subscribe",
+                                                 "client.disconnected"])
+        self.assertEqual(kinds(of(evs, "gone")), ["client.connect", "client.connected", "client.subscribe",
+                                                  "client.disconnected"])
+        self.assertEqual(kinds(of(evs, "live")), ["client.connect", "client.connected", "client.subscribe",
+                                                  "client.disconnected"])
+
+    def dynsec_broker(self):
+        return self.start(["allow_anonymous false"],
+                          files=[lambda b: write_dynsec(b.dir / "dynsec.json")],
+                          extra_plugins_after=[(DYNSEC_PLUGIN, {"config_file": "{dir}/dynsec.json"})])
+
+    def test_dynsec_command_and_kick(self):
+        """An accepted dynamic-security command is no authorization denial,
+        and the kick it causes re-checks the kicked client's subscriptions
+        without that client subscribing."""
+        b = self.dynsec_broker()
+        admin = RawClient(b.port, "admin", MQTTV5)
+        self.assertEqual(admin.connect(username="bob", password="bobpw").rc, 0)
+        admin.subscribe("$CONTROL/dynamic-security/v1/response", 1)
+        watch = RawClient(b.port, "watch")
+        self.assertEqual(watch.connect(username="bob", password="bobpw").rc, 0)
+        watch.subscribe("w/1", 0)
+        alice = RawClient(b.port, "alice-d")
+        self.assertEqual(alice.connect(username="alice", password="alicepw", clean=False).rc, 0)
+        self.assertEqual(alice.subscribe([("pub/k/#", 1), ("ro/k/#", 1), ("secret/x", 1)]), [1, 1, 128])
+        # alice may not publish to the control topic, nor to secret/#: the
+        # first denial cannot be told from an accepted command, the second is
+        # reported.
+        alice2 = RawClient(b.port, "alice-5", MQTTV5)
+        self.assertEqual(alice2.connect(username="alice", password="alicepw").rc, 0)
+        self.assertEqual(alice2.publish("$CONTROL/dynamic-security/v1", b"{}", 1), 135)
+        self.assertEqual(alice2.publish("secret/x", b"no", 1), 135)
+        alice2.disconnect()
+
+        command = {"commands": [{"command": "disableClient", "username": "alice"}]}
+        self.assertEqual(admin.publish("$CONTROL/dynamic-security/v1", json.dumps(command), 1), 0)
+        reply = admin.wait_messages(1)[0]
+        self.assertEqual(json.loads(reply.payload), {"responses": [{"command": "disableClient"}]})
+        self.assertTrue(alice.wait_closed())
+        # A real subscribe at qos 0, by a client that has subscriptions,
+        # right after the command: reported.
+        watch.subscribe("w/2", 0)
+        watch.disconnect()
+        admin.disconnect()
+        evs = self.events_until_sentinel(b, username="bob", password="bobpw")
+
+        self.assertEqual(kinds(of(evs, "admin")), ["client.connect", "client.connected", "client.subscribe",
+                                                   "client.disconnected"])
+        alice_evs = of(evs, "alice-d")
+        self.assertEqual(kinds(alice_evs), ["client.connect", "client.connected"] + ["client.subscribe"] * 3
+                         + ["client.disconnected"])
+        self.assertEqual([(e["topic"], e["qos"]) for e in alice_evs[2:5]],
+                         [("pub/k/#", 1), ("ro/k/#", 1), ("secret/x", 1)])
+        self.assertEqual([(e["event"], e.get("topic")) for e in of(evs, "alice-5")], [
+            ("client.connect", None), ("client.connected", None), ("client.authz_denied", "secret/x"),
+            ("client.disconnected", None)])
+        self.assertEqual([(e["event"], e.get("topic")) for e in of(evs, "watch")], [
+            ("client.connect", None), ("client.connected", None), ("client.subscribe", "w/1"),
+            ("client.subscribe", "w/2"), ("client.disconnected", None)])
+
+    def test_control_topic_without_dynsec(self):
+        """With no plugin handling $CONTROL/, the broker accepts the publish
+        (PUBACK 0) and fires no message event: nothing is reported."""
+        b = self.start(["allow_anonymous true"])
+        c = RawClient(b.port, "ctl", MQTTV5)
+        self.assertEqual(c.connect().rc, 0)
+        self.assertEqual(c.publish("$CONTROL/foo/v1", b"x", 1), 0)
+        self.assertEqual(c.publish("plain/t", b"y", 1), 16)  # no matching subscribers
+        c.disconnect()
+        evs = self.events_until_sentinel(b)
+        self.assertEqual([(e["event"], e.get("topic")) for e in of(evs, "ctl")], [
+            ("client.connect", None), ("client.connected", None), ("message.publish", "plain/t"),
+            ("client.disconnected", None)])
+
+
+if __name__ == "__main__":
+    unittest.main()
