@@ -753,6 +753,10 @@ static int on_disconnect(int event, void *event_data, void *user)
 			cap->closed_before_auth++;
 			return MOSQ_ERR_SUCCESS;
 		}
+		/* This broker's own connection to another one (a bridge) has no
+		 * peer address: not a client, so it has no events. */
+		if (!mosquitto_client_address(ed->client))
+			return MOSQ_ERR_SUCCESS;
 		/* An old offline session being replaced: nothing to report. */
 		if (eh_clients_pending_with_id(&cap->clients, NULL, id, strlen(id)))
 			return MOSQ_ERR_SUCCESS;

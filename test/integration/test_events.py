@@ -703,6 +703,36 @@ class EventsTest(BrokerTestCase):
         self.assertFalse([e for e in evs if e["event"] == "message.publish"])
         viewer.close()
 
+    def test_bridge_connection_is_not_a_client(self):
+        # A bridge is this broker's own connection to another broker: it
+        # has no peer address and never authenticates here. Its messages
+        # arriving, its connection lost and its reconnect give no event
+        # (2.0.11 used to report a made-up connected/disconnected pair).
+        remote = self.start_broker(["allow_anonymous true"], plugin=False)
+        b = self.broker(conf=("allow_anonymous true", "connection br",
+                              f"address 127.0.0.1:{remote.port}", "local_clientid brlocal",
+                              "topic in/# in 1", "restart_timeout 1"))
+        sub = RawClient(b.port, "sub")
+        self.assertEqual(sub.connect().rc, 0)
+        sub.subscribe("in/#", 1)
+
+        def through(tag):
+            pub = RawClient(remote.port, "rpub-" + tag)
+            pub.connect()
+            pub.publish("in/" + tag, tag, qos=1)
+            pub.disconnect()
+            return any(m.topic == "in/" + tag for m in sub.messages)
+
+        wait_until(lambda: through("a"), interval=0.2, message="a message over the bridge")
+        remote.stop()
+        remote.start()
+        wait_until(lambda: through("b"), interval=0.2, message="a message over the bridge after its reconnect")
+        evs = self.sentinel(b)
+        self.assertEqual(sorted({e["clientid"] for e in evs}), ["sub", "zz-sentinel"])
+        self.assertEqual([e["event"] for e in evs if e["clientid"] == "sub"],
+                         ["client.connect", "client.connected", "client.subscribe"])
+        sub.close()
+
     def test_local_sink_counts_shutdown_events_left(self):
         # Mosquitto leaves its loop before it calls the plugin's cleanup and
         # never routes a message after that: the broker_shutdown
