@@ -79,7 +79,9 @@ struct eh_capture {
 	uint8_t write_qos;
 	bool write_retain;
 	uint32_t write_topic_len;
-	char *write_topic; /* TOPIC_MAX bytes, allocated once */
+	char *write_topic; /* write_cap bytes: TOPIC_MAX, more with a mount_point */
+	size_t write_cap;
+	uint64_t hold_failed; /* allocation failures of a longer write_topic */
 
 	/* The client whose $CONTROL/ publish the broker is handling, until a
 	 * callback a dynamic-security kick cannot make (kick_recheck). */
@@ -480,8 +482,20 @@ static void hold_check(struct eh_capture *cap, const struct mosquitto_evt_acl_ch
 {
 	size_t len = strlen(ed->topic);
 
-	if (len > TOPIC_MAX)
-		return;
+	if (len > cap->write_cap) {
+		/* A listener's mount_point comes in front of a topic of up to
+		 * 65535 bytes: the buffer grows to the longest once. */
+		char *bigger = len <= UINT32_MAX ? realloc(cap->write_topic, len) : NULL;
+
+		if (!bigger) {
+			if (eh_sink_log_due(&cap->hold_failed))
+				mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: out of memory holding a %zu-byte topic's "
+						     "authorization check; a denial there is not reported", len);
+			return;
+		}
+		cap->write_topic = bigger;
+		cap->write_cap = len;
+	}
 	memcpy(cap->write_topic, ed->topic, len);
 	cap->write_topic_len = (uint32_t)len;
 	cap->write_client = ed->client;
@@ -1061,6 +1075,7 @@ int eh_capture_init(struct eh_core *core, int index)
 		}
 		return -1;
 	}
+	cap->write_cap = TOPIC_MAX;
 	core->capture = cap;
 	cap->core = core;
 	cap->pid = core->plugin_id;

@@ -733,6 +733,30 @@ class EventsTest(BrokerTestCase):
                          ["client.connect", "client.connected", "client.subscribe"])
         sub.close()
 
+    def test_mount_point_long_denied_topic_reported(self):
+        # With a listener's mount_point, the topic the broker checks is the
+        # mount point plus the client's, which may itself be 65535 bytes.
+        b = Broker(["allow_anonymous true", "acl_file {dir}/acl"],
+                   plugin_opts={"events": "*", "file_path": "{dir}/events.jsonl"},
+                   listeners=[["mount_point mp/"]], start=False, name=self._testMethodName)
+        self.add_broker(b)
+        with open(b.path("acl"), "w") as f:
+            f.write("topic readwrite mp/ok/#\n")
+        b.start()
+        b.events_path = b.path("events.jsonl")
+        c = RawClient(b.port, "mpc", MQTTV5)
+        self.assertEqual(c.connect().rc, 0)
+        long_topic = "no/" + "L" * 65532
+        self.assertEqual(c.publish("ok/1", b"x", 1), 16)  # accepted, no matching subscribers
+        self.assertEqual(c.publish(long_topic, b"x", 1), 135)
+        self.assertEqual(c.publish("no/1", b"x", 1), 135)
+        c.disconnect()
+        evs = self.sentinel(b)
+        self.assertEqual([(e["event"], e["topic"]) for e in evs
+                          if e["clientid"] == "mpc" and e["event"] in ("message.publish", "client.authz_denied")],
+                         [("message.publish", "mp/ok/1"), ("client.authz_denied", "mp/" + long_topic),
+                          ("client.authz_denied", "mp/no/1")])
+
     def test_local_sink_counts_shutdown_events_left(self):
         # Mosquitto leaves its loop before it calls the plugin's cleanup and
         # never routes a message after that: the broker_shutdown
