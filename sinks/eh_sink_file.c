@@ -6,9 +6,18 @@
  * copy. SIGHUP reopens the path, so logrotate's rename-and-HUP works; with
  * file_fsync each batch is fsync'ed before it counts as delivered, and a
  * batch whose fsync fails counts as failed.
+ *
+ * A path that is not a regular file (a FIFO, /dev/stdout on a pipe, a
+ * terminal) is written without ever blocking for good: its reader may stop
+ * reading, and a write blocked in the kernel would hold the sink thread,
+ * and so the broker's shutdown, for as long as it does. Such a file is
+ * written with O_NONBLOCK and the sink waits for room with poll() in short
+ * slices, until the line is whole or the shutdown deadline has passed.
+ * Regular files are written exactly as before, with blocking writes.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,15 +28,25 @@
 
 #include "eh_sinks.h"
 
+/* How long a pipe or device may take nothing before the sink says so, and
+ * the longest single wait in poll: a stop request is seen within a slice,
+ * since its deadline is only known once the broker stops. */
+#define STALL_LOG_MS 5000
+#define WAIT_SLICE_MS 100
+
 struct file_sink {
 	struct eh_sink *sink;
 	const struct eh_node *node;
 	char *path;
 	int fd;
+	/* fd is not a regular file: its own open file description is in
+	 * O_NONBLOCK mode (the broker's stdout, say, keeps its flags: opening
+	 * /dev/stdout makes a new description) and deliver waits with poll. */
+	bool nonblocking;
 	bool fsync_each;
 	int mode;
 	struct eh_buf out; /* the batch's lines */
-	bool failing;
+	bool failing; /* write errors, or a pipe that took nothing for STALL_LOG_MS */
 	/* Our last write to this fd stopped inside a line (disk full). The
 	 * next write starts with a newline. We do not ftruncate the fragment
 	 * away instead: with O_APPEND another process (a second broker,
@@ -60,12 +79,29 @@ static bool same_file(int a, int b)
 	return !fstat(a, &sa) && !fstat(b, &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+/* Opens the path for appending. A file that is not a regular one gets
+ * O_NONBLOCK on the new open file description. */
 static int open_file(struct file_sink *f, char *err, size_t errlen)
 {
 	int fd = open(f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, f->mode);
+	struct stat st;
+	bool nonblocking;
+	int flags;
 
 	if (fd < 0) {
 		snprintf(err, errlen, "plugin_opt_file_path: cannot open '%s': %s", f->path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st)) {
+		snprintf(err, errlen, "plugin_opt_file_path: cannot stat '%s': %s", f->path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	nonblocking = !S_ISREG(st.st_mode);
+	if (nonblocking && ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK))) {
+		snprintf(err, errlen, "plugin_opt_file_path: cannot make '%s' non-blocking: %s", f->path,
+			 strerror(errno));
+		close(fd);
 		return -1;
 	}
 	if (f->fd >= 0) {
@@ -78,6 +114,7 @@ static int open_file(struct file_sink *f, char *err, size_t errlen)
 		close(f->fd);
 	}
 	f->fd = fd;
+	f->nonblocking = nonblocking;
 	return 0;
 }
 
@@ -136,10 +173,38 @@ static int file_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 	return 0;
 }
 
+/* Sink thread, when a write to a pipe or device would block: waits until it
+ * takes more. Returns 0 to write again (room, or an error that the write
+ * will report), -1 once the shutdown deadline has passed. */
+static int wait_writable(struct file_sink *f, int64_t last_progress_ms)
+{
+	for (;;) {
+		struct pollfd p = { .fd = f->fd, .events = POLLOUT };
+		int64_t now = eh_now_ms(), deadline = eh_sink_deadline_ms(f->sink);
+		int64_t slice = WAIT_SLICE_MS;
+
+		if (now >= deadline)
+			return -1;
+		if (deadline - now < slice)
+			slice = deadline - now;
+		if (!f->failing && now - last_progress_ms >= STALL_LOG_MS) {
+			eh_sink_log(f->sink, MOSQ_LOG_WARNING,
+				    "'%s' has taken nothing for %d s (is its reader reading?); waiting", f->path,
+				    STALL_LOG_MS / 1000);
+			f->failing = true;
+		}
+		/* POLLERR (no reader left) and POLLHUP count as ready: the
+		 * write then fails with EPIPE and is retried with backoff. */
+		if (poll(&p, 1, (int)slice) != 0)
+			return 0;
+	}
+}
+
 static enum eh_deliver_rc file_deliver(void *ctx, struct eh_batch *b)
 {
 	struct file_sink *f = ctx;
 	size_t len = 0, written = 0;
+	int64_t last_progress;
 	size_t *ends = calloc(b->count, sizeof(*ends));
 
 	if (!ends)
@@ -157,26 +222,34 @@ static enum eh_deliver_rc file_deliver(void *ctx, struct eh_batch *b)
 		ends[i] = f->out.len;
 	}
 	len = f->out.len;
+	last_progress = eh_now_ms();
 	while (written < len) {
 		ssize_t w = write(f->fd, f->out.data + written, len - written);
 
 		if (w < 0 && errno == EINTR)
 			continue;
+		/* A pipe with no room: wait for it rather than retry the batch,
+		 * which would have to start on a new line. Whatever is still
+		 * unwritten at the shutdown deadline stays in the queue and is
+		 * counted left. */
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && f->nonblocking) {
+			if (!wait_writable(f, last_progress))
+				continue;
+			eh_sink_log(f->sink, MOSQ_LOG_WARNING,
+				    "'%s' took no more data before the shutdown deadline; what is "
+				    "not written is counted left", f->path);
+			goto partial;
+		}
 		if (w <= 0) {
 			const char *why = w < 0 ? strerror(errno) : "nothing written";
 
 			if (!f->failing)
 				eh_sink_log(f->sink, MOSQ_LOG_WARNING, "cannot write '%s': %s; retrying", f->path, why);
 			f->failing = true;
-			if (written)
-				f->torn = f->out.data[written - 1] != '\n';
-			b->done = 0;
-			while (b->done < b->count && ends[b->done] <= written)
-				b->done++;
-			free(ends);
-			return EH_DELIVER_RETRY;
+			goto partial;
 		}
 		written += (size_t)w;
+		last_progress = eh_now_ms();
 	}
 	free(ends);
 	f->torn = false;
@@ -205,6 +278,14 @@ static enum eh_deliver_rc file_deliver(void *ctx, struct eh_batch *b)
 		return EH_DELIVER_DROP;
 	}
 	return EH_DELIVER_OK;
+partial:
+	if (written)
+		f->torn = f->out.data[written - 1] != '\n';
+	b->done = 0;
+	while (b->done < b->count && ends[b->done] <= written)
+		b->done++;
+	free(ends);
+	return EH_DELIVER_RETRY;
 }
 
 static void file_reload(void *ctx)

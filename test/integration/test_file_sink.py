@@ -1,8 +1,10 @@
 """File sink failure paths against the real broker: a disk that fills in the
 middle of a line and is then freed, file_fsync on a file that cannot be
-synced, and file_fsync failing with EIO (through an LD_PRELOAD shim that
+synced, file_fsync failing with EIO (through an LD_PRELOAD shim that
 replaces fsync in the broker process, since a failing disk cannot be had
-on demand).
+on demand), and pipes: a FIFO or the broker's own stdout that nobody reads
+(shutdown stays bounded), a slow reader that stalls (every line whole, in
+order).
 
 A full disk needs a small filesystem. The broker runs in a mount namespace of
 its own with a 64 KB tmpfs mounted over <broker dir>/mnt, so no privilege
@@ -15,20 +17,25 @@ through /proc/<that sleep>/root, and ends the sleep in its cleanup.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import termios
+import threading
+import time
 import unittest
 from pathlib import Path
 from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from eh_harness import Broker, BrokerTestCase, RawClient, wait_until  # noqa: E402
+from eh_harness import TIMEOUT, Broker, BrokerTestCase, RawClient, wait_until  # noqa: E402
 from eh_rel import stopped_counters  # noqa: E402
 
 # The ways to get a private mount namespace, in order of preference: an
@@ -263,6 +270,234 @@ class Fsync(BrokerTestCase):
         self.assertEqual(log.count("eventhook: file: file_fsync has no effect on '/dev/null': "
                                    "Invalid argument"), 1)
         self.assertNotIn("eventhook: file: fsync", log)
+
+
+# The longest a broker may take to exit after SIGTERM in the pipe tests. The
+# plugin's promise is shutdown_timeout_ms (1 s there) plus the thread joins;
+# the bound is generous so that a slow or loaded machine never fails them,
+# and the old blocked write (no exit at all) always does.
+EXIT_BOUND_S = 20.0
+LONG = "x" * 300  # client id padding: a few hundred events fill a 64 KiB pipe
+
+
+def pipe_bytes(fd: int) -> int:
+    """Bytes waiting in a pipe, seen from its read end."""
+    buf = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    return int.from_bytes(buf, sys.byteorder)
+
+
+def wait_pipe_full(fd: int) -> None:
+    """Waits until a pipe that nobody reads has stopped filling. A full pipe
+    holds less than its 64 KiB when writes left pages partly used."""
+    last = [-1]
+
+    def stopped_growing():
+        n = pipe_bytes(fd)
+        full, last[0] = n > 16384 and n == last[0], n
+        if not full:
+            time.sleep(0.3)
+        return full
+    wait_until(stopped_growing, message="the pipe to fill")
+
+
+def read_available(fd: int) -> bytes:
+    """Everything a non-blocking read end holds now (up to EOF)."""
+    out = bytearray()
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
+def fdinfo_flags(pid: int, fd: int) -> int:
+    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("flags:"):
+                return int(line.split()[1], 8)
+    raise AssertionError(f"no flags in /proc/{pid}/fdinfo/{fd}")
+
+
+def connect_and_leave(port: int, ids) -> None:
+    for cid in ids:
+        c = RawClient(port, cid)
+        assert c.connect().rc == 0, cid
+        c.disconnect()
+
+
+def expected_events(ids):
+    return [(kind, cid) for cid in ids for kind in ("client.connected", "client.disconnected")]
+
+
+class SlowReader(threading.Thread):
+    """Reads a non-blocking FIFO end ``chunk`` bytes at a time with a pause
+    of ``delay`` seconds between reads, until stopped; ``paused`` holds it."""
+
+    def __init__(self, fd: int, chunk: int = 512, delay: float = 0.002):
+        super().__init__(daemon=True)
+        self.fd, self.chunk, self.delay = fd, chunk, delay
+        self.paused = threading.Event()
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.data = bytearray()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            if self.paused.is_set() or not select.select([self.fd], [], [], 0.05)[0]:
+                time.sleep(0.01)
+                continue
+            try:
+                chunk = os.read(self.fd, self.chunk)
+            except BlockingIOError:
+                continue
+            if not chunk:  # no writer (yet, or any more)
+                time.sleep(0.01)
+                continue
+            with self.lock:
+                self.data += chunk
+            time.sleep(self.delay)
+
+    def snapshot(self) -> bytes:
+        with self.lock:
+            return bytes(self.data)
+
+
+class Pipes(BrokerTestCase):
+    """file_path on a FIFO, or /dev/stdout on a pipe: what a container's log
+    pipe or a log shipper behind a FIFO does to the sink when its reader
+    stops reading or reads slowly."""
+
+    def fifo_broker(self, opts=None, name="fifo"):
+        """A broker (not started) whose file_path is <dir>/ev.fifo, and the
+        read end of that FIFO (non-blocking, never read by this helper)."""
+        plugin_opts = {"file_path": "{dir}/ev.fifo", "events": "client.connected,client.disconnected",
+                       "shutdown_timeout_ms": "1000"}
+        plugin_opts.update(opts or {})
+        b = self.add_broker(Broker(["allow_anonymous true"], start=False, name=name,
+                                   plugin_opts=plugin_opts))
+        os.mkfifo(b.path("ev.fifo"))
+        r = os.open(b.path("ev.fifo"), os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, r)
+        return b, r
+
+    def stop_within_bound(self, b: Broker) -> dict:
+        """SIGTERM; the broker must exit by itself within EXIT_BOUND_S
+        (b.stop kills it after that: status -9). Its counters must add up."""
+        t0 = time.monotonic()
+        rc = b.stop(timeout=EXIT_BOUND_S)
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, f"the broker did not exit by itself {took:.1f} s after SIGTERM")
+        c = stopped_counters(b.log())["file"]
+        self.assertEqual(c["enqueued"], c["delivered"] + c["failed"] + c["left"], c)
+        return c
+
+    def assert_whole_lines(self, data: bytes, ids, complete: bool = True):
+        """data holds the events of ``ids`` (each connected then
+        disconnected) in order, as whole lines with consecutive seq; with
+        complete=False, a prefix of them and at most a torn last line."""
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if complete:
+            self.assertEqual(tail, b"", "the last line is not whole")
+        events = [json.loads(line) for line in lines]
+        want = expected_events(ids)
+        if complete:
+            self.assertEqual([(e["event"], e["clientid"]) for e in events], want)
+        else:
+            self.assertEqual([(e["event"], e["clientid"]) for e in events], want[:len(events)])
+            if tail:
+                self.assertLess(len(events), len(want))
+                nxt = want[len(events)]
+                self.assertTrue(tail.startswith(b'{"event":"%s"' % nxt[0].encode()), tail[:80])
+        seqs = [e["seq"] for e in events]
+        self.assertEqual(seqs, list(range(seqs[0], seqs[0] + len(seqs))) if seqs else [])
+        return events
+
+    def test_fifo_nobody_reads_shutdown_within_deadline(self):
+        b, r = self.fifo_broker()
+        b.start()
+        ids = [f"blk{i:03d}-{LONG}" for i in range(300)]
+        connect_and_leave(b.port, ids)
+        # The pipe is full and the sink waits for room.
+        wait_pipe_full(r)
+        live = [RawClient(b.port, f"live{i}") for i in range(3)]
+        for c in live:
+            self.assertEqual(c.connect().rc, 0)
+        c = self.stop_within_bound(b)
+        self.assertEqual((c["failed"], c["dropped"]), (0, 0))
+        self.assertGreater(c["left"], 0)
+        self.assertIn("took no more data before the shutdown deadline", b.log())
+        # What the FIFO got: exactly the lines counted delivered, whole and
+        # in order, then at most the start of the next one.
+        events = self.assert_whole_lines(read_available(r), ids, complete=False)
+        self.assertEqual(len(events), c["delivered"])
+
+    def test_dev_stdout_on_full_pipe_and_broker_stdout_stays_blocking(self):
+        # The container case: the broker's stdout is a pipe that its reader
+        # does not drain, and file_path is /dev/stdout.
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        me = os.getpid()
+
+        class StdoutPipeBroker(Broker):
+            def command(self):
+                return ["sh", "-c", 'out=$1; shift; exec "$@" >"$out"', "sh",
+                        f"/proc/{me}/fd/{w}"] + super().command()
+
+        b = self.add_broker(StdoutPipeBroker(["allow_anonymous true"], start=False, name="stdout",
+                                             plugin_opts={"file_path": "/dev/stdout",
+                                                          "events": "client.connected,client.disconnected",
+                                                          "shutdown_timeout_ms": "1000"}))
+        b.start()
+        pid = b.proc.pid
+        pipe = os.readlink(f"/proc/{pid}/fd/1")
+        self.assertTrue(pipe.startswith("pipe:"), pipe)
+        ids = [f"out{i:03d}-{LONG}" for i in range(300)]
+        connect_and_leave(b.port, ids)
+        wait_pipe_full(r)
+        # The broker's stdout keeps its flags; the sink's own file
+        # description of the same pipe is the non-blocking one.
+        self.assertFalse(fdinfo_flags(pid, 1) & os.O_NONBLOCK, "the broker's stdout became non-blocking")
+        ours = [int(fd) for fd in os.listdir(f"/proc/{pid}/fd")
+                if fd != "1" and os.readlink(f"/proc/{pid}/fd/{fd}") == pipe]
+        self.assertEqual(len(ours), 1, ours)
+        ours_flags = fdinfo_flags(pid, ours[0])
+        c = self.stop_within_bound(b)
+        self.assertTrue(ours_flags & os.O_NONBLOCK)
+        self.assertGreater(c["left"], 0)
+        events = self.assert_whole_lines(read_available(r), ids, complete=False)
+        self.assertEqual(len(events), c["delivered"])
+
+    def test_slow_reader_that_stalls_gets_every_line_whole_in_order(self):
+        b, r = self.fifo_broker(opts={"shutdown_timeout_ms": "5000"})
+        b.start()
+        reader = SlowReader(r)
+        reader.start()
+        self.addCleanup(reader.done.set)
+        ids = [f"slow{i:03d}-{LONG}" for i in range(300)]
+        connect_and_leave(b.port, ids[:150])
+        # The reader stops reading long enough for the sink to say so.
+        reader.paused.set()
+        connect_and_leave(b.port, ids[150:])
+        wait_until(lambda: "ev.fifo' has taken nothing for 5 s" in b.log(), timeout=TIMEOUT + 10,
+                   message="the sink to say that the FIFO takes nothing")
+        reader.paused.clear()
+        want = len(ids) * 2
+        wait_until(lambda: reader.snapshot().count(b"\n") >= want, timeout=TIMEOUT * 2,
+                   message=f"{want} lines through the slow reader")
+        wait_until(lambda: "ev.fifo' again" in b.log(), message="the sink to say it writes again")
+        c = self.stop_within_bound(b)
+        reader.done.set()
+        reader.join(5)
+        self.assert_whole_lines(reader.snapshot() + read_available(r), ids)
+        self.assertEqual(c, {"enqueued": want, "delivered": want, "failed": 0, "dropped": 0, "left": 0})
+        self.assertEqual(b.log().count("has taken nothing"), 1)
 
 
 if __name__ == "__main__":
