@@ -12,7 +12,10 @@
  * reading, and a write blocked in the kernel would hold the sink thread,
  * and so the broker's shutdown, for as long as it does. Such a file is
  * written with O_NONBLOCK and the sink waits for room with poll() in short
- * slices, until the line is whole or the shutdown deadline has passed.
+ * slices, until the line is whole or the shutdown deadline has passed. The
+ * path is opened with O_NONBLOCK in every case, since opening a FIFO for
+ * writing otherwise waits for a reader; a FIFO that nobody has open yet
+ * fails with ENXIO, and the sink keeps its events queued and tries again.
  * Regular files are written exactly as before, with blocking writes.
  */
 #include <errno.h>
@@ -34,15 +37,20 @@
 #define STALL_LOG_MS 5000
 #define WAIT_SLICE_MS 100
 
+/* open_file: a FIFO (or a pipe reached through /dev/stdout) that no process
+ * has open for reading. */
+#define NO_READER 1
+
 struct file_sink {
 	struct eh_sink *sink;
 	const struct eh_node *node;
 	char *path;
-	int fd;
+	int fd; /* -1 until the path opens (a FIFO that nobody reads yet) */
 	/* fd is not a regular file: its own open file description is in
 	 * O_NONBLOCK mode (the broker's stdout, say, keeps its flags: opening
 	 * /dev/stdout makes a new description) and deliver waits with poll. */
 	bool nonblocking;
+	uint64_t open_failures; /* eh_sink_log_due counter, open_late */
 	bool fsync_each;
 	int mode;
 	struct eh_buf out; /* the batch's lines */
@@ -79,17 +87,26 @@ static bool same_file(int a, int b)
 	return !fstat(a, &sa) && !fstat(b, &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-/* Opens the path for appending. A file that is not a regular one gets
- * O_NONBLOCK on the new open file description. */
+/* Opens the path for appending, never blocking: O_NONBLOCK makes open()
+ * of a FIFO without a reader fail with ENXIO at once instead of waiting on
+ * the broker thread (at start) or the sink thread (at reload) until one
+ * comes. A regular file then gets its blocking mode back. Returns 0, -1
+ * with err set, or NO_READER with err saying so. */
 static int open_file(struct file_sink *f, char *err, size_t errlen)
 {
-	int fd = open(f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, f->mode);
+	int fd = open(f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, f->mode);
 	struct stat st;
 	bool nonblocking;
 	int flags;
 
 	if (fd < 0) {
-		snprintf(err, errlen, "plugin_opt_file_path: cannot open '%s': %s", f->path, strerror(errno));
+		int e = errno;
+
+		if (e == ENXIO && !stat(f->path, &st) && S_ISFIFO(st.st_mode)) {
+			snprintf(err, errlen, "'%s' is a FIFO that no process has open for reading", f->path);
+			return NO_READER;
+		}
+		snprintf(err, errlen, "plugin_opt_file_path: cannot open '%s': %s", f->path, strerror(e));
 		return -1;
 	}
 	if (fstat(fd, &st)) {
@@ -98,8 +115,8 @@ static int open_file(struct file_sink *f, char *err, size_t errlen)
 		return -1;
 	}
 	nonblocking = !S_ISREG(st.st_mode);
-	if (nonblocking && ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK))) {
-		snprintf(err, errlen, "plugin_opt_file_path: cannot make '%s' non-blocking: %s", f->path,
+	if (!nonblocking && ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK))) {
+		snprintf(err, errlen, "plugin_opt_file_path: cannot make '%s' blocking: %s", f->path,
 			 strerror(errno));
 		close(fd);
 		return -1;
@@ -145,6 +162,7 @@ static int file_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 	const char *mode = eh_config_get(env->config, "file_mode");
 	char *end;
 	long m;
+	int rc;
 
 	*ctx = f;
 	if (!f) {
@@ -166,11 +184,35 @@ static int file_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	if (open_file(f, err, errlen))
+	rc = open_file(f, err, errlen);
+	if (rc < 0)
 		return -1;
+	if (rc == NO_READER)
+		eh_sink_log(f->sink, MOSQ_LOG_WARNING,
+			    "%s yet; its events wait in the queue, and the sink tries again with backoff "
+			    "(up to 5 s) until a reader opens it", err);
 	eh_sink_set_batching(env->sink, (size_t)eh_config_int(env->config, "file_batch_max"), 0);
 	eh_sink_set_retry(env->sink, 100, 5000, -1);
 	return 0;
+}
+
+/* Sink thread, from deliver while fd is -1: opens a FIFO that had no reader
+ * at start. Not the open hook: a sink with one gets its thread when the
+ * broker starts, and the file sink's waits for its first event
+ * (starts_at_first_event in eh_core.c). Until it opens, deliver answers
+ * RETRY and the runner's backoff paces the attempts. */
+static int open_late(struct file_sink *f)
+{
+	char err[512];
+	int rc = open_file(f, err, sizeof(err));
+
+	if (rc == 0) {
+		eh_sink_log(f->sink, MOSQ_LOG_NOTICE, "'%s' has a reader; writing", f->path);
+		return 0;
+	}
+	if (rc < 0 && eh_sink_log_due(&f->open_failures))
+		eh_sink_log(f->sink, MOSQ_LOG_WARNING, "%s; trying again", err);
+	return -1;
 }
 
 /* Sink thread, when a write to a pipe or device would block: waits until it
@@ -205,8 +247,11 @@ static enum eh_deliver_rc file_deliver(void *ctx, struct eh_batch *b)
 	struct file_sink *f = ctx;
 	size_t len = 0, written = 0;
 	int64_t last_progress;
-	size_t *ends = calloc(b->count, sizeof(*ends));
+	size_t *ends;
 
+	if (f->fd < 0 && open_late(f))
+		return EH_DELIVER_RETRY;
+	ends = calloc(b->count, sizeof(*ends));
 	if (!ends)
 		return EH_DELIVER_RETRY;
 	f->out.len = 0;
@@ -293,7 +338,9 @@ static void file_reload(void *ctx)
 	struct file_sink *f = ctx;
 	char err[512];
 
-	if (open_file(f, err, sizeof(err)))
+	/* Before the first open (a FIFO without a reader) deliver keeps
+	 * trying and says what happens; a failure here needs no line. */
+	if (open_file(f, err, sizeof(err)) && f->fd >= 0)
 		eh_sink_log(f->sink, MOSQ_LOG_WARNING, "%s; still writing the previous file", err);
 }
 

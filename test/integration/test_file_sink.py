@@ -4,7 +4,7 @@ synced, file_fsync failing with EIO (through an LD_PRELOAD shim that
 replaces fsync in the broker process, since a failing disk cannot be had
 on demand), and pipes: a FIFO or the broker's own stdout that nobody reads
 (shutdown stays bounded), a slow reader that stalls (every line whole, in
-order).
+order), a FIFO with no reader at start or at a SIGHUP reopen.
 
 A full disk needs a small filesystem. The broker runs in a mount namespace of
 its own with a 64 KB tmpfs mounted over <broker dir>/mnt, so no privilege
@@ -369,17 +369,20 @@ class SlowReader(threading.Thread):
 class Pipes(BrokerTestCase):
     """file_path on a FIFO, or /dev/stdout on a pipe: what a container's log
     pipe or a log shipper behind a FIFO does to the sink when its reader
-    stops reading or reads slowly."""
+    stops reading, reads slowly, or is not there yet."""
 
-    def fifo_broker(self, opts=None, name="fifo"):
+    def fifo_broker(self, opts=None, name="fifo", reader=True):
         """A broker (not started) whose file_path is <dir>/ev.fifo, and the
-        read end of that FIFO (non-blocking, never read by this helper)."""
+        read end of that FIFO (non-blocking, never read by this helper), or
+        None without ``reader``."""
         plugin_opts = {"file_path": "{dir}/ev.fifo", "events": "client.connected,client.disconnected",
                        "shutdown_timeout_ms": "1000"}
         plugin_opts.update(opts or {})
         b = self.add_broker(Broker(["allow_anonymous true"], start=False, name=name,
                                    plugin_opts=plugin_opts))
         os.mkfifo(b.path("ev.fifo"))
+        if not reader:
+            return b, None
         r = os.open(b.path("ev.fifo"), os.O_RDONLY | os.O_NONBLOCK)
         self.addCleanup(os.close, r)
         return b, r
@@ -498,6 +501,62 @@ class Pipes(BrokerTestCase):
         self.assert_whole_lines(reader.snapshot() + read_available(r), ids)
         self.assertEqual(c, {"enqueued": want, "delivered": want, "failed": 0, "dropped": 0, "left": 0})
         self.assertEqual(b.log().count("has taken nothing"), 1)
+
+    def test_fifo_without_reader_at_start_delivers_once_one_opens(self):
+        b, _ = self.fifo_broker(reader=False)
+        b.start()  # the old open() waited here for a reader
+        self.assertIn("ev.fifo' is a FIFO that no process has open for reading yet; its events wait", b.log())
+        ids = [f"late{i:02d}" for i in range(20)]
+        connect_and_leave(b.port, ids)
+        # The sink's thread starts at its first event: let a few of its
+        # attempts to open find no reader.
+        time.sleep(0.5)
+        r = os.open(b.path("ev.fifo"), os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, r)
+        got = bytearray()
+
+        def all_lines():
+            got.extend(read_available(r))
+            return got.count(b"\n") >= 2 * len(ids)
+        wait_until(all_lines, message="every event once a reader has opened the FIFO")
+        wait_until(lambda: "ev.fifo' has a reader; writing" in b.log(), message="the sink to say so")
+        c = self.stop_within_bound(b)
+        self.assert_whole_lines(bytes(got) + read_available(r), ids)
+        self.assertEqual(c, {"enqueued": 40, "delivered": 40, "failed": 0, "dropped": 0, "left": 0})
+
+    def test_fifo_never_read_events_left_at_shutdown(self):
+        b, _ = self.fifo_broker(reader=False)
+        b.start()
+        connect_and_leave(b.port, [f"never{i}" for i in range(10)])
+        c = self.stop_within_bound(b)
+        self.assertEqual(c, {"enqueued": 20, "delivered": 0, "failed": 0, "dropped": 0, "left": 20})
+
+    def test_sighup_reopen_of_fifo_whose_reader_left(self):
+        b, _ = self.fifo_broker(reader=False)
+        r = os.open(b.path("ev.fifo"), os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            b.start()
+            ids = [f"hup{i:02d}" for i in range(10)]
+            connect_and_leave(b.port, ids)
+            got = bytearray()
+
+            def all_lines():
+                got.extend(read_available(r))
+                return got.count(b"\n") >= 20
+            wait_until(all_lines, message="the first events")
+            self.assert_whole_lines(bytes(got), ids)
+        finally:
+            os.close(r)
+        # The reopen finds no reader: it must neither wait for one (the old
+        # open() did, in the sink thread, holding up the shutdown) nor give
+        # up the previous file.
+        b.sighup()
+        wait_until(lambda: "ev.fifo' is a FIFO that no process has open for reading; still writing the "
+                           "previous file" in b.log(), message="the reopen to fail at once")
+        connect_and_leave(b.port, [f"after{i}" for i in range(5)])
+        wait_until(lambda: "Broken pipe; retrying" in b.log(), message="the write to fail")
+        c = self.stop_within_bound(b)
+        self.assertEqual(c, {"enqueued": 30, "delivered": 20, "failed": 0, "dropped": 0, "left": 10})
 
 
 if __name__ == "__main__":
