@@ -15,6 +15,7 @@
  *       berror ID APIKEY CODE RTT     broker ID answers its next request of
  *                                     that API with CODE after RTT ms
  *       stack ID APIKEY               answers "ok N": berror entries left
+ *       version                       answers "ok N": rd_kafka_version()
  *       quit                          (or end of input) stops
  *
  *   kafka_peer consume BOOTSTRAP TOPIC[,TOPIC...] MIN [TIMEOUT_S [count]]
@@ -136,6 +137,8 @@ static int mock_command(rd_kafka_mock_cluster_t *mc, char *line, char *why, size
 
 		err = rd_kafka_mock_broker_error_stack_cnt(mc, atoi(tok[1]), (int16_t)atoi(tok[2]), &cnt);
 		*answer = (long)cnt;
+	} else if (!strcmp(tok[0], "version") && n == 1) {
+		*answer = (long)rd_kafka_version();
 	} else {
 		snprintf(why, whylen, "unknown command or wrong arguments");
 		return -1;
