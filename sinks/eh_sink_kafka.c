@@ -23,11 +23,23 @@
  * poll hook, rd_kafka_flush from the flush hook), so the counters need no
  * lock and each message is counted exactly once.
  *
+ * Fatal errors: an idempotent producer that lost track of its sequence
+ * numbers is unusable. librdkafka then stops sending and fails what it holds
+ * in delivery reports; while the handle is fatal, on_delivery keeps a copy of
+ * each failed message (topic, key, value, headers, timestamp) instead of
+ * counting it. restart_producer gives the requests in flight a moment to be
+ * answered, purges the rest, replaces the handle and produces the kept
+ * messages again, in the order they were first produced (each message's
+ * opaque is its number in that order; purged reports do not come back in
+ * it), before any new event. Only what was in flight may then reach Kafka
+ * twice.
+ *
  * Shutdown: flush waits for the outstanding messages within the deadline;
- * those still unconfirmed are reported as left, and no delivery report is
- * counted after that, so enqueued = delivered + failed + left (+ what was
- * still in the ring) always holds.
+ * those still unconfirmed, or kept and not produced again yet, are reported
+ * as left, and no delivery report is counted after that, so enqueued =
+ * delivered + failed + left (+ what was still in the ring) always holds.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,11 +60,26 @@
 /* Topic handles kept for a template with placeholders; a miss costs one
  * lookup by name in librdkafka, as producing by name does every time. */
 #define TOPIC_CACHE 8
+/* After a fatal error, how long the requests in flight may take to be
+ * answered before they are purged: a message Kafka confirms in that time is
+ * counted delivered rather than produced a second time. Shorter at
+ * shutdown when the deadline is nearer. */
+#define FATAL_SETTLE_MS 1000
 
 struct topic_entry {
 	rd_kafka_topic_t *rkt; /* NULL: free slot */
 	size_t len;
 	char name[EH_KAFKA_TOPIC_MAX + 1];
+};
+
+/* A message a fatal error took from librdkafka, to be produced again. */
+struct kept_msg {
+	uintptr_t number;            /* its place in the order of production */
+	int64_t timestamp;           /* its CreateTime, or 0 */
+	rd_kafka_headers_t *headers; /* owned; NULL: none */
+	bool has_key;
+	size_t topic_len, key_len, value_len;
+	char data[];                 /* topic, '\0', key, value */
 };
 
 struct kafka_sink {
@@ -72,8 +99,8 @@ struct kafka_sink {
 	size_t key_cap;
 
 	/* sink thread only (delivery reports and errors are served there) */
-	uint64_t produced; /* handed to librdkafka */
-	uint64_t reported; /* confirmed or failed by a delivery report */
+	uint64_t produced; /* events handed to librdkafka (each once, however often produced) */
+	uint64_t reported; /* events counted delivered or failed */
 	uint64_t report_ok, report_failed; /* not yet added to the sink's counters */
 	struct topic_entry topics[TOPIC_CACHE]; /* handles of the current rk */
 	unsigned topic_next;                    /* slot the next miss replaces */
@@ -85,6 +112,10 @@ struct kafka_sink {
 	int64_t last_error_ms;
 	uint64_t failed_logged;
 	struct eh_buf scratch; /* one event's JSON */
+	/* Messages a fatal error failed, not yet produced again: kept[head..len),
+	 * counted in produced but not in reported. */
+	struct kept_msg **kept;
+	size_t kept_head, kept_len, kept_cap;
 };
 
 static const struct eh_option kafka_options[] = {
@@ -188,19 +219,95 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 	eh_sink_log(k->sink, MOSQ_LOG_WARNING, "%s: %s", rd_kafka_err2name(err), reason);
 }
 
+/* Sink thread. Appends km to the kept messages; -1 when out of memory. */
+static int keep_append(struct kafka_sink *k, struct kept_msg *km)
+{
+	if (k->kept_len == k->kept_cap) {
+		size_t cap = k->kept_cap ? k->kept_cap * 2 : 64;
+		struct kept_msg **grown = realloc(k->kept, cap * sizeof(*grown));
+
+		if (!grown)
+			return -1;
+		k->kept = grown;
+		k->kept_cap = cap;
+	}
+	k->kept[k->kept_len++] = km;
+	return 0;
+}
+
+static void kept_free(struct kept_msg *km)
+{
+	if (km && km->headers)
+		rd_kafka_headers_destroy(km->headers);
+	free(km);
+}
+
+/* Sink thread, from a delivery report of a producer that hit a fatal error:
+ * copies what producing the message again takes (librdkafka frees its own
+ * copy of the value, made with RD_KAFKA_MSG_F_COPY, when the report
+ * returns). Returns 0, or -1 when out of memory. */
+static int keep(struct kafka_sink *k, const rd_kafka_message_t *m)
+{
+	const char *topic = rd_kafka_topic_name(m->rkt);
+	size_t topic_len = strlen(topic), key_len = m->key ? m->key_len : 0;
+	struct kept_msg *km = malloc(sizeof(*km) + topic_len + 1 + key_len + m->len);
+	rd_kafka_headers_t *headers = NULL;
+	rd_kafka_timestamp_type_t ts_type;
+
+	if (!km)
+		return -1;
+	km->number = (uintptr_t)m->_private;
+	km->timestamp = rd_kafka_message_timestamp(m, &ts_type);
+	if (ts_type != RD_KAFKA_TIMESTAMP_CREATE_TIME || km->timestamp < 0)
+		km->timestamp = 0;
+	km->headers = NULL;
+	if (!rd_kafka_message_headers(m, &headers) && !(km->headers = rd_kafka_headers_copy(headers))) {
+		free(km);
+		return -1;
+	}
+	km->has_key = m->key != NULL;
+	km->topic_len = topic_len;
+	km->key_len = key_len;
+	km->value_len = m->len;
+	memcpy(km->data, topic, topic_len + 1);
+	if (key_len)
+		memcpy(km->data + topic_len + 1, m->key, key_len);
+	if (m->len)
+		memcpy(km->data + topic_len + 1 + key_len, m->payload, m->len);
+	if (keep_append(k, km)) {
+		kept_free(km);
+		return -1;
+	}
+	return 0;
+}
+
 /* Sink thread (rd_kafka_poll / rd_kafka_flush). */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
 	struct kafka_sink *k = opaque;
 
-	(void)rk;
 	if (k->closing)
 		return;
-	k->reported++;
 	if (!m->err) {
+		k->reported++;
 		k->report_ok++;
 		return;
 	}
+	/* Failed because the handle hit a fatal error (purged from its
+	 * queue, or in the request that raised it): the message itself is
+	 * fine, and a new producer takes it again. Not counted yet. */
+	if (rd_kafka_fatal_error(rk, NULL, 0) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		k->fatal = true;
+		if (!keep(k, m))
+			return;
+		k->reported++;
+		k->report_failed++;
+		if (eh_sink_log_due(&k->failed_logged))
+			eh_sink_log(k->sink, MOSQ_LOG_WARNING, "message to topic %s not delivered: out of memory keeping "
+				    "it for the new producer", rd_kafka_topic_name(m->rkt));
+		return;
+	}
+	k->reported++;
 	k->report_failed++;
 	/* A broken configuration fails every message: log the first few and
 	 * then every 1000th, not each one. */
@@ -380,6 +487,9 @@ static void kafka_destroy(void *ctx)
 	}
 	if (k->conf)
 		rd_kafka_conf_destroy(k->conf);
+	for (size_t i = k->kept_head; i < k->kept_len; i++)
+		kept_free(k->kept[i]);
+	free(k->kept);
 	eh_template_free(&k->topic);
 	eh_template_free(&k->key);
 	free(k->key_buf);
@@ -485,22 +595,131 @@ static int kafka_open(void *ctx)
 	return 0;
 }
 
-/* After a fatal error (the idempotent producer lost its guarantees) the
- * handle is unusable: fail what it still holds and start a new one. */
+/* Order of production, for qsort. The numbers wrap (uintptr_t): compared by
+ * their difference, which is right while the kept span fewer than half the
+ * range, as they always do (they fit in librdkafka's queue). */
+static int by_number(const void *a, const void *b)
+{
+	uintptr_t x = (*(struct kept_msg *const *)a)->number, y = (*(struct kept_msg *const *)b)->number;
+
+	if (x == y)
+		return 0;
+	return x - y > UINTPTR_MAX / 2 ? -1 : 1;
+}
+
+/* Sink thread: produces the kept messages again, in their first order, on
+ * the current producer, before any new event. Returns 0 when none is left,
+ * or -1 when the rest must wait (librdkafka's queue stayed full, or the new
+ * producer failed as well). */
+static int produce_kept(struct kafka_sink *k)
+{
+	int64_t full_since = 0;
+
+	while (k->kept_head < k->kept_len) {
+		/* By index: serve() may append to kept and move it. */
+		struct kept_msg *km = k->kept[k->kept_head];
+		const char *key = km->data + km->topic_len + 1;
+		rd_kafka_topic_t *rkt = topic_handle(k, km->data, km->topic_len);
+		rd_kafka_resp_err_t rc;
+
+		if (!rkt)
+			rc = rd_kafka_last_error();
+		else
+			rc = rd_kafka_producev(k->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_KEY(km->has_key ? key : NULL,
+											km->key_len),
+					       RD_KAFKA_V_VALUE((void *)(key + km->key_len), km->value_len),
+					       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_TIMESTAMP(km->timestamp),
+					       RD_KAFKA_V_OPAQUE((void *)km->number), RD_KAFKA_V_HEADERS(km->headers),
+					       RD_KAFKA_V_END);
+		if (rc == RD_KAFKA_RESP_ERR_NO_ERROR) {
+			km->headers = NULL; /* librdkafka's now */
+			kept_free(km);
+			k->kept[k->kept_head++] = NULL;
+			full_since = 0;
+			continue;
+		}
+		if (rc == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+			int64_t now = eh_now_ms();
+
+			if (!full_since)
+				full_since = now;
+			if (now - full_since < QUEUE_FULL_WAIT_MS) {
+				serve(k, 10);
+				continue;
+			}
+			return -1;
+		}
+		if (rc == RD_KAFKA_RESP_ERR__FATAL) {
+			k->fatal = true;
+			return -1;
+		}
+		if (eh_sink_log_due(&k->failed_logged))
+			eh_sink_log(k->sink, MOSQ_LOG_WARNING, "cannot produce a message to topic %s again: %s", km->data,
+				    rd_kafka_err2str(rc));
+		kept_free(km);
+		k->kept[k->kept_head++] = NULL;
+		k->reported++;
+		eh_sink_count(k->sink, 0, 1);
+	}
+	k->kept_head = k->kept_len = 0;
+	return 0;
+}
+
+/* Sink thread. After a fatal error (the idempotent producer lost its
+ * guarantees) the handle sends nothing more and is unusable. Its messages
+ * come back in delivery reports, which on_delivery keeps: first the answers
+ * to the requests in flight (for at most FATAL_SETTLE_MS), then the purge of
+ * the rest. A new handle then takes the kept messages again, in order. */
 static void restart_producer(struct kafka_sink *k)
 {
+	int64_t now = eh_now_ms(), deadline = eh_sink_deadline_ms(k->sink), settle = FATAL_SETTLE_MS;
+	uint64_t lost;
+	size_t n;
+
+	if (deadline - now < settle)
+		settle = deadline > now ? deadline - now : 0;
+	rd_kafka_flush(k->rk, (int)settle);
 	rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-	rd_kafka_flush(k->rk, 1000);
+	/* The purge has queued a report for each message it took: serve them. */
+	rd_kafka_flush(k->rk, settle < 100 ? (int)settle : 100);
 	serve(k, 0);
-	/* Whatever was not reported is failed: it dies with the handle. */
-	if (k->produced > k->reported) {
-		eh_sink_count(k->sink, 0, k->produced - k->reported);
-		k->reported = k->produced;
+	/* Anything neither reported nor kept dies with the handle. */
+	lost = k->produced - k->reported - (k->kept_len - k->kept_head);
+	if (lost) {
+		eh_sink_log(k->sink, MOSQ_LOG_ERR, "%llu message(s) not reported by the failed producer; counted failed",
+			    (unsigned long long)lost);
+		k->reported += lost;
+		eh_sink_count(k->sink, 0, lost);
 	}
 	forget_topics(k);
 	rd_kafka_destroy(k->rk);
 	k->rk = NULL;
-	kafka_open(k);
+	n = k->kept_len - k->kept_head;
+	if (n) {
+		memmove(k->kept, k->kept + k->kept_head, n * sizeof(*k->kept));
+		k->kept_head = 0;
+		k->kept_len = n;
+		qsort(k->kept, n, sizeof(*k->kept), by_number);
+	}
+	if (n)
+		eh_sink_log(k->sink, MOSQ_LOG_WARNING, "new producer takes again the %zu event(s) the failed one held, "
+			    "in order; those that were in flight may reach Kafka twice (same id)", n);
+	/* On failure, recover opens and produces them later. */
+	if (kafka_open(k) == 0)
+		produce_kept(k);
+}
+
+/* Sink thread: restarts the producer after a fatal error and produces what
+ * it kept. Returns 0 when new events may follow, -1 when not yet. */
+static int recover(struct kafka_sink *k)
+{
+	if (k->rk && k->fatal)
+		restart_producer(k);
+	if (!k->rk && kafka_open(k))
+		return -1;
+	if (k->fatal)
+		return -1;
+	return produce_kept(k);
 }
 
 static const char *render_key(struct kafka_sink *k, const struct eh_event *ev, size_t *len)
@@ -555,11 +774,12 @@ static void id_ts_of(const struct kafka_sink *k, const struct eh_event *ev, cons
 	id[EH_ID_LEN] = ts[EH_TS_LEN] = '\0';
 }
 
-/* Produces one event; librdkafka copies value and key. Returns
- * librdkafka's error. */
+/* Produces one event as message number k->produced; librdkafka copies value
+ * and key. Returns librdkafka's error. */
 static rd_kafka_resp_err_t produce(struct kafka_sink *k, const struct eh_event *ev, const char *key, size_t keylen,
 				   const char *value, size_t len)
 {
+	void *number = (void *)(uintptr_t)k->produced;
 	const char *type = eh_event_type_name(ev->type);
 	rd_kafka_topic_t *rkt = NULL;
 	char id[EH_ID_LEN + 1], ts[EH_TS_LEN + 1];
@@ -580,13 +800,14 @@ static rd_kafka_resp_err_t produce(struct kafka_sink *k, const struct eh_event *
 	if (!k->cloudevents)
 		return rd_kafka_producev(k->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_KEY(key, keylen),
 					 RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-					 RD_KAFKA_V_HEADER("event", type, -1), RD_KAFKA_V_HEADER("node", k->node->name, -1),
-					 RD_KAFKA_V_END);
+					 RD_KAFKA_V_OPAQUE(number), RD_KAFKA_V_HEADER("event", type, -1),
+					 RD_KAFKA_V_HEADER("node", k->node->name, -1), RD_KAFKA_V_END);
 	id_ts_of(k, ev, type, value, len, id, ts);
 	return rd_kafka_producev(k->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_KEY(key, keylen),
 				 RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-				 RD_KAFKA_V_HEADER("event", type, -1), RD_KAFKA_V_HEADER("node", k->node->name, -1),
-				 RD_KAFKA_V_HEADER("ce_specversion", "1.0", -1), RD_KAFKA_V_HEADER("ce_type", type, -1),
+				 RD_KAFKA_V_OPAQUE(number), RD_KAFKA_V_HEADER("event", type, -1),
+				 RD_KAFKA_V_HEADER("node", k->node->name, -1), RD_KAFKA_V_HEADER("ce_specversion", "1.0", -1),
+				 RD_KAFKA_V_HEADER("ce_type", type, -1),
 				 RD_KAFKA_V_HEADER("ce_source", k->node->name, -1), RD_KAFKA_V_HEADER("ce_id", id, EH_ID_LEN),
 				 RD_KAFKA_V_HEADER("ce_time", ts, EH_TS_LEN),
 				 RD_KAFKA_V_HEADER("content-type", "application/json", -1), RD_KAFKA_V_END);
@@ -598,9 +819,9 @@ static enum eh_deliver_rc kafka_deliver(void *ctx, struct eh_batch *b)
 	int64_t full_since = 0;
 
 	b->done = 0;
-	if (k->fatal && k->rk)
-		restart_producer(k);
-	if (!k->rk && kafka_open(k))
+	/* New events wait until what a failed producer held is produced
+	 * again: they come after it. */
+	if (recover(k))
 		return EH_DELIVER_RETRY;
 	while (b->done < b->count) {
 		const struct eh_event *ev = &b->events[b->done];
@@ -656,26 +877,47 @@ static void kafka_poll(void *ctx)
 {
 	struct kafka_sink *k = ctx;
 
-	if (!k->rk) {
-		kafka_open(k);
-		return;
+	if (k->rk)
+		serve(k, 0);
+	/* Also when no event comes to deliver: kept messages wait meanwhile. */
+	if (!k->rk || k->fatal || k->kept_len > k->kept_head)
+		recover(k);
+}
+
+/* Sink thread: serves librdkafka until it holds nothing more, a fatal error
+ * stops it, or end (eh_now_ms) passes. In slices, so that a fatal error
+ * does not leave the rest of the shutdown time waiting for requests that a
+ * failed producer will never send. */
+static void flush_until(struct kafka_sink *k, int64_t end)
+{
+	for (;;) {
+		int64_t rest = end - eh_now_ms();
+		rd_kafka_resp_err_t rc = rd_kafka_flush(k->rk, rest <= 0 ? 0 : rest < 100 ? (int)rest : 100);
+
+		serve(k, 0);
+		if (rc == RD_KAFKA_RESP_ERR_NO_ERROR || k->fatal || rest <= 0)
+			return;
 	}
-	serve(k, 0);
 }
 
 static uint64_t kafka_flush(void *ctx, int64_t timeout_ms)
 {
 	struct kafka_sink *k = ctx;
+	int64_t end = eh_now_ms() + timeout_ms;
 	uint64_t left;
 
-	if (!k->rk) {
-		k->closing = true;
-		return 0;
-	}
-	rd_kafka_flush(k->rk, timeout_ms > INT32_MAX ? INT32_MAX : (int)timeout_ms);
-	serve(k, 0);
+	/* A fatal error before or during the flush: restart and produce what
+	 * the failed producer held, as long as the deadline allows. */
+	do {
+		if (eh_now_ms() < end && (k->rk || k->kept_len > k->kept_head))
+			recover(k);
+		if (k->rk && !k->fatal)
+			flush_until(k, end);
+		else if (k->rk)
+			serve(k, 0);
+	} while (eh_now_ms() < end && k->rk && (k->fatal || k->kept_len > k->kept_head));
 	/* From here on a report would race the shutdown log line: what is not
-	 * reported now is left undelivered. */
+	 * reported now (kept messages included) is left undelivered. */
 	k->closing = true;
 	left = k->produced - k->reported;
 	if (left)

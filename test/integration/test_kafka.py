@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -26,6 +27,11 @@ STOPPED_RE = re.compile(r"eventhook: kafka: stopped; enqueued (\d+), delivered (
                         r"dropped (\d+), left undelivered at shutdown (\d+)")
 EVENTS = "client.connected,client.disconnected"
 PRODUCE = 0  # Kafka ApiKey of Produce
+NOT_ENOUGH_REPLICAS = 19
+OUT_OF_ORDER_SEQUENCE_NUMBER = 45
+# librdkafka 2.3.0: its idempotent producer no longer raises a fatal error
+# after a lost response and a retriable error (librdkafka #3584, #4438).
+RDKAFKA_IDEMPOTENCE_FIXED = 0x020300ff
 
 
 def peer_path():
@@ -363,6 +369,63 @@ class KafkaTest(BrokerTestCase):
         for cid in ids:
             mine = [m["event"]["seq"] for m in msgs if m["key"] == cid]
             self.assertEqual(mine, sorted(mine), cid)
+
+    # ---- fatal producer errors ----
+
+    # One event per client, one message per request, nothing waits to fill
+    # a batch: each event is exactly one Produce request, so the mock's
+    # errors land on known events. Reconnections are quick.
+    ONE_PER_REQUEST = {"kafka_events": "client.connected", "kafka_topic": "ev", "kafka.batch.num.messages": "1",
+                       "kafka.linger.ms": "0", "kafka.reconnect.backoff.max.ms": "2000",
+                       "kafka.socket.connection.setup.timeout.ms": "5000"}
+
+    def test_fatal_error_after_lost_response_produces_held_events_again(self):
+        # librdkafka 2.0.2's idempotent producer (#3584, fixed in 2.3.0):
+        # a Produce whose response a disconnection loses, then a retriable
+        # error on its retry, and the next request's OUT_OF_ORDER_SEQUENCE_NUMBER
+        # becomes a fatal "sequence desynchronization". The sink used to count
+        # everything the producer held failed; now a new producer takes it
+        # again. Only the request in flight can reach Kafka twice.
+        mock = self.mock(brokers=1, topics=[("ev", 1)])
+        fixed = mock.cmd("version") >= RDKAFKA_IDEMPOTENCE_FIXED
+        b = self.broker(mock, **self.ONE_PER_REQUEST)
+        warm = [f"warm{i}" for i in range(1, 6)]
+        held = [f"held{i}" for i in range(1, 6)]
+        self.cycle(b, warm)
+        self.assertEqual(len(mock.consume(["ev"], 5)), 5)
+        # held1's request is written and answered 750 ms later, too late:
+        # the broker goes down first. Its retry is refused as
+        # NOT_ENOUGH_REPLICAS; the requests behind it, held2..5, meet
+        # OUT_OF_ORDER_SEQUENCE_NUMBER.
+        mock.cmd(f"berror 1 {PRODUCE} 0 750")
+        mock.cmd(f"berror 1 {PRODUCE} {NOT_ENOUGH_REPLICAS} 750")
+        for _ in held[1:]:
+            mock.cmd(f"berror 1 {PRODUCE} {OUT_OF_ORDER_SEQUENCE_NUMBER} 1")
+        self.cycle(b, held[:1])
+        wait_until(lambda: mock.cmd(f"stack 1 {PRODUCE}") == 5, message="held1's Produce request")
+        mock.cmd("down 1")
+        time.sleep(0.25)
+        self.cycle(b, held[1:])
+        mock.cmd("up 1")
+        if not fixed:
+            wait_until(lambda: "eventhook: kafka: fatal producer error: " in b.log(), message="the fatal error")
+            wait_until(lambda: "eventhook: kafka: new producer takes again the " in b.log(),
+                       message="the restart")
+        msgs = mock.consume(["ev"], 10)
+        first, again = {}, []
+        for m in msgs:
+            (again.append(m) if m["event"]["id"] in first else first.setdefault(m["event"]["id"], m))
+        # Every event at least once, in capture order once duplicates are
+        # dropped by id; a duplicate only of what was in flight (held1, on
+        # 2.0.2: the mock wrote it before the lost response).
+        self.assertEqual([m["key"] for m in first.values()], warm + held)
+        self.assertEqual([m["event"]["seq"] for m in first.values()], list(range(1, 11)))
+        self.assertTrue({m["key"] for m in again} <= {"held1"}, [m["key"] for m in again])
+        for m in again:
+            self.assertEqual(m, first[m["event"]["id"]] | {"offset": m["offset"]})
+        c = self.stop_counters(b)
+        self.assertEqual(c, dict(enqueued=10, delivered=10, failed=0, dropped=0, left=0))
+        self.assertEqual(c["delivered"] + c["failed"] + c["left"], c["enqueued"])
 
     def test_shutdown_with_cluster_down_reports_left(self):
         mock = self.mock()
