@@ -32,7 +32,9 @@
  * messages again, in the order they were first produced (each message's
  * opaque is its number in that order; purged reports do not come back in
  * it), before any new event. Only what was in flight may then reach Kafka
- * twice.
+ * twice. Fatal errors that keep coming are not answered with resends for
+ * ever: beyond RESTARTS_MAX restarts within RESTART_WINDOW_MS, what the
+ * failed handle held is counted failed.
  *
  * Shutdown: flush waits for the outstanding messages within the deadline;
  * those still unconfirmed, or kept and not produced again yet, are reported
@@ -65,6 +67,10 @@
  * counted delivered rather than produced a second time. Shorter at
  * shutdown when the deadline is nearer. */
 #define FATAL_SETTLE_MS 1000
+/* More fatal errors than this within the window, and what the failed
+ * producer held is counted failed rather than produced again. */
+#define RESTARTS_MAX 3
+#define RESTART_WINDOW_MS 60000
 
 struct topic_entry {
 	rd_kafka_topic_t *rkt; /* NULL: free slot */
@@ -116,6 +122,9 @@ struct kafka_sink {
 	 * counted in produced but not in reported. */
 	struct kept_msg **kept;
 	size_t kept_head, kept_len, kept_cap;
+	int64_t restart_ms[RESTARTS_MAX]; /* the last restarts, a ring */
+	unsigned restarts;                /* how many restart_ms holds, at most RESTARTS_MAX */
+	unsigned restart_next;            /* the slot the next restart overwrites */
 };
 
 static const struct eh_option kafka_options[] = {
@@ -607,6 +616,31 @@ static int by_number(const void *a, const void *b)
 	return x - y > UINTPTR_MAX / 2 ? -1 : 1;
 }
 
+/* Sink thread: counts every kept message failed. */
+static void fail_kept(struct kafka_sink *k)
+{
+	size_t n = k->kept_len - k->kept_head;
+
+	for (size_t i = k->kept_head; i < k->kept_len; i++)
+		kept_free(k->kept[i]);
+	k->kept_head = k->kept_len = 0;
+	k->reported += n;
+	eh_sink_count(k->sink, 0, n);
+}
+
+/* Sink thread: true when RESTARTS_MAX restarts already happened within the
+ * last RESTART_WINDOW_MS; records this one. */
+static bool restarting_too_often(struct kafka_sink *k, int64_t now)
+{
+	bool too_often = k->restarts == RESTARTS_MAX && now - k->restart_ms[k->restart_next] < RESTART_WINDOW_MS;
+
+	k->restart_ms[k->restart_next] = now;
+	k->restart_next = (k->restart_next + 1) % RESTARTS_MAX;
+	if (k->restarts < RESTARTS_MAX)
+		k->restarts++;
+	return too_often;
+}
+
 /* Sink thread: produces the kept messages again, in their first order, on
  * the current producer, before any new event. Returns 0 when none is left,
  * or -1 when the rest must wait (librdkafka's queue stayed full, or the new
@@ -695,6 +729,13 @@ static void restart_producer(struct kafka_sink *k)
 	rd_kafka_destroy(k->rk);
 	k->rk = NULL;
 	n = k->kept_len - k->kept_head;
+	if (restarting_too_often(k, now) && n) {
+		eh_sink_log(k->sink, MOSQ_LOG_ERR, "fatal producer errors keep coming (%d within %d s): %zu event(s) "
+			    "the failed producer held are counted failed, not produced again",
+			    RESTARTS_MAX + 1, RESTART_WINDOW_MS / 1000, n);
+		fail_kept(k);
+		n = 0;
+	}
 	if (n) {
 		memmove(k->kept, k->kept + k->kept_head, n * sizeof(*k->kept));
 		k->kept_head = 0;

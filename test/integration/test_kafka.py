@@ -427,6 +427,31 @@ class KafkaTest(BrokerTestCase):
         self.assertEqual(c, dict(enqueued=10, delivered=10, failed=0, dropped=0, left=0))
         self.assertEqual(c["delivered"] + c["failed"] + c["left"], c["enqueued"])
 
+    def test_repeated_fatal_errors_fail_what_the_producer_held(self):
+        # OUT_OF_ORDER_SEQUENCE_NUMBER on the first request in flight is
+        # fatal in every librdkafka: a cluster that keeps answering it
+        # fails producer after producer. Three restarts within a minute
+        # produce the held event again; the fourth fatal error counts it
+        # failed, and the producer after it works.
+        mock = self.mock(brokers=1, topics=[("ev", 1)])
+        b = self.broker(mock, **self.ONE_PER_REQUEST)
+        self.cycle(b, ["first"])
+        self.assertEqual(len(mock.consume(["ev"], 1)), 1)
+        for _ in range(4):
+            mock.cmd(f"berror 1 {PRODUCE} {OUT_OF_ORDER_SEQUENCE_NUMBER} 0")
+        self.cycle(b, ["doomed"])
+        wait_until(lambda: "eventhook: kafka: fatal producer errors keep coming (4 within 60 s): 1 event(s) "
+                           "the failed producer held are counted failed, not produced again" in b.log(),
+                   message="the give-up")
+        log = b.log()
+        self.assertEqual(log.count("eventhook: kafka: fatal producer error: "), 4)
+        self.assertEqual(log.count("eventhook: kafka: new producer takes again the 1 event(s)"), 3)
+        self.assertEqual(mock.cmd(f"stack 1 {PRODUCE}"), 0)
+        self.cycle(b, ["after"])
+        msgs = mock.consume(["ev"], 2)
+        self.assertEqual([m["key"] for m in msgs], ["first", "after"])
+        self.assertEqual(self.stop_counters(b), dict(enqueued=3, delivered=2, failed=1, dropped=0, left=0))
+
     def test_shutdown_with_cluster_down_reports_left(self):
         mock = self.mock()
         mock.all_down()
