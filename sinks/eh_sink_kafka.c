@@ -71,6 +71,9 @@
  * producer held is counted failed rather than produced again. */
 #define RESTARTS_MAX 3
 #define RESTART_WINDOW_MS 60000
+/* librdkafka 2.3.0: the first release whose idempotent producer no longer
+ * raises a fatal error after a lost response and a retriable error. */
+#define RDKAFKA_IDEMPOTENCE_FIXED 0x020300ff
 
 struct topic_entry {
 	rd_kafka_topic_t *rkt; /* NULL: free slot */
@@ -215,9 +218,16 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 
 	if (err == RD_KAFKA_RESP_ERR__FATAL) {
 		char why[512];
+		rd_kafka_resp_err_t cause = rd_kafka_fatal_error(rk, why, sizeof(why));
+		/* The sequence errors of librdkafka's issue #3584: name the
+		 * cause, since upgrading removes it. */
+		bool known_bug = cause == RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER
+				 && rd_kafka_version() < RDKAFKA_IDEMPOTENCE_FIXED;
 
-		rd_kafka_fatal_error(rk, why, sizeof(why));
-		eh_sink_log(k->sink, MOSQ_LOG_ERR, "fatal producer error: %s; restarting the producer", why);
+		eh_sink_log(k->sink, MOSQ_LOG_ERR, "fatal producer error: %s; restarting the producer%s%s%s", why,
+			    known_bug ? " (on librdkafka " : "", known_bug ? rd_kafka_version_str() : "",
+			    known_bug ? " this can follow a response lost to a disconnection and a retriable error: "
+					"librdkafka issue #3584, fixed in 2.3.0)" : "");
 		k->fatal = true;
 		return;
 	}

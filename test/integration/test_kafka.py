@@ -411,6 +411,7 @@ class KafkaTest(BrokerTestCase):
             wait_until(lambda: "eventhook: kafka: fatal producer error: " in b.log(), message="the fatal error")
             wait_until(lambda: "eventhook: kafka: new producer takes again the " in b.log(),
                        message="the restart")
+            self.assertIn("(on librdkafka 2.0.2 this can follow a response lost to a disconnection", b.log())
         msgs = mock.consume(["ev"], 10)
         first, again = {}, []
         for m in msgs:
