@@ -350,6 +350,22 @@ static void serve(struct kafka_sink *k, int timeout_ms)
 	publish_reports(k);
 }
 
+/* Sink thread, after librdkafka refused a message because its queue is
+ * full: serves delivery reports for a moment, since they free room, and
+ * returns true to try again; false once QUEUE_FULL_WAIT_MS have passed since
+ * the first refusal (*since: its time, 0 before it; reset it on success). */
+static bool wait_for_room(struct kafka_sink *k, int64_t *since)
+{
+	int64_t now = eh_now_ms();
+
+	if (!*since)
+		*since = now;
+	if (now - *since >= QUEUE_FULL_WAIT_MS)
+		return false;
+	serve(k, 10);
+	return true;
+}
+
 /* Sink thread: topic handles belong to one rd_kafka_t and must be released
  * before it is destroyed. */
 static void forget_topics(struct kafka_sink *k)
@@ -683,14 +699,8 @@ static int produce_kept(struct kafka_sink *k)
 			continue;
 		}
 		if (rc == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-			int64_t now = eh_now_ms();
-
-			if (!full_since)
-				full_since = now;
-			if (now - full_since < QUEUE_FULL_WAIT_MS) {
-				serve(k, 10);
+			if (wait_for_room(k, &full_since))
 				continue;
-			}
 			return -1;
 		}
 		if (rc == RD_KAFKA_RESP_ERR__FATAL) {
@@ -891,15 +901,8 @@ static enum eh_deliver_rc kafka_deliver(void *ctx, struct eh_batch *b)
 			continue;
 		}
 		if (rc == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-			int64_t now = eh_now_ms();
-
-			if (!full_since)
-				full_since = now;
-			if (now - full_since < QUEUE_FULL_WAIT_MS) {
-				/* Delivery reports free room; serve them and try again. */
-				serve(k, 10);
+			if (wait_for_room(k, &full_since))
 				continue;
-			}
 			if (!k->queue_full_logged)
 				eh_sink_log(k->sink, MOSQ_LOG_WARNING, "librdkafka's queue is full (%d messages waiting); "
 					    "events wait in the ring", rd_kafka_outq_len(k->rk));
