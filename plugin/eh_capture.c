@@ -323,10 +323,10 @@ static void no_tick_step(struct eh_capture *cap, bool recheck, bool will)
 		cap->just_disconnected = NULL;
 }
 
-static void chores(struct eh_capture *cap)
+static void chores(struct eh_capture *cap, bool pass_end)
 {
 	cap->last_chores_ms = eh_now_ms();
-	eh_core_tick(cap->core, cap->last_chores_ms);
+	eh_core_tick(cap->core, cap->last_chores_ms, pass_end);
 }
 
 /* Without TICK (per_listener_settings on 2.0.11-2.0.14) the periodic work
@@ -334,7 +334,7 @@ static void chores(struct eh_capture *cap)
 static void maybe_chores(struct eh_capture *cap)
 {
 	if (!cap->tick_seen && eh_now_ms() - cap->last_chores_ms >= 100)
-		chores(cap);
+		chores(cap, false);
 }
 
 /* ---- tails ---- */
@@ -832,7 +832,7 @@ static int on_tick(int event, void *event_data, void *user)
 	cap->reload_window = false;
 	cap->last_auth = NULL;
 	cap->control_by = NULL;
-	chores(cap);
+	chores(cap, true);
 #if EH_HAVE_21
 	/* 2.1 sleeps until its next timed event, up to a day when idle (unless
 	 * built with websockets), and a TICK callback may ask for sooner. The

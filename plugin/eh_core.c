@@ -523,12 +523,12 @@ static void publish_stats(struct eh_core *core)
 	}
 }
 
-void eh_core_tick(struct eh_core *core, int64_t now_ms)
+void eh_core_tick(struct eh_core *core, int64_t now_ms, bool pass_end)
 {
 	eh_core_log_drain(core);
 	for (size_t i = 0; i < core->nsinks; i++) {
 		if (core->sinks[i].ops->broker_tick)
-			core->sinks[i].ops->broker_tick(core->sinks[i].ctx);
+			core->sinks[i].ops->broker_tick(core->sinks[i].ctx, pass_end);
 	}
 	if (core->stats_interval_ms > 0 && core->sinks_running && now_ms >= core->next_stats_ms) {
 		core->next_stats_ms = now_ms + core->stats_interval_ms;
@@ -556,27 +556,10 @@ void eh_core_stop(struct eh_core *core)
 			atomic_store_explicit(&s->left, eh_ring_count(&s->ring), memory_order_relaxed);
 		eh_runner_request_stop(s, deadline);
 	}
-	for (size_t i = 0; i < core->nsinks; i++) {
-		struct eh_sink *s = &core->sinks[i];
-
-		/* Sinks that publish through the broker need the broker thread
-		 * while their thread drains. */
-		while (s->thread_started && s->ops->broker_tick) {
-			s->ops->broker_tick(s->ctx);
-			if (pthread_tryjoin_np(s->thread, NULL) == 0) {
-				s->thread_started = false;
-				break;
-			}
-			{
-				struct timespec ts = { 0, 5 * 1000000L };
-
-				nanosleep(&ts, NULL);
-			}
-		}
-		eh_runner_join(s);
-		if (s->ops->broker_tick)
-			s->ops->broker_tick(s->ctx);
-	}
+	/* No broker_tick from here on: Mosquitto calls the plugin's cleanup
+	 * after its last loop pass and routes nothing handed to it now. */
+	for (size_t i = 0; i < core->nsinks; i++)
+		eh_runner_join(&core->sinks[i]);
 	eh_core_log_drain(core);
 	for (size_t i = 0; i < core->nsinks; i++) {
 		struct eh_sink *s = &core->sinks[i];

@@ -119,8 +119,9 @@ void eh_core_emit(struct eh_core *core, struct eh_event *ev);
  * capture (a sink's own connection). */
 bool eh_core_client_excluded(const struct eh_core *core, const char *id);
 /* broker thread: periodic work (log drain, stats, broker_tick hooks);
- * now_ms is eh_now_ms(), which the caller has read already. */
-void eh_core_tick(struct eh_core *core, int64_t now_ms);
+ * now_ms is eh_now_ms(), which the caller has read already; pass_end: the
+ * caller is TICK (see broker_tick in eh_sink.h). */
+void eh_core_tick(struct eh_core *core, int64_t now_ms, bool pass_end);
 /* broker thread: SIGHUP. */
 void eh_core_reload(struct eh_core *core);
 

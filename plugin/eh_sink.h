@@ -82,8 +82,10 @@ struct eh_sink_ops {
 	 * than when its wait ends. Must return at once. May be NULL. */
 	void (*wake)(void *ctx);
 	/* broker thread, from TICK (or another broker callback when TICK does
-	 * not fire): for sinks that must call broker functions. May be NULL. */
-	void (*broker_tick)(void *ctx);
+	 * not fire): for sinks that must call broker functions. pass_end is
+	 * true from TICK, which Mosquitto calls at the end of each loop pass;
+	 * false from another callback, in the middle of one. May be NULL. */
+	void (*broker_tick)(void *ctx, bool pass_end);
 	/* broker thread, at cleanup after the sink thread stopped, or after
 	 * create failed: free everything; must accept a partly built ctx. */
 	void (*destroy)(void *ctx);
@@ -109,7 +111,7 @@ static inline int eh_sink_log_due(uint64_t *count)
 }
 /* The sink's shutdown deadline budget (plugin_opt_shutdown_timeout_ms). */
 int64_t eh_sink_shutdown_timeout_ms(const struct eh_sink *sink);
-/* Sink thread: the eh_now_ms() time by which the drain at shutdown must end,
+/* Any thread: the eh_now_ms() time by which the drain at shutdown must end,
  * or INT64_MAX while the broker is running. Bound blocking calls by it. */
 int64_t eh_sink_deadline_ms(const struct eh_sink *sink);
 /* Milliseconds of a monotonic clock. */

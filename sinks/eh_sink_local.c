@@ -6,11 +6,13 @@
  * split: the sink thread renders topic and JSON into an outbox ring, and the
  * broker thread drains the outbox from TICK with eh_broker_publish
  * (at most OUTBOX_PER_TICK messages per tick, so a backlog never stalls the
- * broker's own traffic). A message counts as delivered at the tick after
- * the one that handed it over: the broker has routed it by then. Messages published this way produce no MESSAGE or WRITE ACL
- * event, so the sink cannot feed back into itself. Once the plugin is
- * stopping the broker routes nothing more, and what the sink still holds is
- * counted left instead of handed over.
+ * broker's own traffic). Mosquitto routes what it was handed at the start
+ * of its next loop pass, and TICK comes at the end of each: a message
+ * counts as delivered at the tick after the one that handed it over.
+ * Messages published this way produce no MESSAGE or WRITE ACL event, so
+ * the sink cannot feed back into itself. Once the plugin is stopping the
+ * broker routes nothing more, and what the sink still holds is counted
+ * left instead of handed over.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,9 +43,10 @@ struct local_sink {
 	uint64_t refused_logged; /* broker thread */
 	/* sink thread: events the stopped broker could no longer take */
 	uint64_t unrouted;
-	/* Written by the broker thread: messages it took at the last tick.
-	 * Mosquitto routes them at the top of its next loop iteration, and
-	 * the next tick comes after that; if the broker stops first, never. */
+	/* Written by the broker thread: messages it took at the last tick, not
+	 * routed yet; if the broker stops first, never. local_flush reads it
+	 * after the stop request, which orders it (release and acquire on
+	 * the sink's deadline). */
 	_Atomic uint64_t taken;
 };
 
@@ -162,7 +165,7 @@ static enum eh_deliver_rc local_deliver(void *ctx, struct eh_batch *b)
 	return EH_DELIVER_OK;
 }
 
-static void local_broker_tick(void *ctx)
+static void local_broker_tick(void *ctx, bool pass_end)
 {
 	struct local_sink *l = ctx;
 	struct eh_ring_rec recs[64];
@@ -174,6 +177,9 @@ static void local_broker_tick(void *ctx)
 		return;
 	eh_sink_count(l->sink, atomic_load_explicit(&l->taken, memory_order_relaxed), 0);
 	atomic_store_explicit(&l->taken, 0, memory_order_relaxed);
+	/* Called in the middle of a loop pass (no TICK: per_listener_settings
+	 * on 2.0.11), it cannot tell passes apart: what it hands over counts
+	 * at once, routed unless the broker stops within this pass. */
 	while (total < OUTBOX_PER_TICK && (n = eh_ring_peek_sc(&l->outbox, recs, 64)) > 0) {
 		uint64_t ok = 0, bad = 0;
 
@@ -200,9 +206,10 @@ static void local_broker_tick(void *ctx)
 			}
 		}
 		eh_ring_release_sc(&l->outbox, &recs[n - 1], n);
-		atomic_store_explicit(&l->taken, atomic_load_explicit(&l->taken, memory_order_relaxed) + ok,
-				      memory_order_relaxed);
-		eh_sink_count(l->sink, 0, bad);
+		if (pass_end)
+			atomic_store_explicit(&l->taken, atomic_load_explicit(&l->taken, memory_order_relaxed) + ok,
+					      memory_order_relaxed);
+		eh_sink_count(l->sink, pass_end ? 0 : ok, bad);
 		total += n;
 	}
 }

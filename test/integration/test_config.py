@@ -9,6 +9,7 @@ that must not start and reading what it logged and printed.
 import os
 import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -207,6 +208,33 @@ class TickMissingTest(ConfigTestCase):
         b = self.per_listener([("file_path", "{dir}/ev.jsonl")])  # stats_interval defaults to 60
         self.assertIn(TICK_WARNING.format(
             what="the $SYS/broker/eventhook statistics (plugin_opt_stats_interval), "), b.log())
+
+    def test_local_sink_counts_without_tick(self):
+        # Without TICK the local sink is driven from client callbacks, in
+        # the middle of the broker's loop passes: what it hands over counts
+        # delivered at once (with TICK, one pass later). Both events here
+        # reach the viewer, and the stop line says so.
+        b = self.per_listener([("local_topic", "ev/{event}/{clientid}"), ("local_events", "client.connected"),
+                               ("stats_interval", "0")])
+        viewer = RawClient(b.port, "viewer")
+        self.assertEqual(viewer.connect().rc, 0)
+        viewer.subscribe("ev/#")
+        a1 = RawClient(b.port, "a1")
+        self.assertEqual(a1.connect().rc, 0)
+
+        # Client callbacks at least 100 ms apart drive the sink; none comes
+        # after the one that handed a1's event over.
+        def handed_over():
+            time.sleep(0.3)
+            if any(x.topic == "ev/client.connected/a1" for x in viewer.messages):
+                return True
+            a1.subscribe("x/y")
+            return False
+
+        wait_until(handed_over, message="a1's event at the viewer")
+        self.assertEqual(b.stop(), 0)
+        self.assertIn("eventhook: local: stopped; enqueued 2, delivered 2, failed 0, dropped 0, "
+                      "left undelivered at shutdown 0", b.log())
 
     def test_no_warning_without_local_sink_or_stats(self):
         b = self.per_listener([("file_path", "{dir}/ev.jsonl"), ("stats_interval", "0")])
