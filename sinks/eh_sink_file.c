@@ -54,7 +54,8 @@ struct file_sink {
 	bool fsync_each;
 	int mode;
 	struct eh_buf out; /* the batch's lines */
-	bool failing; /* write errors, or a pipe that took nothing for STALL_LOG_MS */
+	bool failing; /* write errors, said once until a write succeeds */
+	bool stalled;  /* a pipe took nothing for STALL_LOG_MS, said once likewise */
 	/* Our last write to this fd stopped inside a line (disk full). The
 	 * next write starts with a newline. We do not ftruncate the fragment
 	 * away instead: with O_APPEND another process (a second broker,
@@ -229,11 +230,11 @@ static int wait_writable(struct file_sink *f, int64_t last_progress_ms)
 			return -1;
 		if (deadline - now < slice)
 			slice = deadline - now;
-		if (!f->failing && now - last_progress_ms >= STALL_LOG_MS) {
+		if (!f->stalled && now - last_progress_ms >= STALL_LOG_MS) {
 			eh_sink_log(f->sink, MOSQ_LOG_WARNING,
 				    "'%s' has taken nothing for %d s (is its reader reading?); waiting", f->path,
 				    STALL_LOG_MS / 1000);
-			f->failing = true;
+			f->stalled = true;
 		}
 		/* POLLERR (no reader left) and POLLHUP count as ready: the
 		 * write then fails with EPIPE and is retried with backoff. */
@@ -298,9 +299,10 @@ static enum eh_deliver_rc file_deliver(void *ctx, struct eh_batch *b)
 	}
 	free(ends);
 	f->torn = false;
-	if (f->failing)
+	if (f->failing || f->stalled)
 		eh_sink_log(f->sink, MOSQ_LOG_NOTICE, "writing '%s' again", f->path);
 	f->failing = false;
+	f->stalled = false;
 	if (f->fsync_each && fsync(f->fd)) {
 		int err = errno;
 

@@ -502,6 +502,19 @@ class Pipes(BrokerTestCase):
         self.assertEqual(c, {"enqueued": want, "delivered": want, "failed": 0, "dropped": 0, "left": 0})
         self.assertEqual(b.log().count("has taken nothing"), 1)
 
+    def test_reader_gone_after_a_stall_is_said(self):
+        # The stall warning and a failing write are said apart: a reader
+        # that leaves after the sink said it was stalled is reported too.
+        b, _ = self.fifo_broker(reader=False)
+        r = os.open(b.path("ev.fifo"), os.O_RDONLY | os.O_NONBLOCK)
+        b.start()
+        connect_and_leave(b.port, [f"gone{i:03d}-{LONG}" for i in range(300)])
+        wait_until(lambda: "ev.fifo' has taken nothing for 5 s" in b.log(), timeout=TIMEOUT + 10,
+                   message="the sink to say that the FIFO takes nothing")
+        os.close(r)
+        wait_until(lambda: "ev.fifo': Broken pipe; retrying" in b.log(), message="the broken pipe to be said")
+        self.stop_within_bound(b)
+
     def test_fifo_without_reader_at_start_delivers_once_one_opens(self):
         b, _ = self.fifo_broker(reader=False)
         b.start()  # the old open() waited here for a reader
