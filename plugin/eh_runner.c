@@ -100,15 +100,19 @@ void eh_sink_log(struct eh_sink *sink, int level, const char *fmt, ...)
 	eh_core_log(sink->core, level, "%s: %s", sink->name, buf);
 }
 
-int eh_sink_pin_library(const void *fn)
+const char *eh_sink_pin_library(const void *fn)
 {
 	Dl_info info;
+	const char *why;
 
+	if (!dladdr(fn, &info) || !info.dli_fname)
+		return "no loaded library holds it";
 	/* RTLD_NOLOAD: only the copy already mapped, taken once more and
 	 * marked never to be unmapped. */
-	if (!dladdr(fn, &info) || !info.dli_fname || !dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE))
-		return -1;
-	return 0;
+	if (dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE))
+		return NULL;
+	why = dlerror();
+	return why ? why : "dlopen failed";
 }
 
 char *eh_read_secret_file(const char *key, const char *path, char *err, size_t errlen)

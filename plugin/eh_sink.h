@@ -137,8 +137,8 @@ int eh_sink_exclude_client_id(struct eh_sink *sink, const char *id);
 
 /* Any thread: keeps the shared library that holds fn mapped until the
  * process exits, even after the broker unloads the plugin, for library
- * threads that may outlive it. Returns 0, or -1 with dlerror() saying why. */
-int eh_sink_pin_library(const void *fn);
+ * threads that may outlive it. Returns NULL, or why it could not. */
+const char *eh_sink_pin_library(const void *fn);
 
 /* Reads a whole small file (a secret, a token) into a NUL-terminated buffer
  * with trailing newlines removed. Returns NULL with err naming key and path. */

@@ -22,7 +22,6 @@
  * information) are fixed until restart: Mosquitto 2.0 does not hand plugin
  * options over again on reload.
  */
-#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -649,9 +648,11 @@ static int http_open(void *ctx)
 	 * returns, possibly after the broker unloaded the plugin (and with it
 	 * libcurl, which nothing else in the broker uses). */
 	else if (!h->curl_pinned) {
-		h->curl_pinned = eh_sink_pin_library((const void *)curl_easy_init) == 0;
-		if (!h->curl_pinned)
-			eh_sink_log(h->sink, MOSQ_LOG_WARNING, "cannot pin libcurl in memory: %s", dlerror());
+		const char *why = eh_sink_pin_library((const void *)curl_easy_init);
+
+		h->curl_pinned = !why;
+		if (why)
+			eh_sink_log(h->sink, MOSQ_LOG_WARNING, "cannot pin libcurl in memory: %s", why);
 	}
 	h->easy = e;
 	return 0;

@@ -75,7 +75,6 @@
  * (eh_sink_exclude_client_id), so pointed at this same broker its
  * connection and its publishes produce no event.
  */
-#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -767,15 +766,18 @@ static void destroy_client(struct conn **cp)
  * broker unloads the plugin. */
 static void abandon(struct mqtt_sink *m)
 {
+	const char *why;
+
 	m->cur->next = m->abandoned;
 	m->abandoned = m->cur;
 	m->cur = NULL;
 	if (m->paho_pinned)
 		return;
-	if (!eh_sink_pin_library((const void *)MQTTAsync_createWithOptions))
+	why = eh_sink_pin_library((const void *)MQTTAsync_createWithOptions);
+	if (!why)
 		m->paho_pinned = true;
 	else
-		eh_sink_log(m->sink, MOSQ_LOG_WARNING, "cannot pin the paho library in memory: %s", dlerror());
+		eh_sink_log(m->sink, MOSQ_LOG_WARNING, "cannot pin the paho library in memory: %s", why);
 }
 
 /* The message charge_loss found the target refuses, if it is still
