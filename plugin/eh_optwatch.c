@@ -80,14 +80,17 @@ static void list_key(char lists[3][512], size_t used[3], int which, const char *
 		snprintf(lists[which] + cap - 5, 5, "...");
 }
 
-/* Whether a refused line of opts names key. */
+/* Whether a refused line of opts names key. A tab does not end the word
+ * for the broker, but it does for the user who typed it in place of a
+ * space: the key is what comes before it. */
 static bool refused_key(const struct eh_scope_opts *opts, const char *key)
 {
 	for (size_t i = 0; i < opts->nrefused; i++) {
 		const char *word = opts->refused[i].word;
 		size_t prefix = strncmp(word, "auth_opt_", 9) ? 11 : 9;
+		size_t len = strcspn(word + prefix, "\t");
 
-		if (!strcmp(word + prefix, key))
+		if (len == strlen(key) && !memcmp(word + prefix, key, len))
 			return true;
 	}
 	return false;

@@ -349,6 +349,18 @@ class ReloadTest(ConfigTestCase):
         self.assertNotIn(self.WOULD_STOP, said)
         self.assertTrue(b.alive())
 
+    def test_tab_for_a_space_is_named_not_removed(self):
+        b = self.start_broker(["allow_anonymous true"], plugin_opts=[("file_path", "{dir}/a.jsonl"),
+                                                                     ("stats_interval", "30")])
+        said = self.reload_with(b, [("file_path", "{dir}/a.jsonl"), ("stats_interval\t30", None)])
+        conf = b.conf_path
+        at = f"'{conf}' line {self.line_of(conf, 'plugin_opt_stats_interval' + chr(9) + '30')}: "
+        self.assertEqual([line.split(": ", 1)[1] for line in said.splitlines() if self.REFUSED in line],
+                         [self.REFUSED + at + "plugin_opt_stats_interval\\t<and 2 more bytes, not shown>: "
+                          "no value (a tab does not end the key: separate key and value with a space)"], said)
+        # Its line is named, so stats_interval is not also "removed".
+        self.assertNotIn("eventhook: changed plugin_opt_ lines", said)
+
     def test_refused_line_in_an_included_file(self):
         b = self.add_broker(Broker(["allow_anonymous true", "include_dir {dir}/conf.d"], plugin=False,
                                    start=False, name="include"))
