@@ -45,6 +45,7 @@ struct file_sink {
 	struct eh_sink *sink;
 	const struct eh_node *node;
 	char *path;
+	char shown[EH_QUOTE_LEN]; /* path as log lines quote it */
 	int fd; /* -1 until the path opens (a FIFO that nobody reads yet) */
 	/* fd is not a regular file: its own open file description is in
 	 * O_NONBLOCK mode (the broker's stdout, say, keeps its flags: opening
@@ -104,20 +105,20 @@ static int open_file(struct file_sink *f, char *err, size_t errlen)
 		int e = errno;
 
 		if (e == ENXIO && !stat(f->path, &st) && S_ISFIFO(st.st_mode)) {
-			snprintf(err, errlen, "'%s' is a FIFO that no process has open for reading", f->path);
+			snprintf(err, errlen, "'%s' is a FIFO that no process has open for reading", f->shown);
 			return NO_READER;
 		}
-		snprintf(err, errlen, "plugin_opt_file_path: cannot open '%s': %s", f->path, strerror(e));
+		snprintf(err, errlen, "plugin_opt_file_path: cannot open '%s': %s", f->shown, strerror(e));
 		return -1;
 	}
 	if (fstat(fd, &st)) {
-		snprintf(err, errlen, "plugin_opt_file_path: cannot stat '%s': %s", f->path, strerror(errno));
+		snprintf(err, errlen, "plugin_opt_file_path: cannot stat '%s': %s", f->shown, strerror(errno));
 		close(fd);
 		return -1;
 	}
 	nonblocking = !S_ISREG(st.st_mode);
 	if (!nonblocking && ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK))) {
-		snprintf(err, errlen, "plugin_opt_file_path: cannot make '%s' blocking: %s", f->path,
+		snprintf(err, errlen, "plugin_opt_file_path: cannot make '%s' blocking: %s", f->shown,
 			 strerror(errno));
 		close(fd);
 		return -1;
@@ -185,6 +186,7 @@ static int file_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
+	eh_quote(f->shown, sizeof(f->shown), f->path);
 	rc = open_file(f, err, errlen);
 	if (rc < 0)
 		return -1;
@@ -208,7 +210,7 @@ static int open_late(struct file_sink *f)
 	int rc = open_file(f, err, sizeof(err));
 
 	if (rc == 0) {
-		eh_sink_log(f->sink, MOSQ_LOG_NOTICE, "'%s' has a reader; writing", f->path);
+		eh_sink_log(f->sink, MOSQ_LOG_NOTICE, "'%s' has a reader; writing", f->shown);
 		return 0;
 	}
 	if (rc < 0 && eh_sink_log_due(&f->open_failures))
@@ -232,7 +234,7 @@ static int wait_writable(struct file_sink *f, int64_t last_progress_ms)
 			slice = deadline - now;
 		if (!f->stalled && now - last_progress_ms >= STALL_LOG_MS) {
 			eh_sink_log(f->sink, MOSQ_LOG_WARNING,
-				    "'%s' has taken nothing for %d s (is its reader reading?); waiting", f->path,
+				    "'%s' has taken nothing for %d s (is its reader reading?); waiting", f->shown,
 				    STALL_LOG_MS / 1000);
 			f->stalled = true;
 		}
@@ -283,14 +285,14 @@ static enum eh_deliver_rc file_deliver(void *ctx, struct eh_batch *b)
 				continue;
 			eh_sink_log(f->sink, MOSQ_LOG_WARNING,
 				    "'%s' took no more data before the shutdown deadline; what is "
-				    "not written is counted left", f->path);
+				    "not written is counted left", f->shown);
 			goto partial;
 		}
 		if (w <= 0) {
 			const char *why = w < 0 ? strerror(errno) : "nothing written";
 
 			if (!f->failing)
-				eh_sink_log(f->sink, MOSQ_LOG_WARNING, "cannot write '%s': %s; retrying", f->path, why);
+				eh_sink_log(f->sink, MOSQ_LOG_WARNING, "cannot write '%s': %s; retrying", f->shown, why);
 			f->failing = true;
 			goto partial;
 		}
@@ -300,7 +302,7 @@ static enum eh_deliver_rc file_deliver(void *ctx, struct eh_batch *b)
 	free(ends);
 	f->torn = false;
 	if (f->failing || f->stalled)
-		eh_sink_log(f->sink, MOSQ_LOG_NOTICE, "writing '%s' again", f->path);
+		eh_sink_log(f->sink, MOSQ_LOG_NOTICE, "writing '%s' again", f->shown);
 	f->failing = false;
 	f->stalled = false;
 	if (f->fsync_each && fsync(f->fd)) {
@@ -309,7 +311,7 @@ static enum eh_deliver_rc file_deliver(void *ctx, struct eh_batch *b)
 		if (fsync_unsupported(err)) {
 			if (!f->fsync_unsupported_said)
 				eh_sink_log(f->sink, MOSQ_LOG_NOTICE, "file_fsync has no effect on '%s': %s",
-					    f->path, strerror(err));
+					    f->shown, strerror(err));
 			f->fsync_unsupported_said = true;
 			return EH_DELIVER_OK;
 		}
@@ -320,7 +322,7 @@ static enum eh_deliver_rc file_deliver(void *ctx, struct eh_batch *b)
 		if (eh_sink_log_due(&f->fsync_failures))
 			eh_sink_log(f->sink, MOSQ_LOG_WARNING,
 				    "fsync '%s': %s; %zu event(s) counted failed (written, maybe not on disk)",
-				    f->path, strerror(err), b->count);
+				    f->shown, strerror(err), b->count);
 		b->done = 0;
 		return EH_DELIVER_DROP;
 	}
