@@ -207,15 +207,16 @@ int eh_node_init(struct eh_node *node, const char *name, uint64_t instance, char
 
 char *eh_json_dumps(const json_t *json, size_t flags)
 {
-	json_free_t jfree;
-	char *text = json_dumps(json, flags), *copy;
+	/* First the size, then the text straight into our own buffer. */
+	size_t n = json_dumpb(json, NULL, 0, flags);
+	char *text = n ? malloc(n + 1) : NULL;
 
-	if (!text)
+	if (!text || json_dumpb(json, text, n, flags) != n) {
+		free(text);
 		return NULL;
-	copy = strdup(text);
-	json_get_alloc_funcs(NULL, &jfree);
-	jfree(text);
-	return copy;
+	}
+	text[n] = '\0';
+	return text;
 }
 
 /* Every sink formats an id and a timestamp per event: digits are written

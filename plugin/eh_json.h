@@ -52,10 +52,10 @@ json_t *eh_json_cloudevent(const struct eh_event *ev, const struct eh_node *node
 /* Returns a new json string of bytes, valid UTF-8 (invalid sequences
  * replaced); *replaced is set when a replacement happened. */
 json_t *eh_json_string_bytes(const char *ptr, size_t len, int *replaced);
-/* json_dumps into memory of libc's malloc (free() it): jansson's own
- * output comes from its allocator, which another plugin in the broker
- * may replace (json_set_alloc_funcs is process-wide). NULL when out of
- * memory. */
+/* json_dumps into memory of libc's malloc (free() it): json_dumps's own
+ * output comes from jansson's allocator, which another plugin in the
+ * broker may replace (json_set_alloc_funcs is process-wide). NULL when
+ * out of memory. */
 char *eh_json_dumps(const json_t *json, size_t flags);
 /* Standard base64 with padding; out needs eh_base64_len(len) + 1 bytes. */
 static inline size_t eh_base64_len(size_t len)
