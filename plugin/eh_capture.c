@@ -63,12 +63,12 @@ struct eh_capture {
 	/* Re-authentication checks after SIGHUP: until TICK, or without TICK
 	 * until the first callback that cannot be one (no_tick_step). */
 	bool reload_window;
-	const void *last_auth; /* BASIC_AUTH's client, while nothing else followed */
+	/* The client of a BASIC_AUTH or EXT_AUTH_START with nothing since but
+	 * the will checks of a takeover it causes: a connection it replaces is
+	 * disconnected only after them (connect__on_authorised), and the
+	 * rules for a takeover's will and disconnect need the new one. */
+	struct mosquitto *last_auth;
 	const void *just_disconnected; /* its will's WRITE check follows */
-	/* The client whose BASIC_AUTH or EXT_AUTH_START was the previous
-	 * callback and left it pending; reset by resolve_write, which every
-	 * callback calls first. */
-	struct mosquitto *auth_just_now;
 	bool stopping;      /* in cleanup: the broker has freed every client */
 
 	/* An ACL WRITE check waiting for its MESSAGE (or, on 2.1, a SUBSCRIBE
@@ -148,15 +148,11 @@ static void emit_connected(struct eh_capture *cap, struct eh_client *c, bool inf
 	}
 }
 
+/* A pending connection accepted, or a client first seen at a reload's
+ * re-checks whose own event shows a connection, not an offline session. */
 static void promote(struct eh_capture *cap, struct eh_client *c)
 {
-	if (c->recheck_maybe) {
-		/* Its own event: a new connection, not an offline session. */
-		c->recheck_maybe = false;
-		emit_connected(cap, c, !cap->v21);
-		return;
-	}
-	if (c->state != EH_CLIENT_PENDING)
+	if (c->state != EH_CLIENT_PENDING && c->state != EH_CLIENT_RECHECKED)
 		return;
 	/* The keepalive the broker applies: it lowers an MQTT 5 client's to
 	 * max_keepalive after authentication, in connect__on_authorised, which
@@ -174,7 +170,7 @@ static void emit_disconnected(struct eh_capture *cap, struct eh_client *c, unsig
 	/* Never seen to act since a reload's re-checks (at shutdown): an
 	 * offline session, or a connection that never acted, which cannot be
 	 * told apart; neither had a client.connected. */
-	if (c->recheck_maybe || !eh_core_wants(cap->core, EH_EV_DISCONNECTED))
+	if (c->state == EH_CLIENT_RECHECKED || !eh_core_wants(cap->core, EH_EV_DISCONNECTED))
 		return;
 	ev_from_client(&ev, EH_EV_DISCONNECTED, c);
 	ev.reason = (uint8_t)reason;
@@ -244,20 +240,35 @@ static bool same_id(const struct eh_client *c, const char *id)
 	return id && strlen(id) == c->id_len && !memcmp(id, c->id, c->id_len);
 }
 
-/* The client behind a non-auth event: promotes a pending one, adopts one we
- * never saw authenticate (TLS identity listeners, or a plugin before us
- * decided), ignores the broker's fake retain-source client. */
-static struct eh_client *known_client(struct eh_capture *cap, struct mosquitto *client)
+static bool maybe_offline(const struct eh_client *c)
 {
-	struct eh_client *c;
+	return c->state == EH_CLIENT_OFFLINE || c->state == EH_CLIENT_RECHECKED;
+}
 
-	if (!client || !mosquitto_client_address(client))
+/* The entry of client. One that may be an offline session but whose id is
+ * not the client's is stale: the broker freed that session without telling
+ * us (expiry) and reused its memory for another client. It is dropped. */
+static struct eh_client *find_current(struct eh_capture *cap, const struct mosquitto *client)
+{
+	struct eh_client *c = eh_clients_find(&cap->clients, client);
+
+	if (c && maybe_offline(c) && !same_id(c, mosquitto_client_id(client))) {
+		eh_clients_remove(&cap->clients, c);
 		return NULL;
-	c = eh_clients_find(&cap->clients, client);
+	}
+	return c;
+}
+
+/* The client behind a non-auth event, whose entry find_current gave:
+ * promotes a pending one, adopts one we never saw authenticate (TLS
+ * identity listeners, or a plugin before us decided), ignores the broker's
+ * fake retain-source client. */
+static struct eh_client *known_entry(struct eh_capture *cap, struct mosquitto *client, struct eh_client *c)
+{
 	if (c && c->state == EH_CLIENT_OFFLINE) {
 		/* An offline session neither subscribes nor publishes: the broker
 		 * freed it without telling us and reused its memory for a client
-		 * we never saw authenticate. */
+		 * we never saw authenticate, under the same client id. */
 		eh_clients_remove(&cap->clients, c);
 		c = NULL;
 	}
@@ -273,13 +284,19 @@ static struct eh_client *known_client(struct eh_capture *cap, struct mosquitto *
 	return c;
 }
 
+static struct eh_client *known_client(struct eh_capture *cap, struct mosquitto *client)
+{
+	if (!client || !mosquitto_client_address(client))
+		return NULL;
+	return known_entry(cap, client, find_current(cap, client));
+}
+
 /* ---- inference steps shared by every callback ---- */
 
 static void resolve_write(struct eh_capture *cap)
 {
 	struct eh_client *c;
 
-	cap->auth_just_now = NULL;
 	if (!cap->write_pending)
 		return;
 	cap->write_pending = false;
@@ -385,10 +402,14 @@ static void place_tails(struct eh_capture *cap)
 
 static void start_attempt(struct eh_capture *cap, struct mosquitto *client)
 {
-	struct eh_client *c = eh_clients_find(&cap->clients, client);
+	struct eh_client *c = find_current(cap, client);
 
-	if (c && cap->reload_window)
-		return; /* the broker re-checking a connected client after SIGHUP */
+	/* The broker re-checking a client after SIGHUP. Without TICK, an
+	 * offline session we saw go offline is held like a client first seen
+	 * there (below): the broker may have freed it and reused its memory
+	 * for a new connection with the same id. */
+	if (c && cap->reload_window && (cap->tick_seen || c->state != EH_CLIENT_OFFLINE))
+		return;
 #if EH_HAVE_21
 	/* 2.1 acts on SIGHUP after the loop's client I/O and ticks before the
 	 * next, so every check in the window is a re-check, also of offline
@@ -400,7 +421,8 @@ static void start_attempt(struct eh_capture *cap, struct mosquitto *client)
 		/* The broker freed that context without telling us (silent
 		 * session expiry) and reused the memory. */
 		eh_clients_remove(&cap->clients, c);
-	} else if (cap->reload_window && mosquitto_client_protocol(client) != mp_websockets) {
+	}
+	if (cap->reload_window && mosquitto_client_protocol(client) != mp_websockets) {
 		/* 2.0 acts on SIGHUP after the loop's socket I/O; until the tick
 		 * only websocket clients can connect. Anything else is the broker
 		 * re-checking an offline durable session (which keeps its
@@ -412,15 +434,11 @@ static void start_attempt(struct eh_capture *cap, struct mosquitto *client)
 		 * clean MQTT 3.1/3.1.1 session is never kept offline: that one
 		 * is new. Any other is held like an attempt: its own next event
 		 * makes it a connection (promote), a DISCONNECT that frees its id
-		 * a refusal; an offline session makes neither (on_disconnect).
-		 * It is kept out of the pending list, whose walks by id would
-		 * otherwise cover every offline session. */
+		 * a refusal; an offline session makes neither (on_disconnect). */
 		if (mosquitto_client_protocol_version(client) >= 5 || !mosquitto_client_clean_session(client)) {
-			c = track(cap, client, EH_CLIENT_LIVE);
-			if (c) {
+			c = track(cap, client, EH_CLIENT_RECHECKED);
+			if (c)
 				c->attempt_seen = true;
-				c->recheck_maybe = true;
-			}
 			return;
 		}
 	}
@@ -429,12 +447,19 @@ static void start_attempt(struct eh_capture *cap, struct mosquitto *client)
 		c->attempt_seen = true;
 }
 
-/* Remembers, until the next callback, a connection that just started. */
-static void note_auth(struct eh_capture *cap, struct mosquitto *client)
+/* The new connection (pending, or first seen at a re-check) whose
+ * authentication is what came just before, under the client id id, if any:
+ * one that replaces a connection or session with that id. */
+static struct eh_client *replaced_by(struct eh_capture *cap, const void *client, const char *id)
 {
-	struct eh_client *c = eh_clients_find(&cap->clients, client);
+	struct eh_client *by;
 
-	cap->auth_just_now = c && c->state == EH_CLIENT_PENDING ? client : NULL;
+	if (!cap->last_auth || cap->last_auth == client || !id)
+		return NULL;
+	by = eh_clients_find(&cap->clients, cap->last_auth);
+	if (!by || (by->state != EH_CLIENT_PENDING && by->state != EH_CLIENT_RECHECKED) || !same_id(by, id))
+		return NULL;
+	return by;
 }
 
 static int on_basic_auth(int event, void *event_data, void *user)
@@ -445,11 +470,10 @@ static int on_basic_auth(int event, void *event_data, void *user)
 	(void)event;
 	no_tick_step(cap, true, false);
 	cap->control_by = NULL;
-	cap->last_auth = ed->client; /* (used by the callbacks after this one) */
+	cap->last_auth = ed->client;
 	place_tails(cap);
 	resolve_write(cap);
 	start_attempt(cap, ed->client);
-	note_auth(cap, ed->client);
 	maybe_chores(cap);
 #if EH_HAVE_21
 	if (cap->v21)
@@ -466,14 +490,13 @@ static int on_ext_auth_start(int event, void *event_data, void *user)
 
 	(void)event;
 	no_tick_step(cap, false, false);
-	cap->last_auth = NULL;
+	cap->last_auth = ed->client;
 	cap->control_by = NULL;
 	resolve_write(cap);
 	c = eh_clients_find(&cap->clients, ed->client);
 	/* (a connected client's START is an MQTT 5 re-authentication) */
 	if (!c || c->state == EH_CLIENT_OFFLINE)
 		start_attempt(cap, ed->client);
-	note_auth(cap, ed->client);
 	return MOSQ_ERR_PLUGIN_DEFER;
 }
 
@@ -532,13 +555,14 @@ static bool check_allowed(struct eh_capture *cap, const void *client, unsigned a
 /* Whether an ACL WRITE check is a will, which the broker sends without a
  * MESSAGE event: held like a PUBLISH it would read as a denial. (The will
  * of a client without an entry sent right after its DISCONNECT is
- * known_client's just_disconnected.)
- * - The check of a session we saw go offline: its will, sent right after
- *   the DISCONNECT, after its will delay, when the session expires or at
- *   shutdown. The entry stays, for the DISCONNECT that comes if a new
- *   connection resumes the session. Under another client id, the broker
- *   freed that session silently (expiry) and reused its memory for a
- *   client we never saw authenticate.
+ * known_client's just_disconnected.) c is client's entry from find_current.
+ * - The check of a session we saw go offline, or first saw at a reload's
+ *   re-checks: its will, sent right after the DISCONNECT, after its will
+ *   delay, when the session expires or at shutdown. The entry stays, for
+ *   the DISCONNECT that comes if a new connection resumes the session. (A
+ *   client first seen at the re-checks may instead be a new connection
+ *   publishing: a MESSAGE after the check shows it, and makes it a client;
+ *   its denied first publish is not reported.)
  * - A connected client's check right after the authentication of a new
  *   connection with the same client id, which the broker accepted (a
  *   refusal frees the new id first): at a takeover 2.0 sends the old
@@ -550,48 +574,53 @@ static bool check_allowed(struct eh_capture *cap, const void *client, unsigned a
  *   ways: its last step, which accepts, has no event for us, and a START
  *   answered with CONTINUE leaves the old connection running; see
  *   docs/capture.md.) */
-static bool is_will(struct eh_capture *cap, struct mosquitto *client, struct mosquitto *after_auth)
+static bool is_will(struct eh_capture *cap, struct eh_client *c, struct mosquitto *client)
 {
-	struct eh_client *c = eh_clients_find(&cap->clients, client);
-	const char *id = mosquitto_client_id(client);
-	const char *new_id;
-
-	if (c && c->state == EH_CLIENT_OFFLINE) {
-		if (same_id(c, id))
-			return true;
-		eh_clients_remove(&cap->clients, c);
-		return false;
+	/* (2.1's order at a takeover is not 2.0's: only the offline rule holds) */
+	if (!cap->v21 && cap->last_auth && replaced_by(cap, client, mosquitto_client_id(client))) {
+		/* A takeover's will. The old one, if first seen at the
+		 * re-checks, was a connection: an offline session's will is
+		 * sent at its disconnect or after its delay, never here. Its
+		 * DISCONNECT, after the will's deliveries, still needs
+		 * last_auth. */
+		if (c)
+			promote(cap, c);
+		return true;
 	}
-	if (!after_auth || after_auth == client || !id)
-		return false;
-	new_id = mosquitto_client_id(after_auth);
-	return new_id && !strcmp(new_id, id);
+	if (c && maybe_offline(c)) {
+		cap->last_auth = NULL;
+		return true;
+	}
+	return false;
 }
 
 static int on_acl_check(int event, void *event_data, void *user)
 {
 	struct eh_capture *cap = cap_of(user);
 	struct mosquitto_evt_acl_check *ed = event_data;
-	struct mosquitto *after_auth = cap->auth_just_now;
-	struct eh_client *c;
+	struct eh_client *c = NULL;
 	bool will = ed->access == MOSQ_ACL_READ
 		    || (ed->access == MOSQ_ACL_WRITE && ed->client == cap->just_disconnected);
 	bool kick = kick_recheck(cap, ed);
 
 	(void)event;
 	no_tick_step(cap, will, will);
-	cap->last_auth = NULL;
 	if (!kick)
 		cap->control_by = NULL;
 	place_tails(cap);
 	resolve_write(cap);
 	maybe_chores(cap);
-	if (ed->access == MOSQ_ACL_READ || kick)
+	if (ed->access == MOSQ_ACL_READ) /* deliveries, also of a takeover's will */
 		goto out;
-	/* (2.1's order at a takeover is not 2.0's: only the first rule holds) */
-	if (ed->access == MOSQ_ACL_WRITE && is_will(cap, ed->client, cap->v21 ? NULL : after_auth))
+	if (kick || !ed->client || !mosquitto_client_address(ed->client))
+		goto drop_auth;
+	/* One lookup per check: this is the path of every publish. */
+	c = find_current(cap, ed->client);
+	if (ed->access == MOSQ_ACL_WRITE && is_will(cap, c, ed->client))
 		goto out;
-	c = known_client(cap, ed->client);
+	c = known_entry(cap, ed->client, c);
+drop_auth:
+	cap->last_auth = NULL;
 	if (!c || !ed->topic)
 		goto out;
 	switch (ed->access) {
@@ -717,40 +746,32 @@ static unsigned reason_21(int reason)
  * forgotten, true is returned, and the DISCONNECT must come to nothing. */
 static bool offline_session_ends(struct eh_capture *cap, struct eh_client *c, const void *client, const char *id)
 {
-	const struct eh_client *by = cap->last_auth && cap->last_auth != client
-					     ? eh_clients_find(&cap->clients, cap->last_auth) : NULL;
-
-	if (id && ((cap->reload_window && cap->last_auth == client)
-		   || (by && by->id_len == strlen(id) && !memcmp(by->id, id, by->id_len)))) {
+	if (id && ((cap->reload_window && cap->last_auth == client) || replaced_by(cap, client, id))) {
 		eh_clients_remove(&cap->clients, c);
 		return true;
 	}
-	if (!id) { /* the broker freed it: a refused new connection */
-		c->recheck_maybe = false;
+	if (!id) /* the broker freed it: a refused new connection */
 		eh_clients_set_state(&cap->clients, c, EH_CLIENT_PENDING);
-	}
 	return false;
 }
 
-static int on_disconnect(int event, void *event_data, void *user)
+/* Whether a new connection with the client id id is waiting to replace the
+ * connection or session of client (other than the entry except). */
+static bool being_replaced(struct eh_capture *cap, const struct eh_client *except, const void *client,
+			   const char *id, size_t len)
 {
-	struct eh_capture *cap = cap_of(user);
-	struct mosquitto_evt_disconnect *ed = event_data;
+	return eh_clients_pending_with_id(&cap->clients, except, id, len) || replaced_by(cap, client, id);
+}
+
+/* The events of a DISCONNECT; id is the client's id, NULL if the broker
+ * freed it. */
+static void disconnected(struct eh_capture *cap, const struct mosquitto_evt_disconnect *ed, const char *id)
+{
 	struct eh_client *c = eh_clients_find(&cap->clients, ed->client);
-	const char *id = mosquitto_client_id(ed->client);
 	bool offline = false;
 
-	(void)event;
-	no_tick_step(cap, id != NULL, false);
-	if (c && c->recheck_maybe && offline_session_ends(cap, c, ed->client, id)) {
-		cap->last_auth = NULL;
-		resolve_write(cap);
-		cap->just_disconnected = ed->client;
-		return MOSQ_ERR_SUCCESS;
-	}
-	cap->last_auth = NULL;
-	resolve_write(cap);
-	cap->just_disconnected = ed->client;
+	if (c && c->state == EH_CLIENT_RECHECKED && offline_session_ends(cap, c, ed->client, id))
+		return;
 	if (c && c->state == EH_CLIENT_OFFLINE) {
 		bool same = same_id(c, id);
 
@@ -760,23 +781,23 @@ static int on_disconnect(int event, void *event_data, void *user)
 		 * with its id: nothing to report. (Under another id the broker
 		 * reused its memory for a client we never saw authenticate.) */
 		if (same)
-			return MOSQ_ERR_SUCCESS;
+			return;
 	}
 	if (!c) {
 		if (!id) {
 			cap->closed_before_auth++;
-			return MOSQ_ERR_SUCCESS;
+			return;
 		}
 		/* This broker's own connection to another one (a bridge) has no
 		 * peer address: not a client, so it has no events. */
 		if (!mosquitto_client_address(ed->client))
-			return MOSQ_ERR_SUCCESS;
+			return;
 		/* An old offline session being replaced: nothing to report. */
-		if (eh_clients_pending_with_id(&cap->clients, NULL, id, strlen(id)))
-			return MOSQ_ERR_SUCCESS;
+		if (being_replaced(cap, NULL, ed->client, id, strlen(id)))
+			return;
 		c = track(cap, ed->client, EH_CLIENT_LIVE);
 		if (!c)
-			return MOSQ_ERR_SUCCESS;
+			return;
 		emit_connected(cap, c, true);
 	}
 	if (c->state == EH_CLIENT_PENDING && (!id || cap->v21)) {
@@ -794,7 +815,7 @@ static int on_disconnect(int event, void *event_data, void *user)
 			if (reason == EH_REASON_NOT_AUTHORIZED)
 				reason = EH_REASON_REAUTH_FAILED;
 		}
-		else if (eh_clients_pending_with_id(&cap->clients, c, c->id, c->id_len))
+		else if (being_replaced(cap, c, ed->client, c->id, c->id_len))
 			reason = EH_REASON_SESSION_TAKEN_OVER;
 		emit_disconnected(cap, c, reason);
 		/* A session that can outlive its connection (an MQTT 5 one, with
@@ -810,6 +831,20 @@ static int on_disconnect(int event, void *event_data, void *user)
 		eh_clients_set_state(&cap->clients, c, EH_CLIENT_OFFLINE);
 	else
 		eh_clients_remove(&cap->clients, c);
+}
+
+static int on_disconnect(int event, void *event_data, void *user)
+{
+	struct eh_capture *cap = cap_of(user);
+	struct mosquitto_evt_disconnect *ed = event_data;
+	const char *id = mosquitto_client_id(ed->client);
+
+	(void)event;
+	no_tick_step(cap, id != NULL, false);
+	resolve_write(cap);
+	cap->just_disconnected = ed->client;
+	disconnected(cap, ed, id);
+	cap->last_auth = NULL;
 	maybe_chores(cap);
 	return MOSQ_ERR_SUCCESS;
 }
@@ -931,6 +966,7 @@ static int on_reload(int event, void *event_data, void *user)
 	(void)event;
 	(void)event_data;
 	resolve_write(cap);
+	cap->last_auth = NULL;
 	if (dladdr((void *)eh_capture_init, &info) && info.dli_fname)
 		snprintf(self, sizeof(self), "%s", info.dli_fname);
 	eh_scope_learn(&cap->scope, override, self, cap->index);

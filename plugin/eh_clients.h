@@ -12,11 +12,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* OFFLINE: a session whose connection closed and which the broker may
+/* PENDING: authenticated, not yet known to be accepted; the only state on
+ * the pending list.
+ * LIVE: a connection known to be accepted.
+ * OFFLINE: a session whose connection closed and which the broker may
  * keep; kept only so that a will the broker sends later for it (will
  * delay, session expiry, shutdown) or its resume is known as that
- * session's, never taken for a new client. */
-enum eh_client_state { EH_CLIENT_PENDING, EH_CLIENT_LIVE, EH_CLIENT_OFFLINE };
+ * session's, never taken for a new client.
+ * RECHECKED: first seen at a reload's re-checks on a broker without TICK:
+ * an offline session being re-checked, or a new connection. It follows the
+ * OFFLINE rules until its own event shows a connection (eh_capture.c,
+ * start_attempt), and stays off the pending list, whose walks by id would
+ * otherwise cover every offline session. */
+enum eh_client_state { EH_CLIENT_PENDING, EH_CLIENT_LIVE, EH_CLIENT_OFFLINE, EH_CLIENT_RECHECKED };
 
 struct eh_client {
 	const void *key;
@@ -25,11 +33,6 @@ struct eh_client {
 	uint8_t state;
 	uint8_t proto_ver;
 	bool attempt_seen; /* we saw its authentication: client.connect is owed */
-	/* First seen at a reload's re-checks on a broker without TICK: an
-	 * offline session being re-checked or a new connection; its own next
-	 * event tells which (eh_capture.c, start_attempt). Such a client is
-	 * LIVE, so that it stays off the pending list. */
-	bool recheck_maybe;
 	uint16_t keepalive;
 	uint16_t flags;    /* EH_EVF_HAS_USERNAME, CLEAN_START, WEBSOCKETS */
 	int64_t ts_ms;     /* wall clock of the connect */

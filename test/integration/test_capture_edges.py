@@ -10,12 +10,13 @@ after every event of the scenario, proves nothing more came.
 import json
 import os
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from eh_harness import (DYNSEC_PLUGIN, MQTTV5, Broker, BrokerTestCase,  # noqa: E402
-                        RawClient, wait_events, write_password_file)
+from eh_harness import (DYNSEC_PLUGIN, MQTTV5, MQTTV311, Broker, BrokerTestCase,  # noqa: E402
+                        RawClient, Will, wait_events, write_password_file)
 from test_transparency import write_dynsec  # noqa: E402
 
 
@@ -112,6 +113,86 @@ class CaptureEdgesTest(BrokerTestCase):
                                                   "client.disconnected"])
         self.assertEqual(kinds(of(evs, "live")), ["client.connect", "client.connected", "client.subscribe",
                                                   "client.disconnected"])
+
+    def per_listener_broker(self, *conf):
+        return self.start(["per_listener_settings true", *conf],
+                          files=[lambda b: write_password_file(b.path("pw"), {"alice": "secret"})],
+                          listeners=[["allow_anonymous true", "password_file {dir}/pw"]])
+
+    def test_takeover_after_sighup_without_tick(self):
+        """A takeover of a connection first seen after the SIGHUP, before any
+        other event: the old connection's will is no denied publish, and its
+        disconnect is a takeover."""
+        b = self.per_listener_broker()
+        b.sighup()
+        time.sleep(0.5)
+        first = RawClient(b.port, "tk", MQTTV5)
+        self.assertEqual(first.connect(username="alice", password="secret", will=Will("will/tk", b"x")).rc, 0)
+        second = RawClient(b.port, "tk", MQTTV5)
+        self.assertEqual(second.connect(username="alice", password="secret").rc, 0)
+        self.assertTrue(first.wait_closed())
+        second.subscribe("s/#", 0)
+        second.disconnect()
+        evs = self.events_until_sentinel(b, username="alice", password="secret")
+        self.assertEqual([(e["event"], e.get("reason")) for e in of(evs, "tk")], [
+            ("client.connect", None), ("client.connected", None), ("client.disconnected", "session_taken_over"),
+            ("client.connect", None), ("client.connected", None), ("client.subscribe", None),
+            ("client.disconnected", "unknown")])
+
+    def test_keepalive_after_sighup_without_tick(self):
+        """A client first seen after the SIGHUP, before any other event, is
+        reported with the keepalive the broker applies."""
+        b = self.per_listener_broker("max_keepalive 30")
+        b.sighup()
+        time.sleep(0.5)
+        c = RawClient(b.port, "ka", MQTTV5)
+        ack = c.connect(username="alice", password="secret", keepalive=600)
+        self.assertEqual(ack.properties.get("server_keep_alive"), 30)
+        c.subscribe("s/#", 0)
+        c.disconnect()
+        evs = self.events_until_sentinel(b, username="alice", password="secret")
+        self.assertEqual([(e["event"], e.get("keepalive")) for e in of(evs, "ka")], [
+            ("client.connect", 30), ("client.connected", 30), ("client.subscribe", None),
+            ("client.disconnected", None)])
+
+    def test_refusal_in_freed_offline_memory_after_sighup(self):
+        """After a SIGHUP without TICK, a refused connection in the memory the
+        broker freed for a session we saw go offline is still a refusal."""
+        b = self.per_listener_broker()
+        for i in range(20):
+            a = RawClient(b.port, "p5-%d" % i, MQTTV5)
+            self.assertEqual(a.connect(username="alice", password="secret").rc, 0)
+            a.subscribe("s/#", 0)
+            a.disconnect()
+            time.sleep(0.02)
+        hold = []
+        for i in range(3):
+            h = RawClient(b.port, "h5-%d" % i, MQTTV5)
+            self.assertEqual(h.connect(username="alice", password="secret").rc, 0)
+            h.subscribe("s/#", 0)
+            hold.append(h)
+        time.sleep(0.3)
+        b.sighup()
+        time.sleep(0.5)
+        for h in hold:
+            h.disconnect()
+        time.sleep(0.2)
+        for _ in range(3):
+            bad = RawClient(b.port, "bad", MQTTV311)
+            self.assertEqual(bad.connect(username="alice", password="wrong").rc, 5)
+            time.sleep(0.05)
+        time.sleep(0.1)
+        ok = RawClient(b.port, "ok", MQTTV311)
+        self.assertEqual(ok.connect(username="alice", password="secret").rc, 0)
+        ok.subscribe("s/#", 0)
+        ok.disconnect()
+        evs = self.events_until_sentinel(b, username="alice", password="secret")
+        self.assertEqual(kinds(of(evs, "bad")), ["client.connect", "client.connect_failed"] * 3)
+        self.assertEqual(kinds(of(evs, "ok")), ["client.connect", "client.connected", "client.subscribe",
+                                                "client.disconnected"])
+        for i in range(3):
+            self.assertEqual(kinds(of(evs, "h5-%d" % i)), ["client.connect", "client.connected",
+                                                          "client.subscribe", "client.disconnected"])
 
     def dynsec_broker(self):
         return self.start(["allow_anonymous false"],
