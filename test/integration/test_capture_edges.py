@@ -194,6 +194,28 @@ class CaptureEdgesTest(BrokerTestCase):
             self.assertEqual(kinds(of(evs, "h5-%d" % i)), ["client.connect", "client.connected",
                                                           "client.subscribe", "client.disconnected"])
 
+    def test_delayed_will_of_session_first_seen_at_recheck(self):
+        """An offline session first seen at a reload's re-checks (its
+        connection, after an earlier SIGHUP, closed with nothing in between)
+        makes no client of its delayed will."""
+        b = self.per_listener_broker()
+        watch = RawClient(b.port, "watch")
+        self.assertEqual(watch.connect(username="alice", password="secret").rc, 0)
+        watch.subscribe("will/#", 0)
+        b.sighup()
+        time.sleep(0.5)
+        dw = RawClient(b.port, "dw", MQTTV5)
+        will = Will("will/dw", b"gone", 0, False, {"will_delay_interval": 2})
+        self.assertEqual(dw.connect(username="alice", password="secret", will=will, session_expiry=60).rc, 0)
+        dw.drop()
+        b.sighup()
+        self.assertEqual([m.topic for m in watch.wait_messages(1)], ["will/dw"])
+        watch.disconnect()
+        evs = self.events_until_sentinel(b, username="alice", password="secret")
+        self.assertEqual(kinds(of(evs, "dw")), [])
+        self.assertEqual(kinds(of(evs, "watch")), ["client.connect", "client.connected", "client.subscribe",
+                                                   "client.disconnected"])
+
     def dynsec_broker(self):
         return self.start(["allow_anonymous false"],
                           files=[lambda b: write_dynsec(b.dir / "dynsec.json")],
