@@ -13,9 +13,11 @@
  * - An ACL WRITE check directly followed by MESSAGE for the same client is
  *   an accepted PUBLISH; followed by anything else it was denied.
  * - DISCONNECT of a live client while another connection with the same id
- *   is pending is a session takeover; a DISCONNECT for a pointer we no
- *   longer track, with such a pending client, is the broker discarding the
- *   old offline session and produces nothing.
+ *   is pending is a session takeover. A session that can outlive its
+ *   connection is remembered as offline after its DISCONNECT, so that the
+ *   DISCONNECT the broker gives it when a connection with its id resumes
+ *   or replaces it produces nothing (as does one for a pointer we no
+ *   longer track, with such a pending client).
  * - A will is an ACL WRITE check with no MESSAGE either, and is not a
  *   denied publish: is_will tells it by who is checked and what came just
  *   before.
@@ -25,7 +27,9 @@
  * broker would have given with no callback at all.
  *
  * Callbacks only copy into the client table and emit through eh_core_emit:
- * no I/O, and allocation only when a client connects.
+ * no I/O, and allocation only when a client connects (none while the
+ * table's spare entries last) and when a held ACL check's topic, behind a
+ * listener's mount_point, is longer than any before (hold_check).
  */
 #include "eh_capture.h"
 
@@ -340,6 +344,18 @@ static void no_tick_step(struct eh_capture *cap, bool recheck, bool will)
 		cap->just_disconnected = NULL;
 }
 
+/* What a callback ends by coming, before its own work: the reload's
+ * re-checks or a will's checks unless it can be one (no_tick_step), a
+ * dynamic-security command's kicks unless it can be one of those, and the
+ * ACL check held for the event that proves it allowed (resolve_write). */
+static void step(struct eh_capture *cap, bool recheck, bool will, bool kick)
+{
+	no_tick_step(cap, recheck, will);
+	if (!kick)
+		cap->control_by = NULL;
+	resolve_write(cap);
+}
+
 static void chores(struct eh_capture *cap, bool pass_end)
 {
 	cap->last_chores_ms = eh_now_ms();
@@ -468,11 +484,9 @@ static int on_basic_auth(int event, void *event_data, void *user)
 	struct mosquitto_evt_basic_auth *ed = event_data;
 
 	(void)event;
-	no_tick_step(cap, true, false);
-	cap->control_by = NULL;
+	step(cap, true, false, false);
 	cap->last_auth = ed->client;
 	place_tails(cap);
-	resolve_write(cap);
 	start_attempt(cap, ed->client);
 	maybe_chores(cap);
 #if EH_HAVE_21
@@ -489,10 +503,8 @@ static int on_ext_auth_start(int event, void *event_data, void *user)
 	struct eh_client *c;
 
 	(void)event;
-	no_tick_step(cap, false, false);
+	step(cap, false, false, false);
 	cap->last_auth = ed->client;
-	cap->control_by = NULL;
-	resolve_write(cap);
 	c = eh_clients_find(&cap->clients, ed->client);
 	/* (a connected client's START is an MQTT 5 re-authentication) */
 	if (!c || c->state == EH_CLIENT_OFFLINE)
@@ -604,11 +616,8 @@ static int on_acl_check(int event, void *event_data, void *user)
 	bool kick = kick_recheck(cap, ed);
 
 	(void)event;
-	no_tick_step(cap, will, will);
-	if (!kick)
-		cap->control_by = NULL;
+	step(cap, will, will, kick);
 	place_tails(cap);
-	resolve_write(cap);
 	maybe_chores(cap);
 	if (ed->access == MOSQ_ACL_READ) /* deliveries, also of a takeover's will */
 		goto out;
@@ -664,12 +673,10 @@ static int on_message(int event, void *event_data, void *user)
 	size_t len = ed->topic ? strlen(ed->topic) : 0;
 
 	(void)event;
-	no_tick_step(cap, false, false);
-	cap->last_auth = NULL;
-	cap->control_by = NULL;
 	/* The WRITE check this MESSAGE follows was allowed. */
 	check_allowed(cap, ed->client, EH_ACTION_PUBLISH, ed->topic, len);
-	resolve_write(cap);
+	step(cap, false, false, false);
+	cap->last_auth = NULL;
 	c = known_client(cap, ed->client);
 	if (c && eh_core_wants(cap->core, EH_EV_PUBLISH)) {
 		struct eh_event ev;
@@ -840,8 +847,8 @@ static int on_disconnect(int event, void *event_data, void *user)
 	const char *id = mosquitto_client_id(ed->client);
 
 	(void)event;
-	no_tick_step(cap, id != NULL, false);
-	resolve_write(cap);
+	/* (a kick's DISCONNECT is one of a dynamic-security command's) */
+	step(cap, id != NULL, false, true);
 	cap->just_disconnected = ed->client;
 	disconnected(cap, ed, id);
 	cap->last_auth = NULL;
@@ -967,6 +974,7 @@ static int on_reload(int event, void *event_data, void *user)
 	(void)event_data;
 	resolve_write(cap);
 	cap->last_auth = NULL;
+	cap->control_by = NULL;
 	if (dladdr((void *)eh_capture_init, &info) && info.dli_fname)
 		snprintf(self, sizeof(self), "%s", info.dli_fname);
 	eh_scope_learn(&cap->scope, override, self, cap->index);
