@@ -1,9 +1,10 @@
 /*
  * eh_clients: what the capture code remembers about each client it has seen
- * authenticate, keyed by the broker's client pointer. The broker's strings
- * are borrowed only for one callback, and on 2.0 the client id is freed on
- * a refused CONNECT, so the id, username and address are copied here once
- * per connection (never per event). Broker thread only.
+ * authenticate or taken in at its first event, and about the offline
+ * sessions they leave, keyed by the broker's client pointer. The broker's
+ * strings are borrowed only for one callback, and on 2.0 the client id is
+ * freed on a refused CONNECT, so the id, username and address are copied
+ * here once per connection (never per event). Broker thread only.
  */
 #ifndef EH_CLIENTS_H
 #define EH_CLIENTS_H
@@ -18,7 +19,17 @@
  * OFFLINE: a session whose connection closed and which the broker may
  * keep; kept only so that a will the broker sends later for it (will
  * delay, session expiry, shutdown) or its resume is known as that
- * session's, never taken for a new client.
+ * session's, never taken for a new client. Plugin API v5 on 2.0 tells
+ * neither a session's expiry nor whether it has a will, so every MQTT 5 or
+ * durable MQTT 3.1.x session is kept (never a clean 3.1.x one), also one
+ * with expiry 0 and no will. An entry goes at the DISCONNECT that resumes
+ * or replaces the session, or when the broker's memory for it is seen
+ * reused by another client (eh_capture.c, find_current); one whose memory
+ * the broker freed silently (expiry) and never reused stays. The broker's
+ * contexts are all of one size and freed memory is reused for the next, so
+ * in practice the table levels off near the broker's peak number of
+ * contexts (connections plus offline sessions), about 260 bytes each; it
+ * has no other bound.
  * RECHECKED: first seen at a reload's re-checks on a broker without TICK:
  * an offline session being re-checked, or a new connection. It follows the
  * OFFLINE rules until its own event shows a connection (eh_capture.c,
