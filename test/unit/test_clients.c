@@ -90,14 +90,21 @@ START_TEST(spares_are_bounded)
 }
 END_TEST
 
+/* A fresh table holding two LIVE clients, keys[0] and keys[1]. */
+static void two_clients(struct eh_clients *t, struct eh_client **a, const char *id_a, struct eh_client **b,
+			const char *id_b)
+{
+	ck_assert_int_eq(eh_clients_init(t), 0);
+	*a = eh_clients_add(t, &keys[0], id_a, NULL, NULL);
+	*b = eh_clients_add(t, &keys[1], id_b, NULL, NULL);
+}
+
 START_TEST(pending_with_id)
 {
 	struct eh_clients t;
 	struct eh_client *a, *b;
 
-	ck_assert_int_eq(eh_clients_init(&t), 0);
-	a = eh_clients_add(&t, &keys[0], "same", NULL, NULL);
-	b = eh_clients_add(&t, &keys[1], "same", NULL, NULL);
+	two_clients(&t, &a, "same", &b, "same");
 	ck_assert_ptr_null(eh_clients_pending_with_id(&t, NULL, "same", 4));
 	eh_clients_set_state(&t, b, EH_CLIENT_PENDING);
 	ck_assert_ptr_eq(eh_clients_pending_with_id(&t, a, "same", 4), b);
@@ -105,6 +112,31 @@ START_TEST(pending_with_id)
 	ck_assert_ptr_null(eh_clients_pending_with_id(&t, NULL, "sam", 3));
 	eh_clients_remove(&t, b);
 	ck_assert_ptr_null(eh_clients_pending_with_id(&t, NULL, "same", 4));
+	eh_clients_free(&t);
+}
+END_TEST
+
+START_TEST(rechecked_stays_off_pending_list)
+{
+	struct eh_clients t;
+	struct eh_client *a, *b;
+
+	two_clients(&t, &a, "same", &b, "other");
+	eh_clients_set_state(&t, b, EH_CLIENT_PENDING);
+	eh_clients_set_state(&t, a, EH_CLIENT_RECHECKED);
+	ck_assert_ptr_null(eh_clients_pending_with_id(&t, NULL, "same", 4));
+	ck_assert_ptr_eq(t.pending, b);
+	ck_assert_ptr_null(b->pending_next);
+	/* a refusal makes it pending, an accepted connection live */
+	eh_clients_set_state(&t, a, EH_CLIENT_PENDING);
+	ck_assert_ptr_eq(eh_clients_pending_with_id(&t, NULL, "same", 4), a);
+	eh_clients_set_state(&t, a, EH_CLIENT_LIVE);
+	ck_assert_ptr_null(eh_clients_pending_with_id(&t, NULL, "same", 4));
+	eh_clients_set_state(&t, b, EH_CLIENT_RECHECKED);
+	ck_assert_ptr_null(t.pending);
+	eh_clients_remove(&t, b);
+	ck_assert_ptr_eq(eh_clients_find(&t, &keys[0]), a);
+	ck_assert_ptr_null(eh_clients_find(&t, &keys[1]));
 	eh_clients_free(&t);
 }
 END_TEST
@@ -118,6 +150,7 @@ static Suite *clients_suite(void)
 	tcase_add_test(tc, reused_entry_is_clean);
 	tcase_add_test(tc, spares_are_bounded);
 	tcase_add_test(tc, pending_with_id);
+	tcase_add_test(tc, rechecked_stays_off_pending_list);
 	suite_add_tcase(s, tc);
 	return s;
 }
