@@ -67,9 +67,10 @@ struct eh_capture {
 	/* Re-authentication checks after SIGHUP: until TICK, or without TICK
 	 * until the first callback that cannot be one (no_tick_step). */
 	bool reload_window;
-	/* The client of a BASIC_AUTH or EXT_AUTH_START with nothing since but
-	 * the will checks of a takeover it causes: a connection it replaces is
-	 * disconnected only after them (connect__on_authorised), and the
+	/* The client of the last BASIC_AUTH or EXT_AUTH_START, until any
+	 * callback but a READ check (a restored session's deliveries) or a
+	 * takeover's will check clears it: a connection it replaces is
+	 * disconnected only after those (connect__on_authorised), and the
 	 * rules for a takeover's will and disconnect need the new one. */
 	struct mosquitto *last_auth;
 	const void *just_disconnected; /* its will's WRITE check follows */
@@ -505,9 +506,9 @@ static int on_ext_auth_start(int event, void *event_data, void *user)
 	(void)event;
 	step(cap, false, false, false);
 	cap->last_auth = ed->client;
-	c = eh_clients_find(&cap->clients, ed->client);
+	c = find_current(cap, ed->client);
 	/* (a connected client's START is an MQTT 5 re-authentication) */
-	if (!c || c->state == EH_CLIENT_OFFLINE)
+	if (!c || maybe_offline(c))
 		start_attempt(cap, ed->client);
 	return MOSQ_ERR_PLUGIN_DEFER;
 }
