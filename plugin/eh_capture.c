@@ -44,6 +44,16 @@
 #include "eh_scope.h"
 
 #define TOPIC_MAX 65536
+/* About 10,000 wills of short topics at a broker's stop. */
+#define DENIALS_BYTES (1u << 20)
+
+struct held_denial {
+	const void *client;
+	int64_t ts_ms;
+	uint32_t topic_len; /* the topic's bytes follow */
+	uint8_t qos, action;
+	bool retain;
+};
 
 struct eh_capture {
 	struct eh_core *core;
@@ -79,6 +89,14 @@ struct eh_capture {
 	/* An ACL WRITE check waiting for its MESSAGE (or, on 2.1, a SUBSCRIBE
 	 * check waiting for its SUBSCRIBE event). */
 	bool write_pending;
+	/* Denials an ACL check resolved, kept (as struct held_denial records)
+	 * until a callback that is not an ACL check shows the broker still in
+	 * its loop: after its last TICK, 2.0.11 checks the wills of the
+	 * clients still connected exactly like their publishes, with nothing
+	 * else between them and the plugin's cleanup, which drops what is
+	 * left. DENIALS_BYTES, allocated at the first one. */
+	unsigned char *denials;
+	size_t denials_used;
 	uint8_t write_action; /* enum eh_action */
 	const void *write_client;
 	uint8_t write_qos;
@@ -105,6 +123,8 @@ struct eh_capture {
 	} regs[16];
 	size_t nregs;
 };
+
+static void emit(struct eh_capture *cap, struct eh_event *ev);
 
 static struct eh_capture *cap_of(void *user)
 {
@@ -134,7 +154,7 @@ static void emit_owed_connect(struct eh_capture *cap, struct eh_client *c)
 	if (c->attempt_seen && eh_core_wants(cap->core, EH_EV_CONNECT)) {
 		ev_from_client(&ev, EH_EV_CONNECT, c);
 		ev.ts_ms = c->ts_ms;
-		eh_core_emit(cap->core, &ev);
+		emit(cap, &ev);
 	}
 	c->attempt_seen = false;
 }
@@ -149,7 +169,7 @@ static void emit_connected(struct eh_capture *cap, struct eh_client *c, bool inf
 		ev.ts_ms = c->ts_ms;
 		if (inferred)
 			ev.flags |= EH_EVF_INFERRED;
-		eh_core_emit(cap->core, &ev);
+		emit(cap, &ev);
 	}
 }
 
@@ -182,7 +202,7 @@ static void emit_disconnected(struct eh_capture *cap, struct eh_client *c, unsig
 	ev.connected_ms = eh_now_ms() - c->mono_ms;
 	ev.flags &= (uint16_t)~EH_EVF_CLEAN_START;
 	ev.flags |= EH_EVF_HAS_CONNECTED_MS;
-	eh_core_emit(cap->core, &ev);
+	emit(cap, &ev);
 }
 
 static void emit_connect_failed(struct eh_capture *cap, struct eh_client *c, unsigned reason)
@@ -194,7 +214,7 @@ static void emit_connect_failed(struct eh_capture *cap, struct eh_client *c, uns
 		ev_from_client(&ev, EH_EV_CONNECT_FAILED, c);
 		ev.reason = (uint8_t)reason;
 		ev.flags &= (uint16_t)~EH_EVF_CLEAN_START;
-		eh_core_emit(cap->core, &ev);
+		emit(cap, &ev);
 	}
 }
 
@@ -211,7 +231,7 @@ static void emit_topic_event(struct eh_capture *cap, struct eh_client *c, unsign
 		ev.flags |= EH_EVF_GRANTED_KNOWN | EH_EVF_GRANTED;
 	if (type == EH_EV_AUTHZ_DENIED)
 		ev.action = EH_ACTION_PUBLISH;
-	eh_core_emit(cap->core, &ev);
+	emit(cap, &ev);
 }
 
 /* ---- client table ---- */
@@ -298,28 +318,79 @@ static struct eh_client *known_client(struct eh_capture *cap, struct mosquitto *
 
 /* ---- inference steps shared by every callback ---- */
 
-static void resolve_write(struct eh_capture *cap)
+static void emit_denial(struct eh_capture *cap, const struct held_denial *d, const char *topic)
 {
-	struct eh_client *c;
+	struct eh_client *c = eh_clients_find(&cap->clients, d->client);
+	struct eh_event ev;
+
+	if (!c)
+		return;
+	ev_from_client(&ev, EH_EV_AUTHZ_DENIED, c);
+	ev.ts_ms = d->ts_ms;
+	ev.flags &= (uint16_t)~EH_EVF_CLEAN_START;
+	if (d->retain && d->action != EH_ACTION_SUBSCRIBE)
+		ev.flags |= EH_EVF_RETAIN;
+	ev.qos = d->qos;
+	ev.action = d->action;
+	ev.f[EH_F_TOPIC] = (struct eh_bytes){ topic, d->topic_len };
+	eh_core_emit(cap->core, &ev);
+}
+
+static size_t held_size(uint32_t topic_len)
+{
+	return (sizeof(struct held_denial) + topic_len + 7) & ~(size_t)7;
+}
+
+/* The denials kept so far are real: the broker is still in its loop. */
+static void confirm_denials(struct eh_capture *cap)
+{
+	for (size_t at = 0; at < cap->denials_used;) {
+		struct held_denial d;
+
+		memcpy(&d, cap->denials + at, sizeof(d));
+		emit_denial(cap, &d, (const char *)cap->denials + at + sizeof(d));
+		at += held_size(d.topic_len);
+	}
+	cap->denials_used = 0;
+}
+
+/* The ACL check held for its MESSAGE did not get it: it was denied. by_acl:
+ * this callback is itself an ACL check, so the denial is kept for
+ * confirm_denials (it may be a will at the broker's stop). */
+static void resolve_write(struct eh_capture *cap, bool by_acl)
+{
+	struct held_denial d;
+	size_t need;
 
 	if (!cap->write_pending)
 		return;
 	cap->write_pending = false;
-	c = eh_clients_find(&cap->clients, cap->write_client);
-	if (c && eh_core_wants(cap->core, EH_EV_AUTHZ_DENIED)) {
-		struct eh_event ev;
-
-		ev_from_client(&ev, EH_EV_AUTHZ_DENIED, c);
-		ev.flags &= (uint16_t)~EH_EVF_CLEAN_START;
-		if (cap->write_retain)
-			ev.flags |= EH_EVF_RETAIN;
-		ev.qos = cap->write_qos;
-		ev.action = cap->write_action;
-		if (ev.action == EH_ACTION_SUBSCRIBE)
-			ev.flags &= (uint16_t)~EH_EVF_RETAIN;
-		ev.f[EH_F_TOPIC] = (struct eh_bytes){ cap->write_topic, cap->write_topic_len };
-		eh_core_emit(cap->core, &ev);
+	if (!eh_core_wants(cap->core, EH_EV_AUTHZ_DENIED) || !eh_clients_find(&cap->clients, cap->write_client))
+		return;
+	d = (struct held_denial){ cap->write_client, eh_wall_ms(), cap->write_topic_len, cap->write_qos,
+				  cap->write_action, cap->write_retain };
+	need = held_size(d.topic_len);
+	if (by_acl && need <= DENIALS_BYTES && !cap->denials)
+		cap->denials = malloc(DENIALS_BYTES);
+	if (!by_acl || !cap->denials || need > DENIALS_BYTES) {
+		confirm_denials(cap);
+		emit_denial(cap, &d, cap->write_topic);
+		return;
 	}
+	/* Full: the oldest are confirmed rather than anything lost. */
+	if (cap->denials_used + need > DENIALS_BYTES)
+		confirm_denials(cap);
+	memcpy(cap->denials + cap->denials_used, &d, sizeof(d));
+	memcpy(cap->denials + cap->denials_used + sizeof(d), cap->write_topic, d.topic_len);
+	cap->denials_used += need;
+}
+
+/* Capture's events go out after the denials kept before them, in order. */
+static void emit(struct eh_capture *cap, struct eh_event *ev)
+{
+	if (cap->denials_used)
+		confirm_denials(cap);
+	eh_core_emit(cap->core, ev);
 }
 
 static void promote_all_pending(struct eh_capture *cap)
@@ -348,13 +419,16 @@ static void no_tick_step(struct eh_capture *cap, bool recheck, bool will)
 /* What a callback ends by coming, before its own work: the reload's
  * re-checks or a will's checks unless it can be one (no_tick_step), a
  * dynamic-security command's kicks unless it can be one of those, and the
- * ACL check held for the event that proves it allowed (resolve_write). */
-static void step(struct eh_capture *cap, bool recheck, bool will, bool kick)
+ * ACL check held for the event that proves it allowed (resolve_write);
+ * one that is not an ACL check also shows the kept denials real. */
+static void step(struct eh_capture *cap, bool recheck, bool will, bool kick, bool acl)
 {
 	no_tick_step(cap, recheck, will);
 	if (!kick)
 		cap->control_by = NULL;
-	resolve_write(cap);
+	if (!acl && cap->denials_used)
+		confirm_denials(cap);
+	resolve_write(cap, acl);
 }
 
 static void chores(struct eh_capture *cap, bool pass_end)
@@ -485,7 +559,7 @@ static int on_basic_auth(int event, void *event_data, void *user)
 	struct mosquitto_evt_basic_auth *ed = event_data;
 
 	(void)event;
-	step(cap, true, false, false);
+	step(cap, true, false, false, false);
 	cap->last_auth = ed->client;
 	place_tails(cap);
 	start_attempt(cap, ed->client);
@@ -504,7 +578,7 @@ static int on_ext_auth_start(int event, void *event_data, void *user)
 	struct eh_client *c;
 
 	(void)event;
-	step(cap, false, false, false);
+	step(cap, false, false, false, false);
 	cap->last_auth = ed->client;
 	c = find_current(cap, ed->client);
 	/* (a connected client's START is an MQTT 5 re-authentication) */
@@ -617,7 +691,7 @@ static int on_acl_check(int event, void *event_data, void *user)
 	bool kick = kick_recheck(cap, ed);
 
 	(void)event;
-	step(cap, will, will, kick);
+	step(cap, will, will, kick, true);
 	place_tails(cap);
 	maybe_chores(cap);
 	if (ed->access == MOSQ_ACL_READ) /* deliveries, also of a takeover's will */
@@ -676,7 +750,7 @@ static int on_message(int event, void *event_data, void *user)
 	(void)event;
 	/* The WRITE check this MESSAGE follows was allowed. */
 	check_allowed(cap, ed->client, EH_ACTION_PUBLISH, ed->topic, len);
-	step(cap, false, false, false);
+	step(cap, false, false, false, false);
 	cap->last_auth = NULL;
 	c = known_client(cap, ed->client);
 	if (c && eh_core_wants(cap->core, EH_EV_PUBLISH)) {
@@ -694,7 +768,7 @@ static int on_message(int event, void *event_data, void *user)
 		kept = ed->payloadlen < cap->payload_max ? ed->payloadlen : cap->payload_max;
 		ev.payload_size = ed->payloadlen;
 		ev.f[EH_F_PAYLOAD] = (struct eh_bytes){ ed->payload, kept };
-		eh_core_emit(cap->core, &ev);
+		emit(cap, &ev);
 	}
 	maybe_chores(cap);
 	/* An observer must not change or refuse the message. */
@@ -849,7 +923,7 @@ static int on_disconnect(int event, void *event_data, void *user)
 
 	(void)event;
 	/* (a kick's DISCONNECT is one of a dynamic-security command's) */
-	step(cap, id != NULL, false, true);
+	step(cap, id != NULL, false, true, false);
 	cap->just_disconnected = ed->client;
 	disconnected(cap, ed, id);
 	cap->last_auth = NULL;
@@ -868,7 +942,8 @@ static int on_tick(int event, void *event_data, void *user)
 		mosquitto_log_printf(MOSQ_LOG_NOTICE, "eventhook: this broker calls TICK with per_listener_settings "
 				     "after all: the earlier warning about stalls does not apply");
 	cap->tick_seen = true;
-	resolve_write(cap);
+	confirm_denials(cap);
+	resolve_write(cap, false);
 	if (!cap->v21)
 		promote_all_pending(cap);
 	cap->just_disconnected = NULL;
@@ -896,7 +971,8 @@ static int on_connect_21(int event, void *event_data, void *user)
 	struct eh_client *c;
 
 	(void)event;
-	resolve_write(cap);
+	confirm_denials(cap);
+	resolve_write(cap, false);
 	c = eh_clients_find(&cap->clients, ed->client);
 	if (c && c->state == EH_CLIENT_OFFLINE) {
 		/* memory of a freed offline session, reused */
@@ -922,7 +998,8 @@ static int on_subscribe_21(int event, void *event_data, void *user)
 
 	(void)event;
 	check_allowed(cap, ed->client, EH_ACTION_SUBSCRIBE, topic, len);
-	resolve_write(cap);
+	confirm_denials(cap);
+	resolve_write(cap, false);
 	c = known_client(cap, ed->client);
 	if (c && topic && eh_core_wants(cap->core, EH_EV_SUBSCRIBE)) {
 		bool saved = cap->granted_known;
@@ -943,7 +1020,8 @@ static int on_unsubscribe_21(int event, void *event_data, void *user)
 	struct eh_client *c;
 
 	(void)event;
-	resolve_write(cap);
+	confirm_denials(cap);
+	resolve_write(cap, false);
 	c = known_client(cap, ed->client);
 	if (c && topic && eh_core_wants(cap->core, EH_EV_UNSUBSCRIBE))
 		emit_topic_event(cap, c, EH_EV_UNSUBSCRIBE, topic, strlen(topic), 0);
@@ -973,7 +1051,8 @@ static int on_reload(int event, void *event_data, void *user)
 
 	(void)event;
 	(void)event_data;
-	resolve_write(cap);
+	confirm_denials(cap);
+	resolve_write(cap, false);
 	cap->last_auth = NULL;
 	cap->control_by = NULL;
 	if (dladdr((void *)eh_capture_init, &info) && info.dli_fname)
@@ -1250,7 +1329,10 @@ void eh_capture_cleanup(struct eh_core *core)
 
 	if (!cap)
 		return;
-	resolve_write(cap);
+	/* No callback came after these to show them real: they are the wills
+	 * of the clients still connected, checked after the last TICK. */
+	cap->write_pending = false;
+	cap->denials_used = 0;
 	cap->stopping = true;
 	promote_all_pending(cap);
 	/* The broker frees connected clients at shutdown without a DISCONNECT
@@ -1269,6 +1351,7 @@ void eh_capture_cleanup(struct eh_core *core)
 		mosquitto_callback_unregister(cap->pid, cap->regs[cap->nregs].event, cap->regs[cap->nregs].cb, NULL);
 	eh_clients_free(&cap->clients);
 	free(cap->write_topic);
+	free(cap->denials);
 	free(cap);
 	core->capture = NULL;
 }

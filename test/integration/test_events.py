@@ -757,6 +757,36 @@ class EventsTest(BrokerTestCase):
                          [("message.publish", "mp/ok/1"), ("client.authz_denied", "mp/" + long_topic),
                           ("client.authz_denied", "mp/no/1")])
 
+    def test_wills_at_stop_are_not_denials_and_real_denials_stay(self):
+        # At its stop, 2.0.11 checks the wills of the clients still
+        # connected like publishes, after its last TICK: those are no
+        # denials. Denials that follow one another (each resolved by the
+        # next ACL check) are still reported, in order.
+        b = self.broker(conf=("allow_anonymous true", "acl_file {dir}/acl"),
+                        files={"acl": "topic readwrite ok/#\n"})
+        stayers = []
+        for cid, topic in (("w-ok", "ok/will"), ("w-no", "no/will")):
+            c = RawClient(b.port, cid)
+            self.assertEqual(c.connect(will=Will(topic, b"gone")).rc, 0)
+            stayers.append(c)
+        d = RawClient(b.port, "denied", MQTTV5)
+        self.assertEqual(d.connect().rc, 0)
+        self.assertEqual(d.publish("no/1", b"x", 1), 135)
+        self.assertEqual(d.publish("no/2", b"x", 1), 135)
+        self.assertEqual(d.publish("ok/3", b"x", 1), 16)  # accepted, no matching subscribers
+        self.assertEqual(d.publish("no/4", b"x", 1), 135)
+        self.sentinel(b)
+        self.assertEqual(b.stop(), 0)
+        evs = read_events(b.events_path)
+        self.assertEqual([(e["clientid"], e["event"], e.get("topic")) for e in evs
+                          if e["event"] in ("client.authz_denied", "message.publish")],
+                         [("denied", "client.authz_denied", "no/1"), ("denied", "client.authz_denied", "no/2"),
+                          ("denied", "message.publish", "ok/3"), ("denied", "client.authz_denied", "no/4")])
+        self.assertEqual(sorted(e["clientid"] for e in evs if e["event"] == "client.disconnected"
+                                and e["reason"] == "broker_shutdown"), ["denied", "w-no", "w-ok"])
+        for c in stayers + [d]:
+            c.close()
+
     def test_local_sink_counts_shutdown_events_left(self):
         # Mosquitto leaves its loop before it calls the plugin's cleanup and
         # never routes a message after that: the broker_shutdown
