@@ -229,8 +229,6 @@ static void emit_topic_event(struct eh_capture *cap, struct eh_client *c, unsign
 	ev.f[EH_F_TOPIC] = (struct eh_bytes){ topic, (uint32_t)topic_len };
 	if (type == EH_EV_SUBSCRIBE && cap->granted_known)
 		ev.flags |= EH_EVF_GRANTED_KNOWN | EH_EVF_GRANTED;
-	if (type == EH_EV_AUTHZ_DENIED)
-		ev.action = EH_ACTION_PUBLISH;
 	emit(cap, &ev);
 }
 
@@ -336,9 +334,10 @@ static void emit_denial(struct eh_capture *cap, const struct held_denial *d, con
 	eh_core_emit(cap->core, &ev);
 }
 
+/* Records are read back with memcpy: no alignment needed. */
 static size_t held_size(uint32_t topic_len)
 {
-	return (sizeof(struct held_denial) + topic_len + 7) & ~(size_t)7;
+	return sizeof(struct held_denial) + topic_len;
 }
 
 /* The denials kept so far are real: the broker is still in its loop. */
