@@ -761,10 +761,9 @@ static void restart_producer(struct kafka_sink *k)
 		k->kept_head = 0;
 		k->kept_len = n;
 		qsort(k->kept, n, sizeof(*k->kept), by_number);
-	}
-	if (n)
 		eh_sink_log(k->sink, MOSQ_LOG_WARNING, "new producer takes again the %zu event(s) the failed one held, "
 			    "in order; those that were in flight may reach Kafka twice (same id)", n);
+	}
 	/* On failure, recover opens and produces them later. */
 	if (kafka_open(k) == 0)
 		produce_kept(k);
