@@ -67,8 +67,25 @@ static void write_hdr(uint8_t *at, uint32_t len)
 	memcpy(at, &len, sizeof(len));
 }
 
-void *eh_ring_reserve_sp(struct eh_ring *ring, uint32_t len)
+/* The head position below which eh_ring_reserve_sp needs none of the work
+ * below, from the state seen at head (the head before this reserve, so that
+ * the bound holds whether or not the record is published). */
+static uint64_t fast_end(const struct eh_ring *ring, uint64_t head)
 {
+	uint64_t lap_end = (head | ring->mask) + 1;
+	uint64_t room_end = ring->tail_seen + ring->size;
+	/* The rewind check is skipped while head is below next_rewind_try or
+	 * in the buffer's first quarter. */
+	uint64_t quarter = lap_end - ring->size + ring->size / 4;
+	uint64_t rewind_end = ring->next_rewind_try > quarter ? ring->next_rewind_try : quarter;
+	uint64_t end = lap_end < room_end ? lap_end : room_end;
+
+	return end < rewind_end ? end : rewind_end;
+}
+
+void *eh_ring_reserve_slow_sp(struct eh_ring *ring, uint32_t len)
+{
+	uint64_t start;
 	uint64_t need, head, pos, to_end, total, used;
 	bool need_rewind = false;
 
@@ -84,7 +101,7 @@ void *eh_ring_reserve_sp(struct eh_ring *ring, uint32_t len)
 			return NULL;
 	}
 	need = align_up(EH_RING_HDR + (uint64_t)len);
-	head = atomic_load_explicit(&ring->head, memory_order_relaxed);
+	head = start = atomic_load_explicit(&ring->head, memory_order_relaxed);
 	pos = head & ring->mask;
 	to_end = ring->size - pos;
 	total = need <= to_end ? need : to_end + need;
@@ -117,6 +134,7 @@ void *eh_ring_reserve_sp(struct eh_ring *ring, uint32_t len)
 	}
 	write_hdr(ring->buf + pos, len);
 	ring->head_pending = head + need;
+	ring->fast_end = fast_end(ring, start);
 	return ring->buf + pos + EH_RING_HDR;
 }
 

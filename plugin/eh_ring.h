@@ -24,6 +24,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define EH_RING_ALIGN 8u
 #define EH_RING_HDR 8u
@@ -36,6 +37,10 @@ struct eh_ring {
 	uint64_t head_pending;
 	uint64_t tail_seen;
 	uint64_t next_rewind_try; /* head position of the next rewind check */
+	/* Below this head position a record needs none of the slow path's
+	 * work: it fits in the room tail_seen shows, before the buffer's end,
+	 * and no rewind check is due. 0 until the first reserve. */
+	uint64_t fast_end;
 	_Atomic uint64_t records_in; /* written by the producer only */
 	uint64_t out_seen;           /* cached records_out, like tail_seen */
 
@@ -70,10 +75,28 @@ int eh_ring_init(struct eh_ring *ring, size_t bytes, uint64_t max_records);
 /* Any thread, after both sides stopped. Tolerates a zeroed ring. */
 void eh_ring_destroy(struct eh_ring *ring);
 
+void *eh_ring_reserve_slow_sp(struct eh_ring *ring, uint32_t len);
+
 /* Producer thread. Returns a pointer to len writable bytes, or NULL when the
  * ring has no room (in bytes or records) or len exceeds max_record.
- * Nothing is visible to the consumer until eh_ring_commit_sp. */
-void *eh_ring_reserve_sp(struct eh_ring *ring, uint32_t len);
+ * Nothing is visible to the consumer until eh_ring_commit_sp. Inline: the
+ * usual record, which neither wraps nor finds the ring full, costs a few
+ * compares on the broker's hot path. */
+static inline void *eh_ring_reserve_sp(struct eh_ring *ring, uint32_t len)
+{
+	uint64_t head = atomic_load_explicit(&ring->head, memory_order_relaxed);
+	uint64_t need = ((uint64_t)len + EH_RING_HDR + EH_RING_ALIGN - 1) & ~(uint64_t)(EH_RING_ALIGN - 1);
+
+	if (head + need <= ring->fast_end && len <= ring->max_record
+	    && atomic_load_explicit(&ring->records_in, memory_order_relaxed) - ring->out_seen < ring->max_records) {
+		uint8_t *at = ring->buf + (head & ring->mask);
+
+		memcpy(at, &len, sizeof(len));
+		ring->head_pending = head + need;
+		return at + EH_RING_HDR;
+	}
+	return eh_ring_reserve_slow_sp(ring, len);
+}
 /* Producer thread: publishes the reserved record and wakes a sleeping
  * consumer. */
 void eh_ring_commit_sp(struct eh_ring *ring);

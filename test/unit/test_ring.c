@@ -388,6 +388,58 @@ static void *wait_thread(void *arg)
 	return NULL;
 }
 
+/* The inline fast path of eh_ring_reserve_sp places every record where the
+ * full algorithm alone (eh_ring_reserve_slow_sp) places it, and refuses
+ * the same ones: two rings fed the same pushes and releases, one through
+ * each, across wraps, rewinds, both capacity limits and oversize records. */
+START_TEST(ring_fast_path_matches_full)
+{
+	struct eh_ring a, b;
+	uint64_t pushed = 0, fast = 0;
+	uint32_t x = 12345;
+
+	ck_assert_int_eq(eh_ring_init(&a, 16384, 100), 0);
+	ck_assert_int_eq(eh_ring_init(&b, 16384, 100), 0);
+	for (int step = 0; step < 400000; step++) {
+		x = x * 1103515245u + 12345u;
+		if ((x >> 16) % 8 < 5) {
+			uint32_t len = (x >> 8) % 97 == 0 ? (uint32_t)a.max_record + 1 : 1 + (x >> 4) % 600;
+			uint64_t end_before = a.fast_end;
+			void *sa = eh_ring_reserve_sp(&a, len);
+			void *sb = eh_ring_reserve_slow_sp(&b, len);
+
+			fast += end_before && a.fast_end == end_before && sa;
+			ck_assert_int_eq(sa == NULL, sb == NULL);
+			if (!sa)
+				continue;
+			ck_assert_uint_eq((uint64_t)((uint8_t *)sa - a.buf), (uint64_t)((uint8_t *)sb - b.buf));
+			ck_assert_uint_eq(a.head_pending, b.head_pending);
+			memset(sa, 0xa5, len);
+			eh_ring_commit_sp(&a);
+			eh_ring_commit_sp(&b);
+			pushed++;
+		} else {
+			struct eh_ring_rec ra[64], rb[64];
+			size_t want = 1 + (x >> 20) % 64;
+			size_t na = eh_ring_peek_sc(&a, ra, want);
+			size_t nb = eh_ring_peek_sc(&b, rb, want);
+
+			ck_assert_uint_eq(na, nb);
+			if (!na)
+				continue;
+			ck_assert_uint_eq(ra[na - 1].end, rb[nb - 1].end);
+			eh_ring_release_sc(&a, &ra[na - 1], na);
+			eh_ring_release_sc(&b, &rb[nb - 1], nb);
+		}
+	}
+	/* Both paths were taken many times. */
+	ck_assert_uint_gt(fast, pushed / 2);
+	ck_assert_uint_lt(fast, pushed);
+	eh_ring_destroy(&a);
+	eh_ring_destroy(&b);
+}
+END_TEST
+
 START_TEST(ring_wait_returns)
 {
 	struct eh_ring r;
@@ -599,6 +651,7 @@ static Suite *ring_suite(void)
 	tcase_add_test(tc, ring_byte_capacity);
 	tcase_add_test(tc, ring_record_capacity);
 	tcase_add_test(tc, ring_oversize_refused);
+	tcase_add_test(tc, ring_fast_path_matches_full);
 	tcase_add_test(tc, ring_wait_returns);
 	tcase_add_test(tc, ring_wait_woken);
 	suite_add_tcase(s, tc);
