@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 enum eh_event_type {
 	EH_EV_CONNECT = 0,
@@ -117,9 +118,15 @@ static inline bool eh_event_payload_truncated(const struct eh_event *ev)
 size_t eh_event_packed_size(const struct eh_event *ev);
 /* Writes ev (header and strings) into out, which has packed_size bytes. */
 void eh_event_pack(const struct eh_event *ev, void *out);
+/* Where a packed record keeps seq (eh_event.c asserts it). */
+#define EH_EVENT_PACKED_SEQ_AT 8
+
 /* Overwrites the seq of a packed record: an event packed once is copied to
  * every interested sink's ring, and each sink numbers its own events. */
-void eh_event_packed_set_seq(void *rec, uint64_t seq);
+static inline void eh_event_packed_set_seq(void *rec, uint64_t seq)
+{
+	memcpy((char *)rec + EH_EVENT_PACKED_SEQ_AT, &seq, sizeof(seq));
+}
 /* Reads a packed record back; the view's strings point into rec.
  * Returns 0, or -1 if the record is malformed. */
 int eh_event_unpack(const void *rec, size_t len, struct eh_event *ev);
