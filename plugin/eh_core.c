@@ -2,9 +2,9 @@
  * eh_core: options, sinks, the emit path and the broker-thread chores.
  *
  * eh_core_emit is the hot path. For each sink whose mask has the event's type
- * (and whose topic filters match), it reserves room in the sink's ring,
- * fills it (packing the event once, copying it for the other sinks) and
- * publishes it; then it wakes the sleeping consumers behind one fence. When a
+ * (core->route) and whose topic filters match, it reserves room in the
+ * sink's ring, fills it (packing the event once, copying it for the other
+ * sinks) and publishes it; then it wakes the sleeping consumers behind one fence. When a
  * ring is full the event is counted as dropped for that sink and the next
  * sink is tried. No lock, no allocation, no system call unless a sink thread
  * is asleep.
@@ -225,6 +225,24 @@ fail:
 	return -1;
 }
 
+void eh_core_route(struct eh_core *core)
+{
+	core->wanted = 0;
+	core->topics_any = false;
+	memset(core->nroute, 0, sizeof(core->nroute));
+	for (size_t i = 0; i < core->nsinks; i++) {
+		struct eh_sink *sink = &core->sinks[i];
+
+		core->wanted |= sink->mask;
+		if (sink->topics.count)
+			core->topics_any = true;
+		for (unsigned t = 0; t < EH_EV_COUNT; t++) {
+			if (sink->mask & EH_EV_BIT(t))
+				core->route[t][core->nroute[t]++] = sink;
+		}
+	}
+}
+
 int eh_core_init(struct eh_core *core, void *plugin_id, const struct eh_kv *kv, size_t count)
 {
 	size_t ngroups = eh_core_option_groups(core->groups, EH_SINKS_MAX + 1);
@@ -295,11 +313,7 @@ int eh_core_init(struct eh_core *core, void *plugin_id, const struct eh_kv *kv, 
 			}
 		}
 	}
-	for (size_t i = 0; i < core->nsinks; i++) {
-		core->wanted |= core->sinks[i].mask;
-		if (core->sinks[i].topics.count)
-			core->topics_any = true;
-	}
+	eh_core_route(core);
 	if (!core->nsinks)
 		mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: no sink is enabled (set plugin_opt_file_path, "
 				     "plugin_opt_local_topic, ...): nothing will be captured");
@@ -339,6 +353,7 @@ static void start_lazy(struct eh_sink *s)
 		s->thread_retry_ms = now + 1000;
 		return;
 	}
+	s->core->lazy_waiting--;
 	if (s->thread_retry_ms)
 		mosquitto_log_printf(MOSQ_LOG_NOTICE, "eventhook: %s: thread started", s->name);
 }
@@ -348,6 +363,7 @@ int eh_core_start(struct eh_core *core)
 	for (size_t i = 0; i < core->nsinks; i++) {
 		if (starts_at_first_event(&core->sinks[i])) {
 			core->sinks[i].thread_lazy = true;
+			core->lazy_waiting++;
 			continue;
 		}
 		if (eh_runner_start(&core->sinks[i])) {
@@ -399,31 +415,35 @@ void eh_core_emit(struct eh_core *core, struct eh_event *ev)
 	const struct eh_bytes *topic = &ev->f[EH_F_TOPIC];
 	bool has_topic = EH_EV_BIT(ev->type) & EH_EV_MASK_TOPIC;
 	struct eh_sink *filled[EH_SINKS_MAX];
+	struct eh_sink *const *route;
 	const void *packed = NULL;
-	size_t size = 0, nfilled = 0;
+	size_t size, nroute, nfilled = 0;
+	bool filter;
 
 	if (!(core->wanted & EH_EV_BIT(ev->type)))
 		return;
 	if (has_topic && core->topics.count && !eh_topics_match(&core->topics, topic->ptr, topic->len))
 		return;
 	ev->number = ++core->number;
+	/* In locals: the compiler cannot know that the ring stores below
+	 * leave the core alone. */
+	route = core->route[ev->type];
+	nroute = core->nroute[ev->type];
+	filter = has_topic && core->topics_any;
+	size = eh_event_packed_size(ev);
 	/* The event is packed once, into the first ring with room, and copied
 	 * from there into the others: a copy of the whole record costs a
 	 * fraction of packing it field by field again. */
-	for (size_t i = 0; i < core->nsinks; i++) {
-		struct eh_sink *s = &core->sinks[i];
+	for (size_t i = 0; i < nroute; i++) {
+		struct eh_sink *s = route[i];
 		uint64_t seq;
 		void *slot;
 
-		if (!(s->mask & EH_EV_BIT(ev->type)))
-			continue;
-		if (has_topic && s->topics.count && !eh_topics_match(&s->topics, topic->ptr, topic->len))
+		if (filter && s->topics.count && !eh_topics_match(&s->topics, topic->ptr, topic->len))
 			continue;
 		/* Counted before the reserve: a dropped event uses its number,
 		 * so a gap in seq is exactly what this sink lost. */
 		seq = ++s->seq;
-		if (!size)
-			size = eh_event_packed_size(ev);
 		slot = size <= UINT32_MAX ? eh_ring_reserve_sp(&s->ring, (uint32_t)size) : NULL;
 		if (!slot) {
 			/* Only this thread writes the counters: a plain
@@ -444,8 +464,6 @@ void eh_core_emit(struct eh_core *core, struct eh_event *ev)
 		/* A consumer may read the record copied from while it is
 		 * copied: both only read it, and only this thread writes. */
 		eh_ring_publish_sp(&s->ring);
-		atomic_store_explicit(&s->enqueued, atomic_load_explicit(&s->enqueued, memory_order_relaxed) + 1,
-				      memory_order_relaxed);
 		filled[nfilled++] = s;
 	}
 	if (!nfilled)
@@ -453,12 +471,11 @@ void eh_core_emit(struct eh_core *core, struct eh_event *ev)
 	/* One fence for all rings: orders every head store before every
 	 * sleeping load (pairs with the consumer's fence in eh_ring_wait_sc). */
 	atomic_thread_fence(memory_order_seq_cst);
-	for (size_t i = 0; i < nfilled; i++) {
-		struct eh_sink *s = filled[i];
-
-		eh_ring_notify_sp(&s->ring);
-		if (!s->thread_started && s->thread_lazy)
-			start_lazy(s);
+	for (size_t i = 0; i < nfilled; i++)
+		eh_ring_notify_sp(&filled[i]->ring);
+	for (size_t i = 0; core->lazy_waiting && i < nfilled; i++) {
+		if (!filled[i]->thread_started && filled[i]->thread_lazy)
+			start_lazy(filled[i]);
 	}
 }
 
@@ -501,7 +518,7 @@ static struct eh_sink_counts counts(struct eh_sink *s)
 {
 	struct eh_sink_counts c;
 
-	c.enqueued = atomic_load_explicit(&s->enqueued, memory_order_relaxed);
+	c.enqueued = eh_sink_enqueued(s);
 	c.dropped = atomic_load_explicit(&s->dropped, memory_order_relaxed);
 	c.delivered = atomic_load_explicit(&s->delivered, memory_order_relaxed);
 	c.failed = atomic_load_explicit(&s->failed, memory_order_relaxed);
@@ -578,6 +595,7 @@ void eh_core_stop(struct eh_core *core)
 		eh_ring_destroy(&s->ring);
 	}
 	core->nsinks = 0;
+	eh_core_route(core);
 	free_excluded(core);
 	eh_topics_free(&core->topics);
 	eh_config_free(&core->config);

@@ -38,8 +38,10 @@ struct eh_sink {
 	struct eh_ring ring;
 
 	/* Counters: written with relaxed atomics (each by one side), read by
-	 * the stats publisher; no ordering with other data is needed. */
-	_Atomic uint64_t enqueued, dropped, delivered, failed;
+	 * the stats publisher; no ordering with other data is needed. What
+	 * was enqueued is seq - dropped (eh_sink_enqueued): one counter less
+	 * to write per event and sink. */
+	_Atomic uint64_t dropped, delivered, failed;
 
 	/* runner settings, fixed after create */
 	size_t batch_max;
@@ -81,6 +83,11 @@ struct eh_core {
 
 	struct eh_sink sinks[EH_SINKS_MAX];
 	size_t nsinks;
+	/* For each event type, the sinks whose mask has it, in order: the
+	 * emit loop visits only those. */
+	struct eh_sink *route[EH_EV_COUNT][EH_SINKS_MAX];
+	uint8_t nroute[EH_EV_COUNT];
+	size_t lazy_waiting; /* sinks whose thread waits for their first event */
 	uint64_t number;
 
 	int64_t shutdown_timeout_ms;
@@ -101,11 +108,20 @@ struct eh_core {
  * Returns 0, or -1 after logging the error (the broker then refuses to
  * start). */
 int eh_core_init(struct eh_core *core, void *plugin_id, const struct eh_kv *kv, size_t count);
+/* Once the sinks' masks and topics are set (eh_core_init calls it): what
+ * capture must produce and which sinks each event type goes to. */
+void eh_core_route(struct eh_core *core);
 /* broker thread: starts the sink threads. */
 int eh_core_start(struct eh_core *core);
 /* broker thread, at cleanup: stops intake, drains within the shutdown
  * timeout, logs counters, joins and frees. Tolerates a partly built core. */
 void eh_core_stop(struct eh_core *core);
+
+/* broker thread: the events of s that went into its ring. */
+static inline uint64_t eh_sink_enqueued(const struct eh_sink *s)
+{
+	return s->seq - atomic_load_explicit(&s->dropped, memory_order_relaxed);
+}
 
 /* broker thread: true when some sink wants events of this type. */
 static inline bool eh_core_wants(const struct eh_core *core, unsigned type)
