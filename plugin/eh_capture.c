@@ -68,6 +68,7 @@ struct eh_capture {
 	bool auth_tail_want, acl_tail_want;
 	bool auth_tail_on, acl_tail_on;
 	bool tails_stale;   /* a reload re-appended the built-ins behind our tails */
+	bool tails_todo;    /* place_tails has something to do (at start, after a reload or a failure) */
 	bool granted_known; /* every SUBSCRIBE that reaches ACL is granted */
 	bool tick_seen;
 	bool tick_warned;   /* the start warning about a missing TICK was logged */
@@ -99,6 +100,8 @@ struct eh_capture {
 	size_t denials_used;
 	uint8_t write_action; /* enum eh_action */
 	const void *write_client;
+	struct eh_client *write_entry; /* write_client's, for its MESSAGE */
+	const char *write_topic_at;    /* the broker's copy of write_topic, for its MESSAGE */
 	uint8_t write_qos;
 	bool write_retain;
 	uint32_t write_topic_len;
@@ -175,10 +178,8 @@ static void emit_connected(struct eh_capture *cap, struct eh_client *c, bool inf
 
 /* A pending connection accepted, or a client first seen at a reload's
  * re-checks whose own event shows a connection, not an offline session. */
-static void promote(struct eh_capture *cap, struct eh_client *c)
+static void promote_now(struct eh_capture *cap, struct eh_client *c)
 {
-	if (c->state != EH_CLIENT_PENDING && c->state != EH_CLIENT_RECHECKED)
-		return;
 	/* The keepalive the broker applies: it lowers an MQTT 5 client's to
 	 * max_keepalive after authentication, in connect__on_authorised, which
 	 * has run by now. (At cleanup the broker has freed its clients.) */
@@ -186,6 +187,13 @@ static void promote(struct eh_capture *cap, struct eh_client *c)
 		c->keepalive = (uint16_t)mosquitto_client_keepalive((const struct mosquitto *)c->key);
 	eh_clients_set_state(&cap->clients, c, EH_CLIENT_LIVE);
 	emit_connected(cap, c, !cap->v21);
+}
+
+/* Inline: every event of a connected client asks. */
+static inline void promote(struct eh_capture *cap, struct eh_client *c)
+{
+	if (c->state == EH_CLIENT_PENDING || c->state == EH_CLIENT_RECHECKED)
+		promote_now(cap, c);
 }
 
 static void emit_disconnected(struct eh_capture *cap, struct eh_client *c, unsigned reason)
@@ -469,7 +477,7 @@ static int acl_tail(int event, void *event_data, void *user)
  * broker's built-in checks (which are appended at security init and again
  * at every reload). Re-registering a tail while the list is iterated is
  * safe: only our own later node is freed, never the running one. */
-static void place_tails(struct eh_capture *cap)
+static void place_tails_now(struct eh_capture *cap)
 {
 	if (cap->tails_stale) {
 		if (cap->auth_tail_on)
@@ -486,6 +494,16 @@ static void place_tails(struct eh_capture *cap)
 	if (cap->acl_tail_want && cap->acl_on && !cap->acl_tail_on)
 		cap->acl_tail_on = mosquitto_callback_register(cap->pid, MOSQ_EVT_ACL_CHECK, acl_tail, NULL,
 							       cap->core) == MOSQ_ERR_SUCCESS;
+	/* A failed registration is tried again at the next callback. */
+	cap->tails_todo = (cap->auth_tail_want && cap->auth_on && !cap->auth_tail_on)
+			  || (cap->acl_tail_want && cap->acl_on && !cap->acl_tail_on);
+}
+
+/* One test on the path of every publish. */
+static inline void place_tails(struct eh_capture *cap)
+{
+	if (cap->tails_todo)
+		place_tails_now(cap);
 }
 
 /* ---- callbacks ---- */
@@ -606,6 +624,7 @@ static void hold_check(struct eh_capture *cap, const struct mosquitto_evt_acl_ch
 		cap->write_cap = len;
 	}
 	memcpy(cap->write_topic, ed->topic, len);
+	cap->write_topic_at = ed->topic;
 	cap->write_topic_len = (uint32_t)len;
 	cap->write_client = ed->client;
 	cap->write_qos = ed->qos;
@@ -630,8 +649,11 @@ static bool kick_recheck(const struct eh_capture *cap, const struct mosquitto_ev
 
 static bool check_allowed(struct eh_capture *cap, const void *client, unsigned action, const char *topic, size_t len)
 {
+	/* A publish's MESSAGE has the very string its check had, unless a
+	 * plugin before us replaced it. */
 	if (cap->write_pending && cap->write_action == action && cap->write_client == client
-	    && cap->write_topic_len == len && !memcmp(cap->write_topic, topic, len)) {
+	    && cap->write_topic_len == len
+	    && (topic == cap->write_topic_at || !memcmp(cap->write_topic, topic, len))) {
 		cap->write_pending = false;
 		return true;
 	}
@@ -718,15 +740,17 @@ drop_auth:
 			emit_topic_event(cap, c, EH_EV_UNSUBSCRIBE, ed->topic, strlen(ed->topic), 0);
 		break;
 	case MOSQ_ACL_WRITE:
-		if (!strncmp(ed->topic, "$CONTROL/", 9)) {
+		if (ed->topic[0] == '$' && !strncmp(ed->topic, "$CONTROL/", 9)) {
 			/* The broker hands $CONTROL/ publishes to its control
 			 * handler with no MESSAGE event, allowed or not: neither
 			 * outcome can be told, so neither is reported. */
 			cap->control_by = ed->client;
 			break;
 		}
-		if (eh_core_wants(cap->core, EH_EV_AUTHZ_DENIED))
+		if (eh_core_wants(cap->core, EH_EV_AUTHZ_DENIED)) {
 			hold_check(cap, ed, EH_ACTION_PUBLISH);
+			cap->write_entry = c;
+		}
 		break;
 	default:
 		break;
@@ -745,13 +769,15 @@ static int on_message(int event, void *event_data, void *user)
 	struct mosquitto_evt_message *ed = event_data;
 	struct eh_client *c;
 	size_t len = ed->topic ? strlen(ed->topic) : 0;
+	/* The WRITE check this MESSAGE follows was allowed. No callback came
+	 * between them (each one resolves a held check), so the entry that
+	 * check found is still the client's: one lookup per publish. */
+	bool allowed = check_allowed(cap, ed->client, EH_ACTION_PUBLISH, ed->topic, len);
 
 	(void)event;
-	/* The WRITE check this MESSAGE follows was allowed. */
-	check_allowed(cap, ed->client, EH_ACTION_PUBLISH, ed->topic, len);
 	step(cap, false, false, false, false);
 	cap->last_auth = NULL;
-	c = known_client(cap, ed->client);
+	c = allowed ? cap->write_entry : known_client(cap, ed->client);
 	if (c && eh_core_wants(cap->core, EH_EV_PUBLISH)) {
 		struct eh_event ev;
 		uint32_t kept;
@@ -1061,6 +1087,7 @@ static int on_reload(int event, void *event_data, void *user)
 		eh_optwatch_report(&cap->core->config, cap->scope.path, self, cap->index);
 	decide_registration(cap);
 	cap->tails_stale = true;
+	cap->tails_todo = true;
 	cap->reload_window = true;
 	eh_core_reload(cap->core);
 	/* Anything but DEFER would skip the broker's own reload of its
@@ -1201,6 +1228,7 @@ int eh_capture_init(struct eh_core *core, int index)
 	cap->write_cap = TOPIC_MAX;
 	core->capture = cap;
 	cap->core = core;
+	cap->tails_todo = true;
 	cap->pid = core->plugin_id;
 	cap->index = index;
 	cap->last_chores_ms = eh_now_ms();
