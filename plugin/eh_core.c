@@ -252,6 +252,7 @@ int eh_core_init(struct eh_core *core, void *plugin_id, const struct eh_kv *kv, 
 
 	core->plugin_id = plugin_id;
 	core->broker_thread = pthread_self();
+	core->join_grace_ms = EH_JOIN_GRACE_MS;
 	pthread_mutex_init(&core->log.lock, NULL);
 
 	if (eh_config_parse(&core->config, core->groups, ngroups, kv, count, err, sizeof(err)))
@@ -561,7 +562,27 @@ void eh_core_reload(struct eh_core *core)
 	}
 }
 
-void eh_core_stop(struct eh_core *core)
+/* A thread that outlived the deadline and its grace is left running: the
+ * process is about to exit, and waiting would hang the broker's stop for
+ * as long as the call that holds it. Whatever it has not settled is left
+ * undelivered; everything it may touch stays allocated, and this library
+ * mapped after the broker unloads it. */
+static void abandon(struct eh_core *core, struct eh_sink *s)
+{
+	struct eh_sink_counts c = counts(s);
+	uint64_t settled = c.delivered + c.failed;
+	const char *why = eh_sink_pin_library((const void *)eh_core_stop);
+
+	atomic_store_explicit(&s->left, c.enqueued > settled ? c.enqueued - settled : 0, memory_order_relaxed);
+	s->thread_abandoned = true;
+	core->abandoned = true;
+	mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: %s: its thread is still busy %lld ms after the shutdown "
+			     "deadline, in a call that does not return (such as a write to a storage that stopped "
+			     "answering); the broker stops without it%s%s", s->name, (long long)core->join_grace_ms,
+			     why ? "; cannot keep the plugin loaded for it: " : "", why ? why : "");
+}
+
+bool eh_core_stop(struct eh_core *core)
 {
 	int64_t deadline = eh_now_ms() + core->shutdown_timeout_ms;
 
@@ -575,8 +596,10 @@ void eh_core_stop(struct eh_core *core)
 	}
 	/* No broker_tick from here on: Mosquitto calls the plugin's cleanup
 	 * after its last loop pass and routes nothing handed to it now. */
-	for (size_t i = 0; i < core->nsinks; i++)
-		eh_runner_join(&core->sinks[i]);
+	for (size_t i = 0; i < core->nsinks; i++) {
+		if (eh_runner_join_until(&core->sinks[i], deadline + core->join_grace_ms))
+			abandon(core, &core->sinks[i]);
+	}
 	eh_core_log_drain(core);
 	for (size_t i = 0; i < core->nsinks; i++) {
 		struct eh_sink *s = &core->sinks[i];
@@ -588,16 +611,23 @@ void eh_core_stop(struct eh_core *core)
 				     "left undelivered at shutdown %llu", s->name, (unsigned long long)c.enqueued,
 				     (unsigned long long)c.delivered, (unsigned long long)c.failed,
 				     (unsigned long long)c.dropped, (unsigned long long)left);
+		if (s->thread_abandoned)
+			continue;
 		if (s->ops->destroy && s->ctx)
 			s->ops->destroy(s->ctx);
 		s->ctx = NULL;
 		eh_topics_free(&s->topics);
 		eh_ring_destroy(&s->ring);
 	}
+	/* The capture sees no sink from here on. */
+	core->wanted = 0;
+	memset(core->nroute, 0, sizeof(core->nroute));
+	if (core->abandoned)
+		return false; /* its options, its log channel and the core stay */
 	core->nsinks = 0;
-	eh_core_route(core);
 	free_excluded(core);
 	eh_topics_free(&core->topics);
 	eh_config_free(&core->config);
 	pthread_mutex_destroy(&core->log.lock);
+	return true;
 }

@@ -20,6 +20,11 @@
 #include "eh_sink.h"
 
 #define EH_SINKS_MAX 16
+/* A sink's thread normally ends within milliseconds of the shutdown
+ * deadline (its library calls are bounded by it); one still running this
+ * much later is stuck in a call that ignores it, such as a write() to a
+ * hard-mounted NFS export that stopped answering. */
+#define EH_JOIN_GRACE_MS 10000
 #define EH_LOG_SLOTS 64
 #define EH_LOG_LEN 512
 #define EH_EXCLUDED_MAX 16
@@ -56,6 +61,8 @@ struct eh_sink {
 	_Atomic int reload_req; /* set by RELOAD, taken by the sink thread */
 	_Atomic int64_t drain_deadline_ms;
 	_Atomic uint64_t left;  /* events the sink could not deliver by the deadline */
+	bool thread_abandoned;  /* still running after the shutdown deadline and its grace */
+	_Atomic int thread_done; /* set by the thread as it ends (eh_runner_join_until) */
 };
 
 struct eh_log_channel {
@@ -91,6 +98,10 @@ struct eh_core {
 	uint64_t number;
 
 	int64_t shutdown_timeout_ms;
+	/* How long past shutdown_timeout_ms eh_core_stop waits for a sink's
+	 * thread before it leaves it behind (EH_JOIN_GRACE_MS). */
+	int64_t join_grace_ms;
+	bool abandoned; /* a thread was left behind: the core must stay allocated */
 	int64_t stats_interval_ms;
 	int64_t next_stats_ms;
 	bool sinks_running;
@@ -114,8 +125,12 @@ void eh_core_route(struct eh_core *core);
 /* broker thread: starts the sink threads. */
 int eh_core_start(struct eh_core *core);
 /* broker thread, at cleanup: stops intake, drains within the shutdown
- * timeout, logs counters, joins and frees. Tolerates a partly built core. */
-void eh_core_stop(struct eh_core *core);
+ * timeout, logs counters, joins and frees. Tolerates a partly built core.
+ * Returns false when a sink's thread did not end within join_grace_ms of
+ * the deadline: it is left running, with everything it may touch (the
+ * core included, which the caller must then not free) and this library
+ * kept. */
+bool eh_core_stop(struct eh_core *core);
 
 /* broker thread: the events of s that went into its ring. */
 static inline uint64_t eh_sink_enqueued(const struct eh_sink *s)

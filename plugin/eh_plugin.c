@@ -66,8 +66,8 @@ EH_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **us
 		rc = eh_core_start(core);
 	if (rc) {
 		eh_capture_cleanup(core);
-		eh_core_stop(core);
-		free(core);
+		if (eh_core_stop(core))
+			free(core);
 		return MOSQ_ERR_INVAL;
 	}
 	*userdata = core;
@@ -85,7 +85,8 @@ EH_EXPORT int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opt
 	if (!core)
 		return MOSQ_ERR_SUCCESS;
 	eh_capture_cleanup(core);
-	eh_core_stop(core);
-	free(core);
+	/* (false: a stuck sink thread still uses the core; it stays) */
+	if (eh_core_stop(core))
+		free(core);
 	return MOSQ_ERR_SUCCESS;
 }

@@ -444,9 +444,24 @@ out:
 	return NULL;
 }
 
+static void *thread_main(void *arg)
+{
+	struct eh_sink *s = arg;
+
+	run(s);
+	/* release: the thread's last writes before eh_runner_join_until
+	 * sees it done (and joins it). */
+	atomic_store_explicit(&s->thread_done, 1, memory_order_release);
+	syscall(SYS_futex, (int *)&s->thread_done, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	return NULL;
+}
+
 int eh_runner_start(struct eh_sink *s)
 {
-	int rc = pthread_create(&s->thread, NULL, run, s);
+	int rc;
+
+	atomic_store_explicit(&s->thread_done, 0, memory_order_relaxed);
+	rc = pthread_create(&s->thread, NULL, thread_main, s);
 
 	if (rc) {
 		errno = rc;
@@ -482,4 +497,22 @@ void eh_runner_join(struct eh_sink *s)
 		pthread_join(s->thread, NULL);
 		s->thread_started = false;
 	}
+}
+
+int eh_runner_join_until(struct eh_sink *s, int64_t until_ms)
+{
+	if (!s->thread_started)
+		return 0;
+	/* A flag and pthread_join rather than pthread_clockjoin_np, which
+	 * ThreadSanitizer does not know as a join. */
+	while (!atomic_load_explicit(&s->thread_done, memory_order_acquire)) {
+		int64_t rest = until_ms - eh_now_ms();
+		struct timespec ts = { rest / 1000, (long)(rest % 1000) * 1000000L };
+
+		if (rest <= 0)
+			return -1;
+		syscall(SYS_futex, (int *)&s->thread_done, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0);
+	}
+	eh_runner_join(s);
+	return 0;
 }

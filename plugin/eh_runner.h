@@ -21,6 +21,10 @@ void eh_runner_request_stop(struct eh_sink *s, int64_t deadline_ms);
 void eh_runner_wake(struct eh_sink *s);
 /* broker thread: waits for the thread to end; a no-op if not started. */
 void eh_runner_join(struct eh_sink *s);
+/* broker thread: the same, but gives up at until_ms (eh_now_ms clock).
+ * Returns 0 once the thread has ended (or never started), -1 while it
+ * still runs. */
+int eh_runner_join_until(struct eh_sink *s, int64_t until_ms);
 
 /* any thread (pure): how long to wait before the next attempt of a batch
  * that has failed for elapsed_ms, given the jittered backoff, the server's

@@ -4,7 +4,8 @@ synced, file_fsync failing with EIO (through an LD_PRELOAD shim that
 replaces fsync in the broker process, since a failing disk cannot be had
 on demand), and pipes: a FIFO or the broker's own stdout that nobody reads
 (shutdown stays bounded), a slow reader that stalls (every line whole, in
-order), a FIFO with no reader at start or at a SIGHUP reopen.
+order), a FIFO with no reader at start or at a SIGHUP reopen, and a
+write that never returns (a frozen filesystem).
 
 A full disk needs a small filesystem. The broker runs in a mount namespace of
 its own with a 64 KB tmpfs mounted over <broker dir>/mnt, so no privilege
@@ -364,6 +365,75 @@ class SlowReader(threading.Thread):
     def snapshot(self) -> bytes:
         with self.lock:
             return bytes(self.data)
+
+
+def thread_states(pid: int, name: str) -> List[str]:
+    """The scheduler state letters (R, S, D, ...) of pid's threads called name."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().strip() != name:
+                    continue
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                out.append(f.read().rsplit(")", 1)[1].split()[0])
+        except FileNotFoundError:
+            pass
+    return out
+
+
+class StuckStorage(BrokerTestCase):
+    """A write that never returns, as on a hard-mounted NFS export that
+    stopped answering: here a loop-mounted ext4 frozen with fsfreeze, where
+    writes wait in the kernel, uninterruptibly, until it is thawed. The
+    broker's stop must still end: the sink's thread is left behind after the
+    shutdown deadline and its grace (EH_JOIN_GRACE_MS, 10 s), with its
+    events counted left. Needs root, a loop device and e2fsprogs."""
+
+    def freezable_dir(self) -> Path:
+        d = Path(tempfile.mkdtemp(prefix="eh-frozen-"))
+        self.addCleanup(shutil.rmtree, d, True)
+        img, mnt = d / "img", d / "mnt"
+        mnt.mkdir()
+        with open(img, "wb") as f:
+            f.truncate(16 << 20)
+        for cmd in (["mkfs.ext4", "-q", "-F", str(img)], ["mount", "-o", "loop", str(img), str(mnt)]):
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            if r.returncode:
+                raise AssertionError(f"cannot make a filesystem to freeze ({' '.join(cmd)}: exit {r.returncode}: "
+                                     f"{r.stderr.strip()}); this test needs root, a loop device and e2fsprogs")
+        self.addCleanup(subprocess.run, ["umount", "-l", str(mnt)], capture_output=True, timeout=60)
+        return mnt
+
+    def test_write_that_never_returns_broker_stops_without_it(self):
+        mnt = self.freezable_dir()
+        b = self.add_broker(Broker(["allow_anonymous true"], start=False, name="frozen", plugin_opts={
+            "file_path": f"{mnt}/ev.jsonl", "events": "client.connected", "shutdown_timeout_ms": "0"}))
+        # Runs before the broker's cleanup: a thread in the frozen write
+        # would keep the broker from ever exiting, even from SIGKILL.
+        self.addCleanup(subprocess.run, ["fsfreeze", "-u", str(mnt)], capture_output=True, timeout=60)
+        b.start()
+        clients = [RawClient(b.port, "before")] + [RawClient(b.port, f"during-{i}") for i in range(3)]
+        for c in clients:
+            self.addCleanup(c.close)
+        self.assertEqual(clients[0].connect().rc, 0)
+        wait_until(lambda: (mnt / "ev.jsonl").read_bytes().count(b"\n") == 1, message="the first event written")
+
+        subprocess.run(["fsfreeze", "-f", str(mnt)], check=True, timeout=60)
+        for c in clients[1:]:
+            self.assertEqual(c.connect().rc, 0)
+        pid = b.proc.pid
+        wait_until(lambda: thread_states(pid, "eh-file") == ["D"], message="the sink thread blocked in its write")
+
+        b.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "eventhook: file: stopped;" in b.log(), timeout=60, message="the plugin's stop")
+        self.assertIn("eventhook: file: its thread is still busy 10000 ms after the shutdown deadline", b.log())
+        self.assertEqual(stopped_counters(b.log())["file"],
+                         {"enqueued": 4, "delivered": 1, "failed": 0, "dropped": 0, "left": 3})
+        # The broker has finished; the thread it left behind ends at the
+        # thaw, and with it the process.
+        subprocess.run(["fsfreeze", "-u", str(mnt)], check=True, timeout=60)
+        self.assertEqual(b.proc.wait(TIMEOUT), 0)
 
 
 class Pipes(BrokerTestCase):

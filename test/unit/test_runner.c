@@ -845,6 +845,114 @@ START_TEST(runner_stop_wakes_a_deliver_blocked_in_its_sink)
 }
 END_TEST
 
+/* A sink stuck in a call that neither its deadline nor its wake hook ends
+ * (a write() to a dead hard-mounted NFS export): deliver blocks until the
+ * test releases it. */
+struct stuck {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int inside, released;
+};
+
+static enum eh_deliver_rc stuck_deliver(void *ctx, struct eh_batch *b)
+{
+	struct stuck *k = ctx;
+
+	(void)b;
+	pthread_mutex_lock(&k->lock);
+	k->inside = 1;
+	while (!k->released)
+		pthread_cond_wait(&k->cond, &k->lock);
+	pthread_mutex_unlock(&k->lock);
+	return EH_DELIVER_OK;
+}
+
+static const struct eh_sink_ops stuck_ops = {
+	.name = "stuck",
+	.deliver = stuck_deliver,
+};
+
+/* eh_core_stop gives up on the stuck thread at the deadline plus its
+ * grace, counts what it holds as left, says so, and keeps everything the
+ * thread may touch; the other sink stops and is released as usual. */
+START_TEST(core_stop_leaves_a_stuck_thread_behind)
+{
+	struct eh_core *core = calloc(1, sizeof(*core));
+	struct stuck k = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+	struct fake *f = calloc(1, sizeof(*f));
+	int64_t start;
+	int inside;
+
+	ck_assert_ptr_nonnull(core);
+	ck_assert_ptr_nonnull(f);
+	core->broker_thread = pthread_self();
+	pthread_mutex_init(&core->log.lock, NULL);
+	core->shutdown_timeout_ms = 100;
+	core->join_grace_ms = 200;
+	core->nsinks = 2;
+	for (size_t i = 0; i < 2; i++) {
+		struct eh_sink *s = &core->sinks[i];
+
+		s->ops = i ? &stuck_ops : &fake_ops;
+		s->ctx = i ? (void *)&k : (void *)f;
+		s->core = core;
+		s->mask = EH_EV_MASK_ALL;
+		snprintf(s->name, sizeof(s->name), "%s", s->ops->name);
+		s->batch_max = 16;
+		s->retry_initial_ms = 100;
+		s->retry_max_ms = 10000;
+		s->retry_max_elapsed_ms = -1;
+		ck_assert_int_eq(eh_ring_init(&s->ring, 65536, 0), 0);
+	}
+	f->sink = &core->sinks[0];
+	eh_core_route(core);
+	for (size_t i = 0; i < 3; i++) {
+		struct eh_event ev;
+
+		memset(&ev, 0, sizeof(ev));
+		ev.type = EH_EV_PUBLISH;
+		ev.f[EH_F_CLIENTID] = (struct eh_bytes){ "stuck", 5 };
+		ev.f[EH_F_TOPIC] = (struct eh_bytes){ "t/s", 3 };
+		eh_core_emit(core, &ev);
+	}
+	for (size_t i = 0; i < 2; i++)
+		ck_assert_int_eq(eh_runner_start(&core->sinks[i]), 0);
+	do {
+		sleep_ms(1);
+		pthread_mutex_lock(&k.lock);
+		inside = k.inside;
+		pthread_mutex_unlock(&k.lock);
+	} while (!inside);
+
+	start = eh_now_ms();
+	ck_assert(!eh_core_stop(core));
+	/* Not before the deadline and its grace. */
+	ck_assert_int_ge(eh_now_ms() - start, 300);
+	ck_assert(core->abandoned);
+	ck_assert(!core->sinks[0].thread_abandoned);
+	ck_assert_uint_eq(counter(&core->sinks[0].delivered), 3);
+	ck_assert_uint_eq(counter(&core->sinks[0].left), 0);
+	ck_assert_ptr_null(core->sinks[0].ring.buf);
+	ck_assert(core->sinks[1].thread_abandoned);
+	ck_assert_uint_eq(counter(&core->sinks[1].delivered), 0);
+	ck_assert_uint_eq(counter(&core->sinks[1].left), 3);
+	ck_assert_ptr_nonnull(core->sinks[1].ring.buf);
+	ck_assert(!eh_core_wants(core, EH_EV_PUBLISH));
+
+	/* Released, the thread finishes on memory that is still there. */
+	pthread_mutex_lock(&k.lock);
+	k.released = 1;
+	pthread_cond_signal(&k.cond);
+	pthread_mutex_unlock(&k.lock);
+	eh_runner_join(&core->sinks[1]);
+	eh_ring_destroy(&core->sinks[1].ring);
+	eh_config_free(&core->config);
+	pthread_mutex_destroy(&core->log.lock);
+	free(f);
+	free(core);
+}
+END_TEST
+
 /* A sleeping consumer is woken (wake_word bumped) by the one fence and
  * notify pass after the event is in every ring; an awake one and one whose
  * sink does not want the event are left alone. */
@@ -1010,6 +1118,7 @@ static Suite *runner_suite(void)
 	tcase_add_test(tc, emit_notifies_each_sleeping_sink);
 	tcase_add_test(tc, emit_wakes_every_sleeping_sink);
 	tcase_add_test(tc, runner_stop_wakes_a_deliver_blocked_in_its_sink);
+	tcase_add_test(tc, core_stop_leaves_a_stuck_thread_behind);
 	suite_add_tcase(s, tc);
 	return s;
 }
