@@ -45,6 +45,8 @@ Environment:
   EH_PLUGIN           plugin .so (default <repo>/build/mosquitto_eventhook.so)
   EH_BROKER_PRELOAD   put into the broker's LD_PRELOAD (sanitizer runtimes)
   EH_MOSQUITTO        broker binary (default /usr/sbin/mosquitto)
+  EH_DYNSEC_PLUGIN    dynamic-security plugin (default Debian's); against a
+                      2.1 broker, its own build's behaves as 2.1 users see
   EH_TIMEOUT          default deadline in seconds (default 20)
   EH_KEEP_TMP=1       keep broker temp dirs after the test
   EH_LOG_LINES        broker log lines printed on failure (default 300)
@@ -76,7 +78,7 @@ from typing import (Any, Callable, Dict, Iterable, List, Mapping, NamedTuple,
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MOSQUITTO = os.environ.get("EH_MOSQUITTO", "/usr/sbin/mosquitto")
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
-DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+DYNSEC_PLUGIN = os.environ.get("EH_DYNSEC_PLUGIN", "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
 TIMEOUT = float(os.environ.get("EH_TIMEOUT", "20"))
 
 MQTTV31 = 3
@@ -512,6 +514,13 @@ class Broker:
         self.returncode = self.proc.returncode
         self.proc = None
         return self.returncode
+
+    def capture_21(self) -> bool:
+        """Whether our plugin took its Mosquitto 2.1 path in this started
+        broker, as its start line says (a 2.1 build falls back to the 2.0 path
+        in a 2.0 broker).  For the assertions where 2.1 is exact and 2.0
+        infers: disconnect reasons, denied subscribes."""
+        return "eventhook: capture on Mosquitto 2.1 events" in self.log()
 
     def log(self) -> str:
         """The broker log so far (log_type all)."""
