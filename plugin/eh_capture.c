@@ -112,6 +112,13 @@ struct eh_capture {
 	/* The client whose $CONTROL/ publish the broker is handling, until a
 	 * callback a dynamic-security kick cannot make (kick_recheck). */
 	const void *control_by;
+	/* On 2.1, the held check that the reason of the next DISCONNECT may
+	 * show to be no client action (note_held_21): the client whose WRITE
+	 * check was held last, with only READ checks since; else NULL. Kept
+	 * (resolve_write), its record runs from will_from to will_end in
+	 * denials. */
+	const void *will_client;
+	size_t will_from, will_end;
 
 	uint64_t closed_before_auth;
 	/* plugin_opt_payload_max_bytes; UINT32_MAX when unset, above any MQTT
@@ -647,6 +654,60 @@ static bool kick_recheck(const struct eh_capture *cap, const struct mosquitto_ev
 	       && mosquitto_client_sub_count(ed->client) > 0;
 }
 
+#if EH_HAVE_21
+/* At a takeover, Mosquitto 2.1 (seen at dd2c25c) checks the old
+ * connection's will (its WRITE check, then READ checks for its deliveries)
+ * right before it disconnects that connection for SESSION_TAKEN_OVER, with
+ * no MESSAGE event. Held like a PUBLISH, it would read as a denial. 2.0's
+ * rule for it (is_will) needs the new connection's BASIC_AUTH just before;
+ * the reason also holds when the new connection was accepted without it:
+ * by certificate identity, at the last step of extended authentication, or
+ * by a plugin's delayed answer (mosquitto_complete_basic_auth). So after
+ * each ACL check the held WRITE check is noted, and the DISCONNECT of its
+ * client for a takeover drops it (drop_held_21). A denied PUBLISH can come
+ * right before such a DISCONNECT only in the same loop pass as a takeover
+ * that sends no will, by a connection accepted without BASIC_AUTH. */
+static void note_held_21(struct eh_capture *cap, const struct mosquitto_evt_acl_check *ed)
+{
+	/* step cleared write_pending: it is set only if this check was held. */
+	bool held = cap->write_pending && cap->write_client == ed->client;
+
+	/* A READ check's step keeps the WRITE held before it: the kept records
+	 * then end where that one's was to end. (Any other callback confirms
+	 * every kept record, and empties the list.) */
+	if (held && ed->access == MOSQ_ACL_WRITE) {
+		cap->will_client = ed->client;
+		cap->will_from = cap->denials_used;
+		cap->will_end = cap->denials_used + held_size(cap->write_topic_len);
+	} else if (ed->access != MOSQ_ACL_READ || cap->denials_used != cap->will_end) {
+		cap->will_client = NULL;
+	}
+}
+
+/* Drops the checks noted for client (from, up to end), held or kept, if
+ * nothing came after them. */
+static void drop_noted(struct eh_capture *cap, const void *client, unsigned action, size_t from, size_t end)
+{
+	if (cap->write_pending) {
+		if (cap->write_client != client || cap->write_action != action)
+			return;
+		cap->write_pending = false;
+		end -= held_size(cap->write_topic_len);
+	}
+	if (from <= end && cap->denials_used == end)
+		cap->denials_used = from;
+}
+
+/* The DISCONNECT or CLIENT_OFFLINE of client for reason (a MOSQ_ERR_*
+ * code), before its events. */
+static void drop_held_21(struct eh_capture *cap, const void *client, int reason)
+{
+	if (reason == MOSQ_ERR_SESSION_TAKEN_OVER && cap->will_client == client)
+		drop_noted(cap, client, EH_ACTION_PUBLISH, cap->will_from, cap->will_end);
+	cap->will_client = NULL;
+}
+#endif
+
 static bool check_allowed(struct eh_capture *cap, const void *client, unsigned action, const char *topic, size_t len)
 {
 	/* A publish's MESSAGE has the very string its check had, unless a
@@ -684,7 +745,9 @@ static bool check_allowed(struct eh_capture *cap, const void *client, unsigned a
  *   docs/capture.md.) */
 static bool is_will(struct eh_capture *cap, struct eh_client *c, struct mosquitto *client)
 {
-	/* (2.1's order at a takeover is not 2.0's: only the offline rule holds) */
+	/* 2.1's order at a takeover is the same, but it names the takeover in
+	 * the DISCONNECT that follows, which tells a will exactly, also with no
+	 * BASIC_AUTH before it (note_held_21). */
 	if (!cap->v21 && cap->last_auth && replaced_by(cap, client, mosquitto_client_id(client))) {
 		/* A takeover's will. The old one, if first seen at the
 		 * re-checks, was a connection: an offline session's will is
@@ -757,8 +820,10 @@ drop_auth:
 	}
 out:
 #if EH_HAVE_21
-	if (cap->v21)
+	if (cap->v21) {
+		note_held_21(cap, ed);
 		return MOSQ_ERR_PLUGIN_IGNORE;
+	}
 #endif
 	return MOSQ_ERR_PLUGIN_DEFER;
 }
@@ -947,6 +1012,10 @@ static int on_disconnect(int event, void *event_data, void *user)
 	const char *id = mosquitto_client_id(ed->client);
 
 	(void)event;
+#if EH_HAVE_21
+	if (cap->v21)
+		drop_held_21(cap, ed->client, ed->reason);
+#endif
 	/* (a kick's DISCONNECT is one of a dynamic-security command's) */
 	step(cap, id != NULL, false, true, false);
 	cap->just_disconnected = ed->client;

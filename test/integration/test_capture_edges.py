@@ -137,7 +137,7 @@ class CaptureEdgesTest(BrokerTestCase):
         self.assertEqual([(e["event"], e.get("reason")) for e in of(evs, "tk")], [
             ("client.connect", None), ("client.connected", None), ("client.disconnected", "session_taken_over"),
             ("client.connect", None), ("client.connected", None), ("client.subscribe", None),
-            ("client.disconnected", "unknown")])
+            ("client.disconnected", "normal_disconnection" if b.capture_21() else "unknown")])
 
     def test_keepalive_after_sighup_without_tick(self):
         """A client first seen after the SIGHUP, before any other event, is
