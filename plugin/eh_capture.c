@@ -112,13 +112,14 @@ struct eh_capture {
 	/* The client whose $CONTROL/ publish the broker is handling, until a
 	 * callback a dynamic-security kick cannot make (kick_recheck). */
 	const void *control_by;
-	/* On 2.1, the held check that the reason of the next DISCONNECT may
-	 * show to be no client action (note_held_21): the client whose WRITE
-	 * check was held last, with only READ checks since; else NULL. Kept
-	 * (resolve_write), its record runs from will_from to will_end in
-	 * denials. */
-	const void *will_client;
-	size_t will_from, will_end;
+	/* On 2.1, the held checks that the reason of the next DISCONNECT or
+	 * CLIENT_OFFLINE may show to be no client action (note_held_21): the
+	 * client whose WRITE check was held last, with only READ checks since,
+	 * and the client whose qos 0 SUBSCRIBE checks were held one straight
+	 * after the other; else NULL. Kept (resolve_write), their records run
+	 * from *_from to *_end in denials. */
+	const void *will_client, *recheck_client;
+	size_t will_from, will_end, recheck_from, recheck_end;
 
 	uint64_t closed_before_auth;
 	/* plugin_opt_payload_max_bytes; UINT32_MAX when unset, above any MQTT
@@ -650,27 +651,41 @@ static void hold_check(struct eh_capture *cap, const struct mosquitto_evt_acl_ch
  * re-check. */
 static bool kick_recheck(const struct eh_capture *cap, const struct mosquitto_evt_acl_check *ed)
 {
-	return cap->control_by && ed->access == MOSQ_ACL_SUBSCRIBE && ed->qos == 0 && ed->client != cap->control_by
-	       && mosquitto_client_sub_count(ed->client) > 0;
+	/* 2.1 tells a kick's re-checks by the reason it gives after them
+	 * (note_held_21); its own dynsec kicks from its TICK anyway, long after
+	 * the $CONTROL/ publish. */
+	return !cap->v21 && cap->control_by && ed->access == MOSQ_ACL_SUBSCRIBE && ed->qos == 0
+	       && ed->client != cap->control_by && mosquitto_client_sub_count(ed->client) > 0;
 }
 
 #if EH_HAVE_21
-/* At a takeover, Mosquitto 2.1 (seen at dd2c25c) checks the old
- * connection's will (its WRITE check, then READ checks for its deliveries)
- * right before it disconnects that connection for SESSION_TAKEN_OVER, with
- * no MESSAGE event. Held like a PUBLISH, it would read as a denial. 2.0's
- * rule for it (is_will) needs the new connection's BASIC_AUTH just before;
- * the reason also holds when the new connection was accepted without it:
- * by certificate identity, at the last step of extended authentication, or
- * by a plugin's delayed answer (mosquitto_complete_basic_auth). So after
- * each ACL check the held WRITE check is noted, and the DISCONNECT of its
- * client for a takeover drops it (drop_held_21). A denied PUBLISH can come
- * right before such a DISCONNECT only in the same loop pass as a takeover
- * that sends no will, by a connection accepted without BASIC_AUTH. */
+/* Mosquitto 2.1 (seen at dd2c25c) makes two kinds of ACL checks, with no
+ * MESSAGE or SUBSCRIBE event after them, right before it disconnects the
+ * client checked and names the reason:
+ * - At a takeover, the old connection's will (its WRITE check, then READ
+ *   checks for its deliveries), before its DISCONNECT for
+ *   SESSION_TAKEN_OVER. 2.0's rule for it (is_will) needs the new
+ *   connection's BASIC_AUTH just before; this one also holds when the new
+ *   connection was accepted without it: by certificate identity, at the
+ *   last step of extended authentication, or by a plugin's delayed
+ *   answer (mosquitto_complete_basic_auth).
+ * - At a kick (mosquitto_kick_client_by_*: the dynamic-security plugin's
+ *   TICK, or the $CONTROL/ handler of 2.0's build of it), a SUBSCRIBE check
+ *   at qos 0 of each subscription of a session that outlives its
+ *   connection, before its CLIENT_OFFLINE for ADMINISTRATIVE_ACTION.
+ * Held like a PUBLISH or a SUBSCRIBE, they would read as denials. So after
+ * each ACL check the held one that may be such is noted, and the DISCONNECT
+ * of its client drops it for the matching reason (drop_held_21). A real
+ * SUBSCRIBE cannot come right before such a CLIENT_OFFLINE: the kick comes
+ * from another plugin's callback, and our TICK or the $CONTROL/ publish's
+ * own check comes between. A denied PUBLISH can come right before such a
+ * DISCONNECT only in the same loop pass as a takeover that sends no will,
+ * by a connection accepted without BASIC_AUTH. */
 static void note_held_21(struct eh_capture *cap, const struct mosquitto_evt_acl_check *ed)
 {
 	/* step cleared write_pending: it is set only if this check was held. */
 	bool held = cap->write_pending && cap->write_client == ed->client;
+	size_t end = cap->denials_used + held_size(cap->write_topic_len);
 
 	/* A READ check's step keeps the WRITE held before it: the kept records
 	 * then end where that one's was to end. (Any other callback confirms
@@ -678,10 +693,19 @@ static void note_held_21(struct eh_capture *cap, const struct mosquitto_evt_acl_
 	if (held && ed->access == MOSQ_ACL_WRITE) {
 		cap->will_client = ed->client;
 		cap->will_from = cap->denials_used;
-		cap->will_end = cap->denials_used + held_size(cap->write_topic_len);
+		cap->will_end = end;
 	} else if (ed->access != MOSQ_ACL_READ || cap->denials_used != cap->will_end) {
 		cap->will_client = NULL;
 	}
+	if (!held || ed->access != MOSQ_ACL_SUBSCRIBE || ed->qos != 0 || mosquitto_client_sub_count(ed->client) <= 0) {
+		cap->recheck_client = NULL;
+		return;
+	}
+	/* The run goes on if this check's step kept the last one. */
+	if (cap->recheck_client != ed->client || cap->denials_used != cap->recheck_end)
+		cap->recheck_from = cap->denials_used;
+	cap->recheck_client = ed->client;
+	cap->recheck_end = end;
 }
 
 /* Drops the checks noted for client (from, up to end), held or kept, if
@@ -704,7 +728,9 @@ static void drop_held_21(struct eh_capture *cap, const void *client, int reason)
 {
 	if (reason == MOSQ_ERR_SESSION_TAKEN_OVER && cap->will_client == client)
 		drop_noted(cap, client, EH_ACTION_PUBLISH, cap->will_from, cap->will_end);
-	cap->will_client = NULL;
+	else if (reason == MOSQ_ERR_ADMINISTRATIVE_ACTION && cap->recheck_client == client)
+		drop_noted(cap, client, EH_ACTION_SUBSCRIBE, cap->recheck_from, cap->recheck_end);
+	cap->will_client = cap->recheck_client = NULL;
 }
 #endif
 
