@@ -72,7 +72,7 @@ static void write_hdr(uint8_t *at, uint32_t len)
  * the bound holds whether or not the record is published). */
 static uint64_t fast_end(const struct eh_ring *ring, uint64_t head)
 {
-	uint64_t lap_end = (head | ring->mask) + 1;
+	uint64_t lap_end = (head | ring->mask) + 1; /* 0 in the last lap */
 	uint64_t room_end = ring->tail_seen + ring->size;
 	/* The rewind check is skipped while head is below next_rewind_try or
 	 * in the buffer's first quarter. */

@@ -87,7 +87,9 @@ static inline void *eh_ring_reserve_sp(struct eh_ring *ring, uint32_t len)
 	uint64_t head = atomic_load_explicit(&ring->head, memory_order_relaxed);
 	uint64_t need = ((uint64_t)len + EH_RING_HDR + EH_RING_ALIGN - 1) & ~(uint64_t)(EH_RING_ALIGN - 1);
 
-	if (head + need <= ring->fast_end && len <= ring->max_record
+	/* (head < fast_end: in the last lap before the counters wrap at 2^64
+	 * the bound is 0 and every record takes the full algorithm) */
+	if (head + need <= ring->fast_end && head < ring->fast_end && len <= ring->max_record
 	    && atomic_load_explicit(&ring->records_in, memory_order_relaxed) - ring->out_seen < ring->max_records) {
 		uint8_t *at = ring->buf + (head & ring->mask);
 

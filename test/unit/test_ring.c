@@ -391,16 +391,24 @@ static void *wait_thread(void *arg)
 /* The inline fast path of eh_ring_reserve_sp places every record where the
  * full algorithm alone (eh_ring_reserve_slow_sp) places it, and refuses
  * the same ones: two rings fed the same pushes and releases, one through
- * each, across wraps, rewinds, both capacity limits and oversize records. */
-START_TEST(ring_fast_path_matches_full)
+ * each, across wraps, rewinds, both capacity limits and oversize records,
+ * from start (the byte counters' first value). Returns how many pushes
+ * took the fast path, and sets *pushed. */
+static uint64_t compare_paths(uint64_t start, int steps, uint64_t *pushed)
 {
 	struct eh_ring a, b;
-	uint64_t pushed = 0, fast = 0;
+	uint64_t fast = 0;
 	uint32_t x = 12345;
 
+	*pushed = 0;
 	ck_assert_int_eq(eh_ring_init(&a, 16384, 100), 0);
 	ck_assert_int_eq(eh_ring_init(&b, 16384, 100), 0);
-	for (int step = 0; step < 400000; step++) {
+	for (struct eh_ring *r = &a; r; r = r == &a ? &b : NULL) {
+		atomic_store(&r->head, start);
+		atomic_store(&r->tail, start);
+		r->tail_seen = r->head_pending = r->next_rewind_try = start;
+	}
+	for (int step = 0; step < steps; step++) {
 		x = x * 1103515245u + 12345u;
 		if ((x >> 16) % 8 < 5) {
 			uint32_t len = (x >> 8) % 97 == 0 ? (uint32_t)a.max_record + 1 : 1 + (x >> 4) % 600;
@@ -417,7 +425,7 @@ START_TEST(ring_fast_path_matches_full)
 			memset(sa, 0xa5, len);
 			eh_ring_commit_sp(&a);
 			eh_ring_commit_sp(&b);
-			pushed++;
+			(*pushed)++;
 		} else {
 			struct eh_ring_rec ra[64], rb[64];
 			size_t want = 1 + (x >> 20) % 64;
@@ -432,11 +440,49 @@ START_TEST(ring_fast_path_matches_full)
 			eh_ring_release_sc(&b, &rb[nb - 1], nb);
 		}
 	}
+	eh_ring_destroy(&a);
+	eh_ring_destroy(&b);
+	return fast;
+}
+
+START_TEST(ring_fast_path_matches_full)
+{
+	uint64_t pushed, fast = compare_paths(0, 400000, &pushed);
+
 	/* Both paths were taken many times. */
 	ck_assert_uint_gt(fast, pushed / 2);
 	ck_assert_uint_lt(fast, pushed);
-	eh_ring_destroy(&a);
-	eh_ring_destroy(&b);
+	/* Across the byte counters' wrap at 2^64 (some 3 MB of records from
+	 * 64 KiB before it): the last lap takes the full algorithm. */
+	compare_paths(UINT64_MAX - 65535, 20000, &pushed);
+	ck_assert_uint_gt(pushed, 5000);
+}
+END_TEST
+
+/* The last lap before the byte counters wrap at 2^64, where the fast
+ * path's bound is 0: a record ending exactly at 2^64 must still find room
+ * (here it does not: the first record is never released). */
+START_TEST(ring_fast_path_at_the_counters_wrap)
+{
+	struct eh_ring r;
+	uint64_t start = UINT64_MAX - 4096 - 7; /* 8 bytes before the last lap */
+
+	ck_assert_int_eq(eh_ring_init(&r, 4096, 0), 0);
+	atomic_store(&r.head, start);
+	atomic_store(&r.tail, start);
+	r.tail_seen = r.head_pending = r.next_rewind_try = start;
+	/* padded to the lap's start: 24 bytes used */
+	ck_assert_ptr_nonnull(eh_ring_reserve_sp(&r, 8));
+	eh_ring_commit_sp(&r);
+	for (int i = 0; i < 3; i++) {
+		ck_assert_ptr_nonnull(eh_ring_reserve_sp(&r, 1016));
+		eh_ring_commit_sp(&r);
+	}
+	/* 3096 used, 1000 free: a record needing 1008 does not fit. */
+	ck_assert_uint_eq(atomic_load(&r.head) - atomic_load(&r.tail), 3096);
+	ck_assert_ptr_null(eh_ring_reserve_sp(&r, 1000));
+	ck_assert_ptr_nonnull(eh_ring_reserve_sp(&r, 992));
+	eh_ring_destroy(&r);
 }
 END_TEST
 
@@ -652,6 +698,7 @@ static Suite *ring_suite(void)
 	tcase_add_test(tc, ring_record_capacity);
 	tcase_add_test(tc, ring_oversize_refused);
 	tcase_add_test(tc, ring_fast_path_matches_full);
+	tcase_add_test(tc, ring_fast_path_at_the_counters_wrap);
 	tcase_add_test(tc, ring_wait_returns);
 	tcase_add_test(tc, ring_wait_woken);
 	suite_add_tcase(s, tc);
