@@ -101,7 +101,6 @@ struct eh_capture {
 	uint8_t write_action; /* enum eh_action */
 	const void *write_client;
 	struct eh_client *write_entry; /* write_client's, for its MESSAGE */
-	const char *write_topic_at;    /* the broker's copy of write_topic, for its MESSAGE */
 	uint8_t write_qos;
 	bool write_retain;
 	uint32_t write_topic_len;
@@ -632,7 +631,6 @@ static void hold_check(struct eh_capture *cap, const struct mosquitto_evt_acl_ch
 		cap->write_cap = len;
 	}
 	memcpy(cap->write_topic, ed->topic, len);
-	cap->write_topic_at = ed->topic;
 	cap->write_topic_len = (uint32_t)len;
 	cap->write_client = ed->client;
 	cap->write_qos = ed->qos;
@@ -736,11 +734,10 @@ static void drop_held_21(struct eh_capture *cap, const void *client, int reason)
 
 static bool check_allowed(struct eh_capture *cap, const void *client, unsigned action, const char *topic, size_t len)
 {
-	/* A publish's MESSAGE has the very string its check had, unless a
-	 * plugin before us replaced it. */
+	/* The bytes, not the pointer: a MESSAGE whose WRITE check a plugin
+	 * before us answered can have its topic where a denied one was. */
 	if (cap->write_pending && cap->write_action == action && cap->write_client == client
-	    && cap->write_topic_len == len
-	    && (topic == cap->write_topic_at || !memcmp(cap->write_topic, topic, len))) {
+	    && cap->write_topic_len == len && !memcmp(cap->write_topic, topic, len)) {
 		cap->write_pending = false;
 		return true;
 	}
