@@ -447,6 +447,10 @@ void eh_core_emit(struct eh_core *core, struct eh_event *ev)
 		seq = ++s->seq;
 		slot = size <= UINT32_MAX ? eh_ring_reserve_sp(&s->ring, (uint32_t)size) : NULL;
 		if (!slot) {
+			/* A lazy sink whose thread could not start fills its
+			 * ring and then gets no event: try again from here. */
+			if (s->thread_lazy && !s->thread_started)
+				start_lazy(s);
 			/* Only this thread writes the counters: a plain
 			 * increment, not a locked read-modify-write. */
 			atomic_store_explicit(&s->dropped,
@@ -569,11 +573,8 @@ void eh_core_reload(struct eh_core *core)
  * mapped after the broker unloads it. */
 static void abandon(struct eh_core *core, struct eh_sink *s)
 {
-	struct eh_sink_counts c = counts(s);
-	uint64_t settled = c.delivered + c.failed;
 	const char *why = eh_sink_pin_library((const void *)eh_core_stop);
 
-	atomic_store_explicit(&s->left, c.enqueued > settled ? c.enqueued - settled : 0, memory_order_relaxed);
 	s->thread_abandoned = true;
 	core->abandoned = true;
 	mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: %s: its thread is still busy %lld ms after the shutdown "
@@ -604,8 +605,14 @@ bool eh_core_stop(struct eh_core *core)
 	for (size_t i = 0; i < core->nsinks; i++) {
 		struct eh_sink *s = &core->sinks[i];
 		struct eh_sink_counts c = counts(s);
-		uint64_t left = atomic_load_explicit(&s->left, memory_order_relaxed);
+		uint64_t settled = c.delivered + c.failed;
+		/* A thread left behind has not counted what it did not settle;
+		 * from the same snapshot as the line, which it may still change. */
+		uint64_t left = s->thread_abandoned ? (c.enqueued > settled ? c.enqueued - settled : 0)
+						    : atomic_load_explicit(&s->left, memory_order_relaxed);
 
+		if (s->thread_abandoned)
+			atomic_store_explicit(&s->left, left, memory_order_relaxed);
 		mosquitto_log_printf(left ? MOSQ_LOG_WARNING : MOSQ_LOG_NOTICE,
 				     "eventhook: %s: stopped; enqueued %llu, delivered %llu, failed %llu, dropped %llu, "
 				     "left undelivered at shutdown %llu", s->name, (unsigned long long)c.enqueued,
