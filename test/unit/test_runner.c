@@ -782,6 +782,19 @@ END_TEST
 /* A deliver that blocks inside its sink (the MQTT sink waiting for window
  * room) learns of a stop through the wake hook, not when its own wait ends
  * (here after 30 s, and then woken would still be 0). */
+/* Waits until the sink thread sets *flag under lock. */
+static void wait_flag(pthread_mutex_t *lock, const int *flag)
+{
+	int set;
+
+	do {
+		sleep_ms(1);
+		pthread_mutex_lock(lock);
+		set = *flag;
+		pthread_mutex_unlock(lock);
+	} while (!set);
+}
+
 struct blocking {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -826,18 +839,12 @@ START_TEST(runner_stop_wakes_a_deliver_blocked_in_its_sink)
 {
 	struct rig r = rig_new(&blocking_ops, 65536, 0);
 	struct blocking k = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
-	int waiting;
 
 	k.sink = r.sink;
 	r.sink->ctx = &k;
 	rig_push(&r, 1);
 	rig_start(&r);
-	do {
-		sleep_ms(1);
-		pthread_mutex_lock(&k.lock);
-		waiting = k.waiting;
-		pthread_mutex_unlock(&k.lock);
-	} while (!waiting);
+	wait_flag(&k.lock, &k.waiting);
 	rig_stop(&r, 0);
 	ck_assert_int_eq(k.woken, 1);
 	ck_assert_uint_eq(counter(&r.sink->left), 1);
@@ -881,7 +888,6 @@ START_TEST(core_stop_leaves_a_stuck_thread_behind)
 	struct stuck k = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
 	struct fake *f = calloc(1, sizeof(*f));
 	int64_t start;
-	int inside;
 
 	ck_assert_ptr_nonnull(core);
 	ck_assert_ptr_nonnull(f);
@@ -917,12 +923,7 @@ START_TEST(core_stop_leaves_a_stuck_thread_behind)
 	}
 	for (size_t i = 0; i < 2; i++)
 		ck_assert_int_eq(eh_runner_start(&core->sinks[i]), 0);
-	do {
-		sleep_ms(1);
-		pthread_mutex_lock(&k.lock);
-		inside = k.inside;
-		pthread_mutex_unlock(&k.lock);
-	} while (!inside);
+	wait_flag(&k.lock, &k.inside);
 
 	start = eh_now_ms();
 	ck_assert(!eh_core_stop(core));
