@@ -4,10 +4,10 @@
  * eh_core_emit is the hot path. For each sink whose mask has the event's type
  * (core->route) and whose topic filters match, it reserves room in the
  * sink's ring, fills it (packing the event once, copying it for the other
- * sinks) and publishes it; then it wakes the sleeping consumers behind one fence. When a
- * ring is full the event is counted as dropped for that sink and the next
- * sink is tried. No lock, no allocation, no system call unless a sink thread
- * is asleep.
+ * sinks) and publishes it; then it wakes the sleeping consumers behind one
+ * fence. When a ring is full the event is counted as dropped for that sink
+ * and the next sink is tried. No lock, no allocation, no system call unless
+ * a sink thread is asleep.
  */
 #include <errno.h>
 #include <limits.h>
