@@ -670,6 +670,30 @@ START_TEST(runner_full_ring_drops)
 }
 END_TEST
 
+/* A lazy sink whose thread could not start yet (its retry time not come)
+ * fills its ring; once the retry time has come, the next event, which the
+ * full ring drops, starts the thread, and the ring drains. */
+START_TEST(lazy_thread_retried_when_its_ring_is_full)
+{
+	struct rig r = rig_new(&fake_ops, 4096, 16);
+
+	r.sink->thread_lazy = true;
+	r.core->lazy_waiting = 1;
+	r.sink->thread_retry_ms = eh_now_ms() + 3600 * 1000;
+	rig_push(&r, 16);
+	ck_assert(!r.sink->thread_started);
+	r.sink->thread_retry_ms = eh_now_ms() - 1;
+	rig_push(&r, 1);
+	ck_assert_uint_eq(counter(&r.sink->dropped), 1);
+	ck_assert(r.sink->thread_started);
+	ck_assert_uint_eq(r.core->lazy_waiting, 0);
+	wait_done(&r, 16);
+	rig_stop(&r, 5000);
+	assert_seen_range(r.fake, 1, 16);
+	rig_free(&r);
+}
+END_TEST
+
 /* A record the runner cannot unpack is counted failed; the records
  * around it are still delivered, none lost from the accounting. */
 START_TEST(runner_malformed_record_counted)
@@ -1120,6 +1144,7 @@ static Suite *runner_suite(void)
 	tcase_add_test(tc, emit_wakes_every_sleeping_sink);
 	tcase_add_test(tc, runner_stop_wakes_a_deliver_blocked_in_its_sink);
 	tcase_add_test(tc, core_stop_leaves_a_stuck_thread_behind);
+	tcase_add_test(tc, lazy_thread_retried_when_its_ring_is_full);
 	suite_add_tcase(s, tc);
 	return s;
 }
