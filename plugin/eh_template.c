@@ -13,6 +13,14 @@
 enum { PH_EVENT, PH_NODE, PH_CLIENTID, PH_USERNAME, PH_SEQ, PH_COUNT };
 static const char *const ph_names[PH_COUNT] = { "event", "node", "clientid", "username", "seq" };
 
+bool eh_template_uses(const struct eh_template *t, const char *name)
+{
+	for (size_t i = 0; i < t->count; i++)
+		if (t->parts[i].field >= 0 && !strcmp(ph_names[t->parts[i].field], name))
+			return true;
+	return false;
+}
+
 static int add_part(struct eh_template *t, int field, const char *text, size_t len)
 {
 	struct eh_template_part *grown = realloc(t->parts, (t->count + 1) * sizeof(*grown));

@@ -15,6 +15,7 @@
 #ifndef EH_TEMPLATE_H
 #define EH_TEMPLATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "eh_event.h"
@@ -52,6 +53,8 @@ int eh_template_check_topic(const struct eh_template *t, const char *option, con
  * modulo 65536, letting the rest pass for packet id and payload. Shared by
  * the sinks so they judge and word it alike. */
 const char *eh_template_topic_unfit(size_t len);
+/* Whether the template holds the placeholder named name ("seq"). */
+bool eh_template_uses(const struct eh_template *t, const char *name);
 /* Renders into out (capacity cap, always NUL-terminated when cap > 0).
  * Returns the full length needed, excluding the NUL (like snprintf). */
 size_t eh_template_render(const struct eh_template *t, const struct eh_event *ev, const struct eh_node *node,

@@ -14,6 +14,8 @@ int eh_stub_log_count;
 char eh_stub_last_log[1024];
 int eh_stub_publish_count;
 char eh_stub_last_topic[1024];
+/* Set by a test to see each published message before it is freed. */
+void (*eh_stub_publish_hook)(const char *topic, const void *payload, int len);
 /* Callbacks registered and not unregistered, as Mosquitto 2.0 holds them. */
 int eh_stub_callbacks;
 /* The last callback registered per event (2.0's 0..10), for tests that
@@ -49,12 +51,13 @@ int mosquitto_broker_publish(const char *clientid, const char *topic, int payloa
 			     bool retain, mosquitto_property *properties)
 {
 	(void)clientid;
-	(void)payloadlen;
 	(void)qos;
 	(void)retain;
 	(void)properties;
 	snprintf(eh_stub_last_topic, sizeof(eh_stub_last_topic), "%s", topic);
 	eh_stub_publish_count++;
+	if (eh_stub_publish_hook)
+		eh_stub_publish_hook(topic, payload, payloadlen);
 	free(payload);
 	return MOSQ_ERR_SUCCESS;
 }
