@@ -4,7 +4,8 @@
 #
 # 1. For each configuration (no plugin; plugin with no sink interested; file
 #    sink with events '*'; file and local sinks with events '*'; file, http,
-#    kafka and mqtt sinks, peers unreachable; all five sinks), mosquitto
+#    kafka and mqtt sinks, peers unreachable; all five sinks; the last two
+#    with the local sink batching), mosquitto
 #    runs under callgrind, collection is zeroed once it listens
 #    (callgrind_control -z), a fixed load is driven by bench/loadgen (CYCLES
 #    cycles of: connect, subscribe, 4 QoS 1 publishes, unsubscribe,
@@ -34,7 +35,7 @@ KEEP=${KEEP:-}
 BUILD=${BUILD:-build}
 CYCLES=${1:-${CG_CYCLES:-1000}}
 PAYLOAD=${CG_PAYLOAD:-32}
-CONFIGS=${CG_CONFIGS:-none idle file filelocal fourrings every allocs allocslocal}
+CONFIGS=${CG_CONFIGS:-none idle file filelocal fourrings every filelocalbatch everybatch allocs allocslocal}
 EXTRA=${CG_EXTRA:-}
 LOAD=${CG_LOAD:--c 4 -m publish -q 1 -N 4}
 plugin=$(readlink -f "$BUILD/mosquitto_eventhook.so")
@@ -117,6 +118,13 @@ closed=127.0.0.1:9
 run fourrings whole "events *" "file_path $dir/four.jsonl" "http_url http://$closed/" "kafka_brokers $closed" \
 	"mqtt_uri tcp://$closed"
 run every whole "events *" "file_path $dir/every.jsonl" 'local_topic $events/{event}/{clientid}' \
+	"http_url http://$closed/" "kafka_brokers $closed" "mqtt_uri tcp://$closed"
+# The local sink batching (docs/sinks/local.md): one message for the events
+# queued together, instead of one per event.
+run filelocalbatch whole "events *" "file_path $dir/allb.jsonl" 'local_topic $events/all' "local_batch_max 1000" \
+	"local_batch_linger_ms 5"
+run everybatch whole "events *" "file_path $dir/everyb.jsonl" 'local_topic $events/all' "local_batch_max 1000" \
+	"local_batch_linger_ms 5" \
 	"http_url http://$closed/" "kafka_brokers $closed" "mqtt_uri tcp://$closed"
 run allocs toggle "events *" "file_path $dir/allocs.jsonl"
 run allocslocal toggle "events *" "file_path $dir/allocs.jsonl" 'local_topic $events/{event}/{clientid}'

@@ -59,7 +59,9 @@ def report(path, cycles_asked):
     labels = {"none": "no plugin", "idle": "plugin, no sink interested",
               "file": "file sink, events *", "filelocal": "file + local sinks, events *",
               "fourrings": "file, http, kafka, mqtt sinks (peers unreachable), events *",
-              "every": "all five sinks (peers unreachable), events *"}
+              "every": "all five sinks (peers unreachable), events *",
+              "filelocalbatch": "file + local sinks, local batched ($events/all, local_batch_max 1000, local_batch_linger_ms 5), events *",
+              "everybatch": "all five sinks, local batched as above, events *"}
     print("## Broker main thread, instructions per cycle (callgrind, %s cycles of: connect, subscribe, "
           "4 x QoS 1 publish of %s bytes, unsubscribe, disconnect)" % (cycles_asked, os.environ.get("CG_PAYLOAD", "32")))
     print()

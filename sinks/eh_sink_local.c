@@ -101,6 +101,9 @@ static const struct eh_option local_options[] = {
 	{ "local_batch_format", EH_OPT_ENUM, "json", 0, 0, "json|ndjson", 0,
 	  "Payload of a batch (local_batch_max > 1): a JSON array, or newline-delimited objects (not with "
 	  "local_format cloudevents)." },
+	{ "local_batch_linger_ms", EH_OPT_INT, "0", 0, 60000, NULL, 0,
+	  "How long to wait for local_batch_max events before publishing the ones queued (local_batch_max "
+	  "> 1). 0: publish what is queued." },
 	{ "local_batch_bytes", EH_OPT_INT, "262144", 1024, 268435455, NULL, 0,
 	  "Payload bytes a batch (local_batch_max > 1) holds at most: the event that would take it past this "
 	  "starts the next message. An event larger than this alone is still published, alone." },
@@ -192,7 +195,12 @@ static int local_create(const struct eh_sink_env *env, void **ctx, char *err, si
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	eh_sink_set_batching(env->sink, l->batch_max > 256 ? l->batch_max : 256, 0);
+	/* Lingering waits for local_batch_max events in all, whatever their
+	 * topics; without batching, events are taken 256 at a time. */
+	if (l->batch_max > 1)
+		eh_sink_set_batching(env->sink, l->batch_max, eh_config_int(env->config, "local_batch_linger_ms"));
+	else
+		eh_sink_set_batching(env->sink, 256, 0);
 	/* Only a full outbox makes the sink retry: wait about one tick. */
 	eh_sink_set_retry(env->sink, 20, 200, -1);
 	return 0;

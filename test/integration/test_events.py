@@ -974,6 +974,24 @@ class EventsTest(BrokerTestCase):
         self.assertGreaterEqual(delivered, len(evs))
 
 
+    def test_local_sink_batch_waits_for_batch_max_events_within_its_linger(self):
+        b = self.broker(local_topic="$events/all", local_batch_max="5", local_batch_linger_ms="60000",
+                        local_events="client.connected,client.disconnected")
+        viewer = RawClient(b.port, "viewer")
+        self.assertEqual(viewer.connect().rc, 0)
+        viewer.subscribe("$events/#")
+        for cid in ("c1", "c2"):
+            c = RawClient(b.port, cid)
+            self.assertEqual(c.connect().rc, 0)
+            c.disconnect()
+        got = viewer.wait_messages(1)
+        self.assertEqual([(e["event"], e["clientid"]) for e in json.loads(got[0].payload)],
+                         [("client.connected", "viewer"), ("client.connected", "c1"),
+                          ("client.disconnected", "c1"), ("client.connected", "c2"),
+                          ("client.disconnected", "c2")])
+        viewer.close()
+
+
 class ConfigErrorsTest(BrokerTestCase):
     def run_bad(self, opts):
         b = Broker(["allow_anonymous true"], start=False, plugin_opts=opts, name="bad")
