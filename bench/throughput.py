@@ -21,6 +21,8 @@ Configurations (each with a fresh broker):
         a second mosquitto. The peers share the non-broker CPUs with the
         generator. BENCH_EVERY=0 leaves it out; BENCH_EVERY_EXTRA adds
         options to it (";"-separated, e.g. "mqtt_qos 0").
+  BENCH_LOCAL replaces the local sink's options in "all" and "every"
+        (";"-separated; default "local_topic $events/{event}/{clientid}").
 
 Modes: cycle (connect, subscribe, unsubscribe, disconnect), publish0 and
 publish1 (the same plus 10 publishes at QoS 0 / QoS 1).
@@ -84,11 +86,15 @@ RATE = os.environ.get("BENCH_RATE", "")  # loadgen -r: cycles per second, every 
 # BENCH_EXTRA: options added to every configuration with the plugin,
 # ";"-separated (e.g. "payload_max_bytes 256" with BENCH_PAYLOAD).
 EXTRA = [o.strip() for o in os.environ.get("BENCH_EXTRA", "").split(";") if o.strip()]
+# BENCH_LOCAL: the local sink's options in "all" and "every", ";"-separated;
+# e.g. "local_topic $events/all;local_batch_max 1000;local_batch_linger_ms 5"
+# for the batching local sink (docs/sinks/local.md).
+LOCAL = [o.strip() for o in os.environ.get("BENCH_LOCAL", "local_topic $events/{event}/{clientid}").split(";")
+         if o.strip()]
 CONFIGS = [
     ("none", []),
     ("idle", benchlib.plugin_lines(benchlib.IDLE_OPTS + EXTRA)),
-    ("all", benchlib.plugin_lines(["events *", "file_path {dir}/events.jsonl",
-                                   "local_topic $events/{event}/{clientid}"] + EXTRA)),
+    ("all", benchlib.plugin_lines(["events *", "file_path {dir}/events.jsonl"] + LOCAL + EXTRA)),
     # "every": filled in main() once the peers run
 ]
 if os.environ.get("BENCH_ALL", "1") == "0":
@@ -112,8 +118,7 @@ def main():
             # (e.g. "mqtt_qos 0" to see what QoS 1 costs).
             extra = [o.strip() for o in os.environ.get("BENCH_EVERY_EXTRA", "").split(";") if o.strip()]
             CONFIGS.append(("every", benchlib.plugin_lines(
-                ["events *", "file_path {dir}/events.jsonl", "local_topic $events/{event}/{clientid}"]
-                + peers.sink_opts() + EXTRA + extra)))
+                ["events *", "file_path {dir}/events.jsonl"] + LOCAL + peers.sink_opts() + EXTRA + extra)))
             run()
     else:
         run()
