@@ -92,6 +92,13 @@ class HttpPeer:
         self.port = port
         self.tls = tls
         self.default = Reply()
+        # A body larger than this (by its Content-Length) is answered 413
+        # Payload Too Large, as a server with a body size limit does; with
+        # refuse_early the answer comes before the body is read and the
+        # connection is closed with the body unread (many frameworks), else
+        # the body is read and dropped first (nginx's lingering close).
+        self.max_body: Optional[int] = None
+        self.refuse_early = False
         self.requests: List[Request] = []
         self.tls_failures = 0
         self.connections = set()
@@ -198,6 +205,32 @@ class HttpPeer:
             def log_message(self, *args):
                 pass
 
+            def _refuse_too_large(self, length):
+                early = peer.refuse_early
+                if not early:
+                    while length > 0:
+                        chunk = self.rfile.read(min(length, 65536))
+                        if not chunk:
+                            break
+                        length -= len(chunk)
+                req = Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
+                              list(self.headers.items()), b"", self.client_address[1], t=time.monotonic())
+                with peer._cond:
+                    peer.requests.append(req)
+                    peer.connections.add(self.client_address[1])
+                body = b"request body too large"
+                self.send_response(413)
+                if early:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                self.wfile.flush()
+                with peer._cond:
+                    req.status = 413
+                    peer._cond.notify_all()
+
             def do_POST(self):
                 self._serve()
 
@@ -209,6 +242,9 @@ class HttpPeer:
 
             def _serve(self):
                 length = int(self.headers.get("Content-Length") or 0)
+                if peer.max_body is not None and length > peer.max_body:
+                    self._refuse_too_large(length)
+                    return
                 body = self.rfile.read(length) if length else b""
                 cert = None
                 if peer.tls:
