@@ -11,9 +11,16 @@
  * One request at a time: deliver answers for its batch before the runner
  * hands over the next one, which is what keeps events in capture order
  * without any bookkeeping here. The runner owns batching, backoff with
- * jitter, the give-up budget and the counters; this file turns a batch into
- * one request and the response into OK, RETRY (408, 429, 5xx, transport
- * errors, with Retry-After) or DROP (any other status).
+ * jitter and the give-up budget; this file turns a batch into one request
+ * and the response into OK (2xx, or another status that no retry can
+ * change: those events are counted failed) or RETRY (408, 429, 5xx,
+ * transport errors, with Retry-After). A 413 (Payload Too Large) is the one
+ * refusal that depends on the request rather than on each event: the batch
+ * is sent again in halves, so only an event that is too large alone is
+ * failed and the events around it are delivered. That leaves failed events
+ * between delivered ones, which the runner's "done from the front" cannot
+ * say, so the sink counts delivered and failed itself (EH_SINK_ASYNC_ACK;
+ * OK still means delivered here, never merely handed over).
  *
  * Secrets are never logged; logged URLs go through eh_http_redact_url and
  * quoted responses through the masks of response_text. The bearer token and
@@ -86,6 +93,8 @@ struct http_sink {
 	bool failing;
 	long fail_key; /* status, or -curl code, of the last logged failure */
 	unsigned char rejected_logged[STATUS_BITS / 8];
+	uint64_t too_large_logged; /* events refused alone with 413 (eh_sink_log_due) */
+	bool split_logged;         /* a 413 batch was split, said once */
 };
 
 static const struct eh_option http_options[] = {
@@ -664,15 +673,15 @@ static int add_event(struct http_sink *h, const struct eh_event *ev)
 					       : eh_json_write_event(&h->body, ev, h->node);
 }
 
-static int build_body(struct http_sink *h, const struct eh_batch *b)
+static int build_body(struct http_sink *h, const struct eh_event *evs, size_t n)
 {
 	h->body.len = 0;
 	if (h->array && !h->ndjson && eh_buf_append(&h->body, "[", 1))
 		return -1;
-	for (size_t i = 0; i < b->count; i++) {
+	for (size_t i = 0; i < n; i++) {
 		if (i && h->array && !h->ndjson && eh_buf_append(&h->body, ",", 1))
 			return -1;
-		if (add_event(h, &b->events[i]))
+		if (add_event(h, &evs[i]))
 			return -1;
 		if (h->ndjson && eh_buf_append(&h->body, "\n", 1))
 			return -1;
@@ -707,7 +716,7 @@ static struct curl_slist *add_line(struct curl_slist *list, const char *line, bo
 /* The request headers for this body; NULL on out of memory. The message id
  * is the first event's id (with the count for a batch): a retry of the same
  * batch repeats it, so receivers can deduplicate by webhook-id. */
-static struct curl_slist *build_headers(struct http_sink *h, const struct eh_batch *b)
+static struct curl_slist *build_headers(struct http_sink *h, const struct eh_event *evs, size_t n)
 {
 	struct curl_slist *list = NULL;
 	bool failed = false;
@@ -734,9 +743,9 @@ static struct curl_slist *build_headers(struct http_sink *h, const struct eh_bat
 		char id[EH_ID_LEN + 32], sig[EH_HTTP_SIGNATURE_LEN + 1];
 		int64_t ts = eh_wall_ms() / 1000;
 
-		eh_json_format_id(h->node, b->events[0].number, id);
+		eh_json_format_id(h->node, evs[0].number, id);
 		if (h->array)
-			snprintf(id + EH_ID_LEN, sizeof(id) - EH_ID_LEN, ".%zu", b->count);
+			snprintf(id + EH_ID_LEN, sizeof(id) - EH_ID_LEN, ".%zu", n);
 		if (eh_http_sign(h->key, h->keylen, id, ts, h->body.data, h->body.len, sig)) {
 			failed = true;
 		} else {
@@ -804,22 +813,30 @@ static void log_retry(struct http_sink *h, long key, const char *what)
 	eh_sink_log(h->sink, MOSQ_LOG_WARNING, "%s from %s; retrying", what, h->url_log);
 }
 
-static enum eh_deliver_rc http_deliver(void *ctx, struct eh_batch *b)
+/* What one request settled. */
+enum post_rc {
+	POST_SETTLED,  /* delivered (2xx) or refused for good: counted, b->done past it */
+	POST_RETRY,    /* transient failure, or abandoned at the shutdown deadline */
+	POST_TOO_LARGE /* 413: nothing counted; a smaller body may be taken */
+};
+
+/* One request for the n events of b from index from, which are the first
+ * ones b->done has not passed yet. */
+static enum post_rc post(struct http_sink *h, struct eh_batch *b, size_t from, size_t n)
 {
-	struct http_sink *h = ctx;
+	const struct eh_event *evs = b->events + from;
 	struct curl_slist *headers;
 	long status = 0;
 	int result;
 	char what[CURL_ERROR_SIZE + 64];
 
-	b->done = 0;
 	if (!h->easy && http_open(h)) {
 		log_retry(h, -CURLE_OUT_OF_MEMORY, "cannot set up libcurl");
-		return EH_DELIVER_RETRY;
+		return POST_RETRY;
 	}
-	if (build_body(h, b) || !(headers = build_headers(h, b))) {
+	if (build_body(h, evs, n) || !(headers = build_headers(h, evs, n))) {
 		log_retry(h, -CURLE_OUT_OF_MEMORY, "out of memory building the request");
-		return EH_DELIVER_RETRY;
+		return POST_RETRY;
 	}
 	curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, headers);
 	curl_easy_setopt(h->easy, CURLOPT_POSTFIELDS, h->body.data);
@@ -832,11 +849,11 @@ static enum eh_deliver_rc http_deliver(void *ctx, struct eh_batch *b)
 	curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, NULL);
 	curl_slist_free_all(headers);
 	if (result < 0)
-		return EH_DELIVER_RETRY; /* abandoned at the shutdown deadline */
+		return POST_RETRY; /* abandoned at the shutdown deadline */
 	if (result != CURLE_OK) {
 		snprintf(what, sizeof(what), "%s", h->errbuf[0] ? h->errbuf : curl_easy_strerror((CURLcode)result));
 		log_retry(h, -(long)result, what);
-		return EH_DELIVER_RETRY;
+		return POST_RETRY;
 	}
 	curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
 	switch (eh_http_verdict(status)) {
@@ -844,14 +861,19 @@ static enum eh_deliver_rc http_deliver(void *ctx, struct eh_batch *b)
 		if (h->failing)
 			eh_sink_log(h->sink, MOSQ_LOG_NOTICE, "delivering to %s again", h->url_log);
 		h->failing = false;
-		return EH_DELIVER_OK;
+		eh_sink_count(h->sink, n, 0);
+		b->done += n;
+		return POST_SETTLED;
 	case EH_HTTP_RETRY:
 		/* The runner weighs it against what is left of the budget. */
 		if (h->retry_after[0])
 			b->retry_after_ms = eh_http_retry_after_ms(h->retry_after, eh_wall_ms());
 		snprintf(what, sizeof(what), "HTTP %ld", status);
 		log_retry(h, status, what);
-		return EH_DELIVER_RETRY;
+		return POST_RETRY;
+	case EH_HTTP_TOO_LARGE:
+		h->failing = false;
+		return POST_TOO_LARGE;
 	case EH_HTTP_REJECTED:
 	default:
 		if (!status_logged(h, status)) {
@@ -859,7 +881,7 @@ static enum eh_deliver_rc http_deliver(void *ctx, struct eh_batch *b)
 			int used = snprintf(line, sizeof(line),
 					    "HTTP %ld from %s: %zu event(s) dropped; further %ld responses are counted, "
 					    "not logged. Response: ",
-					    status, h->url_log, b->count, status);
+					    status, h->url_log, n, status);
 
 			if (used > 0 && (size_t)used < sizeof(line) - 1)
 				eh_sink_log(h->sink, MOSQ_LOG_ERR, "%s%s", line,
@@ -868,8 +890,59 @@ static enum eh_deliver_rc http_deliver(void *ctx, struct eh_batch *b)
 				eh_sink_log(h->sink, MOSQ_LOG_ERR, "%s", line);
 		}
 		h->failing = false;
-		return EH_DELIVER_DROP;
+		eh_sink_count(h->sink, 0, n);
+		b->done += n;
+		return POST_SETTLED;
 	}
+}
+
+/* Sends the n events of b from index from. A body refused with 413 is sent
+ * again in halves, the first half first, so events keep their order: a
+ * batch that is too large only as a whole is delivered in parts, and an
+ * event refused even alone (a large payload over the server's limit) is
+ * counted failed while the events around it are delivered. Sending it
+ * again can never help, and holding it would hold every later event. At
+ * most about 2 log2(n) requests find one such event. Returns OK when all n
+ * are settled, RETRY when a request failed transiently (b->done says how
+ * far it got). */
+static enum eh_deliver_rc send_range(struct http_sink *h, struct eh_batch *b, size_t from, size_t n)
+{
+	size_t half;
+
+	switch (post(h, b, from, n)) {
+	case POST_SETTLED:
+		return EH_DELIVER_OK;
+	case POST_RETRY:
+		return EH_DELIVER_RETRY;
+	case POST_TOO_LARGE:
+		break;
+	}
+	if (n == 1) {
+		if (eh_sink_log_due(&h->too_large_logged))
+			eh_sink_log(h->sink, MOSQ_LOG_ERR,
+				    "event seq %llu (%zu bytes) refused with HTTP 413 by %s even when sent alone; "
+				    "counted failed",
+				    (unsigned long long)b->events[from].seq, h->body.len, h->url_log);
+		eh_sink_count(h->sink, 0, 1);
+		b->done++;
+		return EH_DELIVER_OK;
+	}
+	if (!h->split_logged)
+		eh_sink_log(h->sink, MOSQ_LOG_NOTICE,
+			    "HTTP 413 from %s for a body of %zu bytes (%zu events): sending it again in parts "
+			    "(said once; a lower http_batch_max avoids it)",
+			    h->url_log, h->body.len, n);
+	h->split_logged = true;
+	half = n / 2;
+	if (send_range(h, b, from, half) != EH_DELIVER_OK)
+		return EH_DELIVER_RETRY;
+	return send_range(h, b, from + half, n - half);
+}
+
+static enum eh_deliver_rc http_deliver(void *ctx, struct eh_batch *b)
+{
+	b->done = 0;
+	return send_range(ctx, b, 0, b->count);
 }
 
 static void http_reload(void *ctx)
@@ -900,6 +973,7 @@ const struct eh_sink_ops eh_sink_http_ops = {
 	.enable_key = "http_url",
 	.options = http_options,
 	.title = "HTTP sink",
+	.flags = EH_SINK_ASYNC_ACK,
 	.create = http_create,
 	.open = http_open,
 	.deliver = http_deliver,

@@ -32,6 +32,8 @@ enum eh_http_verdict eh_http_verdict(long status)
 		return EH_HTTP_DELIVERED;
 	if (status == 408 || status == 429 || (status >= 500 && status <= 599))
 		return EH_HTTP_RETRY;
+	if (status == 413)
+		return EH_HTTP_TOO_LARGE;
 	return EH_HTTP_REJECTED;
 }
 

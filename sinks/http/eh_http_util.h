@@ -15,7 +15,8 @@
 enum eh_http_verdict {
 	EH_HTTP_DELIVERED = 0, /* 2xx */
 	EH_HTTP_RETRY,         /* 408, 429, 5xx: the peer may recover */
-	EH_HTTP_REJECTED       /* anything else (other 4xx, 3xx, 1xx): sending again cannot help */
+	EH_HTTP_REJECTED,      /* anything else (other 4xx, 3xx, 1xx): sending again cannot help */
+	EH_HTTP_TOO_LARGE      /* 413: this body is too large; a smaller one may be taken */
 };
 enum eh_http_verdict eh_http_verdict(long status);
 

@@ -447,6 +447,68 @@ class Failures(HttpSinkCase):
         self.assertNotIn(TOKEN, log)
         self.assertNotIn("qs-secret", log)
 
+    def publishes(self, broker, cid, payloads):
+        """One client connects, publishes each payload on t/<i>, disconnects:
+        2 + len(payloads) + 1 events."""
+        c = RawClient(broker.port, cid)
+        self.assertEqual(c.connect().rc, 0)
+        for i, p in enumerate(payloads):
+            c.publish(f"t/{i}", p)
+        c.disconnect()
+
+    PUBLISH_EVENTS = "client.connect,client.connected,message.publish,client.disconnected"
+    EXPECTED_PUB3 = ["client.connect", "client.connected"] + ["message.publish"] * 3 + ["client.disconnected"]
+
+    def test_413_for_one_event_fails_it_alone_and_the_next_are_delivered(self):
+        # A receiver with a body size limit (nginx's client_max_body_size,
+        # answered here before the body is read) and one event over it: that
+        # event is counted failed, named in the log, and never holds back
+        # the events after it.
+        peer = self.peer()
+        peer.max_body = 20000
+        peer.refuse_early = True
+        b = self.broker(peer.url, http_events=self.PUBLISH_EVENTS)
+        self.publishes(b, "big", [b"a", b"x" * 30000, b"c"])
+        self.session(b, 1)
+        events = peer.wait_events(lambda evs: len(evs) == 8, what="the 8 events that fit")
+        self.assertEqual([e["seq"] for e in events], [1, 2, 3, 5, 6, 7, 8, 9])
+        self.assertEqual([e["event"] for e in events[:5]], self.EXPECTED_PUB3[:3] + self.EXPECTED_PUB3[4:])
+        self.assertEqual([e.get("payload") for e in events[2:4]], ["YQ==", "Yw=="])
+        self.assertEqual([r.status for r in peer.requests], [200] * 3 + [413] + [200] * 5)
+        b.stop()
+        self.assertEqual(counters(b), dict(enqueued=9, delivered=8, failed=1, dropped=0, left=0))
+        big = int(peer.requests[3].headers["content-length"])
+        self.assertRegex(b.log(), rf"eventhook: http: event seq 4 \({big} bytes\) refused with HTTP 413 by "
+                                  rf"http://127\.0\.0\.1:{peer.port}/hook even when sent alone; counted failed")
+
+    def test_413_for_a_batch_splits_it_and_fails_only_the_event_over_the_limit(self):
+        # A batch the receiver refuses as too large is split in halves until
+        # each part is taken; an event refused alone is counted failed and
+        # the others are delivered, in order.
+        peer = self.peer()
+        peer.max_body = 20000
+        (self.tmp / "secret").write_bytes(b"raw-secret-bytes")  # for webhook-id: <first id>.<count>
+        b = self.broker(peer.url, http_events=self.PUBLISH_EVENTS, http_batch_max=6, http_batch_linger_ms=60000,
+                        http_signing_secret_file=self.tmp / "secret")
+        # 6 events, the fourth over the limit alone.
+        self.publishes(b, "big", [b"a", b"x" * 30000, b"c"])
+        events = peer.wait_events(lambda evs: len(evs) == 5, what="the 5 events that fit")
+        self.assertEqual([e["seq"] for e in events], [1, 2, 3, 5, 6])
+        # The batch, its first half, its second half, the event over the
+        # limit alone, the rest of that half.
+        self.assertEqual([(r.status, int(r.headers["webhook-id"].split(".")[1])) for r in peer.requests],
+                         [(413, 6), (200, 3), (413, 3), (413, 1), (200, 2)])
+        # 6 events no one of which is too large, but together they are.
+        self.publishes(b, "medium", [b"m" * 8000] * 3)
+        events = peer.wait_events(lambda evs: len(evs) == 11, what="the 6 medium events")
+        self.assertEqual([e["seq"] for e in events], [1, 2, 3, 5, 6] + list(range(7, 13)))
+        self.assertEqual([e["event"] for e in events[5:]], self.EXPECTED_PUB3)
+        self.assertTrue(all(len(r.body) <= 20000 for r in peer.delivered()))
+        b.stop()
+        self.assertEqual(counters(b), dict(enqueued=12, delivered=11, failed=1, dropped=0, left=0))
+        self.assertEqual(len(re.findall(r"refused with HTTP 413", b.log())), 1, b.log())
+        self.assertIn("eventhook: http: event seq 4 (", b.log())
+
     def test_url_credentials_and_query_masked_in_echoed_responses(self):
         peer = self.peer()
         user, password, value = "alice", "S3c/ret@Pw", "k-12345+6789"

@@ -103,7 +103,9 @@ START_TEST(status_policy)
 	ck_assert_int_eq(eh_http_verdict(400), EH_HTTP_REJECTED);
 	ck_assert_int_eq(eh_http_verdict(401), EH_HTTP_REJECTED);
 	ck_assert_int_eq(eh_http_verdict(404), EH_HTTP_REJECTED);
-	ck_assert_int_eq(eh_http_verdict(413), EH_HTTP_REJECTED);
+	ck_assert_int_eq(eh_http_verdict(413), EH_HTTP_TOO_LARGE);
+	ck_assert_int_eq(eh_http_verdict(412), EH_HTTP_REJECTED);
+	ck_assert_int_eq(eh_http_verdict(414), EH_HTTP_REJECTED);
 	ck_assert_int_eq(eh_http_verdict(301), EH_HTTP_REJECTED);
 	ck_assert_int_eq(eh_http_verdict(100), EH_HTTP_REJECTED);
 	ck_assert_int_eq(eh_http_verdict(0), EH_HTTP_REJECTED);
