@@ -29,6 +29,7 @@ EVENTS = "client.connected,client.disconnected"
 PRODUCE = 0  # Kafka ApiKey of Produce
 NOT_ENOUGH_REPLICAS = 19
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
+MESSAGE_TOO_LARGE = 10
 # librdkafka 2.3.0: its idempotent producer no longer raises a fatal error
 # after a lost response and a retriable error (librdkafka #3584, #4438).
 RDKAFKA_IDEMPOTENCE_FIXED = 0x020300ff
@@ -372,6 +373,55 @@ class KafkaTest(BrokerTestCase):
         for cid in ids:
             mine = [m["event"]["seq"] for m in msgs if m["key"] == cid]
             self.assertEqual(mine, sorted(mine), cid)
+
+    # ---- messages that can never be produced ----
+
+    def test_event_over_message_max_bytes_failed_and_the_next_delivered(self):
+        # A 2 MB publish is a value of 2.7 MB (base64), over librdkafka's
+        # message.max.bytes (1000000): produce refuses it at once. It is
+        # counted failed, named in the log, and the events after it go on.
+        mock = self.mock(topics=[("mqtt-events", 1)])
+        b = self.broker(mock, kafka_events="client.connected,message.publish,client.disconnected")
+        c = RawClient(b.port, "big")
+        self.assertEqual(c.connect().rc, 0)
+        c.publish("t/a", b"a")
+        c.publish("t/b", os.urandom(2_000_000))
+        c.publish("t/c", b"c")
+        c.disconnect()
+        self.cycle(b, ["after"])
+        msgs = mock.consume(["mqtt-events"], 6)
+        self.assertEqual([m["event"]["seq"] for m in msgs], [1, 2, 4, 5, 6, 7])
+        self.assertEqual([m["event"]["event"] for m in msgs],
+                         ["client.connected", "message.publish", "message.publish", "client.disconnected",
+                          "client.connected", "client.disconnected"])
+        self.assertEqual([m["event"].get("payload") for m in msgs[1:3]], ["YQ==", "Yw=="])
+        self.assertEqual(self.stop_counters(b), dict(enqueued=7, delivered=6, failed=1, dropped=0, left=0))
+        self.assertRegex(b.log(), r"eventhook: kafka: cannot produce event seq 3 to topic mqtt-events: "
+                                  r"Broker: Message size too large")
+
+    def test_message_the_cluster_refuses_as_too_large_failed_and_the_next_delivered(self):
+        # The cluster's own limit (the topic's max.message.bytes, under the
+        # producer's): the Produce request holding the event is answered
+        # MESSAGE_TOO_LARGE, a permanent error. That event is counted
+        # failed and named; the producer goes on (an idempotent producer
+        # bumps its epoch for the sequence gap), nothing stalls, and the
+        # events after it are delivered once, in order.
+        mock = self.mock(brokers=1, topics=[("ev", 1)])
+        b = self.broker(mock, **self.ONE_PER_REQUEST)
+        self.cycle(b, ["first"])
+        self.assertEqual(len(mock.consume(["ev"], 1)), 1)
+        mock.cmd(f"berror 1 {PRODUCE} {MESSAGE_TOO_LARGE} 0")
+        self.cycle(b, ["refused"])
+        wait_until(lambda: mock.cmd(f"stack 1 {PRODUCE}") == 0, message="the refused Produce request")
+        after = [f"after{i}" for i in range(5)]
+        self.cycle(b, after)
+        msgs = mock.consume(["ev"], 6)
+        self.assertEqual([m["key"] for m in msgs], ["first"] + after)
+        self.assertEqual([m["event"]["seq"] for m in msgs], [1, 3, 4, 5, 6, 7])
+        self.assertEqual(self.stop_counters(b), dict(enqueued=7, delivered=6, failed=1, dropped=0, left=0))
+        self.assertRegex(b.log(), r"eventhook: kafka: event seq 2 not delivered to topic ev: "
+                                  r"Broker: Message size too large")
+        self.assertNotIn("fatal producer error", b.log())
 
     # ---- fatal producer errors ----
 
