@@ -653,6 +653,40 @@ class MqttSinkTest(unittest.TestCase):
                     # (up to retry_max_ms), and paho may resend it meanwhile.
                     self.assertGreaterEqual(oversize, 3)
 
+    def test_event_over_target_message_size_limit_never_stalls(self):
+        # The target's message_size_limit (Mosquitto 2.0 drops a PUBLISH
+        # whose payload is over it, and acknowledges it with a reason code
+        # rather than closing the connection). MQTT 5 at QoS 1 and 2: the
+        # refusal is seen, the event counted failed and logged with its
+        # seq. 3.1.1 cannot tell (a plain PUBACK): the event counts
+        # delivered, as documented. Either way the small events after it
+        # arrive, in order, and nothing is resent for ever.
+        for proto, qos in (("5", "1"), ("5", "2"), ("3.1.1", "1")):
+            with self.subTest(proto=proto, qos=qos):
+                name = "%s-q%s" % (proto, qos)
+                target = self.broker("target" + name, ["message_size_limit 2000"])
+                sub = self.sub(target.port, topics=("ev/#",), v5=proto == "5")
+                main = self.broker("main" + name, plugin_opts=[
+                    ("node_id", "n13"), ("events", "message.publish"), ("mqtt_protocol", proto),
+                    ("mqtt_qos", qos), ("mqtt_uri", "tcp://127.0.0.1:%d" % target.port),
+                    ("mqtt_topic", "ev/{seq}"), ("mqtt_reconnect_min", "1"), ("mqtt_reconnect_max", "1")])
+                client_session(main.port, "pub", [("small", b"a"), ("big", b"x" * 3000)] +
+                               [("small", b"%d" % i) for i in range(4)])
+                wait_until(lambda: len(sub.events()) == 5, what="the small events")
+                self.assertEqual([e["seq"] for e in sub.events()], [1, 3, 4, 5, 6])
+                enq, dlv, fail, drop, left = self.stop_counts(main)
+                self.assertRegex(target.log(), r"Dropped too large PUBLISH from eventhook-n13 .*'ev/2'")
+                if proto == "5":
+                    self.assertEqual((enq, dlv, fail, drop, left), (6, 5, 1, 0, 0))
+                    self.assertRegex(main.log(), r"eventhook: mqtt: the target refused a message on 'ev/2' "
+                                                 r"\(event seq 2\): code 0, reason 149")
+                else:
+                    self.assertEqual((enq, dlv, fail, drop, left), (6, 6, 0, 0, 0))
+                # Refused by an acknowledgement, not by closing the
+                # connection: nothing was lost or resent.
+                self.assertNotRegex(main.log(), r"mqtt: connection to \S+ lost")
+                self.assertEqual(len(sub.events()), 5)
+
     def test_v5_max_packet_size_forgotten_after_target_restart(self):
         # paho calls the connect's onSuccess5 (which reads the CONNACK's
         # properties) for the first connection only: after an automatic
