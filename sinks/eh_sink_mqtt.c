@@ -283,6 +283,11 @@ static struct slot *slot_at(struct mqtt_sink *m, size_t k)
 	return &m->win[(m->head + k) % m->max_inflight];
 }
 
+/* The largest MQTT packet: a fixed header byte and a remaining length of at
+ * most 268435455 in 4 bytes. paho.mqtt.c writes a longer remaining length in
+ * 5 bytes, which every target reads as a malformed packet. */
+#define MQTT_PACKET_MAX (1u + 4u + 268435455u)
+
 static size_t vbi_len(size_t n)
 {
 	return n < 128 ? 1 : n < 16384 ? 2 : n < 2097152 ? 3 : 4;
@@ -1145,7 +1150,10 @@ static int build_presence_msg(struct mqtt_sink *m, const struct eh_event *ev, st
  * counts the event failed: a topic paho would corrupt (it writes the length
  * as 16 bits: the rest of a longer topic would be read as packet id and
  * payload, so a client could forge events), or an empty one, or a packet
- * the MQTT 5 target announced it would refuse by disconnecting. */
+ * larger than MQTT allows (a payload of about 200 MB, base64 in the event,
+ * with a queue_bytes that holds it), or one the MQTT 5 target announced it
+ * would refuse by disconnecting. Sent anyway, either would make the target
+ * close the connection each time, until the backstop gave the event up. */
 static bool slot_fits(struct mqtt_sink *m, const struct eh_event *ev, struct slot *s)
 {
 	uint32_t limit;
@@ -1165,7 +1173,18 @@ static bool slot_fits(struct mqtt_sink *m, const struct eh_event *ev, struct slo
 					    what, (unsigned long long)ev->seq, unfit);
 			return false;
 		}
-		if (limit && (size = publish_size(m, msg)) > limit) {
+		size = publish_size(m, msg);
+		if (size > MQTT_PACKET_MAX) {
+			char shown[EH_QUOTE_LEN];
+
+			if (eh_sink_log_due(&m->oversize_logged))
+				eh_sink_log(m->sink, MOSQ_LOG_WARNING, "event seq %llu: the PUBLISH on '%s' would be %zu "
+					    "bytes, over the %u an MQTT packet can be; not published",
+					    (unsigned long long)ev->seq, eh_quote(shown, sizeof(shown), msg->topic), size,
+					    MQTT_PACKET_MAX);
+			return false;
+		}
+		if (limit && size > limit) {
 			char shown[EH_QUOTE_LEN];
 
 			if (eh_sink_log_due(&m->oversize_logged))

@@ -687,6 +687,28 @@ class MqttSinkTest(unittest.TestCase):
                 self.assertNotRegex(main.log(), r"mqtt: connection to \S+ lost")
                 self.assertEqual(len(sub.events()), 5)
 
+    def test_event_over_the_largest_mqtt_packet_counted_failed(self):
+        # MQTT's remaining length is at most 268435455 bytes (4 bytes of 7
+        # bits). A 201.4 MB publish (queue_bytes large enough to hold it)
+        # is an event of about 268.6 MB of JSON: no MQTT packet can carry
+        # it, whatever the target. paho.mqtt.c would encode its length in
+        # 5 bytes, which every target reads as a malformed packet. The sink
+        # counts it failed without sending it, and the next events go on.
+        target = self.broker("target")
+        sub = self.sub(target.port, topics=("ev/#",))
+        main = self.broker("main", plugin_opts=[
+            ("node_id", "n14"), ("events", "message.publish"), ("queue_bytes", str(1 << 30)),
+            ("mqtt_uri", "tcp://127.0.0.1:%d" % target.port), ("mqtt_topic", "ev/{seq}"),
+            ("mqtt_reconnect_min", "1"), ("mqtt_reconnect_max", "1")])
+        client_session(main.port, "pub", [("small", b"a"), ("huge", b"\0" * 201_400_000), ("small", b"b")])
+        wait_until(lambda: len(sub.events()) == 2, timeout=TIMEOUT * 3, what="the small events")
+        self.assertEqual([e["seq"] for e in sub.events()], [1, 3])
+        enq, dlv, fail, drop, left = self.stop_counts(main)
+        self.assertEqual((enq, dlv, fail, drop, left), (3, 2, 1, 0, 0))
+        self.assertRegex(main.log(), r"eventhook: mqtt: event seq 2: the PUBLISH on 'ev/2' would be 2685\d{5} "
+                                     r"bytes, over the 268435460 an MQTT packet can be; not published")
+        self.assertNotRegex(main.log(), r"mqtt: connection to \S+ lost")
+
     def test_v5_max_packet_size_forgotten_after_target_restart(self):
         # paho calls the connect's onSuccess5 (which reads the CONNACK's
         # properties) for the first connection only: after an automatic
