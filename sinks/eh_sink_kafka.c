@@ -300,23 +300,6 @@ static int keep(struct kafka_sink *k, const rd_kafka_message_t *m)
 	return 0;
 }
 
-/* The seq of the event whose JSON is value, for a log line; 0 when it
- * cannot be read. ,"seq": cannot occur inside a JSON string (a quote in one
- * is written \"), and only the node and fixed fields come before it. */
-static unsigned long long value_seq(const void *value, size_t len)
-{
-	static const char key[] = ",\"seq\":";
-	const char *p = value ? memmem(value, len, key, sizeof(key) - 1) : NULL;
-	const char *end = (const char *)value + len;
-	unsigned long long seq = 0;
-
-	if (!p)
-		return 0;
-	for (p += sizeof(key) - 1; p < end && *p >= '0' && *p <= '9' && seq < 1000000000000000000ull; p++)
-		seq = seq * 10 + (unsigned long long)(*p - '0');
-	return seq;
-}
-
 /* Sink thread (rd_kafka_poll / rd_kafka_flush). */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
@@ -348,7 +331,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 	/* A broken configuration fails every message: log the first few and
 	 * then every 1000th, not each one. */
 	if (eh_sink_log_due(&k->failed_logged)) {
-		unsigned long long seq = value_seq(m->payload, m->len);
+		unsigned long long seq = eh_kafka_value_seq(m->payload, m->len);
 
 		if (seq)
 			eh_sink_log(k->sink, MOSQ_LOG_WARNING, "event seq %llu not delivered to topic %s: %s", seq,

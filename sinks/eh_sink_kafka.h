@@ -48,4 +48,23 @@ static inline const char *eh_kafka_compression(const char *features)
 	return strstr(features, "zstd") ? "zstd" : NULL;
 }
 
+/* The seq of the event whose JSON is value[0..len), for a log line about a
+ * delivery report (which carries the value, not the event); 0 when it
+ * cannot be read. ,"seq": cannot occur inside a JSON string (a quote in one
+ * is written \"), and only the event type, id, time and node come before
+ * it. */
+static inline unsigned long long eh_kafka_value_seq(const void *value, size_t len)
+{
+	static const char key[] = ",\"seq\":";
+	const char *p = value ? (const char *)memmem(value, len, key, sizeof(key) - 1) : NULL;
+	const char *end = (const char *)value + len;
+	unsigned long long seq = 0;
+
+	if (!p)
+		return 0;
+	for (p += sizeof(key) - 1; p < end && *p >= '0' && *p <= '9' && seq < 1000000000000000000ull; p++)
+		seq = seq * 10 + (unsigned long long)(*p - '0');
+	return seq;
+}
+
 #endif

@@ -50,6 +50,24 @@ START_TEST(topic_cut_at_249_bytes)
 }
 END_TEST
 
+START_TEST(value_seq_read_from_the_event_json)
+{
+	const char ok[] = "{\"event\":\"client.connected\",\"id\":\"x\",\"ts\":\"t\",\"node\":\"n\","
+			  "\"seq\":12345,\"clientid\":\"c\"}";
+	/* A node name that holds the key: escaped, it cannot match. */
+	const char node[] = "{\"event\":\"e\",\"node\":\"a\\\",\\\"seq\\\":9\",\"seq\":7}";
+	const char cut[] = "{\"event\":\"e\",\"seq\":";
+
+	ck_assert_uint_eq(eh_kafka_value_seq(ok, strlen(ok)), 12345);
+	ck_assert_uint_eq(eh_kafka_value_seq(node, strlen(node)), 7);
+	ck_assert_uint_eq(eh_kafka_value_seq(cut, strlen(cut)), 0);
+	/* Only the value's own bytes are read: 12345 cut after "123". */
+	ck_assert_uint_eq(eh_kafka_value_seq(ok, strstr(ok, "45,") - ok), 123);
+	ck_assert_uint_eq(eh_kafka_value_seq("{}", 2), 0);
+	ck_assert_uint_eq(eh_kafka_value_seq(NULL, 0), 0);
+}
+END_TEST
+
 static Suite *kafka_suite(void)
 {
 	Suite *s = suite_create("kafka");
@@ -59,6 +77,7 @@ static Suite *kafka_suite(void)
 	tcase_add_test(tc, topic_other_bytes_become_underscore);
 	tcase_add_test(tc, topic_reserved_and_empty_names);
 	tcase_add_test(tc, topic_cut_at_249_bytes);
+	tcase_add_test(tc, value_seq_read_from_the_event_json);
 	suite_add_tcase(s, tc);
 	return s;
 }
