@@ -143,18 +143,30 @@ static struct eh_capture *cap_of(void *user)
 
 /* ---- event building ---- */
 
-static void ev_from_client(struct eh_event *ev, unsigned type, const struct eh_client *c)
+/* Every field is stored, none left to a memset: this runs for every event.
+ * ts_ms is the event's time (the attempt's, for a held client.connect). */
+static void ev_from_client(struct eh_event *ev, unsigned type, const struct eh_client *c, int64_t ts_ms)
 {
-	memset(ev, 0, sizeof(*ev));
-	ev->type = (uint8_t)type;
-	ev->ts_ms = eh_wall_ms();
-	ev->proto_ver = c->proto_ver;
+	ev->number = 0;
+	ev->seq = 0;
+	ev->ts_ms = ts_ms;
+	ev->connected_ms = 0; /* and payload_size: the same slot */
 	ev->keepalive = c->keepalive;
+	ev->type = (uint8_t)type;
+	ev->proto_ver = c->proto_ver;
+	ev->qos = 0;
+	ev->reason = EH_REASON_NONE;
+	ev->action = EH_ACTION_NONE;
 	ev->flags = c->flags;
 	ev->f[EH_F_CLIENTID] = (struct eh_bytes){ c->id, c->id_len };
 	ev->f[EH_F_USERNAME] = (struct eh_bytes){ c->user, c->user_len };
 	ev->f[EH_F_PEER] = (struct eh_bytes){ c->peer, c->peer_len };
+	ev->f[EH_F_TOPIC] = (struct eh_bytes){ NULL, 0 };
+	ev->f[EH_F_PAYLOAD] = (struct eh_bytes){ NULL, 0 };
 }
+/* A field added to struct eh_event must be set above too. */
+_Static_assert(sizeof(struct eh_event) == 4 * 8 + 16 + EH_F_COUNT * sizeof(struct eh_bytes),
+	       "ev_from_client sets every field of struct eh_event");
 
 /* The client.connect held back until the attempt's outcome is known. */
 static void emit_owed_connect(struct eh_capture *cap, struct eh_client *c)
@@ -162,8 +174,7 @@ static void emit_owed_connect(struct eh_capture *cap, struct eh_client *c)
 	struct eh_event ev;
 
 	if (c->attempt_seen && eh_core_wants(cap->core, EH_EV_CONNECT)) {
-		ev_from_client(&ev, EH_EV_CONNECT, c);
-		ev.ts_ms = c->ts_ms;
+		ev_from_client(&ev, EH_EV_CONNECT, c, c->ts_ms);
 		emit(cap, &ev);
 	}
 	c->attempt_seen = false;
@@ -175,8 +186,7 @@ static void emit_connected(struct eh_capture *cap, struct eh_client *c, bool inf
 
 	emit_owed_connect(cap, c);
 	if (eh_core_wants(cap->core, EH_EV_CONNECTED)) {
-		ev_from_client(&ev, EH_EV_CONNECTED, c);
-		ev.ts_ms = c->ts_ms;
+		ev_from_client(&ev, EH_EV_CONNECTED, c, c->ts_ms);
 		if (inferred)
 			ev.flags |= EH_EVF_INFERRED;
 		emit(cap, &ev);
@@ -212,7 +222,7 @@ static void emit_disconnected(struct eh_capture *cap, struct eh_client *c, unsig
 	 * told apart; neither had a client.connected. */
 	if (c->state == EH_CLIENT_RECHECKED || !eh_core_wants(cap->core, EH_EV_DISCONNECTED))
 		return;
-	ev_from_client(&ev, EH_EV_DISCONNECTED, c);
+	ev_from_client(&ev, EH_EV_DISCONNECTED, c, eh_wall_ms());
 	ev.reason = (uint8_t)reason;
 	ev.connected_ms = eh_now_ms() - c->mono_ms;
 	ev.flags &= (uint16_t)~EH_EVF_CLEAN_START;
@@ -226,7 +236,7 @@ static void emit_connect_failed(struct eh_capture *cap, struct eh_client *c, uns
 
 	emit_owed_connect(cap, c);
 	if (eh_core_wants(cap->core, EH_EV_CONNECT_FAILED)) {
-		ev_from_client(&ev, EH_EV_CONNECT_FAILED, c);
+		ev_from_client(&ev, EH_EV_CONNECT_FAILED, c, eh_wall_ms());
 		ev.reason = (uint8_t)reason;
 		ev.flags &= (uint16_t)~EH_EVF_CLEAN_START;
 		emit(cap, &ev);
@@ -238,7 +248,7 @@ static void emit_topic_event(struct eh_capture *cap, struct eh_client *c, unsign
 {
 	struct eh_event ev;
 
-	ev_from_client(&ev, type, c);
+	ev_from_client(&ev, type, c, eh_wall_ms());
 	ev.flags &= (uint16_t)~EH_EVF_CLEAN_START;
 	ev.qos = (uint8_t)qos;
 	ev.f[EH_F_TOPIC] = (struct eh_bytes){ topic, (uint32_t)topic_len };
@@ -338,8 +348,7 @@ static void emit_denial(struct eh_capture *cap, const struct held_denial *d, con
 
 	if (!c)
 		return;
-	ev_from_client(&ev, EH_EV_AUTHZ_DENIED, c);
-	ev.ts_ms = d->ts_ms;
+	ev_from_client(&ev, EH_EV_AUTHZ_DENIED, c, d->ts_ms);
 	ev.flags &= (uint16_t)~EH_EVF_CLEAN_START;
 	if (d->retain && d->action != EH_ACTION_SUBSCRIBE)
 		ev.flags |= EH_EVF_RETAIN;
@@ -870,7 +879,7 @@ static int on_message(int event, void *event_data, void *user)
 		struct eh_event ev;
 		uint32_t kept;
 
-		ev_from_client(&ev, EH_EV_PUBLISH, c);
+		ev_from_client(&ev, EH_EV_PUBLISH, c, eh_wall_ms());
 		ev.flags &= (uint16_t)~EH_EVF_CLEAN_START;
 		if (ed->retain)
 			ev.flags |= EH_EVF_RETAIN;
