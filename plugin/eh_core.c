@@ -445,7 +445,7 @@ void eh_core_emit(struct eh_core *core, struct eh_event *ev)
 		/* Counted before the reserve: a dropped event uses its number,
 		 * so a gap in seq is exactly what this sink lost. */
 		seq = ++s->seq;
-		slot = size <= UINT32_MAX ? eh_ring_reserve_sp(&s->ring, (uint32_t)size) : NULL;
+		slot = eh_ring_reserve_sp(&s->ring, size);
 		if (!slot) {
 			/* A lazy sink whose thread could not start fills its
 			 * ring and then gets no event: try again from here. */

@@ -24,6 +24,7 @@ struct eh_event_packed {
 };
 
 _Static_assert(offsetof(struct eh_event_packed, seq) == EH_EVENT_PACKED_SEQ_AT, "eh_event_packed_set_seq's offset");
+_Static_assert(sizeof(struct eh_event_packed) == EH_EVENT_PACKED_HDR, "eh_event_packed_size's header");
 
 static const char *const type_names[EH_EV_COUNT] = {
 	[EH_EV_CONNECT] = "client.connect",
@@ -72,15 +73,6 @@ int eh_event_type_from_name(const char *name, size_t len)
 const char *eh_reason_name(unsigned reason)
 {
 	return reason < EH_REASON_COUNT ? reason_names[reason] : "unknown";
-}
-
-size_t eh_event_packed_size(const struct eh_event *ev)
-{
-	size_t n = sizeof(struct eh_event_packed);
-
-	for (int i = 0; i < EH_F_COUNT; i++)
-		n += ev->f[i].len;
-	return n;
 }
 
 _Static_assert(EH_F_COUNT == 5, "eh_event_pack writes each field");

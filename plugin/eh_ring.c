@@ -83,7 +83,7 @@ static uint64_t fast_end(const struct eh_ring *ring, uint64_t head)
 	return end < rewind_end ? end : rewind_end;
 }
 
-void *eh_ring_reserve_slow_sp(struct eh_ring *ring, uint32_t len)
+void *eh_ring_reserve_slow_sp(struct eh_ring *ring, size_t len)
 {
 	uint64_t start;
 	uint64_t need, head, pos, to_end, total, used;
@@ -132,7 +132,7 @@ void *eh_ring_reserve_slow_sp(struct eh_ring *ring, uint32_t len)
 		head += to_end;
 		pos = 0;
 	}
-	write_hdr(ring->buf + pos, len);
+	write_hdr(ring->buf + pos, (uint32_t)len);
 	ring->head_pending = head + need;
 	ring->fast_end = fast_end(ring, start);
 	return ring->buf + pos + EH_RING_HDR;

@@ -75,14 +75,15 @@ int eh_ring_init(struct eh_ring *ring, size_t bytes, uint64_t max_records);
 /* Any thread, after both sides stopped. Tolerates a zeroed ring. */
 void eh_ring_destroy(struct eh_ring *ring);
 
-void *eh_ring_reserve_slow_sp(struct eh_ring *ring, uint32_t len);
+void *eh_ring_reserve_slow_sp(struct eh_ring *ring, size_t len);
 
 /* Producer thread. Returns a pointer to len writable bytes, or NULL when the
- * ring has no room (in bytes or records) or len exceeds max_record.
+ * ring has no room (in bytes or records) or len exceeds max_record (which
+ * is at most UINT32_MAX, so any len may be asked for).
  * Nothing is visible to the consumer until eh_ring_commit_sp. Inline: the
  * usual record, which neither wraps nor finds the ring full, costs a few
  * compares on the broker's hot path. */
-static inline void *eh_ring_reserve_sp(struct eh_ring *ring, uint32_t len)
+static inline void *eh_ring_reserve_sp(struct eh_ring *ring, size_t len)
 {
 	uint64_t head = atomic_load_explicit(&ring->head, memory_order_relaxed);
 	uint64_t need = ((uint64_t)len + EH_RING_HDR + EH_RING_ALIGN - 1) & ~(uint64_t)(EH_RING_ALIGN - 1);
@@ -92,8 +93,9 @@ static inline void *eh_ring_reserve_sp(struct eh_ring *ring, uint32_t len)
 	if (head + need <= ring->fast_end && head < ring->fast_end && len <= ring->max_record
 	    && atomic_load_explicit(&ring->records_in, memory_order_relaxed) - ring->out_seen < ring->max_records) {
 		uint8_t *at = ring->buf + (head & ring->mask);
+		uint32_t len32 = (uint32_t)len;
 
-		memcpy(at, &len, sizeof(len));
+		memcpy(at, &len32, sizeof(len32));
 		ring->head_pending = head + need;
 		return at + EH_RING_HDR;
 	}

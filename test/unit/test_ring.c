@@ -84,6 +84,10 @@ START_TEST(ring_push_peek_release)
 	slot = eh_ring_reserve_sp(&r, 0);
 	ck_assert_ptr_nonnull(slot);
 	eh_ring_commit_sp(&r);
+	/* Over max_record, also past what the 32-bit record length holds:
+	 * refused, and nothing reserved. */
+	ck_assert_ptr_null(eh_ring_reserve_sp(&r, r.max_record + 1));
+	ck_assert_ptr_null(eh_ring_reserve_sp(&r, (size_t)UINT32_MAX + 9));
 	slot = eh_ring_reserve_sp(&r, 3);
 	memcpy(slot, "abc", 3);
 	eh_ring_commit_sp(&r);
