@@ -741,15 +741,26 @@ static void drop_held_21(struct eh_capture *cap, const void *client, int reason)
 }
 #endif
 
-static bool check_allowed(struct eh_capture *cap, const void *client, unsigned action, const char *topic, size_t len)
+/* Whether the check held for client and action was for topic (then it was
+ * allowed). Sets *len to topic's length (0 for NULL), which on a match is
+ * the held topic's: the topic of every allowed publish is measured once, at
+ * its check. */
+static bool check_allowed(struct eh_capture *cap, const void *client, unsigned action, const char *topic, size_t *len)
 {
-	/* The bytes, not the pointer: a MESSAGE whose WRITE check a plugin
-	 * before us answered can have its topic where a denied one was. */
-	if (cap->write_pending && cap->write_action == action && cap->write_client == client
-	    && cap->write_topic_len == len && !memcmp(cap->write_topic, topic, len)) {
-		cap->write_pending = false;
-		return true;
+	if (cap->write_pending && cap->write_action == action && cap->write_client == client) {
+		uint32_t n = cap->write_topic_len;
+
+		/* The bytes, not the pointer: a MESSAGE whose WRITE check a plugin
+		 * before us answered can have its topic where a denied one was.
+		 * strncmp, not memcmp: it stops at the end of a shorter topic
+		 * (the held one has no NUL in its n bytes). */
+		if (topic ? !strncmp(topic, cap->write_topic, n) && topic[n] == '\0' : n == 0) {
+			cap->write_pending = false;
+			*len = n;
+			return true;
+		}
 	}
+	*len = topic ? strlen(topic) : 0;
 	return false;
 }
 
@@ -865,11 +876,11 @@ static int on_message(int event, void *event_data, void *user)
 	struct eh_capture *cap = cap_of(user);
 	struct mosquitto_evt_message *ed = event_data;
 	struct eh_client *c;
-	size_t len = ed->topic ? strlen(ed->topic) : 0;
+	size_t len;
 	/* The WRITE check this MESSAGE follows was allowed. No callback came
 	 * between them (each one resolves a held check), so the entry that
 	 * check found is still the client's: one lookup per publish. */
-	bool allowed = check_allowed(cap, ed->client, EH_ACTION_PUBLISH, ed->topic, len);
+	bool allowed = check_allowed(cap, ed->client, EH_ACTION_PUBLISH, ed->topic, &len);
 
 	(void)event;
 	step(cap, false, false, false, false);
@@ -1119,11 +1130,11 @@ static int on_subscribe_21(int event, void *event_data, void *user)
 	struct eh_capture *cap = cap_of(user);
 	struct mosquitto_evt_subscribe *ed = event_data;
 	const char *topic = ed->data.topic_filter;
-	size_t len = topic ? strlen(topic) : 0;
+	size_t len;
 	struct eh_client *c;
 
 	(void)event;
-	check_allowed(cap, ed->client, EH_ACTION_SUBSCRIBE, topic, len);
+	check_allowed(cap, ed->client, EH_ACTION_SUBSCRIBE, topic, &len);
 	confirm_denials(cap);
 	resolve_write(cap, false);
 	c = known_client(cap, ed->client);

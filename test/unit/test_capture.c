@@ -167,6 +167,84 @@ START_TEST(payload_cut_before_the_ring)
 }
 END_TEST
 
+/* A held WRITE check is matched to its MESSAGE by the topic's bytes, whole:
+ * a MESSAGE whose topic is the held one's with a byte more or less, or
+ * another string with the same bytes, is told apart exactly. */
+START_TEST(held_check_matched_by_whole_topic)
+{
+	static const struct {
+		const char *checked, *published;
+		bool allowed;
+	} cases[] = {
+		{ "a/b", "a/b", true }, { "a/b", "a/bc", false }, { "a/bc", "a/b", false },
+		{ "a/b", "a/c", false }, { "", "", true }, { "", "a", false }, { "a", "", false },
+	};
+	struct eh_core *core = calloc(1, sizeof(*core));
+	char path[] = "/tmp/eh-unit-capture-XXXXXX", conf[] = "/tmp/eh-unit-capture-conf-XXXXXX";
+	int fd = mkstemp(path), cfd = mkstemp(conf);
+	struct eh_kv kv[] = { { "file_path", path }, { "file_events", "message.publish,client.authz_denied" },
+			      { "config_file", conf } };
+	MOSQ_FUNC_generic_callback acl_cb;
+	void *acl_user;
+	int client;
+
+	ck_assert_ptr_nonnull(core);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_ge(cfd, 0);
+	close(fd);
+	ck_assert_int_eq(write(cfd, "allow_anonymous true\n", 21), 21);
+	close(cfd);
+	ck_assert_int_eq(eh_core_init(core, NULL, kv, 3), 0);
+	ck_assert_int_eq(eh_capture_init(core, 0), 0);
+	/* The head callback: the stub keeps only the last one registered, and
+	 * the first check registers the tail behind it. */
+	acl_cb = eh_stub_cb[MOSQ_EVT_ACL_CHECK];
+	acl_user = eh_stub_cb_user[MOSQ_EVT_ACL_CHECK];
+	ck_assert_ptr_nonnull(acl_cb);
+	ck_assert_ptr_nonnull(eh_stub_cb[MOSQ_EVT_MESSAGE]);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct mosquitto_evt_acl_check acl;
+		struct mosquitto_evt_message msg;
+		/* Copies: the MESSAGE's topic is never the check's pointer. */
+		char checked[8], published[8];
+		struct eh_ring_rec rec[3];
+		struct eh_event ev;
+		size_t n;
+
+		snprintf(checked, sizeof(checked), "%s", cases[i].checked);
+		snprintf(published, sizeof(published), "%s", cases[i].published);
+		memset(&acl, 0, sizeof(acl));
+		acl.client = (struct mosquitto *)&client;
+		acl.access = MOSQ_ACL_WRITE;
+		acl.topic = checked;
+		acl_cb(MOSQ_EVT_ACL_CHECK, &acl, acl_user);
+		memset(&msg, 0, sizeof(msg));
+		msg.client = (struct mosquitto *)&client;
+		msg.topic = published;
+		eh_stub_cb[MOSQ_EVT_MESSAGE](MOSQ_EVT_MESSAGE, &msg, eh_stub_cb_user[MOSQ_EVT_MESSAGE]);
+		n = eh_ring_peek_sc(&core->sinks[0].ring, rec, 3);
+		ck_assert_msg(n == (cases[i].allowed ? 1u : 2u), "'%s' then '%s': %zu events", cases[i].checked,
+			      cases[i].published, n);
+		if (!cases[i].allowed) {
+			ck_assert_int_eq(eh_event_unpack(rec[0].data, rec[0].len, &ev), 0);
+			ck_assert_int_eq(ev.type, EH_EV_AUTHZ_DENIED);
+			ck_assert_uint_eq(ev.f[EH_F_TOPIC].len, strlen(cases[i].checked));
+			ck_assert_mem_eq(ev.f[EH_F_TOPIC].ptr, cases[i].checked, strlen(cases[i].checked));
+		}
+		ck_assert_int_eq(eh_event_unpack(rec[n - 1].data, rec[n - 1].len, &ev), 0);
+		ck_assert_int_eq(ev.type, EH_EV_PUBLISH);
+		ck_assert_uint_eq(ev.f[EH_F_TOPIC].len, strlen(cases[i].published));
+		ck_assert_mem_eq(ev.f[EH_F_TOPIC].ptr, cases[i].published, strlen(cases[i].published));
+		eh_ring_release_sc(&core->sinks[0].ring, &rec[n - 1], n);
+	}
+	eh_capture_cleanup(core);
+	eh_core_stop(core);
+	free(core);
+	unlink(path);
+	unlink(conf);
+}
+END_TEST
+
 static Suite *capture_suite(void)
 {
 	Suite *s = suite_create("capture");
@@ -176,6 +254,7 @@ static Suite *capture_suite(void)
 	tcase_add_test(tc, payload_max_bytes_bad_values_refused);
 	tcase_add_test(tc, sink_events_cut_to_nothing_refused);
 	tcase_add_test(tc, payload_cut_before_the_ring);
+	tcase_add_test(tc, held_check_matched_by_whole_topic);
 	suite_add_tcase(s, tc);
 	return s;
 }
