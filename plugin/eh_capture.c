@@ -380,13 +380,11 @@ static void confirm_denials(struct eh_capture *cap)
 /* The ACL check held for its MESSAGE did not get it: it was denied. by_acl:
  * this callback is itself an ACL check, so the denial is kept for
  * confirm_denials (it may be a will at the broker's stop). */
-static void resolve_write(struct eh_capture *cap, bool by_acl)
+static void resolve_write_now(struct eh_capture *cap, bool by_acl)
 {
 	struct held_denial d;
 	size_t need;
 
-	if (!cap->write_pending)
-		return;
 	cap->write_pending = false;
 	if (!eh_core_wants(cap->core, EH_EV_AUTHZ_DENIED) || !eh_clients_find(&cap->clients, cap->write_client))
 		return;
@@ -406,6 +404,14 @@ static void resolve_write(struct eh_capture *cap, bool by_acl)
 	memcpy(cap->denials + cap->denials_used, &d, sizeof(d));
 	memcpy(cap->denials + cap->denials_used + sizeof(d), cap->write_topic, d.topic_len);
 	cap->denials_used += need;
+}
+
+/* One test on the path of every callback: nothing is held after a MESSAGE
+ * took its check. */
+static inline void resolve_write(struct eh_capture *cap, bool by_acl)
+{
+	if (cap->write_pending)
+		resolve_write_now(cap, by_acl);
 }
 
 /* Capture's events go out after the denials kept before them, in order. */
