@@ -296,22 +296,28 @@ static bool maybe_offline(const struct eh_client *c)
 /* The entry of client. One that may be an offline session but whose id is
  * not the client's is stale: the broker freed that session without telling
  * us (expiry) and reused its memory for another client. It is dropped. */
-static struct eh_client *find_current(struct eh_capture *cap, const struct mosquitto *client)
+static struct eh_client *offline_current(struct eh_capture *cap, const struct mosquitto *client, struct eh_client *c)
 {
-	struct eh_client *c = eh_clients_find(&cap->clients, client);
-
-	if (c && maybe_offline(c) && !same_id(c, mosquitto_client_id(client))) {
+	if (!same_id(c, mosquitto_client_id(client))) {
 		eh_clients_remove(&cap->clients, c);
 		return NULL;
 	}
 	return c;
 }
 
+/* Inline, with the lookup: every check and message of a client asks. */
+static inline struct eh_client *find_current(struct eh_capture *cap, const struct mosquitto *client)
+{
+	struct eh_client *c = eh_clients_find(&cap->clients, client);
+
+	return c && maybe_offline(c) ? offline_current(cap, client, c) : c;
+}
+
 /* The client behind a non-auth event, whose entry find_current gave:
  * promotes a pending one, adopts one we never saw authenticate (TLS
  * identity listeners, or a plugin before us decided), ignores the broker's
  * fake retain-source client. */
-static struct eh_client *known_entry(struct eh_capture *cap, struct mosquitto *client, struct eh_client *c)
+static struct eh_client *known_entry_now(struct eh_capture *cap, struct mosquitto *client, struct eh_client *c)
 {
 	if (c && c->state == EH_CLIENT_OFFLINE) {
 		/* An offline session neither subscribes nor publishes: the broker
@@ -330,6 +336,12 @@ static struct eh_client *known_entry(struct eh_capture *cap, struct mosquitto *c
 	if (c)
 		emit_connected(cap, c, true);
 	return c;
+}
+
+/* Inline front test: a connected client's entry is what it was. */
+static inline struct eh_client *known_entry(struct eh_capture *cap, struct mosquitto *client, struct eh_client *c)
+{
+	return c && c->state == EH_CLIENT_LIVE ? c : known_entry_now(cap, client, c);
 }
 
 static struct eh_client *known_client(struct eh_capture *cap, struct mosquitto *client)

@@ -8,16 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static size_t slot(const struct eh_clients *t, const void *key)
-{
-	uint64_t h = (uint64_t)(uintptr_t)key;
-
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdull;
-	h ^= h >> 33;
-	return (size_t)(h & (t->nbuckets - 1));
-}
-
 int eh_clients_init(struct eh_clients *t)
 {
 	memset(t, 0, sizeof(*t));
@@ -48,19 +38,6 @@ void eh_clients_free(struct eh_clients *t)
 	memset(t, 0, sizeof(*t));
 }
 
-struct eh_client *eh_clients_find(struct eh_clients *t, const void *key)
-{
-	struct eh_client *c;
-
-	if (!t->buckets)
-		return NULL;
-	for (c = t->buckets[slot(t, key)]; c; c = c->hash_next) {
-		if (c->key == key)
-			return c;
-	}
-	return NULL;
-}
-
 static void grow(struct eh_clients *t)
 {
 	size_t old_n = t->nbuckets;
@@ -77,7 +54,7 @@ static void grow(struct eh_clients *t)
 
 		while (c) {
 			struct eh_client *next = c->hash_next;
-			size_t s = slot(t, c->key);
+			size_t s = eh_clients_slot(t, c->key);
 
 			c->hash_next = nb[s];
 			nb[s] = c;
@@ -124,7 +101,7 @@ struct eh_client *eh_clients_add(struct eh_clients *t, const void *key, const ch
 	c->state = EH_CLIENT_LIVE;
 	if (t->count >= t->nbuckets)
 		grow(t);
-	s = slot(t, key);
+	s = eh_clients_slot(t, key);
 	c->hash_next = t->buckets[s];
 	t->buckets[s] = c;
 	t->count++;
@@ -160,7 +137,7 @@ void eh_clients_set_state(struct eh_clients *t, struct eh_client *c, enum eh_cli
 
 void eh_clients_remove(struct eh_clients *t, struct eh_client *c)
 {
-	struct eh_client **pp = &t->buckets[slot(t, c->key)];
+	struct eh_client **pp = &t->buckets[eh_clients_slot(t, c->key)];
 
 	if (c->state == EH_CLIENT_PENDING)
 		pending_unlink(t, c);

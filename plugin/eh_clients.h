@@ -71,7 +71,30 @@ struct eh_clients {
 
 int eh_clients_init(struct eh_clients *t);
 void eh_clients_free(struct eh_clients *t);
-struct eh_client *eh_clients_find(struct eh_clients *t, const void *key);
+/* The bucket of key. */
+static inline size_t eh_clients_slot(const struct eh_clients *t, const void *key)
+{
+	uint64_t h = (uint64_t)(uintptr_t)key;
+
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	return (size_t)(h & (t->nbuckets - 1));
+}
+
+/* Inline: every callback of a client looks it up. */
+static inline struct eh_client *eh_clients_find(const struct eh_clients *t, const void *key)
+{
+	struct eh_client *c;
+
+	if (!t->buckets)
+		return NULL;
+	for (c = t->buckets[eh_clients_slot(t, key)]; c; c = c->hash_next) {
+		if (c->key == key)
+			return c;
+	}
+	return NULL;
+}
 /* Adds a client with copies of the strings (any may be NULL). Returns NULL
  * on out of memory. */
 struct eh_client *eh_clients_add(struct eh_clients *t, const void *key, const char *id, const char *user,
