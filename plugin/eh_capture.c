@@ -638,25 +638,32 @@ static int on_ext_auth_start(int event, void *event_data, void *user)
 	return MOSQ_ERR_PLUGIN_DEFER;
 }
 
-/* Keeps an ACL check until the event that proves it was allowed. */
-static void hold_check(struct eh_capture *cap, const struct mosquitto_evt_acl_check *ed, unsigned action)
+/* A listener's mount_point comes in front of a topic of up to 65535 bytes:
+ * the held topic's buffer grows to the longest once. Returns false, and
+ * logs, when it cannot. */
+static bool hold_grow(struct eh_capture *cap, size_t len)
+{
+	char *bigger = len <= UINT32_MAX ? realloc(cap->write_topic, len) : NULL;
+
+	if (!bigger) {
+		if (eh_sink_log_due(&cap->hold_failed))
+			mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: out of memory holding a %zu-byte topic's "
+					     "authorization check; a denial there is not reported", len);
+		return false;
+	}
+	cap->write_topic = bigger;
+	cap->write_cap = len;
+	return true;
+}
+
+/* Keeps an ACL check until the event that proves it was allowed. Inline:
+ * every publish's check comes here. */
+static inline void hold_check(struct eh_capture *cap, const struct mosquitto_evt_acl_check *ed, unsigned action)
 {
 	size_t len = strlen(ed->topic);
 
-	if (len > cap->write_cap) {
-		/* A listener's mount_point comes in front of a topic of up to
-		 * 65535 bytes: the buffer grows to the longest once. */
-		char *bigger = len <= UINT32_MAX ? realloc(cap->write_topic, len) : NULL;
-
-		if (!bigger) {
-			if (eh_sink_log_due(&cap->hold_failed))
-				mosquitto_log_printf(MOSQ_LOG_WARNING, "eventhook: out of memory holding a %zu-byte topic's "
-						     "authorization check; a denial there is not reported", len);
-			return;
-		}
-		cap->write_topic = bigger;
-		cap->write_cap = len;
-	}
+	if (len > cap->write_cap && !hold_grow(cap, len))
+		return;
 	memcpy(cap->write_topic, ed->topic, len);
 	cap->write_topic_len = (uint32_t)len;
 	cap->write_client = ed->client;
