@@ -21,6 +21,7 @@ struct eh_event_packed {
 	uint16_t keepalive;
 	uint16_t flags;
 	uint8_t type, proto_ver, qos, reason, action;
+	uint8_t unused[3]; /* zero: no byte of a record is left unset */
 };
 
 _Static_assert(offsetof(struct eh_event_packed, seq) == EH_EVENT_PACKED_SEQ_AT, "eh_event_packed_set_seq's offset");
@@ -87,28 +88,29 @@ static inline char *put_field(char *at, const struct eh_bytes *f, uint32_t *len)
 
 void eh_event_pack(const struct eh_event *ev, void *out)
 {
-	struct eh_event_packed p;
-	char *at = (char *)out + sizeof(p);
+	/* Written in place, not built aside and copied: out is 8-byte aligned
+	 * (a ring record). */
+	struct eh_event_packed *p = out;
+	char *at = (char *)out + sizeof(*p);
 
-	memset(&p, 0, sizeof(p));
-	p.number = ev->number;
-	p.seq = ev->seq;
-	p.ts_ms = ev->ts_ms;
-	p.by_type = ev->connected_ms; /* or payload_size: the same slot */
-	p.keepalive = ev->keepalive;
-	p.flags = ev->flags;
-	p.type = ev->type;
-	p.proto_ver = ev->proto_ver;
-	p.qos = ev->qos;
-	p.reason = ev->reason;
-	p.action = ev->action;
+	p->number = ev->number;
+	p->seq = ev->seq;
+	p->ts_ms = ev->ts_ms;
+	p->by_type = ev->connected_ms; /* or payload_size: the same slot */
+	p->keepalive = ev->keepalive;
+	p->flags = ev->flags;
+	p->type = ev->type;
+	p->proto_ver = ev->proto_ver;
+	p->qos = ev->qos;
+	p->reason = ev->reason;
+	p->action = ev->action;
+	memset(p->unused, 0, sizeof(p->unused));
 	/* Unrolled: this runs on the broker thread for every event. */
-	at = put_field(at, &ev->f[EH_F_CLIENTID], &p.len[EH_F_CLIENTID]);
-	at = put_field(at, &ev->f[EH_F_USERNAME], &p.len[EH_F_USERNAME]);
-	at = put_field(at, &ev->f[EH_F_PEER], &p.len[EH_F_PEER]);
-	at = put_field(at, &ev->f[EH_F_TOPIC], &p.len[EH_F_TOPIC]);
-	put_field(at, &ev->f[EH_F_PAYLOAD], &p.len[EH_F_PAYLOAD]);
-	memcpy(out, &p, sizeof(p));
+	at = put_field(at, &ev->f[EH_F_CLIENTID], &p->len[EH_F_CLIENTID]);
+	at = put_field(at, &ev->f[EH_F_USERNAME], &p->len[EH_F_USERNAME]);
+	at = put_field(at, &ev->f[EH_F_PEER], &p->len[EH_F_PEER]);
+	at = put_field(at, &ev->f[EH_F_TOPIC], &p->len[EH_F_TOPIC]);
+	put_field(at, &ev->f[EH_F_PAYLOAD], &p->len[EH_F_PAYLOAD]);
 }
 
 int eh_event_unpack(const void *rec, size_t len, struct eh_event *ev)

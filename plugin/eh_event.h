@@ -124,7 +124,8 @@ static inline size_t eh_event_packed_size(const struct eh_event *ev)
 	return EH_EVENT_PACKED_HDR + (size_t)ev->f[0].len + ev->f[1].len + ev->f[2].len + ev->f[3].len + ev->f[4].len;
 }
 _Static_assert(EH_F_COUNT == 5, "eh_event_packed_size adds each field");
-/* Writes ev (header and strings) into out, which has packed_size bytes. */
+/* Writes ev (header and strings) into out, which has packed_size bytes and
+ * is 8-byte aligned (as ring records and malloc's blocks are). */
 void eh_event_pack(const struct eh_event *ev, void *out);
 /* Where a packed record keeps seq (eh_event.c asserts it). */
 #define EH_EVENT_PACKED_SEQ_AT 8
