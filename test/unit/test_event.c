@@ -328,6 +328,38 @@ START_TEST(event_names)
 }
 END_TEST
 
+/* Every field at every length up to 40 bytes (pack copies short strings
+ * inline, by size class), each next to the others, with no byte
+ * of one landing in another. */
+START_TEST(event_round_trip_every_short_length)
+{
+	char src[EH_F_COUNT][40];
+
+	for (int i = 0; i < EH_F_COUNT; i++)
+		for (int j = 0; j < 40; j++)
+			src[i][j] = (char)(i * 64 + j + 1);
+	for (uint32_t n = 0; n <= 40; n++) {
+		for (int field = 0; field < EH_F_COUNT; field++) {
+			struct eh_event ev, back;
+			size_t len;
+			char *buf;
+
+			fill_event(&ev, EH_EV_PUBLISH, "id", 2);
+			ev.f[field] = (struct eh_bytes){ n ? src[field] + 40 - n : NULL, n };
+			/* Its neighbours at a length of another size class. */
+			if (field > 0)
+				ev.f[field - 1] = (struct eh_bytes){ src[field - 1], (n * 7 + 3) % 41 };
+			if (field + 1 < EH_F_COUNT)
+				ev.f[field + 1] = (struct eh_bytes){ src[field + 1], (n * 11 + 5) % 41 };
+			buf = pack(&ev, &len);
+			ck_assert_int_eq(eh_event_unpack(buf, len, &back), 0);
+			assert_same(&ev, &back);
+			free(buf);
+		}
+	}
+}
+END_TEST
+
 static Suite *event_suite(void)
 {
 	Suite *s = suite_create("event");
@@ -335,6 +367,7 @@ static Suite *event_suite(void)
 
 	tcase_add_test(tc, event_round_trip_every_type);
 	tcase_add_test(tc, event_round_trip_empty_and_large);
+	tcase_add_test(tc, event_round_trip_every_short_length);
 	tcase_add_test(tc, event_malformed_rejected);
 	tcase_add_test(tc, event_round_trip_truncated_publish);
 	tcase_add_test(tc, event_publish_size_out_of_range_rejected);
