@@ -1174,24 +1174,16 @@ static bool slot_fits(struct mqtt_sink *m, const struct eh_event *ev, struct slo
 			return false;
 		}
 		size = publish_size(m, msg);
-		if (size > MQTT_PACKET_MAX) {
+		if (size > MQTT_PACKET_MAX || (limit && size > limit)) {
+			bool any = size > MQTT_PACKET_MAX;
 			char shown[EH_QUOTE_LEN];
 
 			if (eh_sink_log_due(&m->oversize_logged))
 				eh_sink_log(m->sink, MOSQ_LOG_WARNING, "event seq %llu: the PUBLISH on '%s' would be %zu "
-					    "bytes, over the %u an MQTT packet can be; not published",
+					    "bytes, over the %u %s; not published",
 					    (unsigned long long)ev->seq, eh_quote(shown, sizeof(shown), msg->topic), size,
-					    MQTT_PACKET_MAX);
-			return false;
-		}
-		if (limit && size > limit) {
-			char shown[EH_QUOTE_LEN];
-
-			if (eh_sink_log_due(&m->oversize_logged))
-				eh_sink_log(m->sink, MOSQ_LOG_WARNING, "event seq %llu: the PUBLISH on '%s' would be %zu "
-					    "bytes, over the %u the target accepts (its Maximum Packet Size); not published",
-					    (unsigned long long)ev->seq, eh_quote(shown, sizeof(shown), msg->topic), size,
-					    limit);
+					    any ? MQTT_PACKET_MAX : limit,
+					    any ? "an MQTT packet can be" : "the target accepts (its Maximum Packet Size)");
 			return false;
 		}
 	}
