@@ -4,9 +4,9 @@
  *
  * Broker functions may only be called on the broker thread, so the work is
  * split: the sink thread renders topic and JSON into an outbox ring, and the
- * broker thread drains the outbox from TICK with eh_broker_publish
- * (at most OUTBOX_PER_TICK messages per tick, so a backlog never stalls the
- * broker's own traffic). Mosquitto routes what it was handed at the start
+ * broker thread drains the outbox from TICK with eh_broker_publish (at
+ * most OUTBOX_PER_TICK messages and about TICK_BYTES_MAX bytes per tick, so
+ * a backlog never stalls the broker's own traffic). Mosquitto routes what it was handed at the start
  * of its next loop pass, and TICK comes at the end of each: a message
  * counts as delivered at the tick after the one that handed it over.
  * Messages published this way produce no MESSAGE or WRITE ACL event, so
@@ -35,6 +35,16 @@
  * of OUTBOX_BYTES) that may be waiting for the broker thread at once. One
  * such message always goes when none is waiting, whatever its size. */
 #define FAR_BYTES_MAX (64u << 20)
+/* Payload bytes one tick hands over at most (the first message goes
+ * whatever its size): a backlog of large messages never holds the broker's
+ * loop for long. */
+#define TICK_BYTES_MAX (4u << 20)
+/* MQTT's largest remaining length, less what a PUBLISH to a subscriber adds
+ * to topic and payload (topic length, packet id, MQTT 5 properties) with
+ * room to spare. A larger message would be taken by the broker but could
+ * never be sent: it would stay at the head of each subscriber's queue and
+ * hold back everything after it. */
+#define MESSAGE_MAX (268435455u - 64u)
 
 /* Outbox record: this head, the topic, then the payload, or, when far_len
  * is not 0, a pointer to a malloc'd payload of far_len bytes (a message
@@ -104,7 +114,7 @@ static const struct eh_option local_options[] = {
 	{ "local_batch_linger_ms", EH_OPT_INT, "0", 0, 60000, NULL, 0,
 	  "How long to wait for local_batch_max events before publishing the ones queued (local_batch_max "
 	  "> 1). 0: publish what is queued." },
-	{ "local_batch_bytes", EH_OPT_INT, "262144", 1024, 268435455, NULL, 0,
+	{ "local_batch_bytes", EH_OPT_INT, "262144", 1024, 67108864, NULL, 0,
 	  "Payload bytes a batch (local_batch_max > 1) holds at most: the event that would take it past this "
 	  "starts the next message. An event larger than this alone is still published, alone." },
 	EH_SINK_FILTER_OPTIONS("local"),
@@ -341,6 +351,19 @@ static enum eh_deliver_rc local_deliver(void *ctx, struct eh_batch *b)
 		rc = add_event(l, ev);
 		if (rc < 0)
 			return EH_DELIVER_RETRY;
+		if (rc == 0 && l->msg_events == 1 && l->msg_tlen + l->payload.len + l->array > MESSAGE_MAX) {
+			/* Alone (a batch is bounded far lower), too large for any
+			 * MQTT packet: count it failed. */
+			if (eh_sink_log_due(&l->unfit_logged))
+				eh_sink_log(l->sink, MOSQ_LOG_WARNING,
+					    "event seq %llu would be a message of %zu bytes, more than an MQTT packet "
+					    "can carry; not published",
+					    (unsigned long long)ev->seq, l->msg_tlen + l->payload.len + l->array);
+			eh_sink_count(l->sink, 0, 1);
+			l->msg_events = 0;
+			b->done = ++i;
+			continue;
+		}
 		if (rc > 0) {
 			/* Full: this event starts the next message, its topic
 			 * rendered again into topic_buf. */
@@ -361,7 +384,7 @@ static void local_broker_tick(void *ctx, bool pass_end)
 {
 	struct local_sink *l = ctx;
 	struct eh_ring_rec recs[64];
-	size_t total = 0, n;
+	size_t total = 0, bytes = 0, n;
 	char topic[TOPIC_CAP + 1];
 
 	/* The outbox stays as it is: local_flush counts it left. */
@@ -372,10 +395,11 @@ static void local_broker_tick(void *ctx, bool pass_end)
 	/* Called in the middle of a loop pass (no TICK: per_listener_settings
 	 * on 2.0.11), it cannot tell passes apart: what it hands over counts
 	 * at once, routed unless the broker stops within this pass. */
-	while (total < OUTBOX_PER_TICK && (n = eh_ring_peek_sc(&l->outbox, recs, 64)) > 0) {
+	while (total < OUTBOX_PER_TICK && bytes < TICK_BYTES_MAX && (n = eh_ring_peek_sc(&l->outbox, recs, 64)) > 0) {
 		uint64_t ok = 0, bad = 0;
+		size_t i;
 
-		for (size_t i = 0; i < n; i++) {
+		for (i = 0; i < n && (i == 0 || bytes < TICK_BYTES_MAX); i++) {
 			const char *p = recs[i].data;
 			struct outbox_head h;
 			const char *payload;
@@ -394,6 +418,7 @@ static void local_broker_tick(void *ctx, bool pass_end)
 				plen = h.far_len;
 			}
 			rc = eh_broker_publish(topic, payload, plen, l->qos, l->retain);
+			bytes += plen;
 			if (far) {
 				free(far);
 				atomic_fetch_sub_explicit(&l->far_bytes, h.far_len, memory_order_relaxed);
@@ -409,13 +434,13 @@ static void local_broker_tick(void *ctx, bool pass_end)
 						    eh_quote(shown, sizeof(shown), topic), mosquitto_strerror(rc));
 			}
 		}
-		eh_ring_release_sc(&l->outbox, &recs[n - 1], n);
+		eh_ring_release_sc(&l->outbox, &recs[i - 1], i);
 		atomic_fetch_sub_explicit(&l->outbox_events, ok + bad, memory_order_relaxed);
 		if (pass_end)
 			atomic_store_explicit(&l->taken, atomic_load_explicit(&l->taken, memory_order_relaxed) + ok,
 					      memory_order_relaxed);
 		eh_sink_count(l->sink, pass_end ? 0 : ok, bad);
-		total += n;
+		total += i;
 	}
 }
 

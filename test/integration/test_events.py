@@ -917,6 +917,9 @@ class EventsTest(BrokerTestCase):
         self.assertEqual(ours, ["%24SYS/ev", "ok/ev"])
         self.assertEqual(json.loads([m for m in msgs if m.topic == "%24SYS/ev"][0].payload)["clientid"], "$SYS")
         self.sentinel(b)
+        # (the file sink has the sentinel's events; the local sink may not
+        # have routed its own yet)
+        viewer.wait_messages(lambda m: any(x.topic == "zz-sentinel/ev" for x in m))
         viewer.close()
         self.assertEqual(b.stop(), 0)
         m = re.search(r"eventhook: local: stopped; enqueued (\d+), delivered (\d+), failed (\d+)", b.log())
@@ -928,6 +931,7 @@ class EventsTest(BrokerTestCase):
             self.assertEqual(c.connect().rc, 0)
             c.disconnect()
         self.sentinel(b)
+        wait_until(lambda: "the topic for event seq 3 is empty" in b.log(), message="the local sink's third failure")
         self.assertEqual(b.stop(), 0)
         m = re.search(r"eventhook: local: stopped; enqueued (\d+), delivered (\d+), failed (\d+)", b.log())
         self.assertEqual(tuple(map(int, m.groups())), (3, 0, 3))
@@ -973,6 +977,36 @@ class EventsTest(BrokerTestCase):
         self.assertEqual((failed, dropped, delivered + left), (0, 0, enqueued))
         self.assertGreaterEqual(delivered, len(evs))
 
+
+    def test_local_sink_fails_an_event_no_mqtt_packet_can_carry(self):
+        # A 201.4 MB publish is an event of about 268.6 MB of JSON: the
+        # broker would take such a message but could never send it, and it
+        # would hold back every later message to each subscriber.
+        b = self.broker(local_topic="$events/{event}", local_events="message.publish", queue_bytes=str(1 << 30),
+                        file_events="client.connected,client.disconnected")
+        viewer = RawClient(b.port, "viewer")
+        self.assertEqual(viewer.connect().rc, 0)
+        viewer.subscribe("$events/#")
+        c = RawClient(b.port, "pub")
+        self.assertEqual(c.connect().rc, 0)
+        c.publish("t/a", b"a")
+        c.publish("t/huge", b"\0" * 201_400_000)
+        c.publish("t/b", b"b")
+        c.disconnect()
+        c = RawClient(b.port, "pub2")
+        self.assertEqual(c.connect().rc, 0)
+        c.publish("t/c", b"c")
+        c.disconnect()
+        got = viewer.wait_messages(3, timeout=TIMEOUT * 3)
+        self.assertEqual([json.loads(m.payload)["topic"] for m in got], ["t/a", "t/b", "t/c"])
+        self.assertEqual(b.stop(), 0)
+        self.assertRegex(b.log(), r"eventhook: local: event seq 2 would be a message of 2685\d{5} bytes, more than "
+                                  r"an MQTT packet can carry; not published")
+        m = re.search(r"eventhook: local: stopped; enqueued (\d+), delivered (\d+), failed (\d+), dropped (\d+), "
+                      r"left undelivered at shutdown (\d+)", b.log())
+        enqueued, delivered, failed, dropped, left = map(int, m.groups())
+        self.assertEqual((enqueued, failed, dropped, delivered + left), (4, 1, 0, 3))
+        viewer.close()
 
     def test_local_sink_batch_waits_for_batch_max_events_within_its_linger(self):
         b = self.broker(local_topic="$events/all", local_batch_max="5", local_batch_linger_ms="60000",

@@ -249,6 +249,8 @@ START_TEST(local_message_larger_than_the_outbox_record_goes_whole)
 
 		ck_assert_int_eq(deliver(core, evs, make_events(evs, "pCp", 3 << 20), &done), EH_DELIVER_OK);
 		ck_assert_uint_eq(done, 3);
+		tick(core); /* 4 MiB a tick: the first message alone */
+		ck_assert_uint_eq(nmsgs, 1);
 		tick(core);
 		ck_assert_uint_eq(nmsgs, 3);
 		ck_assert_str_eq(msgs[0].topic, "e/message.publish");
@@ -263,6 +265,28 @@ START_TEST(local_message_larger_than_the_outbox_record_goes_whole)
 		ck_assert_uint_eq(core->sinks[0].ops->flush(core->sinks[0].ctx, 0), 1);
 		local_done(core);
 	}
+}
+END_TEST
+
+/* A tick hands over about 4 MiB at most (the first message whatever its
+ * size), so a backlog of large messages never holds the broker's loop. */
+START_TEST(local_tick_hands_over_about_4_mib_at_most)
+{
+	struct eh_kv kv[] = { { "local_topic", "e/{event}" } };
+	struct eh_core *core = local_core(kv, 1);
+	struct eh_event evs[6];
+	size_t done;
+
+	/* 1.5 MiB of payload: 2 MiB of JSON each, outside the outbox */
+	ck_assert_int_eq(deliver(core, evs, make_events(evs, "pppppp", 3 << 19), &done), EH_DELIVER_OK);
+	tick(core);
+	ck_assert_uint_eq(nall, 2);
+	tick(core);
+	ck_assert_uint_eq(nall, 4);
+	tick(core);
+	ck_assert_uint_eq(nall, 6);
+	ck_assert_uint_eq(atomic_load(&core->sinks[0].delivered), 6);
+	local_done(core);
 }
 END_TEST
 
@@ -310,7 +334,7 @@ START_TEST(local_batch_options_refused)
 		  "json with local_format cloudevents" },
 		{ { { "local_topic", "e" }, { "local_batch_bytes", "1023" }, { "events", "*" } },
 		  "configuration error: plugin_opt_local_batch_bytes: '1023' is not a whole number from 1024 to "
-		  "268435455" },
+		  "67108864" },
 		{ { { "local_topic", "e" }, { "local_batch_max", "0" }, { "events", "*" } },
 		  "configuration error: plugin_opt_local_batch_max: '0' is not a whole number from 1 to 10000" },
 	};
@@ -339,6 +363,7 @@ static Suite *local_suite(void)
 	tcase_add_test(tc, local_batch_ndjson_is_one_object_per_line);
 	tcase_add_test(tc, local_batch_bytes_bounds_a_message);
 	tcase_add_test(tc, local_message_larger_than_the_outbox_record_goes_whole);
+	tcase_add_test(tc, local_tick_hands_over_about_4_mib_at_most);
 	tcase_add_test(tc, local_full_outbox_retries_from_a_message_boundary);
 	tcase_add_test(tc, local_batch_options_refused);
 	suite_add_tcase(s, tc);
