@@ -95,6 +95,11 @@ struct http_sink {
 	unsigned char rejected_logged[STATUS_BITS / 8];
 	uint64_t too_large_logged; /* events refused alone with 413 (eh_sink_log_due) */
 	bool split_logged;         /* a 413 batch was split, said once */
+	/* The part of a split batch that failed transiently: its first
+	 * event's number and its size. The retry sends that same request
+	 * again (same body, same webhook-id) before the rest. */
+	uint64_t retry_number;
+	size_t retry_n;
 };
 
 static const struct eh_option http_options[] = {
@@ -165,10 +170,6 @@ static void free_secret(void *p, size_t len)
 	free(p);
 }
 
-/* The runner's drain deadline once the broker is stopping, else INT64_MAX.
- * The sink contract has no accessor for it yet (eh_sink.h only gives the
- * budget), so it is read from the core's sink record: a request in flight
- * at shutdown is then abandoned at the same instant the runner would stop. */
 static bool status_logged(struct http_sink *h, long status)
 {
 	unsigned i;
@@ -909,10 +910,16 @@ static enum eh_deliver_rc send_range(struct http_sink *h, struct eh_batch *b, si
 {
 	size_t half;
 
+	/* Past the shutdown deadline no further part is started: what is
+	 * left is counted left, not sent and then abandoned. */
+	if (eh_now_ms() >= eh_sink_deadline_ms(h->sink))
+		return EH_DELIVER_RETRY;
 	switch (post(h, b, from, n)) {
 	case POST_SETTLED:
 		return EH_DELIVER_OK;
 	case POST_RETRY:
+		h->retry_number = b->events[from].number;
+		h->retry_n = n;
 		return EH_DELIVER_RETRY;
 	case POST_TOO_LARGE:
 		break;
@@ -941,8 +948,18 @@ static enum eh_deliver_rc send_range(struct http_sink *h, struct eh_batch *b, si
 
 static enum eh_deliver_rc http_deliver(void *ctx, struct eh_batch *b)
 {
+	struct http_sink *h = ctx;
+	size_t first = b->count;
+
 	b->done = 0;
-	return send_range(ctx, b, 0, b->count);
+	/* A receiver that deduplicates by webhook-id must see a retried
+	 * request again, not its events inside a larger one. */
+	if (h->retry_n && h->retry_n < b->count && b->events[0].number == h->retry_number)
+		first = h->retry_n;
+	h->retry_n = 0;
+	if (send_range(h, b, 0, first) != EH_DELIVER_OK)
+		return EH_DELIVER_RETRY;
+	return first < b->count ? send_range(h, b, first, b->count - first) : EH_DELIVER_OK;
 }
 
 static void http_reload(void *ctx)

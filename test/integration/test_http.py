@@ -509,6 +509,29 @@ class Failures(HttpSinkCase):
         self.assertEqual(len(re.findall(r"refused with HTTP 413", b.log())), 1, b.log())
         self.assertIn("eventhook: http: event seq 4 (", b.log())
 
+    def test_413_split_part_retried_as_the_same_request(self):
+        # A part of a split batch that fails transiently is sent again as
+        # that same request, with the same webhook-id, so a receiver that
+        # deduplicates by it never gets those events twice under two ids.
+        peer = self.peer()
+        peer.max_body = 20000
+        peer.script(Reply(200), Reply(503))
+        (self.tmp / "secret").write_bytes(b"raw-secret-bytes")
+        b = self.broker(peer.url, http_events="message.publish", http_batch_max=8, http_batch_linger_ms=60000,
+                        http_signing_secret_file=self.tmp / "secret")
+        c = RawClient(b.port, "p")
+        self.assertEqual(c.connect().rc, 0)
+        for i, n in enumerate([7100, 7100] + [100] * 6):
+            c.publish(f"t/{i}", b"x" * n)
+        c.disconnect()
+        peer.wait_events(lambda evs: len(evs) == 8, what="the 8 events")
+        b.stop()
+        first = lambda r: int(r.headers["webhook-id"].split(".")[0].rsplit("-", 1)[1], 16)  # noqa: E731
+        self.assertEqual([(r.status, first(r), int(r.headers["webhook-id"].split(".")[1])) for r in peer.requests],
+                         [(413, 1, 8), (413, 1, 4), (200, 1, 2), (503, 3, 2), (200, 3, 2), (200, 5, 4)])
+        self.assertEqual([e["seq"] for e in peer.delivered_events()], list(range(1, 9)))
+        self.assertEqual(counters(b), dict(enqueued=8, delivered=8, failed=0, dropped=0, left=0))
+
     def test_url_credentials_and_query_masked_in_echoed_responses(self):
         peer = self.peer()
         user, password, value = "alice", "S3c/ret@Pw", "k-12345+6789"
