@@ -67,14 +67,13 @@ struct local_sink {
 	size_t batch_max;
 	size_t batch_bytes;
 	struct eh_ring outbox;
-	/* Sink thread: the message being built, from event msg_first of the
-	 * batch on, msg_events of them; its topic is in msg_topic, and the next
+	/* Sink thread: the message being built, of msg_events events, the
+	 * last ones placed in the batch; its topic is in msg_topic, and the next
 	 * event's is rendered into topic_buf (the two are swapped, not copied,
 	 * when a message starts). */
 	char *topic_buf;
 	char *msg_topic;
 	size_t msg_tlen;
-	size_t msg_first;
 	uint32_t msg_events;
 	struct eh_buf payload;
 	uint64_t unfit_logged;  /* sink thread */
@@ -225,16 +224,15 @@ static bool broker_stopped(const struct local_sink *l)
 	return eh_sink_deadline_ms(l->sink) != INT64_MAX;
 }
 
-/* Sink thread: starts a message with event i, whose topic (tlen bytes) is
+/* Sink thread: starts a message with the event whose topic (tlen bytes) is
  * in topic_buf. */
-static int open_message(struct local_sink *l, size_t tlen, size_t i)
+static int open_message(struct local_sink *l, size_t tlen)
 {
 	char *t = l->msg_topic;
 
 	l->msg_topic = l->topic_buf;
 	l->topic_buf = t;
 	l->msg_tlen = tlen;
-	l->msg_first = i;
 	l->msg_events = 0;
 	l->payload.len = 0;
 	return l->array ? eh_buf_append(&l->payload, "[", 1) : 0;
@@ -284,7 +282,7 @@ static int close_message(struct local_sink *l)
 		return -1;
 	len = l->payload.len;
 	if (sizeof(h) + l->msg_tlen + len <= l->outbox.max_record) {
-		slot = eh_ring_reserve_sp(&l->outbox, (uint32_t)(sizeof(h) + l->msg_tlen + len));
+		slot = eh_ring_reserve_sp(&l->outbox, sizeof(h) + l->msg_tlen + len);
 		if (!slot)
 			return -1;
 		memcpy(slot + sizeof(h) + l->msg_tlen, l->payload.data, len);
@@ -294,7 +292,7 @@ static int close_message(struct local_sink *l)
 		far = atomic_load_explicit(&l->far_bytes, memory_order_relaxed);
 		if (far && far + len > FAR_BYTES_MAX)
 			return -1;
-		slot = eh_ring_reserve_sp(&l->outbox, (uint32_t)(sizeof(h) + l->msg_tlen + sizeof(char *)));
+		slot = eh_ring_reserve_sp(&l->outbox, sizeof(h) + l->msg_tlen + sizeof(char *));
 		if (!slot)
 			return -1;
 		h.far_len = len;
@@ -346,7 +344,7 @@ static enum eh_deliver_rc local_deliver(void *ctx, struct eh_batch *b)
 			b->done = ++i;
 			continue;
 		}
-		if (!l->msg_events && open_message(l, tlen, i))
+		if (!l->msg_events && open_message(l, tlen))
 			return EH_DELIVER_RETRY;
 		rc = add_event(l, ev);
 		if (rc < 0)
