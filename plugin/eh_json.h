@@ -120,4 +120,20 @@ size_t eh_json_text_bound(const struct eh_event *ev, const struct eh_node *node)
 int eh_json_write_event(struct eh_buf *b, const struct eh_event *ev, const struct eh_node *node);
 int eh_json_write_cloudevent(struct eh_buf *b, const struct eh_event *ev, const struct eh_node *node);
 
+/* How the sinks that put several events in one body (http, local) frame
+ * them: one object alone, a JSON array (also of one), or newline-delimited
+ * objects. One set of rules, so both sinks write the same bytes. */
+enum eh_json_framing { EH_JSON_SINGLE, EH_JSON_ARRAY, EH_JSON_NDJSON };
+/* Bytes eh_json_batch_end will add: the array's closing bracket. */
+#define EH_JSON_BATCH_END_LEN(framing) ((size_t)((framing) == EH_JSON_ARRAY))
+/* Appends the framing's start. Returns 0, or -1 on out of memory. */
+int eh_json_batch_begin(struct eh_buf *b, enum eh_json_framing framing);
+/* Appends ev (its CloudEvents envelope when cloudevents) with what separates
+ * it from the one before (none when first). Returns 0, or -1 on out of
+ * memory with b unchanged. */
+int eh_json_batch_add(struct eh_buf *b, enum eh_json_framing framing, bool first, const struct eh_event *ev,
+		      const struct eh_node *node, bool cloudevents);
+/* Appends the framing's end. Returns 0, or -1 on out of memory. */
+int eh_json_batch_end(struct eh_buf *b, enum eh_json_framing framing);
+
 #endif

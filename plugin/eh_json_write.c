@@ -444,3 +444,29 @@ int eh_json_write_cloudevent(struct eh_buf *b, const struct eh_event *ev, const 
 	end(b, p);
 	return 0;
 }
+
+int eh_json_batch_begin(struct eh_buf *b, enum eh_json_framing framing)
+{
+	return framing == EH_JSON_ARRAY ? eh_buf_append(b, "[", 1) : 0;
+}
+
+int eh_json_batch_add(struct eh_buf *b, enum eh_json_framing framing, bool first, const struct eh_event *ev,
+		      const struct eh_node *node, bool cloudevents)
+{
+	size_t before = b->len;
+
+	if ((framing == EH_JSON_ARRAY && !first && eh_buf_append(b, ",", 1))
+	    || (cloudevents ? eh_json_write_cloudevent(b, ev, node) : eh_json_write_event(b, ev, node))
+	    || (framing == EH_JSON_NDJSON && eh_buf_append(b, "\n", 1))) {
+		b->len = before;
+		if (b->data)
+			b->data[before] = '\0';
+		return -1;
+	}
+	return 0;
+}
+
+int eh_json_batch_end(struct eh_buf *b, enum eh_json_framing framing)
+{
+	return framing == EH_JSON_ARRAY ? eh_buf_append(b, "]", 1) : 0;
+}

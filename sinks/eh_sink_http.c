@@ -72,8 +72,8 @@ struct http_sink {
 	bool insecure;
 	long timeout_ms, connect_timeout_ms;
 	enum http_format format;
-	bool ndjson;
-	bool array; /* batch_max > 1: the body is an array even for one event */
+	enum eh_json_framing framing;
+	bool array; /* batch_max > 1: the body is a batch even for one event */
 
 	/* secrets; replaced on reload (sink thread) */
 	char *token;
@@ -496,6 +496,7 @@ static int http_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 	struct header_ctx hc = { h, err, errlen };
 	bool oom = false;
 	long long batch_max;
+	bool ndjson;
 
 	*ctx = h;
 	if (!h) {
@@ -536,10 +537,11 @@ static int http_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 	h->timeout_ms = (long)eh_config_int(cfg, "http_timeout_ms");
 	h->connect_timeout_ms = (long)eh_config_int(cfg, "http_connect_timeout_ms");
 	h->format = strcmp(eh_config_get(cfg, "http_format"), "cloudevents") ? FORMAT_JSON : FORMAT_CLOUDEVENTS;
-	h->ndjson = !strcmp(eh_config_get(cfg, "http_batch_format"), "ndjson");
+	ndjson = !strcmp(eh_config_get(cfg, "http_batch_format"), "ndjson");
 	batch_max = eh_config_int(cfg, "http_batch_max");
 	h->array = batch_max > 1;
-	if (h->ndjson && h->format == FORMAT_CLOUDEVENTS) {
+	h->framing = ndjson ? EH_JSON_NDJSON : h->array ? EH_JSON_ARRAY : EH_JSON_SINGLE;
+	if (ndjson && h->format == FORMAT_CLOUDEVENTS) {
 		snprintf(err, errlen, "plugin_opt_http_batch_format: ndjson is not a CloudEvents batch format; "
 				      "use json with http_format cloudevents");
 		return -1;
@@ -668,26 +670,16 @@ static int http_open(void *ctx)
 	return 0;
 }
 
-static int add_event(struct http_sink *h, const struct eh_event *ev)
-{
-	return h->format == FORMAT_CLOUDEVENTS ? eh_json_write_cloudevent(&h->body, ev, h->node)
-					       : eh_json_write_event(&h->body, ev, h->node);
-}
-
 static int build_body(struct http_sink *h, const struct eh_event *evs, size_t n)
 {
 	h->body.len = 0;
-	if (h->array && !h->ndjson && eh_buf_append(&h->body, "[", 1))
+	if (eh_json_batch_begin(&h->body, h->framing))
 		return -1;
 	for (size_t i = 0; i < n; i++) {
-		if (i && h->array && !h->ndjson && eh_buf_append(&h->body, ",", 1))
-			return -1;
-		if (add_event(h, &evs[i]))
-			return -1;
-		if (h->ndjson && eh_buf_append(&h->body, "\n", 1))
+		if (eh_json_batch_add(&h->body, h->framing, i == 0, &evs[i], h->node, h->format == FORMAT_CLOUDEVENTS))
 			return -1;
 	}
-	if (h->array && !h->ndjson && eh_buf_append(&h->body, "]", 1))
+	if (eh_json_batch_end(&h->body, h->framing))
 		return -1;
 	if (!h->body.data && eh_buf_append(&h->body, "", 0))
 		return -1;
@@ -699,7 +691,7 @@ static const char *content_type(const struct http_sink *h)
 	if (h->format == FORMAT_CLOUDEVENTS)
 		return h->array ? "Content-Type: application/cloudevents-batch+json"
 				: "Content-Type: application/cloudevents+json";
-	return h->ndjson ? "Content-Type: application/x-ndjson" : "Content-Type: application/json";
+	return h->framing == EH_JSON_NDJSON ? "Content-Type: application/x-ndjson" : "Content-Type: application/json";
 }
 
 static struct curl_slist *add_line(struct curl_slist *list, const char *line, bool *failed)

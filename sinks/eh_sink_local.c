@@ -62,8 +62,7 @@ struct local_sink {
 	int qos;
 	bool retain;
 	bool cloudevents;
-	bool array;  /* batch_max > 1 and json: the payload is an array even for one event */
-	bool ndjson; /* batch_max > 1 and ndjson: one object per line */
+	enum eh_json_framing framing; /* SINGLE without batching */
 	size_t batch_max;
 	size_t batch_bytes;
 	struct eh_ring outbox;
@@ -177,8 +176,7 @@ static int local_create(const struct eh_sink_env *env, void **ctx, char *err, si
 	l->batch_max = (size_t)eh_config_int(env->config, "local_batch_max");
 	l->batch_bytes = (size_t)eh_config_int(env->config, "local_batch_bytes");
 	ndjson = !strcmp(eh_config_get(env->config, "local_batch_format"), "ndjson");
-	l->ndjson = l->batch_max > 1 && ndjson;
-	l->array = l->batch_max > 1 && !ndjson;
+	l->framing = l->batch_max == 1 ? EH_JSON_SINGLE : ndjson ? EH_JSON_NDJSON : EH_JSON_ARRAY;
 	if (eh_template_parse(&l->topic, eh_config_get(env->config, "local_topic"), why, sizeof(why))) {
 		snprintf(err, errlen, "plugin_opt_local_topic: %s", why);
 		return -1;
@@ -233,17 +231,15 @@ static int open_message(struct local_sink *l, size_t tlen)
 	l->msg_topic = l->topic_buf;
 	l->topic_buf = t;
 	l->msg_tlen = tlen;
-	l->msg_events = 0;
 	l->payload.len = 0;
-	return l->array ? eh_buf_append(&l->payload, "[", 1) : 0;
+	return eh_json_batch_begin(&l->payload, l->framing);
 }
 
 /* Sink thread: whether the event whose topic is in topic_buf may join the
- * message being built. */
+ * message being built (there is one). */
 static bool joins(const struct local_sink *l, size_t tlen)
 {
-	return l->msg_events && l->msg_events < l->batch_max && tlen == l->msg_tlen
-	       && !memcmp(l->topic_buf, l->msg_topic, tlen);
+	return l->msg_events < l->batch_max && tlen == l->msg_tlen && !memcmp(l->topic_buf, l->msg_topic, tlen);
 }
 
 /* Sink thread: 0 the event was added; 1 it would take a batch past
@@ -252,16 +248,9 @@ static int add_event(struct local_sink *l, const struct eh_event *ev)
 {
 	size_t before = l->payload.len;
 
-	if (l->array && l->msg_events && eh_buf_append(&l->payload, ",", 1))
+	if (eh_json_batch_add(&l->payload, l->framing, l->msg_events == 0, ev, l->node, l->cloudevents))
 		return -1;
-	if ((l->cloudevents ? eh_json_write_cloudevent(&l->payload, ev, l->node)
-			    : eh_json_write_event(&l->payload, ev, l->node))
-	    || (l->ndjson && eh_buf_append(&l->payload, "\n", 1))) {
-		l->payload.len = before;
-		return -1;
-	}
-	/* + 1: the closing bracket */
-	if (l->msg_events && l->payload.len + l->array > l->batch_bytes) {
+	if (l->msg_events && l->payload.len + EH_JSON_BATCH_END_LEN(l->framing) > l->batch_bytes) {
 		l->payload.len = before;
 		return 1;
 	}
@@ -278,7 +267,7 @@ static int close_message(struct local_sink *l)
 	uint64_t far;
 	char *slot;
 
-	if (l->array && eh_buf_append(&l->payload, "]", 1))
+	if (eh_json_batch_end(&l->payload, l->framing))
 		return -1;
 	len = l->payload.len;
 	if (sizeof(h) + l->msg_tlen + len <= l->outbox.max_record) {
@@ -349,14 +338,16 @@ static enum eh_deliver_rc local_deliver(void *ctx, struct eh_batch *b)
 		rc = add_event(l, ev);
 		if (rc < 0)
 			return EH_DELIVER_RETRY;
-		if (rc == 0 && l->msg_events == 1 && l->msg_tlen + l->payload.len + l->array > MESSAGE_MAX) {
+		if (rc == 0 && l->msg_events == 1
+		    && l->msg_tlen + l->payload.len + EH_JSON_BATCH_END_LEN(l->framing) > MESSAGE_MAX) {
 			/* Alone (a batch is bounded far lower), too large for any
 			 * MQTT packet: count it failed. */
 			if (eh_sink_log_due(&l->unfit_logged))
 				eh_sink_log(l->sink, MOSQ_LOG_WARNING,
 					    "event seq %llu would be a message of %zu bytes, more than an MQTT packet "
 					    "can carry; not published",
-					    (unsigned long long)ev->seq, l->msg_tlen + l->payload.len + l->array);
+					    (unsigned long long)ev->seq,
+					    l->msg_tlen + l->payload.len + EH_JSON_BATCH_END_LEN(l->framing));
 			eh_sink_count(l->sink, 0, 1);
 			l->msg_events = 0;
 			b->done = ++i;

@@ -395,6 +395,49 @@ START_TEST(json_write_stays_within_its_bound)
 END_TEST
 
 /* The node's name is checked once, where the parts made from it are. */
+/* The framing the http and local sinks share: each event written as alone,
+ * with "[", ",", "]" for an array and a newline after each NDJSON line. */
+START_TEST(json_batch_framings)
+{
+	static const enum eh_json_framing framings[] = { EH_JSON_SINGLE, EH_JSON_ARRAY, EH_JSON_NDJSON };
+	struct eh_node node;
+	struct eh_event ev[2];
+	struct eh_buf one[2] = { { 0 }, { 0 } }, b = { 0 };
+	char want[3][2048];
+
+	ck_assert_int_eq(eh_node_init(&node, "n", 1, NULL, 0), 0);
+	for (int i = 0; i < 2; i++) {
+		memset(&ev[i], 0, sizeof(ev[i]));
+		ev[i].type = i ? EH_EV_DISCONNECTED : EH_EV_CONNECT;
+		ev[i].number = ev[i].seq = (uint64_t)i + 1;
+		ev[i].f[EH_F_CLIENTID] = (struct eh_bytes){ "c", 1 };
+		ck_assert_int_eq(eh_json_write_event(&one[i], &ev[i], &node), 0);
+	}
+	snprintf(want[0], sizeof(want[0]), "%s", one[0].data);
+	snprintf(want[1], sizeof(want[1]), "[%s,%s]", one[0].data, one[1].data);
+	snprintf(want[2], sizeof(want[2]), "%s\n%s\n", one[0].data, one[1].data);
+	for (int f = 0; f < 3; f++) {
+		b.len = 0;
+		ck_assert_int_eq(eh_json_batch_begin(&b, framings[f]), 0);
+		for (int i = 0; i < (f ? 2 : 1); i++)
+			ck_assert_int_eq(eh_json_batch_add(&b, framings[f], i == 0, &ev[i], &node, false), 0);
+		ck_assert_int_eq(eh_json_batch_end(&b, framings[f]), 0);
+		ck_assert_str_eq(b.data ? b.data : "", want[f]);
+		ck_assert_uint_eq(EH_JSON_BATCH_END_LEN(framings[f]), f == 1);
+	}
+	/* CloudEvents envelopes in an array */
+	b.len = 0;
+	ck_assert_int_eq(eh_json_batch_begin(&b, EH_JSON_ARRAY), 0);
+	ck_assert_int_eq(eh_json_batch_add(&b, EH_JSON_ARRAY, true, &ev[0], &node, true), 0);
+	ck_assert_int_eq(eh_json_batch_end(&b, EH_JSON_ARRAY), 0);
+	ck_assert_ptr_nonnull(strstr(b.data, "[{\"specversion\":\"1.0\""));
+	ck_assert_int_eq(b.data[b.len - 1], ']');
+	eh_buf_free(&b);
+	eh_buf_free(&one[0]);
+	eh_buf_free(&one[1]);
+}
+END_TEST
+
 START_TEST(json_node_init_checks_the_name)
 {
 	char name[EH_NODE_NAME_MAX + 2], why[128];
@@ -430,6 +473,7 @@ static Suite *json_write_suite(void)
 	tcase_add_test(tc, json_write_long_strings);
 	tcase_add_test(tc, json_write_integers);
 	tcase_add_test(tc, json_write_stays_within_its_bound);
+	tcase_add_test(tc, json_batch_framings);
 	tcase_add_test(tc, json_node_init_checks_the_name);
 	suite_add_tcase(s, tc);
 	return s;
