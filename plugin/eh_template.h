@@ -23,6 +23,9 @@
 
 /* The longest MQTT topic name, in bytes. */
 #define EH_TOPIC_MAX 65535
+/* The largest remaining length of an MQTT packet (4 bytes of 7 bits): a
+ * PUBLISH's topic, packet id, properties and payload together. */
+#define EH_MQTT_REMAINING_MAX 268435455u
 
 enum eh_template_mode { EH_TEMPLATE_TOPIC, EH_TEMPLATE_RAW };
 

@@ -44,7 +44,7 @@
  * room to spare. A larger message would be taken by the broker but could
  * never be sent: it would stay at the head of each subscriber's queue and
  * hold back everything after it. */
-#define MESSAGE_MAX (268435455u - 64u)
+#define MESSAGE_MAX (EH_MQTT_REMAINING_MAX - 64u)
 
 /* Outbox record: this head, the topic, then the payload, or, when far_len
  * is not 0, a pointer to a malloc'd payload of far_len bytes (a message

@@ -284,9 +284,10 @@ static struct slot *slot_at(struct mqtt_sink *m, size_t k)
 }
 
 /* The largest MQTT packet: a fixed header byte and a remaining length of at
- * most 268435455 in 4 bytes. paho.mqtt.c writes a longer remaining length in
- * 5 bytes, which every target reads as a malformed packet. */
-#define MQTT_PACKET_MAX (1u + 4u + 268435455u)
+ * most EH_MQTT_REMAINING_MAX in 4 bytes. paho.mqtt.c writes a longer
+ * remaining length in 5 bytes, which every target reads as a malformed
+ * packet. */
+#define MQTT_PACKET_MAX (1u + 4u + EH_MQTT_REMAINING_MAX)
 
 static size_t vbi_len(size_t n)
 {
