@@ -211,6 +211,13 @@ def loadgen(broker, mode="cycle", secs=5.0, conc=32, warmup=1.0, args=(), timeou
     return res
 
 
+def thread_times(pid):
+    """(user, system) clock ticks of the process's main thread."""
+    with open("/proc/%d/task/%d/stat" % (pid, pid)) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
 def tracepoints_work(*events):
     """Whether perf can count these tracepoints here (not in every VM or
     container)."""

@@ -28,6 +28,16 @@
 #   CG_LOAD="loadgen options"  another load shape (default "-c 4 -m publish -q 1
 #                      -N 4"), e.g. throughput.py's publish0: "-c 32 -m publish -q 0
 #                      -N 10"; the tables' headings still describe the default
+#   CG_LINGER=MS      local_batch_linger_ms of the two batched configurations
+#                      (5). Under valgrind the broker runs tens of times
+#                      slower, so 5 ms collects far fewer events per message
+#                      than at full speed; the report says how many it got,
+#                      bench/local_batches.py how many the real broker gets
+#   CG_COPY=loop       count copies over about 2 KiB as glibc's vector loop
+#                      instead of its `rep movsb`, which callgrind counts once
+#                      per byte moved (the processor moves 32 or more bytes a
+#                      cycle): a tunable that selects the loop in every run,
+#                      the plugin-free one included
 #   CG_REPORT=FILE     also keep the raw figures, one JSON line per run
 #                      (test/valgrind/capture_cost.py reads them)
 set -eu
@@ -38,6 +48,18 @@ PAYLOAD=${CG_PAYLOAD:-32}
 CONFIGS=${CG_CONFIGS:-none idle file filelocal fourrings every filelocalbatch everybatch allocs allocslocal}
 EXTRA=${CG_EXTRA:-}
 LOAD=${CG_LOAD:--c 4 -m publish -q 1 -N 4}
+LINGER=${CG_LINGER:-5}
+tunables=
+case ${CG_COPY:-rep} in
+rep) ;;
+loop)
+	# glibc 2.36: copies at or above the first threshold use rep movsb,
+	# above the second non-temporal stores; raised out of reach, every large
+	# copy is the AVX loop.
+	tunables=glibc.cpu.x86_rep_movsb_threshold=1099511627776:glibc.cpu.x86_non_temporal_threshold=1099511627776
+	;;
+*) echo "callgrind.sh: CG_COPY is rep or loop"; exit 1 ;;
+esac
 plugin=$(readlink -f "$BUILD/mosquitto_eventhook.so")
 loadgen=$(readlink -f "$BUILD/bench/loadgen")
 here=$(cd "$(dirname "$0")" && pwd)
@@ -78,7 +100,7 @@ run() {
 	else
 		set -- --toggle-collect='on_*' --toggle-collect='*_tail'
 	fi
-	valgrind --tool=callgrind --callgrind-out-file="$dir/$name.cg" "$@" \
+	env ${tunables:+GLIBC_TUNABLES=$tunables} valgrind --tool=callgrind --callgrind-out-file="$dir/$name.cg" "$@" \
 		/usr/sbin/mosquitto -c "$dir/$name.conf" > "$dir/$name.vg" 2>&1 &
 	vg_pid=$!
 	i=0
@@ -122,9 +144,9 @@ run every whole "events *" "file_path $dir/every.jsonl" 'local_topic $events/{ev
 # The local sink batching (docs/sinks/local.md): one message for the events
 # queued together, instead of one per event.
 run filelocalbatch whole "events *" "file_path $dir/allb.jsonl" 'local_topic $events/all' "local_batch_max 1000" \
-	"local_batch_linger_ms 5"
+	"local_batch_linger_ms $LINGER"
 run everybatch whole "events *" "file_path $dir/everyb.jsonl" 'local_topic $events/all' "local_batch_max 1000" \
-	"local_batch_linger_ms 5" \
+	"local_batch_linger_ms $LINGER" \
 	"http_url http://$closed/" "kafka_brokers $closed" "mqtt_uri tcp://$closed"
 run allocs toggle "events *" "file_path $dir/allocs.jsonl"
 run allocslocal toggle "events *" "file_path $dir/allocs.jsonl" 'local_topic $events/{event}/{clientid}'

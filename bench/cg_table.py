@@ -20,6 +20,7 @@ def parse(name, how, raw, annotated, log, cycles):
         if line.startswith(("totals:", "summary:")):
             total = max(total, int(line.split()[1]))
     cost, alloc = {}, []
+    published = 0  # messages the local sink handed to the broker
     for block in open(annotated).read().split("\n\n"):
         callers, target = [], None
         for line in block.splitlines():
@@ -42,6 +43,8 @@ def parse(name, how, raw, annotated, log, cycles):
             c = cost.setdefault(target, [0, 0])
             c[0] += sum(x[1] for x in ext)
             c[1] += sum(x[2] for x in ext)
+        if target == "mosquitto_broker_publish":
+            published += sum(c[2] for c in callers)
         if target in ALLOC:
             alloc += [(target, c[0], c[1], c[2]) for c in callers if c[1]]
     enqueued = {}
@@ -49,7 +52,7 @@ def parse(name, how, raw, annotated, log, cycles):
                          open(log).read()):
         enqueued[m.group(1)] = {"enqueued": int(m.group(2)), "dropped": int(m.group(5))}
     return {"name": name, "how": how, "total": total, "cycles": cycles, "cost": cost, "alloc": alloc,
-            "sinks": enqueued}
+            "sinks": enqueued, "published": published}
 
 
 def report(path, cycles_asked):
@@ -60,10 +63,14 @@ def report(path, cycles_asked):
               "file": "file sink, events *", "filelocal": "file + local sinks, events *",
               "fourrings": "file, http, kafka, mqtt sinks (peers unreachable), events *",
               "every": "all five sinks (peers unreachable), events *",
-              "filelocalbatch": "file + local sinks, local batched ($events/all, local_batch_max 1000, local_batch_linger_ms 5), events *",
+              "filelocalbatch": "file + local sinks, local batched ($events/all, local_batch_max 1000, local_batch_linger_ms %s), events *" % os.environ.get("CG_LINGER", "5"),
               "everybatch": "all five sinks, local batched as above, events *"}
-    print("## Broker main thread, instructions per cycle (callgrind, %s cycles of: connect, subscribe, "
-          "4 x QoS 1 publish of %s bytes, unsubscribe, disconnect)" % (cycles_asked, os.environ.get("CG_PAYLOAD", "32")))
+    load = os.environ.get("CG_LOAD")
+    print("## Broker main thread, instructions per cycle (callgrind, %s cycles of %s, %s-byte payloads%s)"
+          % (cycles_asked, "loadgen " + load if load else
+             "connect, subscribe, 4 x QoS 1 publish, unsubscribe, disconnect", os.environ.get("CG_PAYLOAD", "32"),
+             "; copies over 2 KiB counted as glibc's vector loop (CG_COPY=loop)"
+             if os.environ.get("CG_COPY") == "loop" else ""))
     print()
     print("| configuration | Ir per cycle | vs no plugin | plugin callbacks Ir per cycle | events enqueued per cycle |")
     print("|---|---|---|---|---|")
@@ -74,6 +81,14 @@ def report(path, cycles_asked):
         print("| %s | %.0f | %s | %.0f | %.1f |" % (labels.get(name, name), per,
                                                      "%.3f" % (per / (base["total"] / base["cycles"])) if base else "-",
                                                      cb, enq))
+    print()
+    for name, r in whole.items():
+        local = r["sinks"].get("local", {}).get("enqueued", 0)
+        if local and r.get("published"):
+            # Under valgrind a linger collects fewer events than at full
+            # speed (bench/local_batches.py measures those): CG_LINGER.
+            print("%s: the local sink published %d messages for %d events, %.1f events per message."
+                  % (labels.get(name, name), r["published"], local, local / r["published"]))
     print()
     print("Ir per cycle includes everything the broker's thread executes in user space (the broker, libc, "
           "the plugin); system calls are not counted, so the ratio overstates the plugin's share of CPU time.")

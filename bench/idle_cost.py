@@ -51,20 +51,13 @@ SYSCALLS, EPOLL = "raw_syscalls:sys_enter", "syscalls:sys_enter_epoll_wait"
 STRACE_CYCLES = 2000
 
 
-def thread_times(pid):
-    """(user, system) clock ticks of the process's main thread."""
-    with open("/proc/%d/task/%d/stat" % (pid, pid)) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]), int(fields[12])
-
-
 def real_run(lines, mode):
     """System calls per cycle and the user share of the main thread's CPU."""
     with benchlib.Broker(lines) as b:
         with benchlib.Tracepoints(b.proc.pid, [SYSCALLS, EPOLL], b.dir) as tp:
-            u0, s0 = thread_times(b.proc.pid)
+            u0, s0 = benchlib.thread_times(b.proc.pid)
             r = benchlib.loadgen(b, mode, secs=SECS, warmup=0)
-            u1, s1 = thread_times(b.proc.pid)
+            u1, s1 = benchlib.thread_times(b.proc.pid)
             time.sleep(0.2)
         calls, epoll = tp.counts[SYSCALLS], tp.counts[EPOLL]
         b.stop()
