@@ -63,6 +63,17 @@ struct eh_sink {
 	_Atomic uint64_t left;  /* events the sink could not deliver by the deadline */
 	bool thread_abandoned;  /* still running after the shutdown deadline and its grace */
 	_Atomic int thread_done; /* set by the thread as it ends (eh_runner_join_until) */
+
+	/* sink thread only: the out-of-memory episode (eh_sink_out_of_memory)
+	 * that ends at the next deliver that gets events through. */
+	struct {
+		const char *what;   /* what its first failure could not allocate; NULL: none */
+		int64_t since_ms;
+		uint64_t attempts;  /* deliver attempts that ran out of memory in it */
+		uint64_t episodes;  /* eh_sink_log_due counter */
+		bool said;          /* its start was logged */
+		bool this_attempt;  /* the deliver being run ran out */
+	} no_memory;
 };
 
 struct eh_log_channel {

@@ -100,6 +100,43 @@ void eh_sink_log(struct eh_sink *sink, int level, const char *fmt, ...)
 	eh_core_log(sink->core, level, "%s: %s", sink->name, buf);
 }
 
+enum eh_deliver_rc eh_sink_out_of_memory(struct eh_sink *sink, const char *what)
+{
+	if (!sink->no_memory.what) {
+		sink->no_memory.what = what;
+		sink->no_memory.since_ms = eh_now_ms();
+		sink->no_memory.attempts = 0;
+		sink->no_memory.said = eh_sink_log_due(&sink->no_memory.episodes);
+		if (sink->no_memory.said)
+			eh_sink_log(sink, 2 /* MOSQ_LOG_WARNING */,
+				    "out of memory for %s; the events wait in the queue and are retried until "
+				    "memory comes back", what);
+	}
+	sink->no_memory.this_attempt = true;
+	return EH_DELIVER_RETRY;
+}
+
+/* After each deliver: counts an attempt that ran out of memory, or ends
+ * the episode once a deliver got events through (progressed) without
+ * running out. A deliver that only failed otherwise (a peer down) ends
+ * nothing: it may never have reached its allocation. */
+static void settle_no_memory(struct eh_sink *s, bool progressed)
+{
+	if (s->no_memory.this_attempt) {
+		s->no_memory.this_attempt = false;
+		s->no_memory.attempts++;
+		return;
+	}
+	if (!s->no_memory.what || !progressed)
+		return;
+	if (s->no_memory.said)
+		eh_sink_log(s, 5 /* MOSQ_LOG_NOTICE */,
+			    "memory for %s available again after %llu failed attempt(s) in %lld ms; delivering",
+			    s->no_memory.what, (unsigned long long)s->no_memory.attempts,
+			    (long long)(eh_now_ms() - s->no_memory.since_ms));
+	s->no_memory.what = NULL;
+}
+
 const char *eh_sink_pin_library(const void *fn)
 {
 	Dl_info info;
@@ -371,6 +408,7 @@ static void *run(void *arg)
 		batch = (struct eh_batch){ evs, n, 0, -1, attempt };
 		rc = s->ops->deliver(s->ctx, &batch);
 		done = rc == EH_DELIVER_OK ? n : (batch.done > n ? n : batch.done);
+		settle_no_memory(s, rc != EH_DELIVER_RETRY || done);
 		if (done && !(s->ops->flags & EH_SINK_ASYNC_ACK))
 			atomic_fetch_add_explicit(&s->delivered, done, memory_order_relaxed);
 		if (rc == EH_DELIVER_DROP) {

@@ -109,6 +109,15 @@ static inline int eh_sink_log_due(uint64_t *count)
 
 	return n < 10 || n % 1000 == 0;
 }
+/* Sink thread, from deliver: memory for what (a string literal, such as
+ * "an event's JSON") could not be allocated. Returns EH_DELIVER_RETRY,
+ * for deliver to return: the events stay queued and the runner retries with
+ * its backoff, as memory may come back. Out of memory is said once when it
+ * starts, as a warning naming what; the runner says when a deliver gets
+ * events through again, with how many attempts ran out and for how long.
+ * Episodes are limited like eh_sink_log_due, so memory that comes and goes
+ * with every attempt cannot flood the log either. */
+enum eh_deliver_rc eh_sink_out_of_memory(struct eh_sink *sink, const char *what);
 /* The sink's shutdown deadline budget (plugin_opt_shutdown_timeout_ms). */
 int64_t eh_sink_shutdown_timeout_ms(const struct eh_sink *sink);
 /* Any thread: the eh_now_ms() time by which the drain at shutdown must end,

@@ -227,17 +227,21 @@ static void assert_seen_range(const struct fake *f, uint64_t from, uint64_t to)
 		ck_assert_uint_eq(f->seen[i], from + i);
 }
 
-static bool log_has(struct eh_core *core, const char *needle)
+/* Lines in the sink's back-channel (never drained here) that hold needle. */
+static int log_count(struct eh_core *core, const char *needle)
 {
-	bool found = false;
+	int n = 0;
 
 	pthread_mutex_lock(&core->log.lock);
-	for (unsigned i = 0; i < core->log.count; i++) {
-		if (strstr(core->log.text[(core->log.head + i) % EH_LOG_SLOTS], needle))
-			found = true;
-	}
+	for (unsigned i = 0; i < core->log.count; i++)
+		n += strstr(core->log.text[(core->log.head + i) % EH_LOG_SLOTS], needle) != NULL;
 	pthread_mutex_unlock(&core->log.lock);
-	return found;
+	return n;
+}
+
+static bool log_has(struct eh_core *core, const char *needle)
+{
+	return log_count(core, needle) > 0;
 }
 
 START_TEST(runner_batches_of_batch_max)
@@ -441,6 +445,75 @@ START_TEST(runner_gives_up_after_max_elapsed)
 	ck_assert_uint_eq(r.fake->calls[0].first_seq, 1);
 	ck_assert_uint_eq(r.fake->calls[r.fake->ncalls - 1].first_seq, 3);
 	ck_assert(log_has(r.core, "fake: gave up on 2 event(s)"));
+	rig_free(&r);
+}
+END_TEST
+
+/* Out of memory for the first arg calls; then 2 events through but out of
+ * memory for the third, which goes on with the episode; then memory back. */
+static enum eh_deliver_rc script_no_memory(struct fake *f, struct eh_batch *b)
+{
+	if (f->total <= (uint64_t)f->arg)
+		return eh_sink_out_of_memory(f->sink, "the test's JSON");
+	if (f->total == (uint64_t)f->arg + 1) {
+		b->done = 2;
+		eh_sink_out_of_memory(f->sink, "the test's JSON");
+		return EH_DELIVER_RETRY;
+	}
+	return EH_DELIVER_OK;
+}
+
+/* A long out-of-memory episode is one warning when it starts and one
+ * notice when events get through again, with the count; never a line per
+ * retry. The events wait in the ring and are delivered once, in order. */
+START_TEST(runner_out_of_memory_said_once_per_episode)
+{
+	struct rig r = rig_new(&fake_ops, 65536, 0);
+
+	r.fake->script = script_no_memory;
+	r.fake->arg = 30;
+	eh_sink_set_batching(r.sink, 10, 0);
+	eh_sink_set_retry(r.sink, 1, 2, -1);
+	rig_push(&r, 10);
+	rig_start(&r);
+	wait_done(&r, 10);
+	rig_stop(&r, 5000);
+	ck_assert_uint_eq(r.fake->total, 32);
+	ck_assert_int_eq(log_count(r.core, "out of memory"), 1);
+	ck_assert(log_has(r.core, "fake: out of memory for the test's JSON; the events wait in the queue and are "
+				  "retried until memory comes back"));
+	ck_assert_int_eq(log_count(r.core, "available again"), 1);
+	ck_assert(log_has(r.core, "fake: memory for the test's JSON available again after 31 failed attempt(s) in "));
+	assert_seen_range(r.fake, 1, 10);
+	ck_assert_uint_eq(counter(&r.sink->delivered), 10);
+	ck_assert_uint_eq(counter(&r.sink->failed), 0);
+	rig_free(&r);
+}
+END_TEST
+
+/* Every other call out of memory: the first 10 episodes are said (start
+ * and end), the next ones not, so memory that comes and goes cannot flood
+ * the log either. */
+static enum eh_deliver_rc script_no_memory_every_other(struct fake *f, struct eh_batch *b)
+{
+	(void)b;
+	return f->total % 2 ? eh_sink_out_of_memory(f->sink, "the test's JSON") : EH_DELIVER_OK;
+}
+
+START_TEST(runner_out_of_memory_episodes_limited)
+{
+	struct rig r = rig_new(&fake_ops, 65536, 0);
+
+	r.fake->script = script_no_memory_every_other;
+	eh_sink_set_retry(r.sink, 1, 1, -1);
+	rig_push(&r, 25);
+	rig_start(&r);
+	wait_done(&r, 25);
+	rig_stop(&r, 5000);
+	ck_assert_uint_eq(r.fake->total, 50);
+	ck_assert_int_eq(log_count(r.core, "out of memory"), 10);
+	ck_assert_int_eq(log_count(r.core, "available again after 1 failed attempt(s)"), 10);
+	assert_seen_range(r.fake, 1, 25);
 	rig_free(&r);
 }
 END_TEST
@@ -1128,6 +1201,8 @@ static Suite *runner_suite(void)
 	tcase_add_test(tc, runner_retry_partial_keeps_order);
 	tcase_add_test(tc, runner_backoff_grows);
 	tcase_add_test(tc, runner_gives_up_after_max_elapsed);
+	tcase_add_test(tc, runner_out_of_memory_said_once_per_episode);
+	tcase_add_test(tc, runner_out_of_memory_episodes_limited);
 	tcase_add_test(tc, runner_retry_delay_within_budget);
 	tcase_add_test(tc, runner_late_retry_after_gives_up_at_once);
 	tcase_add_test(tc, runner_drop_counts_failed);
