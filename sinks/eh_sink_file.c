@@ -256,17 +256,13 @@ static enum eh_deliver_rc file_deliver(void *ctx, struct eh_batch *b)
 		return EH_DELIVER_RETRY;
 	ends = calloc(b->count, sizeof(*ends));
 	if (!ends)
-		return EH_DELIVER_RETRY;
+		goto no_memory;
 	f->out.len = 0;
-	if (f->torn && eh_buf_append(&f->out, "\n", 1)) {
-		free(ends);
-		return EH_DELIVER_RETRY;
-	}
+	if (f->torn && eh_buf_append(&f->out, "\n", 1))
+		goto no_memory;
 	for (size_t i = 0; i < b->count; i++) {
-		if (eh_json_write_event(&f->out, &b->events[i], f->node) || eh_buf_append(&f->out, "\n", 1)) {
-			free(ends);
-			return EH_DELIVER_RETRY;
-		}
+		if (eh_json_write_event(&f->out, &b->events[i], f->node) || eh_buf_append(&f->out, "\n", 1))
+			goto no_memory;
 		ends[i] = f->out.len;
 	}
 	len = f->out.len;
@@ -335,6 +331,9 @@ partial:
 		b->done++;
 	free(ends);
 	return EH_DELIVER_RETRY;
+no_memory:
+	free(ends);
+	return eh_sink_out_of_memory(f->sink, "a batch's JSON lines");
 }
 
 static void file_reload(void *ctx)

@@ -897,8 +897,10 @@ static enum eh_deliver_rc kafka_deliver(void *ctx, struct eh_batch *b)
 		rd_kafka_resp_err_t rc;
 
 		k->scratch.len = 0;
-		if (eh_json_write_event(&k->scratch, ev, k->node) || (k->has_key && !(key = render_key(k, ev, &keylen))))
-			return EH_DELIVER_RETRY; /* out of memory: try again later */
+		if (eh_json_write_event(&k->scratch, ev, k->node))
+			return eh_sink_out_of_memory(k->sink, "an event's JSON");
+		if (k->has_key && !(key = render_key(k, ev, &keylen)))
+			return eh_sink_out_of_memory(k->sink, "an event's message key");
 		rc = produce(k, ev, key, keylen, k->scratch.data, k->scratch.len);
 		if (rc == RD_KAFKA_RESP_ERR_NO_ERROR) {
 			k->produced++;

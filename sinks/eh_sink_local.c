@@ -45,6 +45,8 @@
  * never be sent: it would stay at the head of each subscriber's queue and
  * hold back everything after it. */
 #define MESSAGE_MAX (EH_MQTT_REMAINING_MAX - 64u)
+/* What deliver allocates, as its out-of-memory warning names it. */
+#define MESSAGE_JSON "a message's JSON"
 
 /* Outbox record: this head, the topic, then the payload, or, when far_len
  * is not 0, a pointer to a malloc'd payload of far_len bytes (a message
@@ -208,7 +210,8 @@ static int local_create(const struct eh_sink_env *env, void **ctx, char *err, si
 		eh_sink_set_batching(env->sink, l->batch_max, eh_config_int(env->config, "local_batch_linger_ms"));
 	else
 		eh_sink_set_batching(env->sink, 256, 0);
-	/* Only a full outbox makes the sink retry: wait about one tick. */
+	/* Only a full outbox (or memory running out) makes the sink retry:
+	 * wait about one tick. */
 	eh_sink_set_retry(env->sink, 20, 200, -1);
 	return 0;
 }
@@ -223,7 +226,7 @@ static bool broker_stopped(const struct local_sink *l)
 }
 
 /* Sink thread: starts a message with the event whose topic (tlen bytes) is
- * in topic_buf. */
+ * in topic_buf. Returns 0, or -1 when out of memory. */
 static int open_message(struct local_sink *l, size_t tlen)
 {
 	char *t = l->msg_topic;
@@ -259,7 +262,8 @@ static int add_event(struct local_sink *l, const struct eh_event *ev)
 }
 
 /* Sink thread: puts the message being built into the outbox. Returns 0,
- * or -1 when the outbox has no room (or memory ran out): try later. */
+ * or -1 when the outbox has no room (or memory ran out, which it says):
+ * try later. */
 static int close_message(struct local_sink *l)
 {
 	struct outbox_head h = { (uint32_t)l->msg_tlen, l->msg_events, 0 };
@@ -267,8 +271,10 @@ static int close_message(struct local_sink *l)
 	uint64_t far;
 	char *slot;
 
-	if (eh_json_batch_end(&l->payload, l->framing))
+	if (eh_json_batch_end(&l->payload, l->framing)) {
+		eh_sink_out_of_memory(l->sink, MESSAGE_JSON);
 		return -1;
+	}
 	len = l->payload.len;
 	if (sizeof(h) + l->msg_tlen + len <= l->outbox.max_record) {
 		slot = eh_ring_reserve_sp(&l->outbox, sizeof(h) + l->msg_tlen + len);
@@ -334,10 +340,10 @@ static enum eh_deliver_rc local_deliver(void *ctx, struct eh_batch *b)
 			continue;
 		}
 		if (!l->msg_events && open_message(l, tlen))
-			return EH_DELIVER_RETRY;
+			return eh_sink_out_of_memory(l->sink, MESSAGE_JSON);
 		rc = add_event(l, ev);
 		if (rc < 0)
-			return EH_DELIVER_RETRY;
+			return eh_sink_out_of_memory(l->sink, MESSAGE_JSON);
 		if (rc == 0 && l->msg_events == 1
 		    && l->msg_tlen + l->payload.len + EH_JSON_BATCH_END_LEN(l->framing) > MESSAGE_MAX) {
 			/* Alone (a batch is bounded far lower), too large for any

@@ -1074,6 +1074,8 @@ static int add_content_type(MQTTProperties *props, const char *type)
 	return MQTTProperties_add(props, &p);
 }
 
+/* build_event_msg and build_presence_msg fill msg; -1 only when out of
+ * memory (the payload, the topic or a property). */
 static int build_event_msg(struct mqtt_sink *m, const struct eh_event *ev, struct mqtt_msg *msg)
 {
 	bool structured = m->cloudevents && m->version != MQTTVERSION_5;
@@ -1305,7 +1307,7 @@ static enum eh_deliver_rc mqtt_deliver(void *ctx, struct eh_batch *b)
 		if (build_event_msg(m, ev, &s->msg[0]) || (presence && build_presence_msg(m, ev, &s->msg[1]))) {
 			slot_clear(s);
 			b->done = i;
-			return EH_DELIVER_RETRY;
+			return eh_sink_out_of_memory(m->sink, "an event's MQTT message");
 		}
 		if (!slot_fits(m, ev, s)) {
 			/* Neither message goes: the event is failed either way,

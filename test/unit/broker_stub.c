@@ -16,6 +16,8 @@ int eh_stub_publish_count;
 char eh_stub_last_topic[1024];
 /* Set by a test to see each published message before it is freed. */
 void (*eh_stub_publish_hook)(const char *topic, const void *payload, int len);
+/* Set by a test to see every log line. */
+void (*eh_stub_log_hook)(int level, const char *line);
 /* Callbacks registered and not unregistered, as Mosquitto 2.0 holds them. */
 int eh_stub_callbacks;
 /* The last callback registered per event (2.0's 0..10), for tests that
@@ -27,11 +29,12 @@ void mosquitto_log_printf(int level, const char *fmt, ...)
 {
 	va_list ap;
 
-	(void)level;
 	va_start(ap, fmt);
 	vsnprintf(eh_stub_last_log, sizeof(eh_stub_last_log), fmt, ap);
 	va_end(ap);
 	eh_stub_log_count++;
+	if (eh_stub_log_hook)
+		eh_stub_log_hook(level, eh_stub_last_log);
 	if (getenv("EH_STUB_LOG"))
 		fprintf(stderr, "log: %s\n", eh_stub_last_log);
 }
