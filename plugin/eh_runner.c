@@ -305,11 +305,39 @@ int64_t eh_runner_retry_delay(int64_t elapsed_ms, int64_t budget_ms, int64_t bac
 	return delay < left ? delay : left;
 }
 
+/* Allocates the thread's batch arrays. Memory may come back, as for a
+ * deliver: failed attempts are said the same way (eh_sink_out_of_memory)
+ * and paced by the retry backoff, while events wait in the ring. Returns
+ * false when the sink is stopping and they still cannot be had. */
+static bool take_batch_arrays(struct eh_sink *s, struct eh_ring_rec **recs, struct eh_event **evs)
+{
+	int64_t backoff = s->retry_initial_ms;
+
+	for (;;) {
+		*recs = calloc(s->batch_max, sizeof(**recs));
+		*evs = calloc(s->batch_max, sizeof(**evs));
+		if (*recs && *evs) {
+			settle_no_memory(s, true);
+			return true;
+		}
+		free(*recs);
+		free(*evs);
+		*recs = NULL;
+		*evs = NULL;
+		eh_sink_out_of_memory(s, "its batch arrays");
+		settle_no_memory(s, false);
+		if (stopping(s))
+			return false;
+		wait_until(s, eh_now_ms() + backoff);
+		backoff = backoff < s->retry_max_ms / 2 ? backoff * 2 : s->retry_max_ms;
+	}
+}
+
 static void *run(void *arg)
 {
 	struct eh_sink *s = arg;
-	struct eh_ring_rec *recs = calloc(s->batch_max, sizeof(*recs));
-	struct eh_event *evs = calloc(s->batch_max, sizeof(*evs));
+	struct eh_ring_rec *recs = NULL;
+	struct eh_event *evs = NULL;
 	sigset_t all;
 	uint64_t attempt = 0;
 	size_t retry_n = 0; /* a retried batch keeps its size: same events, same request */
@@ -323,10 +351,8 @@ static void *run(void *arg)
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	name_thread(s);
-	if (!recs || !evs) {
-		eh_sink_log(s, 2 /* MOSQ_LOG_WARNING */, "out of memory; sink stopped");
+	if (!take_batch_arrays(s, &recs, &evs))
 		goto out;
-	}
 	for (;;) {
 		size_t n, done;
 		struct eh_batch batch;

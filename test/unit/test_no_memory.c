@@ -251,6 +251,31 @@ START_TEST(local_sink_says_out_of_memory_once_and_publishes_every_event_after)
 }
 END_TEST
 
+/* The runner's own batch arrays, taken when the sink's thread starts (the
+ * file sink's, at its first event): the thread waits for memory rather than
+ * stop for good. */
+START_TEST(runner_waits_for_memory_for_its_batch_arrays)
+{
+	char path[] = "/tmp/eh-no-memory-XXXXXX";
+	int fd = mkstemp(path);
+	struct eh_kv kv[] = { { "file_path", path }, { "events", "*" } };
+	struct eh_core *core;
+
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	core = core_new(kv, 2);
+	atomic_store(&refused_thread, "eh-file");
+	emit_publish(core, 10);
+	emit_publish(core, 10);
+	run_until(core, 0, 4);
+	atomic_store(&refused_thread, NULL);
+	run_until(core, 2, 0);
+	core_done(core);
+	unlink(path);
+	assert_said_once("file", "its batch arrays", 2);
+}
+END_TEST
+
 /* librdkafka's mock cluster, in process: what the sink hands over is
  * counted delivered from the cluster's acknowledgements. Not under
  * ThreadSanitizer: Debian's librdkafka is not built for it, and its own
@@ -277,6 +302,7 @@ static Suite *no_memory_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, file_sink_says_out_of_memory_once_and_writes_every_line_after);
 	tcase_add_test(tc, local_sink_says_out_of_memory_once_and_publishes_every_event_after);
+	tcase_add_test(tc, runner_waits_for_memory_for_its_batch_arrays);
 #ifndef __SANITIZE_THREAD__
 	tcase_add_test(tc, kafka_sink_says_out_of_memory_once_and_produces_every_event_after);
 #endif
