@@ -26,6 +26,24 @@ struct eh_event_packed {
 
 _Static_assert(offsetof(struct eh_event_packed, seq) == EH_EVENT_PACKED_SEQ_AT, "eh_event_packed_set_seq's offset");
 _Static_assert(sizeof(struct eh_event_packed) == EH_EVENT_PACKED_HDR, "eh_event_packed_size's header");
+/* eh_event_pack and eh_event_unpack copy each field by assignment, which
+ * would cut a field of struct eh_event widened alone without a word. */
+#define PACKED_HOLDS(field, packed)                                                                      \
+	_Static_assert(sizeof(((struct eh_event *)0)->field) == sizeof(((struct eh_event_packed *)0)->packed), \
+		       "struct eh_event_packed's " #packed " must be as wide as struct eh_event's " #field)
+PACKED_HOLDS(number, number);
+PACKED_HOLDS(seq, seq);
+PACKED_HOLDS(ts_ms, ts_ms);
+PACKED_HOLDS(connected_ms, by_type);
+PACKED_HOLDS(payload_size, by_type);
+PACKED_HOLDS(keepalive, keepalive);
+PACKED_HOLDS(flags, flags);
+PACKED_HOLDS(type, type);
+PACKED_HOLDS(proto_ver, proto_ver);
+PACKED_HOLDS(qos, qos);
+PACKED_HOLDS(reason, reason);
+PACKED_HOLDS(action, action);
+PACKED_HOLDS(f[0].len, len[0]);
 
 static const char *const type_names[EH_EV_COUNT] = {
 	[EH_EV_CONNECT] = "client.connect",

@@ -97,6 +97,30 @@ struct eh_event {
 	struct eh_bytes f[EH_F_COUNT];
 };
 
+/* Every field of struct eh_event must be set by ev_from_client (eh_capture.c,
+ * which stores each one rather than clear the struct) and carried through
+ * the ring by eh_event_pack and eh_event_unpack (eh_event.c). Neither the
+ * size nor any offset can guard that: a small field added after action or
+ * after flags lands in padding and moves nothing. So the initializers below
+ * name every field, in order: a field added anywhere (or to struct
+ * eh_bytes) leaves a field without its initializer, an error whatever the
+ * warning options (short of -w). When it fires, update those three
+ * functions, struct eh_event_packed and the JSON writers (eh_json.c,
+ * eh_json_write.c) if the event shows the field, then these lists. The
+ * size is pinned as well: the capture path builds one per event and the
+ * runner holds a batch of them. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic error "-Wmissing-field-initializers"
+_Static_assert(sizeof((struct eh_bytes){ NULL, 0 }) == 16, /* an error here: a new field, see above */
+	       "struct eh_bytes changed size: see the comment above this assertion");
+_Static_assert(sizeof((struct eh_event){
+		       0, 0, 0, { 0 },      /* number, seq, ts_ms, connected_ms | payload_size */
+		       0, 0, 0, 0, 0, 0, 0, /* keepalive, type, proto_ver, qos, reason, action, flags */
+		       { { NULL, 0 } } })  /* f; an error here: a new field, see above */
+		       == 128,
+	       "struct eh_event changed size: see the comment above this assertion");
+#pragma GCC diagnostic pop
+
 const char *eh_event_type_name(unsigned type);
 /* Returns the type for an exact name, or -1. */
 int eh_event_type_from_name(const char *name, size_t len);
