@@ -70,8 +70,10 @@ struct eh_sink {
 		const char *what;   /* what its first failure could not allocate; NULL: none */
 		int64_t since_ms;
 		uint64_t attempts;  /* deliver attempts that ran out of memory in it */
-		uint64_t episodes;  /* eh_sink_log_due counter */
-		bool said;          /* its start was logged */
+		int64_t said_ms;    /* when an episode was last said; 0: never */
+		uint64_t unsaid;    /* episodes ended unsaid since then */
+		int64_t quiet_ms, long_ms; /* tests only; 0: the defaults (eh_runner.c) */
+		bool said;          /* this episode was logged */
 		bool this_attempt;  /* the deliver being run ran out */
 	} no_memory;
 };

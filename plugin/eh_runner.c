@@ -100,17 +100,51 @@ void eh_sink_log(struct eh_sink *sink, int level, const char *fmt, ...)
 	eh_core_log(sink->core, level, "%s: %s", sink->name, buf);
 }
 
+/* Said once a minute at most, so memory that comes and goes with every
+ * attempt cannot flood the log; but an episode that lasts is always said,
+ * however many short ones came before it, or a sink could stall unseen. */
+#define NO_MEMORY_QUIET_MS 60000
+#define NO_MEMORY_LONG_MS 5000
+
+static void say_no_memory(struct eh_sink *s, int64_t now)
+{
+	char shorter[96] = "";
+
+	if (s->no_memory.unsaid)
+		snprintf(shorter, sizeof(shorter), " (%llu shorter episode(s) since the last warning)",
+			 (unsigned long long)s->no_memory.unsaid);
+	if (s->no_memory.attempts)
+		eh_sink_log(s, 2 /* MOSQ_LOG_WARNING */,
+			    "out of memory for %s for %lld ms (%llu failed attempt(s)); the events wait in the "
+			    "queue and are retried until memory comes back%s",
+			    s->no_memory.what, (long long)(now - s->no_memory.since_ms),
+			    (unsigned long long)s->no_memory.attempts, shorter);
+	else
+		eh_sink_log(s, 2 /* MOSQ_LOG_WARNING */,
+			    "out of memory for %s; the events wait in the queue and are retried until "
+			    "memory comes back%s", s->no_memory.what, shorter);
+	s->no_memory.said = true;
+	s->no_memory.said_ms = now;
+	s->no_memory.unsaid = 0;
+}
+
 enum eh_deliver_rc eh_sink_out_of_memory(struct eh_sink *sink, const char *what)
 {
+	int64_t now = eh_now_ms();
+
 	if (!sink->no_memory.what) {
+		int64_t quiet = sink->no_memory.quiet_ms ? sink->no_memory.quiet_ms : NO_MEMORY_QUIET_MS;
+
 		sink->no_memory.what = what;
-		sink->no_memory.since_ms = eh_now_ms();
+		sink->no_memory.since_ms = now;
 		sink->no_memory.attempts = 0;
-		sink->no_memory.said = eh_sink_log_due(&sink->no_memory.episodes);
-		if (sink->no_memory.said)
-			eh_sink_log(sink, 2 /* MOSQ_LOG_WARNING */,
-				    "out of memory for %s; the events wait in the queue and are retried until "
-				    "memory comes back", what);
+		sink->no_memory.said = false;
+		if (!sink->no_memory.said_ms || now - sink->no_memory.said_ms >= quiet)
+			say_no_memory(sink, now);
+	} else if (!sink->no_memory.said
+		   && now - sink->no_memory.since_ms
+			      >= (sink->no_memory.long_ms ? sink->no_memory.long_ms : NO_MEMORY_LONG_MS)) {
+		say_no_memory(sink, now);
 	}
 	sink->no_memory.this_attempt = true;
 	return EH_DELIVER_RETRY;
@@ -119,7 +153,10 @@ enum eh_deliver_rc eh_sink_out_of_memory(struct eh_sink *sink, const char *what)
 /* After each deliver: counts an attempt that ran out of memory, or ends
  * the episode once a deliver got events through (progressed) without
  * running out. A deliver that only failed otherwise (a peer down) ends
- * nothing: it may never have reached its allocation. */
+ * nothing: it may never have reached its allocation. A deliver that
+ * needed no allocation (a batch the sink drops, the local sink once the
+ * broker stops) does end it: nothing tells the two apart from here, and
+ * the next allocation that fails starts a new episode. */
 static void settle_no_memory(struct eh_sink *s, bool progressed)
 {
 	if (s->no_memory.this_attempt) {
@@ -134,6 +171,8 @@ static void settle_no_memory(struct eh_sink *s, bool progressed)
 			    "memory for %s available again after %llu failed attempt(s) in %lld ms; delivering",
 			    s->no_memory.what, (unsigned long long)s->no_memory.attempts,
 			    (long long)(eh_now_ms() - s->no_memory.since_ms));
+	else
+		s->no_memory.unsaid++;
 	s->no_memory.what = NULL;
 }
 

@@ -201,13 +201,26 @@ static void assert_said_once(const char *name, const char *what, int n)
 	ck_assert_int_eq(lines_with(stop), 1);
 }
 
+/* Also the fixture's teardown: a failed assertion must not leave memory
+ * refused or the hooks set for the next test (CK_FORK=no under TSan). */
+static void hooks_reset(void)
+{
+	atomic_store(&refused_thread, NULL);
+	eh_stub_log_hook = NULL;
+	eh_stub_publish_hook = NULL;
+}
+
+static void core_done_stopped(struct eh_core *core)
+{
+	free(core);
+	hooks_reset();
+}
+
 static void core_done(struct eh_core *core)
 {
 	atomic_store(&refused_thread, NULL);
 	eh_core_stop(core);
-	free(core);
-	eh_stub_log_hook = NULL;
-	eh_stub_publish_hook = NULL;
+	core_done_stopped(core);
 }
 
 START_TEST(file_sink_says_out_of_memory_once_and_writes_every_line_after)
@@ -276,6 +289,37 @@ START_TEST(runner_waits_for_memory_for_its_batch_arrays)
 }
 END_TEST
 
+/* Stopped while the batch arrays still cannot be had: the thread ends
+ * within the shutdown deadline and counts the waiting events left, so the
+ * counters stay exact and the stop is not held up. */
+START_TEST(runner_stopped_without_its_batch_arrays_counts_them_left)
+{
+	char path[] = "/tmp/eh-no-memory-XXXXXX";
+	int fd = mkstemp(path);
+	struct eh_kv kv[] = { { "file_path", path }, { "events", "*" }, { "shutdown_timeout_ms", "200" } };
+	struct eh_core *core;
+	int64_t t0;
+
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	core = core_new(kv, 3);
+	atomic_store(&refused_thread, "eh-file");
+	emit_publish(core, 10);
+	emit_publish(core, 10);
+	run_until(core, 0, 4);
+	t0 = eh_now_ms();
+	eh_core_stop(core);
+	/* The deadline, then one more try: well under the test's own limits. */
+	ck_assert_int_lt(eh_now_ms() - t0, 10000);
+	core_done_stopped(core);
+	unlink(path);
+	ck_assert_int_eq(lines_with("eventhook: file: out of memory for its batch arrays"), 1);
+	ck_assert_int_eq(lines_with("available again"), 0);
+	ck_assert_int_eq(lines_with("eventhook: file: stopped; enqueued 2, delivered 0, failed 0, dropped 0, "
+				    "left undelivered at shutdown 2"), 1);
+}
+END_TEST
+
 /* librdkafka's mock cluster, in process: what the sink hands over is
  * counted delivered from the cluster's acknowledgements. Not under
  * ThreadSanitizer: Debian's librdkafka is not built for it, and its own
@@ -300,9 +344,11 @@ static Suite *no_memory_suite(void)
 	TCase *tc = tcase_create("no_memory");
 
 	tcase_set_timeout(tc, 120);
+	tcase_add_checked_fixture(tc, NULL, hooks_reset);
 	tcase_add_test(tc, file_sink_says_out_of_memory_once_and_writes_every_line_after);
 	tcase_add_test(tc, local_sink_says_out_of_memory_once_and_publishes_every_event_after);
 	tcase_add_test(tc, runner_waits_for_memory_for_its_batch_arrays);
+	tcase_add_test(tc, runner_stopped_without_its_batch_arrays_counts_them_left);
 #ifndef __SANITIZE_THREAD__
 	tcase_add_test(tc, kafka_sink_says_out_of_memory_once_and_produces_every_event_after);
 #endif

@@ -491,15 +491,16 @@ START_TEST(runner_out_of_memory_said_once_per_episode)
 }
 END_TEST
 
-/* Every other call out of memory: the first 10 episodes are said (start
- * and end), the next ones not, so memory that comes and goes cannot flood
- * the log either. */
+/* Every other call out of memory: one episode per call. */
 static enum eh_deliver_rc script_no_memory_every_other(struct fake *f, struct eh_batch *b)
 {
 	(void)b;
 	return f->total % 2 ? eh_sink_out_of_memory(f->sink, "the test's JSON") : EH_DELIVER_OK;
 }
 
+/* Memory that comes and goes with every attempt: the first episode is
+ * said, the next ones within the quiet minute are not, so the log is not
+ * flooded. */
 START_TEST(runner_out_of_memory_episodes_limited)
 {
 	struct rig r = rig_new(&fake_ops, 65536, 0);
@@ -511,9 +512,45 @@ START_TEST(runner_out_of_memory_episodes_limited)
 	wait_done(&r, 25);
 	rig_stop(&r, 5000);
 	ck_assert_uint_eq(r.fake->total, 50);
-	ck_assert_int_eq(log_count(r.core, "out of memory"), 10);
-	ck_assert_int_eq(log_count(r.core, "available again after 1 failed attempt(s)"), 10);
+	ck_assert_int_eq(log_count(r.core, "out of memory"), 1);
+	ck_assert_int_eq(log_count(r.core, "available again after 1 failed attempt(s)"), 1);
 	assert_seen_range(r.fake, 1, 25);
+	rig_free(&r);
+}
+END_TEST
+
+/* Ten one-attempt episodes, then one that lasts 40 attempts, then memory
+ * back for good. */
+static enum eh_deliver_rc script_no_memory_then_long(struct fake *f, struct eh_batch *b)
+{
+	(void)b;
+	if (f->total <= 20)
+		return f->total % 2 ? eh_sink_out_of_memory(f->sink, "the test's JSON") : EH_DELIVER_OK;
+	return f->total <= 60 ? eh_sink_out_of_memory(f->sink, "the test's JSON") : EH_DELIVER_OK;
+}
+
+/* An episode that lasts is said however many short ones came just before
+ * (it used to wait for the 1000th episode), with how long it has lasted
+ * and how many short ones went unsaid, and its end is said too. */
+START_TEST(runner_out_of_memory_long_episode_said_after_short_ones)
+{
+	struct rig r = rig_new(&fake_ops, 65536, 0);
+
+	r.fake->script = script_no_memory_then_long;
+	r.sink->no_memory.long_ms = 20;
+	eh_sink_set_batching(r.sink, 1, 0);
+	eh_sink_set_retry(r.sink, 2, 2, -1);
+	rig_push(&r, 11);
+	rig_start(&r);
+	wait_done(&r, 11);
+	rig_stop(&r, 5000);
+	ck_assert_uint_eq(r.fake->total, 61);
+	ck_assert_int_eq(log_count(r.core, "out of memory"), 2);
+	ck_assert(log_has(r.core, "fake: out of memory for the test's JSON for "));
+	ck_assert(log_has(r.core, "(9 shorter episode(s) since the last warning)"));
+	ck_assert_int_eq(log_count(r.core, "available again"), 2);
+	ck_assert(log_has(r.core, "fake: memory for the test's JSON available again after 40 failed attempt(s) in "));
+	assert_seen_range(r.fake, 1, 11);
 	rig_free(&r);
 }
 END_TEST
@@ -1203,6 +1240,7 @@ static Suite *runner_suite(void)
 	tcase_add_test(tc, runner_gives_up_after_max_elapsed);
 	tcase_add_test(tc, runner_out_of_memory_said_once_per_episode);
 	tcase_add_test(tc, runner_out_of_memory_episodes_limited);
+	tcase_add_test(tc, runner_out_of_memory_long_episode_said_after_short_ones);
 	tcase_add_test(tc, runner_retry_delay_within_budget);
 	tcase_add_test(tc, runner_late_retry_after_gives_up_at_once);
 	tcase_add_test(tc, runner_drop_counts_failed);
