@@ -33,11 +33,13 @@
 #                      slower, so 5 ms collects far fewer events per message
 #                      than at full speed; the report says how many it got,
 #                      bench/local_batches.py how many the real broker gets
-#   CG_COPY=loop       count copies over about 2 KiB as glibc's vector loop
-#                      instead of its `rep movsb`, which callgrind counts once
-#                      per byte moved (the processor moves 32 or more bytes a
-#                      cycle): a tunable that selects the loop in every run,
-#                      the plugin-free one included
+#   CG_COPY=loop       count large copies (8 KiB and more under valgrind,
+#                      whose CPUID has no FSRM) as glibc's vector loop instead
+#                      of its `rep movsb`, which callgrind counts once per byte
+#                      moved: a tunable that selects the loop in every run,
+#                      the plugin-free one included. Per byte overstates a
+#                      copy, the loop's count understates it (about 12 bytes
+#                      a cycle natively): the truth lies between
 #   CG_REPORT=FILE     also keep the raw figures, one JSON line per run
 #                      (test/valgrind/capture_cost.py reads them)
 set -eu
@@ -49,6 +51,9 @@ CONFIGS=${CG_CONFIGS:-none idle file filelocal fourrings every filelocalbatch ev
 EXTRA=${CG_EXTRA:-}
 LOAD=${CG_LOAD:--c 4 -m publish -q 1 -N 4}
 LINGER=${CG_LINGER:-5}
+case $LINGER in
+'' | *[!0-9]*) echo "callgrind.sh: CG_LINGER is a number of milliseconds" >&2; exit 1 ;;
+esac
 tunables=
 case ${CG_COPY:-rep} in
 rep) ;;
@@ -56,9 +61,9 @@ loop)
 	# glibc 2.36: copies at or above the first threshold use rep movsb,
 	# above the second non-temporal stores; raised out of reach, every large
 	# copy is the AVX loop.
-	tunables=glibc.cpu.x86_rep_movsb_threshold=1099511627776:glibc.cpu.x86_non_temporal_threshold=1099511627776
+	tunables=${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.cpu.x86_rep_movsb_threshold=1099511627776:glibc.cpu.x86_non_temporal_threshold=1099511627776
 	;;
-*) echo "callgrind.sh: CG_COPY is rep or loop"; exit 1 ;;
+*) echo "callgrind.sh: CG_COPY is rep or loop" >&2; exit 1 ;;
 esac
 plugin=$(readlink -f "$BUILD/mosquitto_eventhook.so")
 loadgen=$(readlink -f "$BUILD/bench/loadgen")

@@ -60,6 +60,8 @@ def callgrind(configs: str, cycles: int, tmp: Path) -> dict:
     env.pop("CG_EXTRA", None)
     env.pop("CG_PAYLOAD", None)
     env.pop("CG_LOAD", None)
+    env.pop("CG_COPY", None)
+    env.pop("CG_LINGER", None)
     run = subprocess.run(["sh", str(ROOT / "bench" / "callgrind.sh"), str(cycles)], cwd=ROOT, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     if run.returncode != 0 or not report.exists():
