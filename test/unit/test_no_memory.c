@@ -264,6 +264,19 @@ START_TEST(local_sink_says_out_of_memory_once_and_publishes_every_event_after)
 }
 END_TEST
 
+/* A file sink whose thread is refused memory from its start, with two
+ * events waiting, tried at least 4 times. */
+static struct eh_core *file_core_starved(const struct eh_kv *kv, size_t n)
+{
+	struct eh_core *core = core_new(kv, n);
+
+	atomic_store(&refused_thread, "eh-file");
+	emit_publish(core, 10);
+	emit_publish(core, 10);
+	run_until(core, 0, 4);
+	return core;
+}
+
 /* The runner's own batch arrays, taken when the sink's thread starts (the
  * file sink's, at its first event): the thread waits for memory rather than
  * stop for good. */
@@ -276,11 +289,7 @@ START_TEST(runner_waits_for_memory_for_its_batch_arrays)
 
 	ck_assert_int_ge(fd, 0);
 	close(fd);
-	core = core_new(kv, 2);
-	atomic_store(&refused_thread, "eh-file");
-	emit_publish(core, 10);
-	emit_publish(core, 10);
-	run_until(core, 0, 4);
+	core = file_core_starved(kv, 2);
 	atomic_store(&refused_thread, NULL);
 	run_until(core, 2, 0);
 	core_done(core);
@@ -302,11 +311,7 @@ START_TEST(runner_stopped_without_its_batch_arrays_counts_them_left)
 
 	ck_assert_int_ge(fd, 0);
 	close(fd);
-	core = core_new(kv, 3);
-	atomic_store(&refused_thread, "eh-file");
-	emit_publish(core, 10);
-	emit_publish(core, 10);
-	run_until(core, 0, 4);
+	core = file_core_starved(kv, 3);
 	t0 = eh_now_ms();
 	eh_core_stop(core);
 	/* The deadline, then one more try: well under the test's own limits. */
