@@ -72,7 +72,7 @@ struct eh_sink {
 		uint64_t attempts;  /* deliver attempts that ran out of memory in it */
 		int64_t said_ms;    /* when an episode was last said; 0: never */
 		uint64_t unsaid;    /* episodes ended unsaid since then */
-		int64_t quiet_ms, long_ms; /* tests only; 0: the defaults (eh_runner.c) */
+		int64_t long_ms;    /* tests only; 0: the default (eh_runner.c) */
 		bool said;          /* this episode was logged */
 		bool this_attempt;  /* the deliver being run ran out */
 	} no_memory;

@@ -133,13 +133,11 @@ enum eh_deliver_rc eh_sink_out_of_memory(struct eh_sink *sink, const char *what)
 	int64_t now = eh_now_ms();
 
 	if (!sink->no_memory.what) {
-		int64_t quiet = sink->no_memory.quiet_ms ? sink->no_memory.quiet_ms : NO_MEMORY_QUIET_MS;
-
 		sink->no_memory.what = what;
 		sink->no_memory.since_ms = now;
 		sink->no_memory.attempts = 0;
 		sink->no_memory.said = false;
-		if (!sink->no_memory.said_ms || now - sink->no_memory.said_ms >= quiet)
+		if (!sink->no_memory.said_ms || now - sink->no_memory.said_ms >= NO_MEMORY_QUIET_MS)
 			say_no_memory(sink, now);
 	} else if (!sink->no_memory.said
 		   && now - sink->no_memory.since_ms
@@ -344,13 +342,22 @@ int64_t eh_runner_retry_delay(int64_t elapsed_ms, int64_t budget_ms, int64_t bac
 	return delay < left ? delay : left;
 }
 
+/* The wait after prev ms (0: none yet) for a retry that carries no
+ * jitter: doubled from retry_initial_ms, at most retry_max_ms. */
+static int64_t next_backoff(const struct eh_sink *s, int64_t prev)
+{
+	int64_t next = prev ? prev * 2 : s->retry_initial_ms;
+
+	return next < s->retry_max_ms ? next : s->retry_max_ms;
+}
+
 /* Allocates the thread's batch arrays. Memory may come back, as for a
  * deliver: failed attempts are said the same way (eh_sink_out_of_memory)
  * and paced by the retry backoff, while events wait in the ring. Returns
  * false when the sink is stopping and they still cannot be had. */
 static bool take_batch_arrays(struct eh_sink *s, struct eh_ring_rec **recs, struct eh_event **evs)
 {
-	int64_t backoff = s->retry_initial_ms;
+	int64_t backoff = 0;
 
 	for (;;) {
 		*recs = calloc(s->batch_max, sizeof(**recs));
@@ -367,8 +374,8 @@ static bool take_batch_arrays(struct eh_sink *s, struct eh_ring_rec **recs, stru
 		settle_no_memory(s, false);
 		if (stopping(s))
 			return false;
+		backoff = next_backoff(s, backoff);
 		wait_until(s, eh_now_ms() + backoff);
-		backoff = backoff < s->retry_max_ms / 2 ? backoff * 2 : s->retry_max_ms;
 	}
 }
 
@@ -413,9 +420,7 @@ static void *run(void *arg)
 			}
 			if (!open_failures++)
 				eh_sink_log(s, 2, "could not open; retrying with backoff");
-			open_backoff = open_backoff ? open_backoff * 2 : s->retry_initial_ms;
-			if (open_backoff > s->retry_max_ms)
-				open_backoff = s->retry_max_ms;
+			open_backoff = next_backoff(s, open_backoff);
 			if (stopping(s))
 				break;
 			wait_until(s, eh_now_ms() + open_backoff);

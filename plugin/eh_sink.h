@@ -115,8 +115,9 @@ static inline int eh_sink_log_due(uint64_t *count)
  * its backoff, as memory may come back. Out of memory is said once when it
  * starts, as a warning naming what; the runner says when a deliver gets
  * events through again, with how many attempts ran out and for how long.
- * Episodes are limited like eh_sink_log_due, so memory that comes and goes
- * with every attempt cannot flood the log either. */
+ * At most one episode a minute is said when it starts, so memory that
+ * comes and goes with every attempt cannot flood the log; one that lasts
+ * is said once it has lasted a few seconds (eh_runner.c). */
 enum eh_deliver_rc eh_sink_out_of_memory(struct eh_sink *sink, const char *what);
 /* The sink's shutdown deadline budget (plugin_opt_shutdown_timeout_ms). */
 int64_t eh_sink_shutdown_timeout_ms(const struct eh_sink *sink);
