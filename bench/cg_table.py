@@ -59,13 +59,14 @@ def report(path, cycles_asked):
     runs = [json.loads(l) for l in open(path)]
     whole = {r["name"]: r for r in runs if r["how"] == "whole"}
     base = whole.get("none")
+    batched = "local batched ($events/all, local_batch_max 1000, local_batch_linger_ms %s)" % os.environ.get(
+        "CG_LINGER", "5")
     labels = {"none": "no plugin", "idle": "plugin, no sink interested",
               "file": "file sink, events *", "filelocal": "file + local sinks, events *",
               "fourrings": "file, http, kafka, mqtt sinks (peers unreachable), events *",
               "every": "all five sinks (peers unreachable), events *",
-              "filelocalbatch": "file + local sinks, local batched ($events/all, local_batch_max 1000, local_batch_linger_ms %s), events *" % os.environ.get("CG_LINGER", "5"),
-              "everybatch": "all five sinks, local batched ($events/all, local_batch_max 1000, local_batch_linger_ms %s), events *"
-                            % os.environ.get("CG_LINGER", "5")}
+              "filelocalbatch": "file + local sinks, %s, events *" % batched,
+              "everybatch": "all five sinks, %s, events *" % batched}
     load = os.environ.get("CG_LOAD")
     print("## Broker main thread, instructions per cycle (callgrind, %s cycles of %s, %s-byte payloads%s)"
           % (cycles_asked, "loadgen " + load if load else
