@@ -115,15 +115,8 @@ static void tick(struct eh_core *core)
 /* The seq numbers in a message's payload, in order, as "1,2,3". */
 static void seqs(const char *payload, char *out, size_t cap)
 {
-	const char *p = payload;
-	size_t used = 0;
-
 	out[0] = '\0';
-	while ((p = strstr(p, "\"seq\":")) != NULL) {
-		p += 6;
-		used += (size_t)snprintf(out + used, cap - used, "%s%ld", used ? "," : "", strtol(p, NULL, 10));
-		ck_assert_uint_lt(used, cap);
-	}
+	eh_unit_seqs_append(out, cap, payload);
 }
 
 START_TEST(local_one_event_per_message_by_default)

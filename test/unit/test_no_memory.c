@@ -85,17 +85,6 @@ static int lines_with(const char *needle)
 	return n;
 }
 
-/* Appends the seq of every event in text to out, as "1,2,3". */
-static void append_seqs(char *out, size_t cap, const char *text)
-{
-	for (const char *p = text; (p = strstr(p, "\"seq\":")) != NULL;) {
-		size_t used = strlen(out);
-
-		p += 6;
-		snprintf(out + used, cap - used, "%s%ld", used ? "," : "", strtol(p, NULL, 10));
-	}
-}
-
 static void record_publish(const char *topic, const void *payload, int len)
 {
 	char *text;
@@ -104,7 +93,7 @@ static void record_publish(const char *topic, const void *payload, int len)
 		return;
 	text = strndup(payload, (size_t)len);
 	ck_assert_ptr_nonnull(text);
-	append_seqs(published, sizeof(published), text);
+	eh_unit_seqs_append(published, sizeof(published), text);
 	free(text);
 }
 
@@ -245,7 +234,7 @@ START_TEST(file_sink_says_out_of_memory_once_and_writes_every_line_after)
 	fclose(f);
 	unlink(path);
 	text[len] = '\0';
-	append_seqs(seqs, sizeof(seqs), text);
+	eh_unit_seqs_append(seqs, sizeof(seqs), text);
 	ck_assert_str_eq(seqs, "1,2,3");
 	ck_assert_uint_eq(len, strlen(text));
 	ck_assert(len && text[len - 1] == '\n');

@@ -1,6 +1,7 @@
 /* Runs every registered suite; exit status 0 only if all checks passed. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "unit.h"
 
@@ -13,6 +14,17 @@ void eh_unit_register(eh_unit_suite_fn fn)
 {
 	if (nsuites < MAX_SUITES)
 		suites[nsuites++] = fn;
+}
+
+void eh_unit_seqs_append(char *out, size_t cap, const char *text)
+{
+	size_t used = strlen(out);
+
+	for (const char *p = text; (p = strstr(p, "\"seq\":")) != NULL;) {
+		p += 6;
+		used += (size_t)snprintf(out + used, cap - used, "%s%ld", used ? "," : "", strtol(p, NULL, 10));
+		ck_assert_uint_lt(used, cap);
+	}
 }
 
 int main(void)
