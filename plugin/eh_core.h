@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "eh_event.h"
+#include "eh_fanout.h"
 #include "eh_filter.h"
 #include "eh_json.h"
 #include "eh_options.h"
@@ -35,15 +36,19 @@ struct eh_sink {
 	struct eh_core *core;
 	char name[32];
 
-	/* broker thread only */
+	/* fixed after init */
 	uint32_t mask;
 	struct eh_topics topics;
-	uint64_t seq;
+	/* Events offered to the ring, dropped ones included; written by the
+	 * thread that fills the ring (the broker thread, or the fan-out
+	 * thread when the fan-out is on), read by the broker thread for the
+	 * counters (eh_sink_enqueued). */
+	_Atomic uint64_t seq;
 
 	struct eh_ring ring;
 
-	/* Counters: written with relaxed atomics (each by one side), read by
-	 * the stats publisher; no ordering with other data is needed. What
+	/* Counters: written with relaxed atomics (each by one side; dropped
+	 * by the thread that writes seq), read by the stats publisher. What
 	 * was enqueued is seq - dropped (eh_sink_enqueued): one counter less
 	 * to write per event and sink. */
 	_Atomic uint64_t dropped, delivered, failed;
@@ -109,6 +114,9 @@ struct eh_core {
 	uint8_t nroute[EH_EV_COUNT];
 	size_t lazy_waiting; /* sinks whose thread waits for their first event */
 	uint64_t number;
+	/* On when some event type goes to two sinks or more (and the
+	 * fanout_thread option allows it): eh_fanout.h. */
+	struct eh_fanout fanout;
 
 	int64_t shutdown_timeout_ms;
 	/* How long past shutdown_timeout_ms eh_core_stop waits for a sink's
@@ -145,10 +153,32 @@ int eh_core_start(struct eh_core *core);
  * kept. */
 bool eh_core_stop(struct eh_core *core);
 
-/* broker thread: the events of s that went into its ring. */
+/* The thread that fills s's ring: the seq of the next event offered. */
+static inline uint64_t eh_sink_next_seq(struct eh_sink *s)
+{
+	uint64_t seq = atomic_load_explicit(&s->seq, memory_order_relaxed) + 1;
+
+	atomic_store_explicit(&s->seq, seq, memory_order_relaxed);
+	return seq;
+}
+
+/* The same thread: the event just numbered did not fit. Only this thread
+ * writes the counter: a plain increment, not a locked read-modify-write.
+ * release: a reader that sees it sees the seq it belongs to. */
+static inline void eh_sink_count_drop(struct eh_sink *s, uint64_t count)
+{
+	atomic_store_explicit(&s->dropped, atomic_load_explicit(&s->dropped, memory_order_relaxed) + count,
+			      memory_order_release);
+}
+
+/* broker thread: the events of s that went into its ring. dropped is read
+ * first (pairs with eh_sink_count_drop), so a count taken while the
+ * fan-out thread writes them never goes below zero. */
 static inline uint64_t eh_sink_enqueued(const struct eh_sink *s)
 {
-	return s->seq - atomic_load_explicit(&s->dropped, memory_order_relaxed);
+	uint64_t dropped = atomic_load_explicit(&s->dropped, memory_order_acquire);
+
+	return atomic_load_explicit(&s->seq, memory_order_relaxed) - dropped;
 }
 
 /* broker thread: true when some sink wants events of this type. */
@@ -166,6 +196,10 @@ bool eh_core_client_excluded(const struct eh_core *core, const char *id);
  * now_ms is eh_now_ms(), which the caller has read already; pass_end: the
  * caller is TICK (see broker_tick in eh_sink.h). */
 void eh_core_tick(struct eh_core *core, int64_t now_ms, bool pass_end);
+/* Broker or fan-out thread, for a sink whose thread waits for its first
+ * event (thread_lazy, not started): starts it; after a failure, logs and
+ * tries again a second later at the earliest. */
+void eh_core_start_lazy(struct eh_sink *s);
 /* broker thread: SIGHUP. */
 void eh_core_reload(struct eh_core *core);
 

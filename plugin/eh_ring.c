@@ -214,6 +214,18 @@ void eh_ring_wait_sc(struct eh_ring *ring, int timeout_ms)
 	eh_ring_wait_more_sc(ring, 0, timeout_ms);
 }
 
+void eh_ring_idle_sc(struct eh_ring *ring, unsigned *naps, int sleep_timeout_ms)
+{
+	struct timespec ts = { 0, EH_RING_NAP_US * 1000L };
+
+	if (*naps < EH_RING_NAPS_BEFORE_SLEEP) {
+		(*naps)++;
+		nanosleep(&ts, NULL);
+		return;
+	}
+	eh_ring_wait_sc(ring, sleep_timeout_ms);
+}
+
 uint64_t eh_ring_count(const struct eh_ring *ring)
 {
 	struct eh_ring *r = (struct eh_ring *)ring;

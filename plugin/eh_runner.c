@@ -26,15 +26,6 @@
 #include "eh_runner.h"
 
 #define IDLE_POLL_MS 100
-/* An empty ring is re-checked every NAP_US for NAPS_BEFORE_SLEEP naps before
- * the thread sleeps on the ring's futex. Napping is not announced to the
- * producer, so while events keep coming at least every ~20 ms the broker
- * thread never makes a wake-up system call; the price is up to 1 ms more
- * latency and ~1000 cheap wake-ups/s of this thread for 20 ms after the
- * last event. (Announced sleeping cost a FUTEX_WAKE on the broker thread
- * for 0.3 to 0.6 of all events under load: bench/wakeups.py.) */
-#define NAP_US 1000
-#define NAPS_BEFORE_SLEEP 20
 
 int64_t eh_now_ms(void)
 {
@@ -432,12 +423,7 @@ static void *run(void *arg)
 				break;
 			if (s->ops->poll)
 				s->ops->poll(s->ctx);
-			if (naps < NAPS_BEFORE_SLEEP) {
-				naps++;
-				nap(NAP_US);
-			} else {
-				eh_ring_wait_sc(&s->ring, IDLE_POLL_MS);
-			}
+			eh_ring_idle_sc(&s->ring, &naps, IDLE_POLL_MS);
 			continue;
 		}
 		naps = 0;
@@ -452,7 +438,7 @@ static void *run(void *arg)
 				/* Nap rather than sleep on the ring: a sleeping
 				 * consumer costs the broker thread a wake-up call
 				 * per commit while the batch fills. */
-				nap(left_us < NAP_US ? left_us : NAP_US);
+				nap(left_us < EH_RING_NAP_US ? left_us : EH_RING_NAP_US);
 				continue;
 			}
 		}

@@ -1,0 +1,298 @@
+/*
+ * eh_fanout: events go in through the real eh_core_emit on this thread and
+ * are read back from the sinks' rings (no sink threads), so each test sees
+ * exactly which records each sink got, with which seq, and what was
+ * counted dropped where.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "eh_core.h"
+#include "eh_runner.h"
+#include "unit.h"
+
+extern char eh_stub_last_log[1024];
+
+/* A core of n sinks with rings of 1 MiB (sink 0 limited to first_max
+ * records; 0: no limit), every sink wanting every event, and the fan-out on
+ * with a ring of fanout_max records. */
+static struct eh_core *fanout_core(size_t n, uint64_t first_max, uint64_t fanout_max)
+{
+	struct eh_core *core = calloc(1, sizeof(*core));
+
+	ck_assert_ptr_nonnull(core);
+	core->broker_thread = pthread_self();
+	pthread_mutex_init(&core->log.lock, NULL);
+	core->nsinks = n;
+	for (size_t i = 0; i < n; i++) {
+		core->sinks[i].core = core;
+		core->sinks[i].mask = EH_EV_MASK_ALL;
+		snprintf(core->sinks[i].name, sizeof(core->sinks[i].name), "s%zu", i);
+		ck_assert_int_eq(eh_ring_init(&core->sinks[i].ring, 1 << 20, i == 0 ? first_max : 0), 0);
+	}
+	eh_core_route(core);
+	ck_assert(eh_fanout_useful(core));
+	ck_assert_int_eq(eh_fanout_init(core, 1 << 20, fanout_max), 0);
+	return core;
+}
+
+static void fanout_core_free(struct eh_core *core)
+{
+	eh_fanout_stop(core);
+	for (size_t i = 0; i < core->nsinks; i++) {
+		eh_topics_free(&core->sinks[i].topics);
+		eh_ring_destroy(&core->sinks[i].ring);
+	}
+	pthread_mutex_destroy(&core->log.lock);
+	free(core);
+}
+
+static void set_topics(struct eh_sink *s, const char *list)
+{
+	char err[256];
+
+	ck_assert_msg(eh_topics_parse(&s->topics, list, err, sizeof(err)) == 0, "%s", err);
+}
+
+/* As after a failed pthread_create: the thread is not tried again until
+ * let_thread_start. */
+static void hold_thread(struct eh_core *core)
+{
+	core->fanout.thread_retry_ms = INT64_MAX;
+}
+
+static void let_thread_start(struct eh_core *core)
+{
+	core->fanout.thread_retry_ms = 0;
+}
+
+static void emit(struct eh_core *core, unsigned type, const char *topic)
+{
+	struct eh_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.type = type;
+	ev.ts_ms = 1700000000000LL;
+	ev.f[EH_F_CLIENTID] = (struct eh_bytes){ "fan", 3 };
+	ev.f[EH_F_TOPIC] = (struct eh_bytes){ topic, strlen(topic) };
+	eh_core_emit(core, &ev);
+}
+
+static void wait_fanout_empty(struct eh_core *core)
+{
+	int64_t end = eh_now_ms() + 30000;
+	struct timespec ms = { 0, 1000000L };
+
+	while (eh_ring_count(&core->fanout.ring)) {
+		ck_assert_msg(eh_now_ms() < end, "the fan-out thread left %llu records",
+			      (unsigned long long)eh_ring_count(&core->fanout.ring));
+		nanosleep(&ms, NULL);
+	}
+}
+
+/* What a sink's ring holds, as "seq:number:topic" joined by spaces. */
+static void ring_text(struct eh_sink *s, char *out, size_t cap)
+{
+	struct eh_ring_rec recs[64];
+	size_t n = eh_ring_peek_sc(&s->ring, recs, 64);
+
+	out[0] = '\0';
+	for (size_t i = 0; i < n; i++) {
+		struct eh_event ev;
+		size_t at = strlen(out);
+
+		ck_assert_int_eq(eh_event_unpack(recs[i].data, recs[i].len, &ev), 0);
+		ck_assert_uint_eq(ev.f[EH_F_CLIENTID].len, 3);
+		ck_assert(!memcmp(ev.f[EH_F_CLIENTID].ptr, "fan", 3));
+		snprintf(out + at, cap - at, "%s%llu:%llu:%.*s", i ? " " : "", (unsigned long long)ev.seq,
+			 (unsigned long long)ev.number, (int)ev.f[EH_F_TOPIC].len, ev.f[EH_F_TOPIC].ptr);
+	}
+}
+
+static void expect_sink(struct eh_sink *s, const char *records, uint64_t enqueued, uint64_t dropped)
+{
+	char got[2048];
+
+	ring_text(s, got, sizeof(got));
+	ck_assert_str_eq(got, records);
+	ck_assert_uint_eq(eh_sink_enqueued(s), enqueued);
+	ck_assert_uint_eq(atomic_load(&s->dropped), dropped);
+}
+
+/* Each sink gets what its mask and topics want, with its own seq; a sink
+ * whose ring is full loses only its own copies, counted in place. */
+START_TEST(fanout_copies_to_each_sink)
+{
+	struct eh_core *core = fanout_core(3, 3, 0);
+
+	set_topics(&core->sinks[1], "t/a");
+	core->sinks[2].mask = EH_EV_BIT(EH_EV_PUBLISH);
+	eh_core_route(core);
+	for (unsigned i = 1; i <= 6; i++)
+		emit(core, i % 2 ? EH_EV_PUBLISH : EH_EV_SUBSCRIBE, i <= 3 ? "t/a" : "t/b");
+	wait_fanout_empty(core);
+	ck_assert(core->fanout.thread_started);
+	eh_fanout_stop(core);
+	expect_sink(&core->sinks[0], "1:1:t/a 2:2:t/a 3:3:t/a", 3, 3);
+	ck_assert_uint_eq(atomic_load(&core->sinks[0].seq), 6);
+	expect_sink(&core->sinks[1], "1:1:t/a 2:2:t/a 3:3:t/a", 3, 0);
+	expect_sink(&core->sinks[2], "1:1:t/a 2:3:t/a 3:5:t/b", 3, 0);
+	fanout_core_free(core);
+}
+END_TEST
+
+/* Events the fan-out ring has no room for are counted for each sink that
+ * would have taken them (and only those), reach the sinks' counters
+ * through drop notes, and leave the gap in each sink's seq where they were
+ * lost. */
+START_TEST(fanout_full_ring_counted_per_sink_in_place)
+{
+	struct eh_core *core = fanout_core(2, 0, 4);
+
+	set_topics(&core->sinks[1], "t/a");
+	eh_core_route(core);
+	hold_thread(core);
+	/* 1 to 4 fill the fan-out ring; 5, 6 and 7 find it full */
+	for (unsigned i = 1; i <= 7; i++)
+		emit(core, EH_EV_PUBLISH, i % 2 ? "t/a" : "t/b");
+	ck_assert(!core->fanout.thread_started);
+	ck_assert_uint_eq(eh_fanout_pending(&core->fanout, 0), 3);
+	ck_assert_uint_eq(eh_fanout_pending(&core->fanout, 1), 2); /* 5 and 7 */
+	let_thread_start(core);
+	emit(core, EH_EV_PUBLISH, "t/b"); /* 8: still full; starts the thread */
+	ck_assert(core->fanout.thread_started);
+	wait_fanout_empty(core);
+	emit(core, EH_EV_PUBLISH, "t/a"); /* 9: two notes, then the event */
+	wait_fanout_empty(core);
+	ck_assert_uint_eq(eh_fanout_pending(&core->fanout, 0), 0);
+	eh_fanout_stop(core);
+	expect_sink(&core->sinks[0], "1:1:t/a 2:2:t/b 3:3:t/a 4:4:t/b 9:9:t/a", 5, 4);
+	expect_sink(&core->sinks[1], "1:1:t/a 2:3:t/a 5:9:t/a", 3, 2);
+	fanout_core_free(core);
+}
+END_TEST
+
+/* Pending drops that no later event carried are counted at stop. */
+START_TEST(fanout_stop_counts_what_is_still_pending)
+{
+	struct eh_core *core = fanout_core(2, 0, 2);
+
+	hold_thread(core);
+	for (unsigned i = 1; i <= 5; i++)
+		emit(core, EH_EV_SUBSCRIBE, "t/x");
+	ck_assert_uint_eq(eh_fanout_pending(&core->fanout, 0), 3);
+	/* Its thread never started: stop copies the ring's events itself. */
+	eh_fanout_stop(core);
+	ck_assert(!core->fanout.on);
+	for (size_t i = 0; i < 2; i++) {
+		expect_sink(&core->sinks[i], "1:1:t/x 2:2:t/x", 2, 3);
+		ck_assert_uint_eq(atomic_load(&core->sinks[i].seq), 5);
+	}
+	fanout_core_free(core);
+}
+END_TEST
+
+/* The broker thread emits in bursts, with pauses long enough for the
+ * fan-out thread to go to sleep, then stops at once: every event reaches
+ * both sinks, in order, none dropped (and TSan, in make check-tsan, sees
+ * both rings under real concurrency). */
+START_TEST(fanout_stop_delivers_everything_in_order)
+{
+	struct eh_core *core = fanout_core(2, 0, 0);
+	struct timespec pause = { 0, 25 * 1000000L };
+	struct eh_ring_rec recs[512];
+
+	for (unsigned burst = 0; burst < 10; burst++) {
+		for (unsigned i = 0; i < 300; i++)
+			emit(core, EH_EV_PUBLISH, "t/b");
+		if (burst % 3 == 0)
+			nanosleep(&pause, NULL); /* past the thread's naps: it sleeps */
+	}
+	eh_fanout_stop(core);
+	for (size_t i = 0; i < 2; i++) {
+		uint64_t next = 1;
+		size_t n;
+
+		while ((n = eh_ring_peek_sc(&core->sinks[i].ring, recs, 512))) {
+			for (size_t k = 0; k < n; k++) {
+				struct eh_event ev;
+
+				ck_assert_int_eq(eh_event_unpack(recs[k].data, recs[k].len, &ev), 0);
+				ck_assert_uint_eq(ev.seq, next);
+				ck_assert_uint_eq(ev.number, next);
+				next++;
+			}
+			eh_ring_release_sc(&core->sinks[i].ring, &recs[n - 1], n);
+		}
+		ck_assert_uint_eq(next, 3001);
+		ck_assert_uint_eq(eh_sink_enqueued(&core->sinks[i]), 3000);
+		ck_assert_uint_eq(atomic_load(&core->sinks[i].dropped), 0);
+	}
+	fanout_core_free(core);
+}
+END_TEST
+
+/* eh_core_init turns the fan-out on when an event type goes to two sinks
+ * or more, and only then, unless fanout_thread is off. */
+START_TEST(fanout_chosen_by_init)
+{
+	static const struct {
+		struct eh_kv kv[4];
+		size_t n;
+		bool on;
+	} cases[] = {
+		{ { { "file_path", "/dev/null" }, { "local_topic", "ev" } }, 2, true },
+		{ { { "file_path", "/dev/null" }, { "local_topic", "ev" }, { "fanout_thread", "off" } }, 3, false },
+		{ { { "file_path", "/dev/null" } }, 1, false },
+		{ { { "file_path", "/dev/null" }, { "file_events", "client.connect" }, { "local_topic", "ev" },
+		    { "local_events", "client.disconnected" } }, 4, false },
+		{ { { "file_path", "/dev/null" }, { "file_events", "client.*" }, { "local_topic", "ev" },
+		    { "local_events", "client.disconnected" } }, 4, true },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct eh_core *core = calloc(1, sizeof(*core));
+
+		ck_assert_ptr_nonnull(core);
+		ck_assert_msg(eh_core_init(core, NULL, cases[i].kv, cases[i].n) == 0, "case %zu: %s", i,
+			      eh_stub_last_log);
+		ck_assert_msg(core->fanout.on == cases[i].on, "case %zu", i);
+		eh_core_stop(core);
+		free(core);
+	}
+}
+END_TEST
+
+/* A value other than auto and off stops the broker with a clear error. */
+START_TEST(fanout_option_checked)
+{
+	struct eh_kv kv[] = { { "file_path", "/dev/null" }, { "fanout_thread", "on" } };
+	struct eh_core *core = calloc(1, sizeof(*core));
+
+	ck_assert_ptr_nonnull(core);
+	ck_assert_int_eq(eh_core_init(core, NULL, kv, 2), -1);
+	ck_assert_msg(strstr(eh_stub_last_log, "fanout_thread"), "%s", eh_stub_last_log);
+	eh_core_stop(core);
+	free(core);
+}
+END_TEST
+
+static Suite *fanout_suite(void)
+{
+	Suite *s = suite_create("fanout");
+	TCase *tc = tcase_create("fanout");
+
+	tcase_add_test(tc, fanout_copies_to_each_sink);
+	tcase_add_test(tc, fanout_full_ring_counted_per_sink_in_place);
+	tcase_add_test(tc, fanout_stop_counts_what_is_still_pending);
+	tcase_add_test(tc, fanout_stop_delivers_everything_in_order);
+	tcase_add_test(tc, fanout_chosen_by_init);
+	tcase_add_test(tc, fanout_option_checked);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+EH_UNIT_SUITE(fanout_suite)
