@@ -469,7 +469,7 @@ void eh_core_emit(struct eh_core *core, struct eh_event *ev)
 			 * ring and then gets no event: try again from here. */
 			if (s->thread_lazy && !s->thread_started)
 				eh_core_start_lazy(s);
-			eh_sink_count_drop(s, 1);
+			eh_counter_add(&s->dropped, 1);
 			continue;
 		}
 		if (!packed) {
@@ -538,8 +538,7 @@ static struct eh_sink_counts counts(struct eh_sink *s)
 	struct eh_sink_counts c;
 
 	c.enqueued = eh_sink_enqueued(s);
-	c.dropped = atomic_load_explicit(&s->dropped, memory_order_relaxed)
-		    + eh_fanout_pending(&s->core->fanout, (size_t)(s - s->core->sinks));
+	c.dropped = eh_sink_dropped(s);
 	c.delivered = atomic_load_explicit(&s->delivered, memory_order_relaxed);
 	c.failed = atomic_load_explicit(&s->failed, memory_order_relaxed);
 	return c;
@@ -563,6 +562,7 @@ static void publish_stats(struct eh_core *core)
 void eh_core_tick(struct eh_core *core, int64_t now_ms, bool pass_end)
 {
 	eh_core_log_drain(core);
+	eh_fanout_tick(core);
 	for (size_t i = 0; i < core->nsinks; i++) {
 		if (core->sinks[i].ops->broker_tick)
 			core->sinks[i].ops->broker_tick(core->sinks[i].ctx, pass_end);
@@ -600,11 +600,12 @@ static void abandon(struct eh_core *core, struct eh_sink *s)
 
 bool eh_core_stop(struct eh_core *core)
 {
-	int64_t deadline = eh_now_ms() + core->shutdown_timeout_ms;
+	int64_t deadline;
 
 	/* First, so that the sinks' rings hold every event before their
-	 * threads are told to drain them. */
+	 * threads are told to drain them; the drain's time starts after. */
 	eh_fanout_stop(core);
+	deadline = eh_now_ms() + core->shutdown_timeout_ms;
 	for (size_t i = 0; i < core->nsinks; i++) {
 		struct eh_sink *s = &core->sinks[i];
 

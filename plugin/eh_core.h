@@ -48,10 +48,19 @@ struct eh_sink {
 	struct eh_ring ring;
 
 	/* Counters: written with relaxed atomics (each by one side; dropped
-	 * by the thread that writes seq), read by the stats publisher. What
-	 * was enqueued is seq - dropped (eh_sink_enqueued): one counter less
+	 * by the thread that writes seq), read by the stats publisher
+	 * (eh_sink_enqueued, eh_sink_dropped). Without the fan-out, what was
+	 * enqueued is seq - dropped: one counter less for the broker thread
 	 * to write per event and sink. */
 	_Atomic uint64_t dropped, delivered, failed;
+	/* With the fan-out (eh_fanout.h): the events the fan-out thread put
+	 * into the ring, written by it; and, broker thread only, the events of
+	 * this sink the fan-out ring had no room for. Each is one monotonic
+	 * counter, so the published ones never step back while a drop note
+	 * is on its way. */
+	bool via_fanout;
+	_Atomic uint64_t fanout_enqueued;
+	uint64_t fanout_lost;
 
 	/* runner settings, fixed after create */
 	size_t batch_max;
@@ -162,23 +171,31 @@ static inline uint64_t eh_sink_next_seq(struct eh_sink *s)
 	return seq;
 }
 
-/* The same thread: the event just numbered did not fit. Only this thread
- * writes the counter: a plain increment, not a locked read-modify-write.
- * release: a reader that sees it sees the seq it belongs to. */
-static inline void eh_sink_count_drop(struct eh_sink *s, uint64_t count)
+/* The one thread that writes this counter of a sink: adds count. A plain
+ * increment, not a locked read-modify-write. */
+static inline void eh_counter_add(_Atomic uint64_t *counter, uint64_t count)
 {
-	atomic_store_explicit(&s->dropped, atomic_load_explicit(&s->dropped, memory_order_relaxed) + count,
-			      memory_order_release);
+	atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + count,
+			      memory_order_relaxed);
 }
 
-/* broker thread: the events of s that went into its ring. dropped is read
- * first (pairs with eh_sink_count_drop), so a count taken while the
- * fan-out thread writes them never goes below zero. */
+/* broker thread: the events of s that went into its ring. Without the
+ * fan-out the broker thread wrote both counters; with it, seq also holds
+ * the numbers of events lost at the fan-out ring, so the fan-out thread
+ * counts what it enqueues. */
 static inline uint64_t eh_sink_enqueued(const struct eh_sink *s)
 {
-	uint64_t dropped = atomic_load_explicit(&s->dropped, memory_order_acquire);
+	if (s->via_fanout)
+		return atomic_load_explicit(&s->fanout_enqueued, memory_order_relaxed);
+	return atomic_load_explicit(&s->seq, memory_order_relaxed)
+	       - atomic_load_explicit(&s->dropped, memory_order_relaxed);
+}
 
-	return atomic_load_explicit(&s->seq, memory_order_relaxed) - dropped;
+/* broker thread: the events of s dropped, at its ring or at the fan-out
+ * ring. */
+static inline uint64_t eh_sink_dropped(const struct eh_sink *s)
+{
+	return atomic_load_explicit(&s->dropped, memory_order_relaxed) + s->fanout_lost;
 }
 
 /* broker thread: true when some sink wants events of this type. */

@@ -4,8 +4,8 @@
  * The thread takes the ring's records in batches. An event record goes to
  * every sink its type is routed to and whose topic filters match, with
  * that sink's next seq, or is counted dropped for a sink whose ring is
- * full. A drop note adds its count to one sink's seq and dropped. The
- * batch is released, then the sinks that got records are woken behind one
+ * full. A drop note skips its count of one sink's seq numbers (the broker
+ * thread counted those events dropped already). The batch is released, then the sinks that got records are woken behind one
  * fence, from this thread, so a sleeping sink costs the broker thread no
  * system call either.
  */
@@ -56,6 +56,8 @@ int eh_fanout_init(struct eh_core *core, size_t ring_bytes, uint64_t ring_record
 		errno = e;
 		return -1;
 	}
+	for (size_t i = 0; i < core->nsinks; i++)
+		core->sinks[i].via_fanout = true;
 	fo->on = true;
 	return 0;
 }
@@ -71,22 +73,15 @@ static bool sink_takes(const struct eh_sink *s, const struct eh_event *view)
 	return eh_topics_match(&s->topics, topic->ptr, topic->len);
 }
 
-/* Counts events of s lost before the fan-out thread saw them: their seq
- * numbers are used up, as a full sink ring's are. */
-static void count_lost(struct eh_sink *s, uint64_t count)
-{
-	atomic_store_explicit(&s->seq, atomic_load_explicit(&s->seq, memory_order_relaxed) + count,
-			      memory_order_relaxed);
-	eh_sink_count_drop(s, count);
-}
-
+/* The seq numbers of events lost at the fan-out ring are used up, as a
+ * full sink ring's are. */
 static void apply_note(struct eh_core *core, const struct eh_ring_rec *rec)
 {
 	struct drop_note note;
 
 	memcpy(&note, rec->data, sizeof(note));
 	if (note.sink < core->nsinks)
-		count_lost(&core->sinks[note.sink], note.count);
+		eh_counter_add(&core->sinks[note.sink].seq, note.count);
 }
 
 /* One event record into one sink's ring; returns false when it was full. */
@@ -98,12 +93,13 @@ static bool copy_to(struct eh_sink *s, const struct eh_ring_rec *rec)
 	if (!slot) {
 		if (s->thread_lazy && !s->thread_started)
 			eh_core_start_lazy(s);
-		eh_sink_count_drop(s, 1);
+		eh_counter_add(&s->dropped, 1);
 		return false;
 	}
 	memcpy(slot, rec->data, rec->len);
 	eh_event_packed_set_seq(slot, seq);
 	eh_ring_publish_sp(&s->ring);
+	eh_counter_add(&s->fanout_enqueued, 1);
 	return true;
 }
 
@@ -206,7 +202,8 @@ static void start_thread(struct eh_core *core)
 	if (rc) {
 		if (!fo->thread_retry_ms)
 			eh_core_log(core, 3 /* MOSQ_LOG_ERR */, "cannot start the fan-out thread: %s; retrying "
-				    "every second, events wait in its queue", strerror(rc));
+				    "every second, and until it starts the broker thread copies the events to the "
+				    "sinks at every tick", strerror(rc));
 		fo->thread_retry_ms = now + 1000;
 		return;
 	}
@@ -248,6 +245,7 @@ static void count_pending(struct eh_core *core, const struct eh_event *ev)
 		struct eh_sink *s = core->route[ev->type][i];
 
 		if (sink_takes(s, ev)) {
+			s->fanout_lost++;
 			fo->pending[s - core->sinks]++;
 			fo->pending_any = true;
 		}
@@ -273,6 +271,27 @@ void eh_fanout_emit(struct eh_core *core, struct eh_event *ev, size_t size)
 		start_thread(core);
 }
 
+/* broker thread: the copies the fan-out thread would make, while it
+ * cannot start. */
+static void copy_here(struct eh_core *core)
+{
+	struct eh_ring_rec recs[BATCH];
+
+	while (pass(core, recs))
+		;
+}
+
+void eh_fanout_tick(struct eh_core *core)
+{
+	struct eh_fanout *fo = &core->fanout;
+
+	if (!fo->on || fo->thread_started || !eh_ring_count(&fo->ring))
+		return;
+	start_thread(core);
+	if (!fo->thread_started)
+		copy_here(core);
+}
+
 void eh_fanout_stop(struct eh_core *core)
 {
 	struct eh_fanout *fo = &core->fanout;
@@ -280,21 +299,28 @@ void eh_fanout_stop(struct eh_core *core)
 	if (!fo->on)
 		return;
 	if (fo->thread_started) {
+		struct drop_note wake = { 0, 0, 0 };
+		void *slot;
+
 		atomic_store_explicit(&fo->stop, 1, memory_order_release);
-		eh_ring_wake(&fo->ring);
+		/* A record, not only eh_ring_wake: a thread about to sleep
+		 * checks for records after announcing it, so it cannot miss
+		 * this one and sleep its full poll. A full ring has no room
+		 * for it and needs none: its thread does not sleep. */
+		slot = eh_ring_reserve_sp(&fo->ring, sizeof(wake));
+		if (slot) {
+			memcpy(slot, &wake, sizeof(wake));
+			eh_ring_commit_sp(&fo->ring);
+		}
 		/* Never long: the thread only copies, and drops where a sink's
 		 * ring is full. */
 		pthread_join(fo->thread, NULL);
 		fo->thread_started = false;
 	} else {
-		struct eh_ring_rec recs[BATCH];
-
-		/* Its thread never started: the same copies, here. */
-		while (pass(core, recs))
-			;
+		copy_here(core);
 	}
 	for (size_t i = 0; i < core->nsinks; i++)
-		count_lost(&core->sinks[i], fo->pending[i]);
+		eh_counter_add(&core->sinks[i].seq, fo->pending[i]);
 	eh_ring_destroy(&fo->ring);
 	free(fo->pending);
 	fo->pending = NULL;

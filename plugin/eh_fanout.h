@@ -8,11 +8,12 @@
  * thread, while every sink keeps a ring of its own, so a sink that falls
  * behind still fills only its own.
  *
- * Counting stays exact. Each sink's seq and dropped are written by the
- * fan-out thread alone. An event the fan-out ring has no room for is
- * counted on the broker thread for each sink that would have taken it,
- * and those counts travel to the thread in drop notes: short records put
- * in front of the next event that fits, so each sink's seq gap falls where
+ * Counting stays exact. Each sink's seq, dropped (at its own ring) and
+ * fanout_enqueued are written by the fan-out thread alone. An event the
+ * fan-out ring has no room for is counted at once, on the broker thread,
+ * for each sink that would have taken it (fanout_lost), and its seq
+ * number travels to the thread in a drop note: a short record put in
+ * front of the next event that fits, so each sink's seq gap falls where
  * its events were lost.
  */
 #ifndef EH_FANOUT_H
@@ -38,7 +39,7 @@ struct eh_fanout {
 	pthread_t thread;
 	_Atomic int stop;
 	/* broker thread only: per sink (by index), events the ring had no
-	 * room for and no drop note has carried yet. Owned. */
+	 * room for whose seq numbers no drop note has carried yet. Owned. */
 	uint64_t *pending;
 	bool pending_any;
 };
@@ -54,16 +55,19 @@ int eh_fanout_init(struct eh_core *core, size_t ring_bytes, uint64_t ring_record
  * it into the ring (size is its packed size), or counts it as dropped for
  * every sink that would have taken it. Never blocks, never allocates. */
 void eh_fanout_emit(struct eh_core *core, struct eh_event *ev, size_t size);
-/* broker thread: events of sink s counted as dropped and not yet handed
- * to the fan-out thread (add them to its seq and dropped). */
+/* broker thread: seq numbers of sink s not yet handed to the fan-out
+ * thread in a drop note. */
 static inline uint64_t eh_fanout_pending(const struct eh_fanout *fo, size_t sink_index)
 {
 	return fo->on ? fo->pending[sink_index] : 0;
 }
+/* broker thread, from TICK: after a failed start, tries the thread again
+ * (at most once a second), and while it still cannot start, makes its
+ * copies here, so that the sinks get their events all the same. */
+void eh_fanout_tick(struct eh_core *core);
 /* broker thread, first thing at cleanup: stops the thread after it has
  * copied every event of the ring into the sinks' rings (or counted it
- * dropped there), folds the pending counts into the sinks' counters and
- * frees the ring. A no-op when off. */
+ * dropped there) and frees the ring. A no-op when off. */
 void eh_fanout_stop(struct eh_core *core);
 
 #endif

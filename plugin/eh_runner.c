@@ -394,6 +394,7 @@ static void *run(void *arg)
 		size_t n, done;
 		struct eh_batch batch;
 		enum eh_deliver_rc rc;
+		bool stop_seen;
 
 		take_reload(s);
 		if (past_deadline(s))
@@ -417,9 +418,13 @@ static void *run(void *arg)
 			wait_until(s, eh_now_ms() + open_backoff);
 			continue;
 		}
+		/* Read before the ring: a stop request comes after the last
+		 * event is in it (eh_core_stop), so a ring found empty after
+		 * it is empty for good. */
+		stop_seen = stopping(s);
 		n = eh_ring_peek_sc(&s->ring, recs, attempt && retry_n ? retry_n : s->batch_max);
 		if (!n) {
-			if (stopping(s))
+			if (stop_seen)
 				break;
 			if (s->ops->poll)
 				s->ops->poll(s->ctx);

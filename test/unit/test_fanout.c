@@ -9,12 +9,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "eh_core.h"
 #include "eh_runner.h"
 #include "unit.h"
 
 extern char eh_stub_last_log[1024];
+extern void (*eh_stub_log_hook)(int level, const char *line);
+
+static const struct eh_sink_ops no_ops = { .name = "none" };
 
 /* A core of n sinks with rings of 1 MiB (sink 0 limited to first_max
  * records; 0: no limit), every sink wanting every event, and the fan-out on
@@ -28,6 +32,7 @@ static struct eh_core *fanout_core(size_t n, uint64_t first_max, uint64_t fanout
 	pthread_mutex_init(&core->log.lock, NULL);
 	core->nsinks = n;
 	for (size_t i = 0; i < n; i++) {
+		core->sinks[i].ops = &no_ops;
 		core->sinks[i].core = core;
 		core->sinks[i].mask = EH_EV_MASK_ALL;
 		snprintf(core->sinks[i].name, sizeof(core->sinks[i].name), "s%zu", i);
@@ -119,7 +124,7 @@ static void expect_sink(struct eh_sink *s, const char *records, uint64_t enqueue
 	ring_text(s, got, sizeof(got));
 	ck_assert_str_eq(got, records);
 	ck_assert_uint_eq(eh_sink_enqueued(s), enqueued);
-	ck_assert_uint_eq(atomic_load(&s->dropped), dropped);
+	ck_assert_uint_eq(eh_sink_dropped(s), dropped);
 }
 
 /* Each sink gets what its mask and topics want, with its own seq; a sink
@@ -197,8 +202,9 @@ END_TEST
 
 /* The broker thread emits in bursts, with pauses long enough for the
  * fan-out thread to go to sleep, then stops at once: every event reaches
- * both sinks, in order, none dropped (and TSan, in make check-tsan, sees
- * both rings under real concurrency). */
+ * both sinks, in order, none dropped. (TSan, in make check-tsan, sees the
+ * fan-out ring under real concurrency here, and the sinks' rings in
+ * fanout_real_sinks_get_everything.) */
 START_TEST(fanout_stop_delivers_everything_in_order)
 {
 	struct eh_core *core = fanout_core(2, 0, 0);
@@ -229,9 +235,175 @@ START_TEST(fanout_stop_delivers_everything_in_order)
 		}
 		ck_assert_uint_eq(next, 3001);
 		ck_assert_uint_eq(eh_sink_enqueued(&core->sinks[i]), 3000);
-		ck_assert_uint_eq(atomic_load(&core->sinks[i].dropped), 0);
+		ck_assert_uint_eq(eh_sink_dropped(&core->sinks[i]), 0);
 	}
 	fanout_core_free(core);
+}
+END_TEST
+
+/* The published dropped count never steps back: events lost at the
+ * fan-out ring are counted at once, and the drop note that later carries
+ * their seq numbers (here taken out of the ring by hand, as if the thread
+ * had read it and not yet applied it) changes nothing. */
+START_TEST(fanout_published_dropped_never_steps_back)
+{
+	struct eh_core *core = fanout_core(2, 0, 4);
+	struct eh_ring_rec recs[8];
+
+	hold_thread(core);
+	for (unsigned i = 1; i <= 5; i++)
+		emit(core, EH_EV_PUBLISH, "t");
+	ck_assert_uint_eq(eh_sink_dropped(&core->sinks[0]), 1);
+	ck_assert_uint_eq(eh_ring_peek_sc(&core->fanout.ring, recs, 8), 4);
+	eh_ring_release_sc(&core->fanout.ring, &recs[3], 4);
+	emit(core, EH_EV_PUBLISH, "t"); /* two notes, then the event */
+	ck_assert_uint_eq(eh_fanout_pending(&core->fanout, 0), 0);
+	ck_assert_uint_eq(eh_sink_dropped(&core->sinks[0]), 1);
+	ck_assert_uint_eq(eh_ring_peek_sc(&core->fanout.ring, recs, 8), 3);
+	eh_ring_release_sc(&core->fanout.ring, &recs[1], 2); /* the notes, unapplied */
+	ck_assert_uint_eq(eh_sink_dropped(&core->sinks[0]), 1);
+	ck_assert_uint_eq(eh_sink_dropped(&core->sinks[1]), 1);
+	fanout_core_free(core);
+}
+END_TEST
+
+/* Pending notes that only partly fit: the first sink's note goes in, the
+ * second's waits for the next event; both sinks end with the gap in
+ * place. */
+static void emit_topic_of(struct eh_core *core, size_t len)
+{
+	static char topic[1024];
+
+	memset(topic, 'a', sizeof(topic));
+	topic[len] = '\0';
+	emit(core, EH_EV_PUBLISH, topic);
+}
+
+START_TEST(fanout_notes_that_partly_fit)
+{
+	struct eh_core *core = fanout_core(2, 0, 0);
+
+	/* a fan-out ring of 4 KiB */
+	eh_ring_destroy(&core->fanout.ring);
+	ck_assert_int_eq(eh_ring_init(&core->fanout.ring, 4096, 0), 0);
+	hold_thread(core);
+	for (unsigned i = 1; i <= 3; i++)
+		emit_topic_of(core, 941);
+	emit_topic_of(core, 933); /* 4,056 of 4,096 bytes used */
+	emit_topic_of(core, 10);  /* 5: no room */
+	emit_topic_of(core, 10);  /* 6: sink 0's note fits, sink 1's does not */
+	ck_assert_uint_eq(eh_ring_count(&core->fanout.ring), 5);
+	ck_assert_uint_eq(eh_fanout_pending(&core->fanout, 0), 1);
+	ck_assert_uint_eq(eh_fanout_pending(&core->fanout, 1), 2);
+	let_thread_start(core);
+	emit_topic_of(core, 10); /* 7: still no room; starts the thread */
+	wait_fanout_empty(core);
+	emit_topic_of(core, 10); /* 8 */
+	eh_fanout_stop(core);
+	for (size_t i = 0; i < 2; i++) {
+		struct eh_ring_rec recs[8];
+		char got[64] = "";
+		size_t n = eh_ring_peek_sc(&core->sinks[i].ring, recs, 8);
+
+		for (size_t k = 0; k < n; k++) {
+			struct eh_event ev;
+
+			ck_assert_int_eq(eh_event_unpack(recs[k].data, recs[k].len, &ev), 0);
+			snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%llu:%llu", k ? " " : "",
+				 (unsigned long long)ev.seq, (unsigned long long)ev.number);
+		}
+		ck_assert_str_eq(got, "1:1 2:2 3:3 4:4 8:8");
+		ck_assert_uint_eq(eh_sink_enqueued(&core->sinks[i]), 5);
+		ck_assert_uint_eq(eh_sink_dropped(&core->sinks[i]), 3);
+	}
+	fanout_core_free(core);
+}
+END_TEST
+
+/* While the thread cannot start, each TICK makes its copies on the broker
+ * thread: the sinks get their events all the same. */
+START_TEST(fanout_tick_copies_while_the_thread_cannot_start)
+{
+	struct eh_core *core = fanout_core(2, 0, 0);
+
+	hold_thread(core);
+	for (unsigned i = 1; i <= 3; i++)
+		emit(core, EH_EV_SUBSCRIBE, "t/x");
+	ck_assert_uint_eq(eh_ring_count(&core->fanout.ring), 3);
+	eh_core_tick(core, eh_now_ms(), true);
+	ck_assert(!core->fanout.thread_started);
+	ck_assert_uint_eq(eh_ring_count(&core->fanout.ring), 0);
+	for (size_t i = 0; i < 2; i++)
+		expect_sink(&core->sinks[i], "1:1:t/x 2:2:t/x 3:3:t/x", 3, 0);
+	fanout_core_free(core);
+}
+END_TEST
+
+/* The real file and local sinks, set up by eh_core_init: the fan-out
+ * thread starts their threads at the first event and fills their rings
+ * while they sleep between bursts; every event is delivered and the
+ * counters at stop say so. */
+static char stop_lines[4][512];
+static int nstop;
+
+static void grab_stop_line(int level, const char *line)
+{
+	(void)level;
+	if (strstr(line, "stopped; enqueued") && nstop < 4)
+		snprintf(stop_lines[nstop++], sizeof(stop_lines[0]), "%s", line);
+}
+
+START_TEST(fanout_real_sinks_get_everything)
+{
+	char path[] = "/tmp/eh-fanout-XXXXXX";
+	int fd = mkstemp(path);
+	struct eh_kv kv[] = { { "file_path", path }, { "local_topic", "ev" } };
+	struct eh_core *core = calloc(1, sizeof(*core));
+	struct timespec pause = { 0, 25 * 1000000L };
+	char line[4096];
+	unsigned lines = 0;
+	FILE *f;
+
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert_ptr_nonnull(core);
+	ck_assert_msg(eh_core_init(core, NULL, kv, 2) == 0, "%s", eh_stub_last_log);
+	ck_assert(core->fanout.on);
+	ck_assert_int_eq(eh_core_start(core), 0);
+	for (unsigned burst = 0; burst < 10; burst++) {
+		for (unsigned i = 0; i < 300; i++)
+			emit(core, EH_EV_CONNECTED, "");
+		nanosleep(&pause, NULL); /* past the naps: the threads sleep */
+		eh_core_tick(core, eh_now_ms(), true);
+	}
+	/* The local sink's messages go out at TICK, which the broker no
+	 * longer runs once it stops: tick until both sinks have delivered. */
+	for (int64_t end = eh_now_ms() + 30000;
+	     atomic_load(&core->sinks[0].delivered) + atomic_load(&core->sinks[1].delivered) < 6000;) {
+		struct timespec ms = { 0, 1000000L };
+
+		ck_assert_msg(eh_now_ms() < end, "delivered only %llu + %llu",
+			      (unsigned long long)atomic_load(&core->sinks[0].delivered),
+			      (unsigned long long)atomic_load(&core->sinks[1].delivered));
+		eh_core_tick(core, eh_now_ms(), true);
+		nanosleep(&ms, NULL);
+	}
+	nstop = 0;
+	eh_stub_log_hook = grab_stop_line;
+	eh_core_stop(core);
+	eh_stub_log_hook = NULL;
+	ck_assert_int_eq(nstop, 2);
+	for (int i = 0; i < nstop; i++)
+		ck_assert_msg(strstr(stop_lines[i], "enqueued 3000, delivered 3000, failed 0, dropped 0, "
+					      "left undelivered at shutdown 0"), "%s", stop_lines[i]);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f))
+		lines++;
+	fclose(f);
+	unlink(path);
+	ck_assert_uint_eq(lines, 3000);
+	free(core);
 }
 END_TEST
 
@@ -289,6 +461,10 @@ static Suite *fanout_suite(void)
 	tcase_add_test(tc, fanout_full_ring_counted_per_sink_in_place);
 	tcase_add_test(tc, fanout_stop_counts_what_is_still_pending);
 	tcase_add_test(tc, fanout_stop_delivers_everything_in_order);
+	tcase_add_test(tc, fanout_published_dropped_never_steps_back);
+	tcase_add_test(tc, fanout_notes_that_partly_fit);
+	tcase_add_test(tc, fanout_tick_copies_while_the_thread_cannot_start);
+	tcase_add_test(tc, fanout_real_sinks_get_everything);
 	tcase_add_test(tc, fanout_chosen_by_init);
 	tcase_add_test(tc, fanout_option_checked);
 	suite_add_tcase(s, tc);
