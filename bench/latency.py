@@ -15,8 +15,11 @@ at capture, in milliseconds):
          message
   mqtt   bench/loadgen's probe subscribed to the MQTT sink's topic on the
          second mosquitto the sink publishes to (-b)
-The file and local sinks run together, as they always have here; each network
-sink runs alone against a fresh peer (benchlib.Peers). Every probe keeps the
+The file and local sinks run together, as they always have here, so their
+events go through the fan-out thread (docs/configuration.md, fanout_thread);
+"file-direct" and "local-direct" are the same with fanout_thread off, the
+broker thread filling both rings itself, for comparison. Each network sink runs
+alone against a fresh peer (benchlib.Peers). Every probe keeps the
 events captured inside loadgen's measured window (by their ts; loadgen prints
 the window's wall-clock bounds for the receivers outside it), however late
 they arrive: the warm-up absorbs a sink's start (the Kafka producer's first
@@ -42,7 +45,7 @@ MODERATE = float(os.environ.get("BENCH_LATENCY_RATE", "500"))  # cycles/s
 # sent after at most 5 ms (the same linger as the Kafka sink's linger.ms).
 HTTP_BATCH = os.environ.get("BENCH_HTTP_BATCH", "100")
 HTTP_LINGER_MS = os.environ.get("BENCH_HTTP_LINGER_MS", "5")
-SINKS = os.environ.get("BENCH_LATENCY_SINKS", "local file http kafka mqtt").split()
+SINKS = os.environ.get("BENCH_LATENCY_SINKS", "local file local-direct file-direct http kafka mqtt").split()
 CORE_LINES = benchlib.plugin_lines(["events *", "file_path {dir}/events.jsonl",
                                     "local_topic $events/{event}/{clientid}"])
 KAFKA_LATENCY = os.path.join(benchlib.ROOT, benchlib.BUILD, "bench", "kafka_latency")
@@ -152,8 +155,9 @@ def drive(lines, args):
 
 
 def run_core(sink, rate):
-    probe = ["-L", "$events/#"] if sink == "local" else ["-F", "{dir}/events.jsonl"]
-    return drive(CORE_LINES, probe + rate) + ("",)
+    probe = ["-L", "$events/#"] if sink.startswith("local") else ["-F", "{dir}/events.jsonl"]
+    lines = CORE_LINES + (["plugin_opt_fanout_thread off"] if sink.endswith("-direct") else [])
+    return drive(lines, probe + rate) + ("",)
 
 
 def run_http(rate):
@@ -194,7 +198,7 @@ def run_mqtt(rate):
 
 def main():
     print("## Latency, capture to delivery (events '*', mode publish0: 15 events per cycle; "
-          "file + local sinks together, each network sink alone)")
+          "file + local sinks together, through the fan-out thread or, -direct, without; each network sink alone)")
     print("machine: " + benchlib.machine())
     print("http: http_batch_max %s, http_batch_linger_ms %s; kafka: the sink's defaults (linger.ms 5, acks all, "
           "idempotence) against the mock cluster; mqtt: the sink's defaults (QoS 1)" % (HTTP_BATCH, HTTP_LINGER_MS))
@@ -203,7 +207,7 @@ def main():
     for label, rate in (("moderate (%.0f cycles/s)" % MODERATE, MODERATE), ("maximum", 0)):
         for sink in SINKS:
             args = ["-r", str(rate)] if rate else []
-            if sink in ("local", "file"):
+            if sink in ("local", "file", "local-direct", "file-direct"):
                 r, counters, note = run_core(sink, args)
             else:
                 r, counters, note = {"http": run_http, "kafka": run_kafka, "mqtt": run_mqtt}[sink](args)

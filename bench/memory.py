@@ -34,6 +34,13 @@ def main():
                                 "queue_size 16777216"])),
         ("file sink to /dev/full, events *, queue_size 1000: ring full by count",
          benchlib.plugin_lines(["events *", "file_path /dev/full", "queue_size 1000"])),
+        # Two sinks: the fan-out ring is a third ring, drained like theirs.
+        ("file + local sinks, events *, rings drained, fan-out ring too",
+         benchlib.plugin_lines(["events *", "file_path {dir}/events.jsonl", "local_topic $events/all",
+                                "local_batch_max 1000"])),
+        ("file + local sinks, events *, rings drained, fanout_thread off",
+         benchlib.plugin_lines(["events *", "file_path {dir}/events.jsonl", "local_topic $events/all",
+                                "local_batch_max 1000", "fanout_thread off"])),
     ]
     rows = []
     base = None

@@ -60,6 +60,10 @@ BENCH_CONTROL=1 adds "none2", a second plugin-free broker measured in each
 round like the others: its ratios to "none" show what this machine can
 resolve in that very run, the yardstick for idle's "at least 0.99".
 
+BENCH_DIRECT=1 adds "all-direct": "all" with fanout_thread off, the broker
+thread filling both sinks' rings itself instead of handing each event once
+to the fan-out thread (docs/configuration.md).
+
 BENCH_LIBS=1 adds "libs", a plugin that registers no callback but links
 every library the plugin links (bench/null_plugin.c, built by make bench):
 idle's distance from it is what the plugin's callbacks and start cost, its
@@ -97,6 +101,8 @@ CONFIGS = [
     ("all", benchlib.plugin_lines(["events *", "file_path {dir}/events.jsonl"] + LOCAL + EXTRA)),
     # "every": filled in main() once the peers run
 ]
+if os.environ.get("BENCH_DIRECT", "0") == "1":
+    CONFIGS.append(("all-direct", CONFIGS[2][1] + ["plugin_opt_fanout_thread off"]))
 if os.environ.get("BENCH_ALL", "1") == "0":
     CONFIGS = [c for c in CONFIGS if c[0] != "all"]
 if os.environ.get("BENCH_LIBS", "0") == "1":
@@ -248,7 +254,9 @@ def breakdown(results):
             if not k.startswith("cpu.") or k == "cpu.main":
                 continue
             n = k[4:]
-            if n.startswith("eh-"):
+            if n == "eh-fanout":
+                label = "fan-out thread"
+            elif n.startswith("eh-"):
                 label = "sink thread " + n[3:]
             elif n.startswith("rdk:"):
                 label = "librdkafka threads"
@@ -259,7 +267,7 @@ def breakdown(results):
             out[label] = out.get(label, 0.0) + v
         return out
 
-    for name in [c for c, _ in CONFIGS if c in ("all", "every")]:
+    for name in [c for c, _ in CONFIGS if c in ("all", "all-direct", "every")]:
         print()
         print("### CPU per cycle, %s: microseconds of CPU time per cycle (median of rounds), %d cores offer %s"
               % (name, benchlib.NCPU, "per cycle the last row"))

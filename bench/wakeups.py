@@ -1,5 +1,5 @@
 """System calls the plugin makes on the broker thread: the ring wakes a
-sleeping sink thread with FUTEX_WAKE, so the number of futex calls by the
+sleeping sink thread (or, with two sinks, the fan-out thread) with FUTEX_WAKE, so the number of futex calls by the
 broker's main thread per enqueued event says how often a commit found its
 consumer asleep. Counted with perf's syscalls:sys_enter_futex tracepoint on
 the main thread only, for the whole life of the load; the no-plugin row is
@@ -19,6 +19,11 @@ CONFIGS = [
     ("file", benchlib.plugin_lines(["events *", "file_path {dir}/events.jsonl"])),
     ("file+local", benchlib.plugin_lines(["events *", "file_path {dir}/events.jsonl",
                                           "local_topic $events/{event}/{clientid}"])),
+    # The broker thread fills both rings itself: it wakes two sink threads
+    # instead of the fan-out thread.
+    ("file+local, fanout_thread off", benchlib.plugin_lines(["events *", "file_path {dir}/events.jsonl",
+                                                             "local_topic $events/{event}/{clientid}",
+                                                             "fanout_thread off"])),
 ]
 
 
