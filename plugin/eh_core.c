@@ -52,7 +52,8 @@ static const struct eh_option core_options[] = {
 	  "auto: when some event type goes to two sinks or more, the broker thread writes each event once "
 	  "into one more queue (of queue_size and queue_bytes) and a thread of the plugin, eh-fanout, copies "
 	  "it into each sink's queue; this takes about 80 instructions per event and further sink off the "
-	  "broker thread and adds up to 1 ms of latency. off: the broker thread writes into every sink's "
+	  "broker thread and adds one hop to each event's latency (0.2 to 0.6 ms at the median, up to 2 ms "
+	  "at p99 on a busy 2-core machine). off: the broker thread writes into every sink's "
 	  "queue itself, for a broker with no core to spare for one more thread." },
 	{ "shutdown_timeout_ms", EH_OPT_INT, "5000", 0, 600000, NULL, 0,
 	  "How long the sinks may keep delivering queued events when the broker stops." },
