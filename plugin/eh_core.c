@@ -461,18 +461,9 @@ void eh_core_emit(struct eh_core *core, struct eh_event *ev)
 
 		if (filter && s->topics.count && !eh_topics_match(&s->topics, topic->ptr, topic->len))
 			continue;
-		/* Counted before the reserve: a dropped event uses its number,
-		 * so a gap in seq is exactly what this sink lost. */
-		seq = eh_sink_next_seq(s);
-		slot = eh_ring_reserve_sp(&s->ring, size);
-		if (!slot) {
-			/* A lazy sink whose thread could not start fills its
-			 * ring and then gets no event: try again from here. */
-			if (s->thread_lazy && !s->thread_started)
-				eh_core_start_lazy(s);
-			eh_counter_add(&s->dropped, 1);
+		slot = eh_sink_reserve(s, size, &seq);
+		if (!slot)
 			continue;
-		}
 		if (!packed) {
 			ev->seq = seq;
 			eh_event_pack(ev, slot);

@@ -217,6 +217,26 @@ void eh_core_tick(struct eh_core *core, int64_t now_ms, bool pass_end);
  * event (thread_lazy, not started): starts it; after a failure, logs and
  * tries again a second later at the earliest. */
 void eh_core_start_lazy(struct eh_sink *s);
+
+/* The thread that fills s's ring (eh_core_emit, or the fan-out thread):
+ * numbers the next event offered to s (*seq) and reserves size bytes for
+ * it. NULL when the ring is full: the event is counted dropped, its seq
+ * number used up so that a gap in seq is exactly what s lost, and a lazy
+ * sink whose thread could not start (and so fills its ring and then gets
+ * nothing) is tried again from here. */
+static inline void *eh_sink_reserve(struct eh_sink *s, size_t size, uint64_t *seq)
+{
+	void *slot;
+
+	*seq = eh_sink_next_seq(s);
+	slot = eh_ring_reserve_sp(&s->ring, size);
+	if (!slot) {
+		if (s->thread_lazy && !s->thread_started)
+			eh_core_start_lazy(s);
+		eh_counter_add(&s->dropped, 1);
+	}
+	return slot;
+}
 /* broker thread: SIGHUP. */
 void eh_core_reload(struct eh_core *core);
 

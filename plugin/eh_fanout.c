@@ -87,15 +87,11 @@ static void apply_note(struct eh_core *core, const struct eh_ring_rec *rec)
 /* One event record into one sink's ring; returns false when it was full. */
 static bool copy_to(struct eh_sink *s, const struct eh_ring_rec *rec)
 {
-	uint64_t seq = eh_sink_next_seq(s);
-	void *slot = eh_ring_reserve_sp(&s->ring, rec->len);
+	uint64_t seq;
+	void *slot = eh_sink_reserve(s, rec->len, &seq);
 
-	if (!slot) {
-		if (s->thread_lazy && !s->thread_started)
-			eh_core_start_lazy(s);
-		eh_counter_add(&s->dropped, 1);
+	if (!slot)
 		return false;
-	}
 	memcpy(slot, rec->data, rec->len);
 	eh_event_packed_set_seq(slot, seq);
 	eh_ring_publish_sp(&s->ring);
