@@ -232,7 +232,8 @@ $(MQTT_BASELINE): bench/mqtt_baseline.c | deps
 	$(CC) $(CPPFLAGS) $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LDFLAGS) -o $@ $< -lpaho-mqtt3as -lpthread
 bench: $(MQTT_BASELINE)
 # A plugin that registers nothing but links the plugin's libraries
-# (bench/throughput.py, BENCH_LIBS=1): what loading them costs the broker.
+# (bench/throughput.py, BENCH_LIBS=1): what loading them costs the broker;
+# with plugin_opt_thread, what one idle thread costs it (bench/paired_cpu.py).
 NULL_PLUGIN := $(BUILD)/bench/null_plugin.so
 $(NULL_PLUGIN): bench/null_plugin.c | deps
 	@mkdir -p $(dir $@)

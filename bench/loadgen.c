@@ -725,6 +725,24 @@ static double stat_cpu(const char *path, char *comm, size_t comm_size)
 	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* CPU seconds of thread tid of pid from the scheduler's own nanosecond
+ * count, or -1 where the kernel keeps no schedstat. The stat file's clock
+ * ticks (10 ms) are too coarse for a one-second window. */
+static double schedstat_cpu(int pid, int tid)
+{
+	char path[64];
+	unsigned long long ns;
+	FILE *f;
+	int got;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/schedstat", pid, tid);
+	if (!(f = fopen(path, "re")))
+		return -1;
+	got = fscanf(f, "%llu", &ns);
+	fclose(f);
+	return got == 1 ? (double)ns / 1e9 : -1;
+}
+
 /* CPU seconds used so far by process pid (all threads), or with thread set,
  * by its main thread only; 0 if unknown. */
 static double proc_cpu(int pid, bool thread)
@@ -732,6 +750,8 @@ static double proc_cpu(int pid, bool thread)
 	char path[64];
 	double secs;
 
+	if (thread && (secs = schedstat_cpu(pid, pid)) >= 0)
+		return secs;
 	if (thread)
 		snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", pid, pid);
 	else

@@ -1,0 +1,145 @@
+"""The broker thread's CPU per cycle with the plugin against without, timed
+natively, in pairs that run at the same time: the figure bench/spare_cores.py
+(counted) and bench/native_share.py (sampled) estimate.
+
+With cores to spare for the sink threads, the libraries and the peers, the
+broker's main thread bounds the rate, so the rate against the plugin-free
+broker is the inverse of that thread's CPU per cycle against the plugin-free
+broker's. That CPU is the scheduler's own count for the thread (schedstat,
+in ns, read by bench/loadgen), so it holds everything: our callbacks,
+glibc's paths once the process has threads, the kernel's work in every
+system call, cache misses. It leaves out the other threads' CPU, which such
+a machine runs elsewhere.
+
+On this project's 2-core VM one broker's CPU per cycle moves by 10 to 40 %
+from one second to the next with the host's load, in runs back to back too.
+So each round runs two brokers at once, a plugin-free one and the one
+measured, their main threads sharing one core (CPU 0) and each driven by its
+own generator on the other core: whatever slows the host slows both alike,
+and their ratio holds still. A first row measures a second plugin-free
+broker the same way, the method's own noise and bias. The table gives the
+median of BENCH_ROUNDS rounds and a 95 % interval for it (order statistics,
+no assumption on the noise's shape).
+
+Sharing a core, each broker gets about half of it and idles whenever its
+generator is late, which the brokers' CPU per cycle includes alike. The
+sinks' peers are unreachable (a closed port), as in spare_cores.py: their
+events wait in the rings, all the broker thread does for them. The file
+sink writes to a RAM-backed directory.
+
+Two rows load bench/null_plugin.c with one idle thread: the cost of a
+second thread's mere existence to the broker's thread, and the same with
+that thread holding its own file descriptor table (docs/performance.md,
+"What a thread costs the broker thread").
+
+    python3 bench/paired_cpu.py   (BENCH_MODES="cycle publish0 publish1",
+                                   BENCH_ROUNDS=8, BENCH_SECONDS=2, BENCH_CONC=32,
+                                   BENCH_ONLY_ROWS: a comma-separated subset of the row names)
+"""
+import math
+import os
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+
+MODES = os.environ.get("BENCH_MODES", "cycle publish0 publish1").split()
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "8"))
+SECS = float(os.environ.get("BENCH_SECONDS", "2"))
+CONC = int(os.environ.get("BENCH_CONC", "32"))
+CLOSED = "127.0.0.1:9"
+FILE = ["events *", "file_path {dir}/events.jsonl"]
+FOUR = FILE + ["http_url http://%s/" % CLOSED, "kafka_brokers " + CLOSED, "mqtt_uri tcp://" + CLOSED]
+BATCH = ["local_topic $events/all", "local_batch_max 1000"]
+NULL = "plugin " + benchlib.NULL_PLUGIN
+CONFIGS = [
+    ("none (control)", []),
+    ("no sink interested (idle)", benchlib.plugin_lines(benchlib.IDLE_OPTS)),
+    ("one idle thread", [NULL, "plugin_opt_thread idle"]),
+    ("one idle thread, own file table", [NULL, "plugin_opt_thread private"]),
+    ("file", benchlib.plugin_lines(FILE)),
+    ("file + local batching", benchlib.plugin_lines(FILE + BATCH)),
+    ("file, http, kafka, mqtt", benchlib.plugin_lines(FOUR)),
+    ("all five, local batching", benchlib.plugin_lines(FOUR + BATCH)),
+]
+if os.environ.get("BENCH_ONLY_ROWS"):
+    wanted = [w.strip() for w in os.environ["BENCH_ONLY_ROWS"].split(",")]
+    CONFIGS = [c for c in CONFIGS if c[0] in wanted]
+
+
+def median_interval(xs):
+    """The median and a distribution-free 95 % interval for it: the order
+    statistics k and n-1-k, k from the binomial bound."""
+    xs = sorted(xs)
+    n = len(xs)
+    k = max(0, int(math.floor((n - 1.96 * math.sqrt(n)) / 2.0)))
+    return benchlib.median(xs), xs[k], xs[n - 1 - k]
+
+
+def pair(base, other, mode):
+    """One round: both brokers loaded at once; microseconds of each main
+    thread's CPU per cycle."""
+    got = {}
+
+    def drive(key, broker):
+        try:
+            got[key] = benchlib.loadgen(broker, mode, secs=SECS, conc=CONC, warmup=0.3)
+        except Exception as e:  # reported below, after both ended
+            got[key] = e
+
+    threads = [threading.Thread(target=drive, args=(k, b)) for k, b in (("base", base), ("other", other))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out = []
+    for key in ("base", "other"):
+        g = got[key]
+        if isinstance(g, Exception):
+            raise g
+        if not g.get("cycles") or not g.get("broker_thread_cpu"):
+            raise RuntimeError("no cycle or no CPU measured: " + g["text"])
+        out.append(1e6 * g["broker_thread_cpu"] / g["cycles"])
+    return out
+
+
+def main():
+    if not os.path.exists(benchlib.NULL_PLUGIN):
+        sys.exit("needs %s: make BUILD=%s %s" % (benchlib.NULL_PLUGIN, benchlib.BUILD,
+                                                  os.path.relpath(benchlib.NULL_PLUGIN, benchlib.ROOT)))
+    if not benchlib.BROKER_CPU:
+        sys.exit("needs pinning (BENCH_PIN=1 and 2 CPUs or more): the pair shares CPU 0")
+    print("## The broker thread's CPU per cycle against a plugin-free broker running at the same time "
+          "(%d rounds of %.0f s per row and mode)" % (ROUNDS, SECS))
+    print("machine: " + benchlib.machine())
+    print()
+    rows = []
+    for mode in MODES:
+        for name, lines in CONFIGS:
+            ratios, base_us, other_us = [], [], []
+            with benchlib.Broker([]) as base, benchlib.Broker(lines) as other:
+                # a first short load: the sinks start their threads at the
+                # first event, and the pinning catches them
+                pair(base, other, mode)
+                for r in range(ROUNDS):
+                    b, o = pair(base, other, mode)
+                    base_us.append(b)
+                    other_us.append(o)
+                    ratios.append(o / b)
+                    print("round %d %s %s: %.1f us per cycle vs %.1f, ratio %.3f" % (r + 1, mode, name, o, b, o / b),
+                          flush=True)
+            med, lo, hi = median_interval(ratios)
+            rows.append([mode, name, "%.1f / %.1f" % (benchlib.median(other_us), benchlib.median(base_us)),
+                         "%.3f (%.3f-%.3f)" % (med, lo, hi), "%.3f (%.3f-%.3f)" % (1 / med, 1 / hi, 1 / lo)])
+    print()
+    print(benchlib.table(["mode", "plugin, events *", "broker thread us/cycle, this / plugin-free (medians)",
+                          "CPU per cycle vs plugin-free (95 % interval)",
+                          "implied rate with cores to spare (95 % interval)"], rows))
+    print()
+    print("The implied rate is the inverse of the CPU ratio: what the broker thread's own work allows "
+          "when nothing else needs its core.")
+
+
+if __name__ == "__main__":
+    main()
