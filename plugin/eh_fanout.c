@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <mosquitto.h>
+
 #include "eh_core.h"
 #include "eh_event.h"
 #include "eh_fanout.h"
@@ -197,7 +199,7 @@ static void start_thread(struct eh_core *core)
 	rc = pthread_create(&fo->thread, NULL, run, core);
 	if (rc) {
 		if (!fo->thread_retry_ms)
-			eh_core_log(core, 3 /* MOSQ_LOG_ERR */, "cannot start the fan-out thread: %s; retrying "
+			eh_core_log(core, MOSQ_LOG_ERR, "cannot start the fan-out thread: %s; retrying "
 				    "every second, and until it starts the broker thread copies the events to the "
 				    "sinks at every tick", strerror(rc));
 		fo->thread_retry_ms = now + 1000;
@@ -205,7 +207,7 @@ static void start_thread(struct eh_core *core)
 	}
 	fo->thread_started = true;
 	if (fo->thread_retry_ms)
-		eh_core_log(core, 5 /* MOSQ_LOG_NOTICE */, "the fan-out thread started");
+		eh_core_log(core, MOSQ_LOG_NOTICE, "the fan-out thread started");
 }
 
 /* ---- the broker thread's side ---- */

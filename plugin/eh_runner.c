@@ -22,6 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <mosquitto.h>
+
 #include "eh_core.h"
 #include "eh_runner.h"
 
@@ -105,13 +107,13 @@ static void say_no_memory(struct eh_sink *s, int64_t now)
 		snprintf(shorter, sizeof(shorter), " (%llu shorter episode(s) since the last warning)",
 			 (unsigned long long)s->no_memory.unsaid);
 	if (s->no_memory.attempts)
-		eh_sink_log(s, 2 /* MOSQ_LOG_WARNING */,
+		eh_sink_log(s, MOSQ_LOG_WARNING,
 			    "out of memory for %s for %lld ms (%llu failed attempt(s)); the events wait in the "
 			    "queue and are retried until memory comes back%s",
 			    s->no_memory.what, (long long)(now - s->no_memory.since_ms),
 			    (unsigned long long)s->no_memory.attempts, shorter);
 	else
-		eh_sink_log(s, 2 /* MOSQ_LOG_WARNING */,
+		eh_sink_log(s, MOSQ_LOG_WARNING,
 			    "out of memory for %s; the events wait in the queue and are retried until "
 			    "memory comes back%s", s->no_memory.what, shorter);
 	s->no_memory.said = true;
@@ -156,7 +158,7 @@ static void settle_no_memory(struct eh_sink *s, bool progressed)
 	if (!s->no_memory.what || !progressed)
 		return;
 	if (s->no_memory.said)
-		eh_sink_log(s, 5 /* MOSQ_LOG_NOTICE */,
+		eh_sink_log(s, MOSQ_LOG_NOTICE,
 			    "memory for %s available again after %llu failed attempt(s) in %lld ms; delivering",
 			    s->no_memory.what, (unsigned long long)s->no_memory.attempts,
 			    (long long)(eh_now_ms() - s->no_memory.since_ms));
@@ -406,12 +408,12 @@ static void *run(void *arg)
 				opened = true;
 				open_backoff = 0;
 				if (open_failures)
-					eh_sink_log(s, 5 /* MOSQ_LOG_NOTICE */, "opened after %u failed attempt(s)",
+					eh_sink_log(s, MOSQ_LOG_NOTICE, "opened after %u failed attempt(s)",
 						    open_failures);
 				continue;
 			}
 			if (!open_failures++)
-				eh_sink_log(s, 2, "could not open; retrying with backoff");
+				eh_sink_log(s, MOSQ_LOG_WARNING, "could not open; retrying with backoff");
 			open_backoff = next_backoff(s, open_backoff);
 			if (stopping(s))
 				break;
@@ -507,14 +509,14 @@ static void *run(void *arg)
 
 				if (!gave_up_logged) {
 					if (delay == EH_RETRY_TOO_LATE)
-						eh_sink_log(s, 2,
+						eh_sink_log(s, MOSQ_LOG_WARNING,
 							    "gave up on %zu event(s) after %lld ms of retries: the server "
 							    "asked to wait %lld ms, past the %lld ms budget",
 							    rest, (long long)(now - retry_start),
 							    (long long)batch.retry_after_ms,
 							    (long long)s->retry_max_elapsed_ms);
 					else
-						eh_sink_log(s, 2, "gave up on %zu event(s) after %lld ms of retries",
+						eh_sink_log(s, MOSQ_LOG_WARNING, "gave up on %zu event(s) after %lld ms of retries",
 							    rest, (long long)(now - retry_start));
 				}
 				gave_up_logged = true;
