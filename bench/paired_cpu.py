@@ -34,7 +34,7 @@ that thread holding its own file descriptor table (docs/performance.md,
 
     python3 bench/paired_cpu.py   (BENCH_MODES="cycle publish0 publish1",
                                    BENCH_ROUNDS=8, BENCH_SECONDS=2, BENCH_CONC=32,
-                                   BENCH_ONLY_ROWS: a comma-separated subset of the row names)
+                                   BENCH_ONLY_ROWS: row names separated by ;)
 """
 import math
 import os
@@ -64,7 +64,7 @@ CONFIGS = [
     ("all five, local batching", benchlib.plugin_lines(FOUR + BATCH)),
 ]
 if os.environ.get("BENCH_ONLY_ROWS"):
-    wanted = [w.strip() for w in os.environ["BENCH_ONLY_ROWS"].split(",")]
+    wanted = [w.strip() for w in os.environ["BENCH_ONLY_ROWS"].split(";")]
     CONFIGS = [c for c in CONFIGS if c[0] in wanted]
 
 
