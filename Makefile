@@ -36,7 +36,7 @@ endif
 
 CORE_SRC := plugin/eh_ring.c plugin/eh_event.c plugin/eh_json.c plugin/eh_json_write.c plugin/eh_options.c plugin/eh_filter.c \
 	plugin/eh_template.c plugin/eh_runner.c plugin/eh_fanout.c plugin/eh_core.c plugin/eh_clients.c plugin/eh_scope.c \
-	plugin/eh_optwatch.c plugin/eh_capture.c plugin/eh_logtext.c
+	plugin/eh_optwatch.c plugin/eh_capture.c plugin/eh_logtext.c plugin/eh_thread.c
 # Every .c under sinks/ is a sink (or part of one); the registry is sinks/eh_sinks.c.
 SINK_SRC := $(sort $(wildcard sinks/*.c sinks/*/*.c))
 LIB_SRC := $(CORE_SRC) $(SINK_SRC)

@@ -324,6 +324,9 @@ int eh_core_init(struct eh_core *core, void *plugin_id, const struct eh_kv *kv, 
 		}
 	}
 	eh_core_route(core);
+	core->own_files = core->nsinks > 0;
+	for (size_t i = 0; i < core->nsinks; i++)
+		core->own_files = core->own_files && core->sinks[i].own_files;
 	if (!strcmp(eh_config_get(&core->config, "fanout_thread"), "auto") && eh_fanout_useful(core)
 	    && eh_fanout_init(core, (size_t)eh_config_int(&core->config, "queue_bytes"),
 			      (uint64_t)eh_config_int(&core->config, "queue_size"))) {
@@ -586,7 +589,7 @@ static void abandon(struct eh_core *core, struct eh_sink *s)
 	core->abandoned = true;
 	mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: %s: its thread is still busy %lld ms after the shutdown "
 			     "deadline, in a call that does not return (such as a write to a storage that stopped "
-			     "answering); the broker stops without it%s%s", s->name, (long long)core->join_grace_ms,
+			     "answering, or its library's shutdown); the broker stops without it%s%s", s->name, (long long)core->join_grace_ms,
 			     why ? "; cannot keep the plugin loaded for it: " : "", why ? why : "");
 }
 

@@ -66,6 +66,7 @@ struct eh_sink {
 	size_t batch_max;
 	int64_t linger_ms;
 	int64_t retry_initial_ms, retry_max_ms, retry_max_elapsed_ms;
+	bool own_files; /* eh_sink_set_own_files */
 
 	pthread_t thread;
 	bool thread_started;
@@ -122,6 +123,11 @@ struct eh_core {
 	struct eh_sink *route[EH_EV_COUNT][EH_SINKS_MAX];
 	uint8_t nroute[EH_EV_COUNT];
 	size_t lazy_waiting; /* sinks whose thread waits for their first event */
+	/* Every sink set own_files: the sink threads and the fan-out thread
+	 * each take a descriptor table of their own as they start. One
+	 * thread left sharing would keep the broker's table shared, and a
+	 * sink thread started from the fan-out thread inherits its table. */
+	bool own_files;
 	uint64_t number;
 	/* On when some event type goes to two sinks or more (and the
 	 * fanout_thread option allows it): eh_fanout.h. */

@@ -20,6 +20,7 @@
 #include "eh_event.h"
 #include "eh_fanout.h"
 #include "eh_runner.h"
+#include "eh_thread.h"
 
 #define BATCH 256
 #define IDLE_POLL_MS 100
@@ -168,6 +169,9 @@ static void *run(void *arg)
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	if (core->own_files && eh_thread_own_files())
+		eh_core_log(core, MOSQ_LOG_INFO, "the fan-out thread keeps the descriptor table it started with "
+			    "(%s), so the broker thread keeps paying the kernel's cost of a shared one", strerror(errno));
 	pthread_setname_np(pthread_self(), "eh-fanout");
 	for (;;) {
 		/* Read before the ring: every event was committed before the

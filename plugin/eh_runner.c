@@ -26,6 +26,7 @@
 
 #include "eh_core.h"
 #include "eh_runner.h"
+#include "eh_thread.h"
 
 #define IDLE_POLL_MS 100
 
@@ -49,6 +50,11 @@ void eh_sink_set_batching(struct eh_sink *sink, size_t batch_max, int64_t linger
 {
 	sink->batch_max = batch_max ? batch_max : 1;
 	sink->linger_ms = linger_ms < 0 ? 0 : linger_ms;
+}
+
+void eh_sink_set_own_files(struct eh_sink *sink)
+{
+	sink->own_files = true;
 }
 
 void eh_sink_set_retry(struct eh_sink *sink, int64_t initial_ms, int64_t max_ms, int64_t max_elapsed_ms)
@@ -389,6 +395,11 @@ static void *run(void *arg)
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	/* Before the name: whoever finds the thread by its name finds it in
+	 * its own table. */
+	if (s->core->own_files && eh_thread_own_files())
+		eh_sink_log(s, MOSQ_LOG_INFO, "its thread keeps the descriptor table it started with (%s), so the "
+			    "broker thread keeps paying the kernel's cost of a shared one", strerror(errno));
 	name_thread(s);
 	if (!take_batch_arrays(s, &recs, &evs))
 		goto out;
@@ -540,6 +551,8 @@ out:
 		}
 		atomic_store_explicit(&s->left, left, memory_order_relaxed);
 	}
+	if (s->ops->close)
+		s->ops->close(s->ctx);
 	free(recs);
 	free(evs);
 	return NULL;

@@ -76,6 +76,12 @@ struct eh_sink_ops {
 	 * handed over within timeout_ms. Returns how many handed-over events
 	 * are still undelivered. May be NULL. */
 	uint64_t (*flush)(void *ctx, int64_t timeout_ms);
+	/* sink thread, its last call (after flush, whatever ended the
+	 * thread): close the descriptors and library handles the thread
+	 * opened. With eh_sink_set_own_files they are in the thread's own
+	 * descriptor table, which destroy, on the broker thread, cannot
+	 * reach. May be NULL. */
+	void (*close)(void *ctx);
 	/* broker thread, right after the stop request that set the drain
 	 * deadline: for a deliver that blocks on its library (waiting for
 	 * acknowledgements), to look at eh_sink_deadline_ms again now rather
@@ -94,6 +100,12 @@ struct eh_sink_ops {
 /* Sink configuration of the shared runner; call from create. */
 void eh_sink_set_batching(struct eh_sink *sink, size_t batch_max, int64_t linger_ms);
 void eh_sink_set_retry(struct eh_sink *sink, int64_t initial_ms, int64_t max_ms, int64_t max_elapsed_ms);
+/* From create: every descriptor this sink uses is opened, used and closed
+ * on its own thread or on threads it creates (nothing opened in create is
+ * kept; destroy, wake and broker_tick touch none; no library thread made
+ * elsewhere uses one). When every sink of the plugin says so, its threads
+ * leave the broker's descriptor table (eh_thread_own_files). */
+void eh_sink_set_own_files(struct eh_sink *sink);
 
 /* Any thread: counters for EH_SINK_ASYNC_ACK sinks. */
 void eh_sink_count(struct eh_sink *sink, uint64_t delivered, uint64_t failed);

@@ -17,6 +17,12 @@
  * writing otherwise waits for a reader; a FIFO that nobody has open yet
  * fails with ENXIO, and the sink keeps its events queued and tries again.
  * Regular files are written exactly as before, with blocking writes.
+ *
+ * A regular file is opened at start to check the path and create the file,
+ * closed, and opened again by the sink's thread at its first event, so that
+ * the thread holds no descriptor of the broker's thread and can take a
+ * descriptor table of its own (eh_sink_set_own_files). Other files stay
+ * open from the start: closing a FIFO would give its reader an end of file.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,12 +52,15 @@ struct file_sink {
 	const struct eh_node *node;
 	char *path;
 	char shown[EH_QUOTE_LEN]; /* path as log lines quote it */
-	int fd; /* -1 until the path opens (a FIFO that nobody reads yet) */
+	/* -1 until the path opens: a FIFO that nobody reads yet, a regular
+	 * file until the thread's first event */
+	int fd;
 	/* fd is not a regular file: its own open file description is in
 	 * O_NONBLOCK mode (the broker's stdout, say, keeps its flags: opening
 	 * /dev/stdout makes a new description) and deliver waits with poll. */
 	bool nonblocking;
 	uint64_t open_failures; /* eh_sink_log_due counter, open_late */
+	bool no_reader_said;    /* a FIFO without a reader was logged */
 	bool fsync_each;
 	int mode;
 	struct eh_buf out; /* the batch's lines */
@@ -158,6 +167,13 @@ static void file_destroy(void *ctx)
 	free(f);
 }
 
+static void say_no_reader(struct file_sink *f, const char *why)
+{
+	eh_sink_log(f->sink, MOSQ_LOG_WARNING, "%s yet; its events wait in the queue, and the sink tries again "
+		    "with backoff (up to 5 s) until a reader opens it", why);
+	f->no_reader_said = true;
+}
+
 static int file_create(const struct eh_sink_env *env, void **ctx, char *err, size_t errlen)
 {
 	struct file_sink *f = calloc(1, sizeof(*f));
@@ -190,31 +206,42 @@ static int file_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 	rc = open_file(f, err, errlen);
 	if (rc < 0)
 		return -1;
+	if (rc == 0 && !f->nonblocking) {
+		close(f->fd);
+		f->fd = -1;
+		eh_sink_set_own_files(env->sink);
+	}
 	if (rc == NO_READER)
-		eh_sink_log(f->sink, MOSQ_LOG_WARNING,
-			    "%s yet; its events wait in the queue, and the sink tries again with backoff "
-			    "(up to 5 s) until a reader opens it", err);
+		say_no_reader(f, err);
 	eh_sink_set_batching(env->sink, (size_t)eh_config_int(env->config, "file_batch_max"), 0);
 	eh_sink_set_retry(env->sink, 100, 5000, -1);
 	return 0;
 }
 
-/* Sink thread, from deliver while fd is -1: opens a FIFO that had no reader
- * at start. Not the open hook: a sink with one gets its thread when the
- * broker starts, and the file sink's waits for its first event
- * (starts_at_first_event in eh_core.c). Until it opens, deliver answers
- * RETRY and the runner's backoff paces the attempts. */
+/* Sink thread, from deliver while fd is -1: opens a regular file for the
+ * thread, or a FIFO that had no reader at start. Not the open hook: a sink
+ * with one gets its thread when the broker starts, and the file sink's
+ * waits for its first event (starts_at_first_event in eh_core.c). Until it
+ * opens, deliver answers RETRY and the runner's backoff paces the
+ * attempts. */
 static int open_late(struct file_sink *f)
 {
 	char err[512];
 	int rc = open_file(f, err, sizeof(err));
 
 	if (rc == 0) {
-		eh_sink_log(f->sink, MOSQ_LOG_NOTICE, "'%s' has a reader; writing", f->shown);
+		if (f->nonblocking)
+			eh_sink_log(f->sink, MOSQ_LOG_NOTICE, "'%s' has a reader; writing", f->shown);
+		else if (f->open_failures)
+			eh_sink_log(f->sink, MOSQ_LOG_NOTICE, "'%s' opened; writing", f->shown);
 		return 0;
 	}
 	if (rc < 0 && eh_sink_log_due(&f->open_failures))
 		eh_sink_log(f->sink, MOSQ_LOG_WARNING, "%s; trying again", err);
+	/* once: at start, or here for a regular file at start that a FIFO
+	 * has replaced since */
+	if (rc == NO_READER && !f->no_reader_said)
+		say_no_reader(f, err);
 	return -1;
 }
 
@@ -357,6 +384,15 @@ static uint64_t file_flush(void *ctx, int64_t timeout_ms)
 	return 0;
 }
 
+static void file_close(void *ctx)
+{
+	struct file_sink *f = ctx;
+
+	if (f->fd >= 0)
+		close(f->fd);
+	f->fd = -1;
+}
+
 const struct eh_sink_ops eh_sink_file_ops = {
 	.name = "file",
 	.enable_key = "file_path",
@@ -366,5 +402,6 @@ const struct eh_sink_ops eh_sink_file_ops = {
 	.deliver = file_deliver,
 	.reload = file_reload,
 	.flush = file_flush,
+	.close = file_close,
 	.destroy = file_destroy,
 };

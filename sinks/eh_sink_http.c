@@ -256,7 +256,24 @@ static int load_key(struct http_sink *h, unsigned char **key, size_t *keylen, ch
 	return 0;
 }
 
-/* ---- create / destroy (broker thread) ---- */
+/* ---- close (sink thread), create / destroy (broker thread) ---- */
+
+/* curl's connections and its wake-up socket pair are descriptors the sink
+ * thread opened. */
+static void http_close(void *ctx)
+{
+	struct http_sink *h = ctx;
+
+	if (h->easy) {
+		if (h->multi)
+			curl_multi_remove_handle(h->multi, h->easy);
+		curl_easy_cleanup(h->easy);
+		h->easy = NULL;
+	}
+	if (h->multi)
+		curl_multi_cleanup(h->multi);
+	h->multi = NULL;
+}
 
 static void http_destroy(void *ctx)
 {
@@ -264,13 +281,10 @@ static void http_destroy(void *ctx)
 
 	if (!h)
 		return;
-	if (h->easy) {
-		if (h->multi)
-			curl_multi_remove_handle(h->multi, h->easy);
-		curl_easy_cleanup(h->easy);
-	}
-	if (h->multi)
-		curl_multi_cleanup(h->multi);
+	/* No curl handle is left: the sink thread made them (http_open) and
+	 * closed them (http_close) in its own descriptor table, which this
+	 * thread must not touch; a sink whose thread was abandoned at stop
+	 * is never destroyed. */
 	free(h->url);
 	if (h->user)
 		free_secret(h->user, strlen(h->user));
@@ -558,6 +572,10 @@ static int http_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 	eh_sink_set_batching(env->sink, (size_t)batch_max, eh_config_int(cfg, "http_batch_linger_ms"));
 	eh_sink_set_retry(env->sink, eh_config_int(cfg, "http_retry_initial_ms"), eh_config_int(cfg, "http_retry_max_ms"),
 			  eh_config_int(cfg, "http_retry_max_elapsed_ms"));
+	/* curl's handles, its connections and its resolver's threads are
+	 * made, used and closed by the sink thread only (http_open,
+	 * http_close). */
+	eh_sink_set_own_files(env->sink);
 	return 0;
 }
 
@@ -985,6 +1003,7 @@ const struct eh_sink_ops eh_sink_http_ops = {
 	.flags = EH_SINK_ASYNC_ACK,
 	.create = http_create,
 	.open = http_open,
+	.close = http_close,
 	.deliver = http_deliver,
 	.reload = http_reload,
 	.destroy = http_destroy,

@@ -517,16 +517,30 @@ static int check_topic_template(const struct eh_template *t, const char *text, c
 	return 0;
 }
 
+/* Sink thread, last: librdkafka's threads and their sockets and wake-up
+ * pipes belong to the thread that made the handle (kafka_open), in its
+ * descriptor table. */
+static void kafka_close(void *ctx)
+{
+	struct kafka_sink *k = ctx;
+
+	if (k->rk) {
+		forget_topics(k);
+		rd_kafka_destroy(k->rk);
+		k->rk = NULL;
+	}
+}
+
 static void kafka_destroy(void *ctx)
 {
 	struct kafka_sink *k = ctx;
 
 	if (!k)
 		return;
-	if (k->rk) {
-		forget_topics(k);
-		rd_kafka_destroy(k->rk);
-	}
+	/* No handle is left: the sink thread made it (kafka_open) and
+	 * destroyed it (kafka_close) in its own descriptor table, which this
+	 * thread must not touch; a sink whose thread was abandoned at stop is
+	 * never destroyed. */
 	if (k->conf)
 		rd_kafka_conf_destroy(k->conf);
 	for (size_t i = k->kept_head; i < k->kept_len; i++)
@@ -605,6 +619,10 @@ static int kafka_create(const struct eh_sink_env *env, void **ctx, char *err, si
 	 * At most 100 ms, so that when the cluster returns the sink refills
 	 * librdkafka's queue long before the queue runs dry. */
 	eh_sink_set_retry(env->sink, 50, 100, -1);
+	/* The handle, and with it librdkafka's threads, sockets and pipes, is
+	 * made and destroyed by the sink thread only (kafka_open,
+	 * kafka_close). */
+	eh_sink_set_own_files(env->sink);
 	return 0;
 }
 
@@ -999,5 +1017,6 @@ const struct eh_sink_ops eh_sink_kafka_ops = {
 	.deliver = kafka_deliver,
 	.poll = kafka_poll,
 	.flush = kafka_flush,
+	.close = kafka_close,
 	.destroy = kafka_destroy,
 };

@@ -213,6 +213,9 @@ static int local_create(const struct eh_sink_env *env, void **ctx, char *err, si
 	/* Only a full outbox (or memory running out) makes the sink retry:
 	 * wait about one tick. */
 	eh_sink_set_retry(env->sink, 20, 200, -1);
+	/* It hands messages to the broker through memory (the outbox), and
+	 * opens no descriptor. */
+	eh_sink_set_own_files(env->sink);
 	return 0;
 }
 

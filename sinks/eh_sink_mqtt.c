@@ -1641,6 +1641,12 @@ static int mqtt_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 	 * Never give up: events beyond the queue's capacity are dropped at
 	 * capture, the rest wait. */
 	eh_sink_set_retry(env->sink, 20, 250, -1);
+	/* Not eh_sink_set_own_files: paho's two threads serve every client of
+	 * the process and live in the descriptor table of whichever thread
+	 * connected first, while MQTTAsync_destroy closes a client's socket in
+	 * the table of the thread that calls it. Two mqtt sinks (one plugin
+	 * block per listener) in tables of their own would close each other's
+	 * numbers. */
 	return 0;
 oom:
 	snprintf(err, errlen, "out of memory");
