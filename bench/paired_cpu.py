@@ -50,7 +50,8 @@ SECS = float(os.environ.get("BENCH_SECONDS", "2"))
 CONC = int(os.environ.get("BENCH_CONC", "32"))
 CLOSED = "127.0.0.1:9"
 FILE = ["events *", "file_path {dir}/events.jsonl"]
-FOUR = FILE + ["http_url http://%s/" % CLOSED, "kafka_brokers " + CLOSED, "mqtt_uri tcp://" + CLOSED]
+THREE = FILE + ["http_url http://%s/" % CLOSED, "kafka_brokers " + CLOSED]
+FOUR = THREE + ["mqtt_uri tcp://" + CLOSED]
 BATCH = ["local_topic $events/all", "local_batch_max 1000"]
 NULL = "plugin " + benchlib.NULL_PLUGIN
 CONFIGS = [
@@ -60,6 +61,8 @@ CONFIGS = [
     ("one idle thread, own file table", [NULL, "plugin_opt_thread private"]),
     ("file", benchlib.plugin_lines(FILE)),
     ("file + local batching", benchlib.plugin_lines(FILE + BATCH)),
+    ("file, http, kafka", benchlib.plugin_lines(THREE)),
+    ("file, http, kafka, local batching", benchlib.plugin_lines(THREE + BATCH)),
     ("file, http, kafka, mqtt", benchlib.plugin_lines(FOUR)),
     ("all five, local batching", benchlib.plugin_lines(FOUR + BATCH)),
 ]
