@@ -28,10 +28,12 @@ sinks' peers are unreachable (a closed port), as in spare_cores.py: their
 events wait in the rings, all the broker thread does for them. The file
 sink writes to a RAM-backed directory.
 
-Two rows load bench/null_plugin.c with one idle thread: the cost of a
-second thread's mere existence to the broker's thread, and the same with
+Four rows load bench/null_plugin.c: the plugin's libraries alone; with the
+callbacks idle registers (BASIC_AUTH, DISCONNECT, TICK, EXT_AUTH_START)
+doing nothing, the broker's own dispatch; with one idle thread, the cost of
+a second thread's mere existence to the broker's thread; and the same with
 that thread holding its own file descriptor table (docs/performance.md,
-"What a thread costs the broker thread").
+"The broker thread timed natively, in pairs").
 
     python3 bench/paired_cpu.py   (BENCH_MODES="cycle publish0 publish1",
                                    BENCH_ROUNDS=8, BENCH_SECONDS=2, BENCH_CONC=32,
@@ -57,6 +59,9 @@ BATCH = ["local_topic $events/all", "local_batch_max 1000"]
 NULL = "plugin " + benchlib.NULL_PLUGIN
 CONFIGS = [
     ("none (control)", []),
+    ("the plugin's libraries only", [NULL]),
+    ("the libraries and idle's four callbacks, doing nothing",
+     [NULL, "plugin_opt_register basic_auth,disconnect,tick,ext_auth_start"]),
     ("no sink interested (idle)", benchlib.plugin_lines(benchlib.IDLE_OPTS)),
     ("one idle thread", [NULL, "plugin_opt_thread idle"]),
     ("one idle thread, own file table", [NULL, "plugin_opt_thread private"]),
