@@ -589,8 +589,9 @@ static void abandon(struct eh_core *core, struct eh_sink *s)
 	core->abandoned = true;
 	mosquitto_log_printf(MOSQ_LOG_ERR, "eventhook: %s: its thread is still busy %lld ms after the shutdown "
 			     "deadline, in a call that does not return (such as a write to a storage that stopped "
-			     "answering, or its library's shutdown); the broker stops without it%s%s", s->name, (long long)core->join_grace_ms,
-			     why ? "; cannot keep the plugin loaded for it: " : "", why ? why : "");
+			     "answering, or its library's shutdown); the broker stops without it%s%s", s->name,
+			     (long long)core->join_grace_ms, why ? "; cannot keep the plugin loaded for it: " : "",
+			     why ? why : "");
 }
 
 bool eh_core_stop(struct eh_core *core)

@@ -13,8 +13,8 @@
  * Why: Linux takes and drops a reference on the open file in every read,
  * write, epoll_ctl, ... whose table other threads share, and skips it when
  * the table is the caller's alone. The broker's thread makes dozens of such
- * calls per client; sharing its table with one sleeping thread costs it 3
- * to 5 % more CPU per connection cycle (bench/paired_cpu.py,
+ * calls per client; sharing its table with one sleeping thread costs it
+ * 2.5 to 5 % more CPU per connection cycle (bench/paired_cpu.py,
  * docs/performance.md, "Threads with descriptor tables of their own").
  *
  * The table is copied without the descriptors from 3 up (close_range with
