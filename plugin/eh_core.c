@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 #include "eh_core.h"
 #include "eh_runner.h"
 #include "eh_sinks.h"
+#include "eh_thread.h"
 #include "eh_version.h"
 
 static const struct eh_option core_options[] = {
@@ -375,6 +377,18 @@ void eh_core_start_lazy(struct eh_sink *s)
 	s->core->lazy_waiting--;
 	if (s->thread_retry_ms)
 		eh_core_log(s->core, MOSQ_LOG_NOTICE, "%s: thread started", s->name);
+}
+
+void eh_core_thread_begin(struct eh_core *core, const char *name)
+{
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	if (core->own_files && eh_thread_own_files())
+		eh_core_log(core, MOSQ_LOG_INFO, "%s keeps the descriptor table it started with (%s), so the broker "
+			    "thread keeps paying the kernel's cost of a shared one", name, strerror(errno));
+	pthread_setname_np(pthread_self(), name);
 }
 
 int eh_core_start(struct eh_core *core)

@@ -243,6 +243,12 @@ static inline void *eh_sink_reserve(struct eh_sink *s, size_t size, uint64_t *se
 	}
 	return slot;
 }
+/* A thread of the plugin (a sink's, the fan-out's), first thing: blocks
+ * every signal (they are the broker thread's), leaves the broker's
+ * descriptor table when core->own_files allows (eh_thread_own_files; a
+ * failure is logged), then takes name, for top -H and ps -L: whoever finds
+ * the thread by its name finds it in its own table. */
+void eh_core_thread_begin(struct eh_core *core, const char *name);
 /* broker thread: SIGHUP. */
 void eh_core_reload(struct eh_core *core);
 

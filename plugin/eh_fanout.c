@@ -5,12 +5,12 @@
  * every sink its type is routed to and whose topic filters match, with
  * that sink's next seq, or is counted dropped for a sink whose ring is
  * full. A drop note skips its count of one sink's seq numbers (the broker
- * thread counted those events dropped already). The batch is released, then the sinks that got records are woken behind one
- * fence, from this thread, so a sleeping sink costs the broker thread no
- * system call either.
+ * thread counted those events dropped already). The batch is released,
+ * then the sinks that got records are woken behind one fence, from this
+ * thread, so a sleeping sink costs the broker thread no system call
+ * either.
  */
 #include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +20,6 @@
 #include "eh_event.h"
 #include "eh_fanout.h"
 #include "eh_runner.h"
-#include "eh_thread.h"
 
 #define BATCH 256
 #define IDLE_POLL_MS 100
@@ -165,14 +164,8 @@ static void *run(void *arg)
 	struct eh_fanout *fo = &core->fanout;
 	struct eh_ring_rec recs[BATCH];
 	unsigned naps = 0;
-	sigset_t all;
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	if (core->own_files && eh_thread_own_files())
-		eh_core_log(core, MOSQ_LOG_INFO, "the fan-out thread keeps the descriptor table it started with "
-			    "(%s), so the broker thread keeps paying the kernel's cost of a shared one", strerror(errno));
-	pthread_setname_np(pthread_self(), "eh-fanout");
+	eh_core_thread_begin(core, "eh-fanout");
 	for (;;) {
 		/* Read before the ring: every event was committed before the
 		 * stop request, so a ring found empty after it is empty for

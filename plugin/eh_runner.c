@@ -11,7 +11,6 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +25,6 @@
 
 #include "eh_core.h"
 #include "eh_runner.h"
-#include "eh_thread.h"
 
 #define IDLE_POLL_MS 100
 
@@ -312,14 +310,18 @@ static void nap(int64_t usec)
 /* "eh-<sink>" in top -H, ps -L and /proc/<pid>/task/<tid>/comm, so an
  * operator (and bench/throughput.py) can tell which sink uses the CPU. The
  * kernel keeps 15 characters. */
-static void name_thread(const struct eh_sink *s)
-{
-	char name[16];
+struct thread_name {
+	char text[16];
+};
 
-	memcpy(name, "eh-", 3);
-	strncpy(name + 3, s->name, sizeof(name) - 4);
-	name[sizeof(name) - 1] = '\0';
-	pthread_setname_np(pthread_self(), name);
+static struct thread_name thread_name(const struct eh_sink *s)
+{
+	struct thread_name name;
+
+	memcpy(name.text, "eh-", 3);
+	strncpy(name.text + 3, s->name, sizeof(name.text) - 4);
+	name.text[sizeof(name.text) - 1] = '\0';
+	return name;
 }
 
 int64_t eh_runner_retry_delay(int64_t elapsed_ms, int64_t budget_ms, int64_t backoff_ms, int64_t retry_after_ms)
@@ -383,7 +385,7 @@ static void *run(void *arg)
 	struct eh_sink *s = arg;
 	struct eh_ring_rec *recs = NULL;
 	struct eh_event *evs = NULL;
-	sigset_t all;
+	struct thread_name name = thread_name(s);
 	uint64_t attempt = 0;
 	size_t retry_n = 0; /* a retried batch keeps its size: same events, same request */
 	int64_t retry_start = 0, linger_start = 0;
@@ -393,14 +395,7 @@ static void *run(void *arg)
 	int64_t open_backoff = 0;
 	unsigned naps = 0;
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	/* Before the name: whoever finds the thread by its name finds it in
-	 * its own table. */
-	if (s->core->own_files && eh_thread_own_files())
-		eh_sink_log(s, MOSQ_LOG_INFO, "its thread keeps the descriptor table it started with (%s), so the "
-			    "broker thread keeps paying the kernel's cost of a shared one", strerror(errno));
-	name_thread(s);
+	eh_core_thread_begin(s->core, name.text);
 	if (!take_batch_arrays(s, &recs, &evs))
 		goto out;
 	for (;;) {
