@@ -27,8 +27,10 @@ PKGS := jansson libcurl rdkafka
 PKGS += libcrypto
 EH_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
 	-Iplugin -Isinks $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
-# paho.mqtt.c has no .pc file on Debian 12.
-EH_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -lpaho-mqtt3as -lpthread -ldl
+# paho.mqtt.c has no .pc file on Debian 12. libcurl is compiled against but
+# not linked: the first http sink loads it (sinks/http/eh_curl.h), so that a
+# broker without one does not carry it and the libraries it brings.
+EH_LIBS := $(shell $(PKG_CONFIG) --libs $(filter-out libcurl,$(PKGS)) 2>/dev/null) -lpaho-mqtt3as -lpthread -ldl
 ifneq ($(SANITIZER),)
 EH_CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
 EH_LDSAN := -fsanitize=$(SANITIZER)
@@ -234,12 +236,18 @@ bench: $(MQTT_BASELINE)
 # A plugin that registers nothing but links the plugin's libraries
 # (bench/throughput.py, BENCH_LIBS=1): what loading them costs the broker;
 # with plugin_opt_thread, what one idle thread costs it (bench/paired_cpu.py).
+# The second links libcurl alone: what the http sink's loading it costs.
 NULL_PLUGIN := $(BUILD)/bench/null_plugin.so
-$(NULL_PLUGIN): bench/null_plugin.c | deps
+NULL_PLUGIN_CURL := $(BUILD)/bench/null_plugin_curl.so
+$(NULL_PLUGIN): bench/null_plugin.c Makefile | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -std=c11 -Wall -Wextra -Werror -fPIC -shared $(LDFLAGS) -o $@ $< \
 		-Wl,--no-as-needed $(EH_LIBS)
-bench: $(NULL_PLUGIN)
+$(NULL_PLUGIN_CURL): bench/null_plugin.c Makefile | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -std=c11 -Wall -Wextra -Werror -fPIC -shared $(LDFLAGS) -o $@ $< \
+		-Wl,--no-as-needed $$($(PKG_CONFIG) --libs libcurl) -lpthread
+bench: $(NULL_PLUGIN) $(NULL_PLUGIN_CURL)
 # The per-event JSON writer alone (bench/json_bench.c): ns per event, then
 # instructions per event from callgrind, counted only inside
 # eh_json_write_event. A few seconds; part of make bench.

@@ -27,6 +27,7 @@ PLUGIN = os.path.join(ROOT, BUILD, "mosquitto_eventhook.so")
 LOADGEN = os.path.join(ROOT, BUILD, "bench", "loadgen")
 # bench/null_plugin.c: links the plugin's libraries, registers nothing.
 NULL_PLUGIN = os.path.join(ROOT, BUILD, "bench", "null_plugin.so")
+NULL_PLUGIN_CURL = os.path.join(ROOT, BUILD, "bench", "null_plugin_curl.so")
 MOSQUITTO = os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto")
 NCPU = len(os.sched_getaffinity(0))
 # On a small machine the broker's main thread gets core 0 and everything else

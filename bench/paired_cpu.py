@@ -28,16 +28,24 @@ sinks' peers are unreachable (a closed port), as in spare_cores.py: their
 events wait in the rings, all the broker thread does for them. The file
 sink writes to a RAM-backed directory.
 
-Four rows load bench/null_plugin.c: the plugin's libraries alone; with the
-callbacks idle registers (BASIC_AUTH, DISCONNECT, TICK, EXT_AUTH_START)
-doing nothing, the broker's own dispatch; with one idle thread, the cost of
-a second thread's mere existence to the broker's thread; and the same with
-that thread holding its own file descriptor table (docs/performance.md,
-"The broker thread timed natively, in pairs").
+Five rows load bench/null_plugin.c: the libraries the plugin links; libcurl
+alone, which the first http sink loads (docs/performance.md, "What loading
+libcurl costs"); the plugin's libraries with the callbacks idle registers
+(BASIC_AUTH, DISCONNECT, TICK, EXT_AUTH_START) doing nothing, the broker's
+own dispatch; with one idle thread, the cost of a second thread's mere
+existence to the broker's thread; and the same with that thread holding its
+own file descriptor table (docs/performance.md, "The broker thread timed
+natively, in pairs").
+
+BENCH_OTHER_PLUGIN=path/to/mosquitto_eventhook.so adds, after each row that
+loads the plugin, the same row with that build (" [other build]"): a change
+measured against the code before it in the same run, e.g. from
+`git worktree add /tmp/before <commit> && make -C /tmp/before`.
 
     python3 bench/paired_cpu.py   (BENCH_MODES="cycle publish0 publish1",
                                    BENCH_ROUNDS=8, BENCH_SECONDS=2, BENCH_CONC=32,
-                                   BENCH_ONLY_ROWS: row names separated by ;)
+                                   BENCH_ONLY_ROWS: row names separated by ;,
+                                   BENCH_OTHER_PLUGIN)
 """
 import math
 import os
@@ -60,6 +68,7 @@ NULL = "plugin " + benchlib.NULL_PLUGIN
 CONFIGS = [
     ("none (control)", []),
     ("the plugin's libraries only", [NULL]),
+    ("libcurl alone (loaded by an http sink)", ["plugin " + benchlib.NULL_PLUGIN_CURL]),
     ("the libraries and idle's four callbacks, doing nothing",
      [NULL, "plugin_opt_register basic_auth,disconnect,tick,ext_auth_start"]),
     ("no sink interested (idle)", benchlib.plugin_lines(benchlib.IDLE_OPTS)),
@@ -75,6 +84,14 @@ CONFIGS = [
 if os.environ.get("BENCH_ONLY_ROWS"):
     wanted = [w.strip() for w in os.environ["BENCH_ONLY_ROWS"].split(";")]
     CONFIGS = [c for c in CONFIGS if c[0] in wanted]
+OTHER = os.environ.get("BENCH_OTHER_PLUGIN")
+if OTHER:
+    OTHER = os.path.abspath(OTHER)
+    PLUGIN_LINE = "plugin " + benchlib.PLUGIN
+    CONFIGS = [row for name, lines in CONFIGS
+               for row in ([(name, lines)] + ([(name + " [other build]",
+                                                ["plugin " + OTHER if ln == PLUGIN_LINE else ln for ln in lines])]
+                                              if PLUGIN_LINE in lines else []))]
 
 
 def interval_rank(n):
@@ -120,9 +137,11 @@ def pair(base, other, mode):
 
 
 def main():
-    if not os.path.exists(benchlib.NULL_PLUGIN):
-        sys.exit("needs %s: make BUILD=%s %s" % (benchlib.NULL_PLUGIN, benchlib.BUILD,
-                                                  os.path.relpath(benchlib.NULL_PLUGIN, benchlib.ROOT)))
+    for so in (benchlib.NULL_PLUGIN, benchlib.NULL_PLUGIN_CURL):
+        if not os.path.exists(so):
+            sys.exit("needs %s: make BUILD=%s %s" % (so, benchlib.BUILD, os.path.relpath(so, benchlib.ROOT)))
+    if OTHER and not os.path.exists(OTHER):
+        sys.exit("BENCH_OTHER_PLUGIN: no such file: " + OTHER)
     if not benchlib.BROKER_CPU:
         sys.exit("needs pinning (BENCH_PIN=1 and 2 CPUs or more): the pair shares CPU 0")
     print("## The broker thread's CPU per cycle against a plugin-free broker running at the same time "

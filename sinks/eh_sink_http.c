@@ -41,6 +41,7 @@
 
 #include "eh_sinks.h"
 #include "eh_version.h"
+#include "http/eh_curl.h"
 #include "http/eh_http_util.h"
 
 #define POLL_STEP_MS 100
@@ -83,7 +84,6 @@ struct http_sink {
 	/* sink thread only */
 	CURLM *multi;
 	CURL *easy;
-	bool curl_pinned;
 	struct eh_buf body;
 	char retry_after[64];
 	char response[RESPONSE_KEEP];
@@ -266,12 +266,12 @@ static void http_close(void *ctx)
 
 	if (h->easy) {
 		if (h->multi)
-			curl_multi_remove_handle(h->multi, h->easy);
-		curl_easy_cleanup(h->easy);
+			eh_curl.multi_remove_handle(h->multi, h->easy);
+		eh_curl.easy_cleanup(h->easy);
 		h->easy = NULL;
 	}
 	if (h->multi)
-		curl_multi_cleanup(h->multi);
+		eh_curl.multi_cleanup(h->multi);
 	h->multi = NULL;
 }
 
@@ -326,7 +326,7 @@ static char *url_part(CURLU *u, CURLUPart part, unsigned flags, CURLUcode *uc)
 {
 	char *v = NULL;
 
-	*uc = curl_url_get(u, part, &v, flags);
+	*uc = eh_curl.url_get(u, part, &v, flags);
 	return *uc == CURLUE_OK ? v : NULL;
 }
 
@@ -336,7 +336,7 @@ static char *url_part(CURLU *u, CURLUPart part, unsigned flags, CURLUcode *uc)
  * response_text has to mask. Parsing only: CURLU never touches the network. */
 static int parse_url(struct http_sink *h, const char *url, char *err, size_t errlen)
 {
-	CURLU *u = curl_url();
+	CURLU *u = eh_curl.url();
 	char *scheme = NULL, *host = NULL, *user = NULL, *password = NULL, *ruser = NULL, *rpassword = NULL;
 	char *query = NULL, *stripped = NULL;
 	char shown[URL_LOG_LEN - 4]; /* room for "***@" */
@@ -347,13 +347,13 @@ static int parse_url(struct http_sink *h, const char *url, char *err, size_t err
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	uc = curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
+	uc = eh_curl.url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
 	if (uc == CURLUE_OK)
 		scheme = url_part(u, CURLUPART_SCHEME, 0, &uc);
 	if (uc == CURLUE_OK)
 		host = url_part(u, CURLUPART_HOST, 0, &uc);
 	if (uc != CURLUE_OK || !host || !*host) {
-		invalid_url(url, uc != CURLUE_OK ? curl_url_strerror(uc) : "no host name", err, errlen);
+		invalid_url(url, uc != CURLUE_OK ? eh_curl.url_strerror(uc) : "no host name", err, errlen);
 		goto out;
 	}
 	/* The scheme is checked by hand so the error names what is allowed. */
@@ -373,8 +373,8 @@ static int parse_url(struct http_sink *h, const char *url, char *err, size_t err
 			if (!password)
 				goto undecodable;
 		}
-		if (curl_url_set(u, CURLUPART_USER, NULL, 0) != CURLUE_OK
-		    || curl_url_set(u, CURLUPART_PASSWORD, NULL, 0) != CURLUE_OK)
+		if (eh_curl.url_set(u, CURLUPART_USER, NULL, 0) != CURLUE_OK
+		    || eh_curl.url_set(u, CURLUPART_PASSWORD, NULL, 0) != CURLUE_OK)
 			goto oom;
 	}
 	query = url_part(u, CURLUPART_QUERY, 0, &uc);
@@ -414,8 +414,8 @@ undecodable:
 oom:
 	snprintf(err, errlen, "out of memory");
 out:
-	curl_free(scheme);
-	curl_free(host);
+	eh_curl.free(scheme);
+	eh_curl.free(host);
 	if (user)
 		free_secret(user, strlen(user));
 	if (password)
@@ -424,9 +424,9 @@ out:
 		free_secret(ruser, strlen(ruser));
 	if (rpassword)
 		free_secret(rpassword, strlen(rpassword));
-	curl_free(query);
-	curl_free(stripped);
-	curl_url_cleanup(u);
+	eh_curl.free(query);
+	eh_curl.free(stripped);
+	eh_curl.url_cleanup(u);
 	return rc;
 }
 
@@ -511,14 +511,19 @@ static int http_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 	bool oom = false;
 	long long batch_max;
 	bool ndjson;
+	char loaded[512];
 
 	*ctx = h;
 	if (!h) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
+	if (eh_curl_load(loaded, sizeof(loaded))) {
+		snprintf(err, errlen, "plugin_opt_http_url: %s", loaded);
+		return -1;
+	}
 	if (!curl_ready) {
-		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		if (eh_curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 			snprintf(err, errlen, "plugin_opt_http_url: libcurl could not be initialised");
 			return -1;
 		}
@@ -621,44 +626,44 @@ static int http_open(void *ctx)
 	if (h->easy)
 		return 0;
 	if (!h->multi)
-		h->multi = curl_multi_init();
+		h->multi = eh_curl.multi_init();
 	if (!h->multi)
 		return -1;
-	e = curl_easy_init();
+	e = eh_curl.easy_init();
 	if (!e)
 		return -1;
-	rc |= (int)curl_easy_setopt(e, CURLOPT_URL, h->url);
-	rc |= (int)curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	rc |= (int)curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	rc |= (int)curl_easy_setopt(e, CURLOPT_POST, 1L);
-	rc |= (int)curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-	rc |= (int)curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, h->timeout_ms);
-	rc |= (int)curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, h->connect_timeout_ms);
-	rc |= (int)curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-	rc |= (int)curl_easy_setopt(e, CURLOPT_USERAGENT, "mosquitto-eventhook/" EH_VERSION);
-	rc |= (int)curl_easy_setopt(e, CURLOPT_ERRORBUFFER, h->errbuf);
-	rc |= (int)curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-	rc |= (int)curl_easy_setopt(e, CURLOPT_HEADERDATA, h);
-	rc |= (int)curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-	rc |= (int)curl_easy_setopt(e, CURLOPT_WRITEDATA, h);
-	rc |= (int)curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+	rc |= (int)eh_curl.easy_setopt(e, CURLOPT_URL, h->url);
+	rc |= (int)eh_curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	rc |= (int)eh_curl.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	rc |= (int)eh_curl.easy_setopt(e, CURLOPT_POST, 1L);
+	rc |= (int)eh_curl.easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	rc |= (int)eh_curl.easy_setopt(e, CURLOPT_TIMEOUT_MS, h->timeout_ms);
+	rc |= (int)eh_curl.easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, h->connect_timeout_ms);
+	rc |= (int)eh_curl.easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	rc |= (int)eh_curl.easy_setopt(e, CURLOPT_USERAGENT, "mosquitto-eventhook/" EH_VERSION);
+	rc |= (int)eh_curl.easy_setopt(e, CURLOPT_ERRORBUFFER, h->errbuf);
+	rc |= (int)eh_curl.easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	rc |= (int)eh_curl.easy_setopt(e, CURLOPT_HEADERDATA, h);
+	rc |= (int)eh_curl.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	rc |= (int)eh_curl.easy_setopt(e, CURLOPT_WRITEDATA, h);
+	rc |= (int)eh_curl.easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
 	if (h->ca_file)
-		rc |= (int)curl_easy_setopt(e, CURLOPT_CAINFO, h->ca_file);
+		rc |= (int)eh_curl.easy_setopt(e, CURLOPT_CAINFO, h->ca_file);
 	if (h->client_cert)
-		rc |= (int)curl_easy_setopt(e, CURLOPT_SSLCERT, h->client_cert);
+		rc |= (int)eh_curl.easy_setopt(e, CURLOPT_SSLCERT, h->client_cert);
 	if (h->client_key)
-		rc |= (int)curl_easy_setopt(e, CURLOPT_SSLKEY, h->client_key);
+		rc |= (int)eh_curl.easy_setopt(e, CURLOPT_SSLKEY, h->client_key);
 	if (h->user)
-		rc |= (int)curl_easy_setopt(e, CURLOPT_USERNAME, h->user);
+		rc |= (int)eh_curl.easy_setopt(e, CURLOPT_USERNAME, h->user);
 	if (h->password)
-		rc |= (int)curl_easy_setopt(e, CURLOPT_PASSWORD, h->password);
+		rc |= (int)eh_curl.easy_setopt(e, CURLOPT_PASSWORD, h->password);
 	if (h->insecure) {
-		rc |= (int)curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-		rc |= (int)curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+		rc |= (int)eh_curl.easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+		rc |= (int)eh_curl.easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
 	}
 	if (rc) {
 		eh_sink_log(h->sink, MOSQ_LOG_WARNING, "this libcurl lacks an option the sink needs");
-		curl_easy_cleanup(e);
+		eh_curl.easy_cleanup(e);
 		return -1;
 	}
 	/* With the threaded resolver, ending a transfer that is still resolving
@@ -670,20 +675,13 @@ static int http_open(void *ctx)
 	 * The build needs 7.87 headers (Debian 12 has 7.88); a libcurl older
 	 * than that at run time only costs that wait, so it is worth a
 	 * warning, not a sink that cannot open. */
-	if (curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L) != CURLE_OK)
+	if (eh_curl.easy_setopt(e, CURLOPT_QUICK_EXIT, 1L) != CURLE_OK)
 		eh_sink_log(h->sink, MOSQ_LOG_WARNING,
 			    "this libcurl has no CURLOPT_QUICK_EXIT (7.87): a DNS server that never answers can "
 			    "hold up retries and shutdown for the resolver's own timeout");
 	/* A detached resolver thread runs libcurl's code until getaddrinfo
-	 * returns, possibly after the broker unloaded the plugin (and with it
-	 * libcurl, which nothing else in the broker uses). */
-	else if (!h->curl_pinned) {
-		const char *why = eh_sink_pin_library((const void *)curl_easy_init);
-
-		h->curl_pinned = !why;
-		if (why)
-			eh_sink_log(h->sink, MOSQ_LOG_WARNING, "cannot pin libcurl in memory: %s", why);
-	}
+	 * returns, possibly after the broker unloaded the plugin: libcurl stays
+	 * mapped all the same, since eh_curl_load never closes it. */
 	h->easy = e;
 	return 0;
 }
@@ -718,7 +716,7 @@ static struct curl_slist *add_line(struct curl_slist *list, const char *line, bo
 
 	if (*failed)
 		return list;
-	next = curl_slist_append(list, line);
+	next = eh_curl.slist_append(list, line);
 	if (!next)
 		*failed = true;
 	return next ? next : list;
@@ -769,7 +767,7 @@ static struct curl_slist *build_headers(struct http_sink *h, const struct eh_eve
 		}
 	}
 	if (failed) {
-		curl_slist_free_all(list);
+		eh_curl.slist_free_all(list);
 		return NULL;
 	}
 	return list;
@@ -784,12 +782,12 @@ static int perform(struct http_sink *h)
 	CURLMsg *msg;
 	int left;
 
-	if (curl_multi_add_handle(h->multi, h->easy) != CURLM_OK)
+	if (eh_curl.multi_add_handle(h->multi, h->easy) != CURLM_OK)
 		return CURLE_OUT_OF_MEMORY;
 	for (;;) {
 		int64_t deadline, wait = POLL_STEP_MS;
 
-		if (curl_multi_perform(h->multi, &running) != CURLM_OK) {
+		if (eh_curl.multi_perform(h->multi, &running) != CURLM_OK) {
 			result = CURLE_OUT_OF_MEMORY;
 			break;
 		}
@@ -800,18 +798,18 @@ static int perform(struct http_sink *h)
 			int64_t now = eh_now_ms();
 
 			if (now >= deadline) {
-				curl_multi_remove_handle(h->multi, h->easy);
+				eh_curl.multi_remove_handle(h->multi, h->easy);
 				return -1;
 			}
 			if (deadline - now < wait)
 				wait = deadline - now;
 		}
-		curl_multi_poll(h->multi, NULL, 0, (int)wait, NULL);
+		eh_curl.multi_poll(h->multi, NULL, 0, (int)wait, NULL);
 	}
-	while ((msg = curl_multi_info_read(h->multi, &left)))
+	while ((msg = eh_curl.multi_info_read(h->multi, &left)))
 		if (msg->msg == CURLMSG_DONE && msg->easy_handle == h->easy)
 			result = msg->data.result;
-	curl_multi_remove_handle(h->multi, h->easy);
+	eh_curl.multi_remove_handle(h->multi, h->easy);
 	return (int)result;
 }
 
@@ -849,24 +847,24 @@ static enum post_rc post(struct http_sink *h, struct eh_batch *b, size_t from, s
 		log_retry(h, -CURLE_OUT_OF_MEMORY, "out of memory building the request");
 		return POST_RETRY;
 	}
-	curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, headers);
-	curl_easy_setopt(h->easy, CURLOPT_POSTFIELDS, h->body.data);
-	curl_easy_setopt(h->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)h->body.len);
+	eh_curl.easy_setopt(h->easy, CURLOPT_HTTPHEADER, headers);
+	eh_curl.easy_setopt(h->easy, CURLOPT_POSTFIELDS, h->body.data);
+	eh_curl.easy_setopt(h->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)h->body.len);
 	h->retry_after[0] = '\0';
 	h->response_len = 0;
 	h->response_cut = false;
 	h->errbuf[0] = '\0';
 	result = perform(h);
-	curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, NULL);
-	curl_slist_free_all(headers);
+	eh_curl.easy_setopt(h->easy, CURLOPT_HTTPHEADER, NULL);
+	eh_curl.slist_free_all(headers);
 	if (result < 0)
 		return POST_RETRY; /* abandoned at the shutdown deadline */
 	if (result != CURLE_OK) {
-		snprintf(what, sizeof(what), "%s", h->errbuf[0] ? h->errbuf : curl_easy_strerror((CURLcode)result));
+		snprintf(what, sizeof(what), "%s", h->errbuf[0] ? h->errbuf : eh_curl.easy_strerror((CURLcode)result));
 		log_retry(h, -(long)result, what);
 		return POST_RETRY;
 	}
-	curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
+	eh_curl.easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
 	switch (eh_http_verdict(status)) {
 	case EH_HTTP_DELIVERED:
 		if (h->failing)

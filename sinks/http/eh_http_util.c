@@ -1,7 +1,8 @@
 /*
  * eh_http_util: see eh_http_util.h. HMAC-SHA256 comes from OpenSSL's
- * libcrypto, which libcurl on Debian already links; HTTP dates are parsed
- * by curl_getdate, a pure function that needs no curl_global_init.
+ * libcrypto, which the broker already links; HTTP dates are parsed by
+ * curl_getdate, a pure function that needs no curl_global_init (but needs
+ * libcurl loaded: eh_curl_load).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -22,6 +23,7 @@
 #include "eh_json.h"
 #include "eh_logtext.h"
 #include "eh_options.h"
+#include "http/eh_curl.h"
 #include "http/eh_http_util.h"
 
 #define DAY_MS (24LL * 3600 * 1000)
@@ -177,7 +179,7 @@ int64_t eh_http_retry_after_ms(const char *value, int64_t now_wall_ms)
 			return -1;
 		memcpy(buf, p, n);
 		buf[n] = '\0';
-		when = curl_getdate(buf, NULL);
+		when = eh_curl.getdate(buf, NULL);
 	}
 	if (when == (time_t)-1)
 		return -1;

@@ -42,7 +42,8 @@ unsigned char *eh_http_secret_key(const char *text, size_t *keylen);
 /* Parses a Retry-After value: delay-seconds or an HTTP-date (IMF-fixdate,
  * RFC 850 or asctime), relative to now_wall_ms (Unix ms). Returns the delay
  * in ms (0 for a date in the past), or -1 when the value is neither.
- * Delays are capped at one day so a hostile peer cannot park the sink. */
+ * Delays are capped at one day so a hostile peer cannot park the sink.
+ * Dates need libcurl loaded (eh_curl_load). */
 int64_t eh_http_retry_after_ms(const char *value, int64_t now_wall_ms);
 
 /* Copies url into out (outlen bytes) without what may be secret: user

@@ -741,6 +741,71 @@ class DeadResolver(HttpSinkCase):
         self.assertEqual(counters(b), dict(enqueued=3, delivered=0, failed=0, dropped=0, left=3))
 
 
+class LibraryPathBroker(Broker):
+    """A broker whose dynamic loader looks in a directory of the test's
+    first (LD_LIBRARY_PATH), for a libcurl.so.4 that is not the real one."""
+
+    def __init__(self, *args, library_dir, **kwargs):
+        self.library_dir = str(library_dir)
+        super().__init__(*args, **kwargs)
+
+    def _env(self):
+        env = super()._env()
+        env["LD_LIBRARY_PATH"] = self.library_dir
+        return env
+
+
+class LibcurlLoading(HttpSinkCase):
+    """libcurl is not linked into the plugin: the first http sink loads it,
+    so that a broker without one does not carry it and the twenty libraries
+    it brings (docs/performance.md, "What loading libcurl costs")."""
+
+    def mapped(self, broker):
+        with open(f"/proc/{broker.proc.pid}/maps", encoding="utf-8") as f:
+            return {Path(line.split()[-1]).name for line in f if "/" in line}
+
+    def test_loaded_only_with_an_http_sink(self):
+        peer = self.peer()
+        with self.subTest("file sink only"):
+            b = self.start_broker(["allow_anonymous true"], plugin_opts={"file_path": self.tmp / "events.jsonl"})
+            self.session(b, 1)
+            maps = self.mapped(b)
+            self.assertIn("mosquitto_eventhook.so", maps)
+            self.assertFalse([m for m in maps if m.startswith(("libcurl", "libldap", "librtmp", "libssh2"))], maps)
+            b.stop()
+        with self.subTest("http sink"):
+            b = self.broker(peer.url)
+            self.session(b, 1)
+            self.assert_sessions(peer.wait_events(lambda evs: len(evs) >= 3), 1)
+            self.assertTrue([m for m in self.mapped(b) if m.startswith("libcurl.so.4")])
+
+    def refused(self, library_dir):
+        b = self.add_broker(LibraryPathBroker(["allow_anonymous true"], library_dir=library_dir, start=False,
+                                              plugin_opts={"http_url": "http://127.0.0.1:9/hook",
+                                                           "file_path": self.tmp / "events.jsonl"}))
+        with self.assertRaises(BrokerError) as cm:
+            b.start()
+        self.assertNotEqual(cm.exception.returncode, 0)
+        return cm.exception.log
+
+    def test_missing_or_old_libcurl_refused_with_what_to_install(self):
+        with self.subTest("not a library"):
+            bad = self.tmp / "bad"
+            bad.mkdir()
+            (bad / "libcurl.so.4").write_text("not a library\n")
+            self.assertIn("eventhook: configuration error: plugin_opt_http_url: cannot load libcurl "
+                          f"({bad}/libcurl.so.4: file too short); the http sink needs it: install libcurl4 "
+                          "(Debian, Ubuntu) or libcurl (Fedora, RHEL)", self.refused(bad))
+        with self.subTest("a function missing"):
+            old = self.tmp / "old"
+            old.mkdir()
+            (old / "old.c").write_text("int curl_global_init(long flags) { return (int)flags * 0; }\n")
+            subprocess.run([os.environ.get("CC", "gcc"), "-shared", "-fPIC", "-o", str(old / "libcurl.so.4"),
+                            "-Wl,-soname,libcurl.so.4", str(old / "old.c")], check=True)
+            self.assertIn("eventhook: configuration error: plugin_opt_http_url: the libcurl found (libcurl.so.4) "
+                          "has no curl_easy_init: the http sink needs libcurl 7.85 or later", self.refused(old))
+
+
 class ConfigErrors(HttpSinkCase):
     def expect_refusal(self, option, **opts):
         base = {"http_url": "http://127.0.0.1:9/hook"}

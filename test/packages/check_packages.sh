@@ -8,7 +8,8 @@
 #   /usr/sbin/mosquitto is started on a free loopback port: first with the
 #   conf.d snippet as installed (plugin not loaded), then with the snippet
 #   enabled (plugin loaded, file sink receives the events of an
-#   mosquitto_pub client), then after remove and purge (the broker starts).
+#   mosquitto_pub client, an http sink loads libcurl), then after remove and
+#   purge (the broker starts).
 #   Without debootstrap (not root, no mirror) the same steps run on this
 #   machine, which must then be root; set EH_PKG_ROOT=host to choose that.
 # - The RPM is checked by rpmlint (with packaging/rpm/*.rpmlintrc), its file
@@ -285,12 +286,18 @@ needed() {
 	readelf -dW "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p' | sort
 }
 
+# The sonames a sink loads at run time (dlopen; EH_*_SONAME in sinks/),
+# which the packages must name themselves.
+loaded() {
+	sed -n 's/^#define EH_[A-Z]*_SONAME "\(.*\)"$/\1/p' sinks/*.h sinks/*/*.h | sort -u
+}
+
 rpm_requires() {
 	local soname reqs
 	reqs=$(rpm -qp --requires "$rpm_bin")
 	echo "$reqs"
 	diff <(needed "$tmp/deb$deb_plugin") <(needed "$tmp/rpm$rpm_libdir/mosquitto_eventhook.so")
-	for soname in $(needed "$tmp/rpm$rpm_libdir/mosquitto_eventhook.so"); do
+	for soname in $(needed "$tmp/rpm$rpm_libdir/mosquitto_eventhook.so") $(loaded); do
 		echo "$reqs" | grep -Eq "^${soname//./\\.}\(\)(\(64bit\))?$" || { echo "no requirement on $soname"; return 1; }
 	done
 	echo "$reqs" | grep -qx 'mosquitto >= 2.0'
@@ -303,7 +310,7 @@ deb_depends() {
 	depends=$(dpkg-deb -f "$deb" Depends)
 	echo "Depends: $depends"
 	echo "$depends" | grep -q 'mosquitto (>= 2.0)'
-	for soname in $(needed "$tmp/deb$deb_plugin"); do
+	for soname in $(needed "$tmp/deb$deb_plugin") $(loaded); do
 		# The package whose file is the soname (link) in the multiarch
 		# directory; /lib or /usr/lib, as dpkg knows it.
 		pkg=$(dpkg -S "*/$multiarch/$soname" | cut -d: -f1 | sort -u)
@@ -338,6 +345,7 @@ make_root() {
 }
 
 install_deb() {
+	local soname
 	cp "$deb" "$root/tmp/"
 	export DEBIAN_FRONTEND=noninteractive
 	in_root apt-get update -qq
@@ -346,8 +354,12 @@ install_deb() {
 	in_root dpkg-query -W -f='${Status} ${Version}\n' mosquitto-eventhook | tee /dev/stderr |
 		grep -qx "install ok installed $version"
 	in_root dpkg-query -W -f='${Conffiles}\n' mosquitto-eventhook | grep -q " $snippet "
-	# Every library the plugin needs is there.
+	# Every library the plugin needs is there, and those its sinks load.
 	if in_root ldd "$deb_plugin" | grep 'not found'; then return 1; fi
+	for soname in $(loaded); do
+		in_root ldconfig -p | awk -v so="$soname" '$1 == so { print; found = 1 } END { exit !found }' ||
+			{ echo "$soname is not installed"; return 1; }
+	done
 }
 
 # A broker configuration of our own that reads conf.d like Debian's
@@ -428,6 +440,9 @@ enabled() {
 	# What the administrator does: uncomment the plugin line and a sink
 	# (whose file is the test's, not /var/log/mosquitto/ on this machine).
 	sed -i -e 's/^#plugin /plugin /' -e "s|^#plugin_opt_file_path .*|plugin_opt_file_path $events_file|" "$root$snippet"
+	# And an http sink, which loads libcurl when it starts: the package's
+	# own dependency on it (no peer listens: its events stay queued).
+	printf 'plugin_opt_http_url http://127.0.0.1:9/hook\nplugin_opt_shutdown_timeout_ms 500\n' >> "$root$snippet"
 	grep -v '^#' "$root$snippet" | grep .
 	start_broker
 	grep "eventhook: mosquitto-eventhook $version loading" "$root$testdir/broker.log"
@@ -452,6 +467,7 @@ PY
 	stop_broker "$log"
 	cat "$log"
 	grep -q 'eventhook: file: stopped; enqueued 3, delivered 3, failed 0, dropped 0' "$log"
+	grep -q 'eventhook: http: stopped; enqueued 3, delivered 0' "$log"
 }
 
 removed() {
@@ -530,7 +546,7 @@ where=${where:-this machine}
 check "apt installs the .deb in $where with its declared dependencies only" install_deb
 [ "$ok" = 0 ] || finish
 check "installed, not enabled: the broker starts without the plugin" not_enabled
-check "snippet enabled: the plugin loads ($version) and the file sink gets the client's events" enabled
+check "snippet enabled: the plugin loads ($version) and the file sink gets the client's events, the http sink loads libcurl" enabled
 check "remove: plugin gone, the edited conffile kept" removed
 check "purge: everything gone, the broker starts" purged
 host_installed=0

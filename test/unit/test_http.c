@@ -1,8 +1,10 @@
 /* The HTTP sink's pure helpers: signing, secrets, Retry-After, status
  * policy, URL redaction and header checks. */
+#include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "http/eh_curl.h"
 #include "http/eh_http_util.h"
 #include "unit.h"
 
@@ -65,6 +67,10 @@ END_TEST
 
 START_TEST(retry_after_seconds)
 {
+	char err[512];
+
+	/* (a value that is not a number is tried as a date, with libcurl) */
+	ck_assert_msg(eh_curl_load(err, sizeof(err)) == 0, "%s", err);
 	ck_assert_int_eq(eh_http_retry_after_ms("0", 0), 0);
 	ck_assert_int_eq(eh_http_retry_after_ms(" 2\r\n", 0), 2000);
 	ck_assert_int_eq(eh_http_retry_after_ms("120", 0), 120000);
@@ -80,7 +86,9 @@ END_TEST
 START_TEST(retry_after_dates)
 {
 	const int64_t now = 1700000000000LL; /* Tue, 14 Nov 2023 22:13:20 GMT */
+	char err[512];
 
+	ck_assert_msg(eh_curl_load(err, sizeof(err)) == 0, "%s", err);
 	ck_assert_int_eq(eh_http_retry_after_ms("Tue, 14 Nov 2023 22:13:25 GMT", now), 5000);
 	ck_assert_int_eq(eh_http_retry_after_ms(" Tue, 14 Nov 2023 22:13:25 GMT\r\n", now + 500), 4500);
 	ck_assert_int_eq(eh_http_retry_after_ms("Tuesday, 14-Nov-23 22:13:30 GMT", now), 10000); /* RFC 850 */
@@ -279,6 +287,27 @@ START_TEST(log_text_cuts_at_boundaries)
 }
 END_TEST
 
+/* libcurl is not linked (nor is it into the plugin, which links the same
+ * libraries): it is there only once the loader ran, with every function the
+ * sink calls. */
+START_TEST(curl_loaded_on_demand)
+{
+	char err[512];
+	void *fns[sizeof(eh_curl) / sizeof(void *)];
+
+	/* (with CK_FORK=no an earlier test of this process loaded it) */
+	if (!eh_curl.getdate)
+		ck_assert_ptr_null(dlopen(EH_CURL_SONAME, RTLD_NOW | RTLD_NOLOAD));
+	ck_assert_msg(eh_curl_load(err, sizeof(err)) == 0, "%s", err);
+	ck_assert_msg(eh_curl_load(err, sizeof(err)) == 0, "%s", err);
+	ck_assert_ptr_nonnull(dlopen(EH_CURL_SONAME, RTLD_NOW | RTLD_NOLOAD));
+	memcpy(fns, &eh_curl, sizeof(fns));
+	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++)
+		ck_assert_msg(fns[i] != NULL, "function %zu of the table is not loaded", i);
+	ck_assert_int_eq(eh_curl.getdate("Tue, 14 Nov 2023 22:13:20 GMT", NULL), 1700000000);
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
 	Suite *s = suite_create("http");
@@ -290,6 +319,7 @@ static Suite *http_suite(void)
 	tcase_add_test(tc, base64_decode_forms);
 	tcase_add_test(tc, retry_after_seconds);
 	tcase_add_test(tc, retry_after_dates);
+	tcase_add_test(tc, curl_loaded_on_demand);
 	tcase_add_test(tc, status_policy);
 	tcase_add_test(tc, url_redaction);
 	tcase_add_test(tc, header_check);
