@@ -1374,6 +1374,7 @@ int eh_capture_init(struct eh_core *core, int index)
 	if (dladdr((void *)eh_capture_init, &info) && info.dli_fname)
 		snprintf(self, sizeof(self), "%s", info.dli_fname);
 	eh_scope_learn(&cap->scope, override, self, index);
+	core->sole_plugin = cap->scope.known && cap->scope.sole_plugin;
 	if (cap->scope.known) {
 		/* Compared at reload only if this reading of the file gives
 		 * exactly what the broker gave: a configuration it reads

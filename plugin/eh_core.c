@@ -326,9 +326,6 @@ int eh_core_init(struct eh_core *core, void *plugin_id, const struct eh_kv *kv, 
 		}
 	}
 	eh_core_route(core);
-	core->own_files = core->nsinks > 0;
-	for (size_t i = 0; i < core->nsinks; i++)
-		core->own_files = core->own_files && core->sinks[i].own_files;
 	if (!strcmp(eh_config_get(&core->config, "fanout_thread"), "auto") && eh_fanout_useful(core)
 	    && eh_fanout_init(core, (size_t)eh_config_int(&core->config, "queue_bytes"),
 			      (uint64_t)eh_config_int(&core->config, "queue_size"))) {
@@ -391,8 +388,20 @@ void eh_core_thread_begin(struct eh_core *core, const char *name)
 	pthread_setname_np(pthread_self(), name);
 }
 
+void eh_core_decide_own_files(struct eh_core *core)
+{
+	core->own_files = core->nsinks > 0;
+	for (size_t i = 0; i < core->nsinks; i++) {
+		const struct eh_sink *s = &core->sinks[i];
+
+		core->own_files = core->own_files && (s->own_files || (s->own_files_if_sole && core->sole_plugin));
+	}
+}
+
 int eh_core_start(struct eh_core *core)
 {
+	/* Here, not at init: the capture has read the configuration since. */
+	eh_core_decide_own_files(core);
 	for (size_t i = 0; i < core->nsinks; i++) {
 		if (starts_at_first_event(&core->sinks[i])) {
 			core->sinks[i].thread_lazy = true;

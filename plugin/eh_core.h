@@ -67,6 +67,7 @@ struct eh_sink {
 	int64_t linger_ms;
 	int64_t retry_initial_ms, retry_max_ms, retry_max_elapsed_ms;
 	bool own_files; /* eh_sink_set_own_files */
+	bool own_files_if_sole; /* eh_sink_set_own_files_if_sole */
 
 	pthread_t thread;
 	bool thread_started;
@@ -123,11 +124,16 @@ struct eh_core {
 	struct eh_sink *route[EH_EV_COUNT][EH_SINKS_MAX];
 	uint8_t nroute[EH_EV_COUNT];
 	size_t lazy_waiting; /* sinks whose thread waits for their first event */
-	/* Every sink set own_files: the sink threads and the fan-out thread
-	 * each take a descriptor table of their own as they start. One
-	 * thread left sharing would keep the broker's table shared, and a
-	 * sink thread started from the fan-out thread inherits its table. */
+	/* Every sink set own_files (or own_files_if_sole, and sole_plugin
+	 * holds): the sink threads and the fan-out thread each take a
+	 * descriptor table of their own as they start. One thread left
+	 * sharing would keep the broker's table shared, and a sink thread
+	 * started from the fan-out thread inherits its table. Decided by
+	 * eh_core_start. */
 	bool own_files;
+	/* The broker's configuration loads this plugin once and no other
+	 * (eh_scope's sole_plugin; set by the capture at init). */
+	bool sole_plugin;
 	uint64_t number;
 	/* On when some event type goes to two sinks or more (and the
 	 * fanout_thread option allows it): eh_fanout.h. */
@@ -158,6 +164,9 @@ int eh_core_init(struct eh_core *core, void *plugin_id, const struct eh_kv *kv, 
 /* Once the sinks' masks and topics are set (eh_core_init calls it): what
  * capture must produce and which sinks each event type goes to. */
 void eh_core_route(struct eh_core *core);
+/* Sets own_files from the sinks' declarations and sole_plugin (eh_core_start
+ * calls it, before any thread of the plugin starts). */
+void eh_core_decide_own_files(struct eh_core *core);
 /* broker thread: starts the sink threads. */
 int eh_core_start(struct eh_core *core);
 /* broker thread, at cleanup: stops intake, drains within the shutdown

@@ -55,6 +55,11 @@ void eh_sink_set_own_files(struct eh_sink *sink)
 	sink->own_files = true;
 }
 
+void eh_sink_set_own_files_if_sole(struct eh_sink *sink)
+{
+	sink->own_files_if_sole = true;
+}
+
 void eh_sink_set_retry(struct eh_sink *sink, int64_t initial_ms, int64_t max_ms, int64_t max_elapsed_ms)
 {
 	sink->retry_initial_ms = initial_ms > 0 ? initial_ms : 1;

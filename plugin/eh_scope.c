@@ -40,6 +40,7 @@ struct parse {
 	 * in the order of the configuration: whether a plugin line was seen
 	 * in each so far. */
 	bool other_global, other_listener[MAX_SCOPES];
+	bool other_any; /* a plugin line not naming us, anywhere */
 	bool global_dynsec, global_legacy, global_legacy_auth, global_unknown;
 	const char *self;
 	int read_errno; /* the main file could not be read */
@@ -205,6 +206,7 @@ static void plugin_line(struct parse *p, const char *path, bool global)
 		return;
 	}
 	*other = true;
+	p->other_any = true;
 	if (p->opts_only)
 		return;
 	switch (classify(path)) {
@@ -464,6 +466,7 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, const char
 	 * first. */
 	out->plugin_before = p->nours > 0 ? p->our_after[p->per_listener ? line : 0]
 					  : p->global_dynsec || p->global_legacy || p->global_unknown;
+	out->sole_plugin = p->ours_seen == 1 && !p->other_any;
 	free(p);
 }
 

@@ -30,6 +30,8 @@ struct eh_scope_info {
 	bool unknown_plugin;   /* another v5 plugin whose callbacks we cannot know */
 	bool plugin_before;    /* another plugin is loaded before ours in the list Mosquitto 2.1
 	                          calls ours from (global, or this listener's) */
+	bool sole_plugin;      /* ours is the broker's only plugin, loaded once: no other code
+	                          in the process can share a library's global threads with us */
 };
 
 /* Learns the scope of the index-th initialisation of this plugin (0 for

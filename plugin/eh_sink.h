@@ -106,6 +106,11 @@ void eh_sink_set_retry(struct eh_sink *sink, int64_t initial_ms, int64_t max_ms,
  * elsewhere uses one). When every sink of the plugin says so, its threads
  * leave the broker's descriptor table (eh_thread_own_files). */
 void eh_sink_set_own_files(struct eh_sink *sink);
+/* The same, for a sink whose library runs threads shared by every user of
+ * that library in the process (paho.mqtt.c's): true only when this plugin
+ * is the broker's only plugin, loaded once, so that no other code can
+ * connect through those threads from another descriptor table. */
+void eh_sink_set_own_files_if_sole(struct eh_sink *sink);
 
 /* Any thread: counters for EH_SINK_ASYNC_ACK sinks. */
 void eh_sink_count(struct eh_sink *sink, uint64_t delivered, uint64_t failed);

@@ -1641,12 +1641,18 @@ static int mqtt_create(const struct eh_sink_env *env, void **ctx, char *err, siz
 	 * Never give up: events beyond the queue's capacity are dropped at
 	 * capture, the rest wait. */
 	eh_sink_set_retry(env->sink, 20, 250, -1);
-	/* Not eh_sink_set_own_files: paho's two threads serve every client of
-	 * the process and live in the descriptor table of whichever thread
-	 * connected first, while MQTTAsync_destroy closes a client's socket in
-	 * the table of the thread that calls it. Two mqtt sinks (one plugin
-	 * block per listener) in tables of their own would close each other's
-	 * numbers. */
+	/* paho's two threads serve every MQTTAsync client of the process. They
+	 * are started by the first MQTTAsync_connect and share that thread's
+	 * descriptor table; they alone open sockets and write to them, but
+	 * MQTTAsync_destroy of a client still connected (or connecting) closes
+	 * its socket on the calling thread, in that thread's table. Every
+	 * create, connect and destroy of ours runs on this sink's thread
+	 * (mqtt_flush destroys the clients before the thread ends; destroy
+	 * finds none), so that thread and paho's can leave the broker's table
+	 * together, unless other code could be a paho user too: another
+	 * plugin, or a second block of ours (per-listener settings), whose
+	 * threads would share paho's threads from another table. */
+	eh_sink_set_own_files_if_sole(env->sink);
 	return 0;
 oom:
 	snprintf(err, errlen, "out of memory");

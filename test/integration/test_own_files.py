@@ -12,8 +12,11 @@ costs the broker's thread 3 to 5 % of its CPU). Read through
 - such a thread holds no socket, not the broker's log, only what it opened;
 - after a SIGHUP the file sink's thread holds the new file, not the rotated
   one, and events keep arriving complete and in order;
-- a FIFO path, or the mqtt sink (paho's threads serve every client of the
-  process), leaves every thread sharing the broker's table, as before.
+- a FIFO path leaves every thread sharing the broker's table, as before;
+- the mqtt sink's thread and paho's two threads (which serve every
+  MQTTAsync client of the process) take one table together when the
+  plugin is the broker's only plugin, loaded once; with a second block of
+  ours (per-listener settings) every thread shares, as before.
 """
 from __future__ import annotations
 
@@ -202,15 +205,57 @@ class OwnFilesTest(BrokerTestCase):
         self.assertEqual(b.stop(), 0)
         self.assertNotIn("keeps the descriptor table it started with", b.log())
 
-    def test_mqtt_sink_keeps_every_thread_sharing(self):
-        b = self.broker(file_path="{dir}/events.jsonl", mqtt_uri="tcp://127.0.0.1:9")
+    def test_mqtt_sink_and_paho_threads_share_one_table_of_their_own(self):
+        """The only plugin: the sink's thread starts paho's threads, which
+        hold the connection to the target in that table, never the
+        broker's; events reach the target."""
+        peer = self.add_broker(Broker(["allow_anonymous true"], plugin=False, name="target"))
+        watcher = RawClient(peer.port, "watcher")
+        self.assertEqual(watcher.connect().rc, 0)
+        watcher.subscribe("eventhook/#")
+        b = self.broker(file_path="{dir}/events.jsonl", mqtt_uri=f"tcp://127.0.0.1:{peer.port}")
+        self.cycle(b, "c1", "t/1")
+        msgs = watcher.wait_messages(lambda m: any(x.topic.endswith("/client.disconnected/c1") for x in m))
+        self.assertEqual([x.topic.split("/")[-2] for x in msgs if x.topic.endswith("/c1")],
+                         ["client.connect", "client.connected", "message.publish", "client.disconnected"])
+        self.eh_threads(b, {"eh-file", "eh-mqtt"})
+        names = {name: tid for tid, name in threads(b.proc.pid).items()}
+        self.assertIn("MQTTAsync_send", names)
+        self.assertIn("MQTTAsync_rcv", names)
+        main = table(b.proc.pid, b.proc.pid)
+        log = os.path.realpath(b.path("broker.log"))
+        for tid, name in threads(b.proc.pid).items():
+            if tid == b.proc.pid:
+                continue
+            tab = table(b.proc.pid, tid)
+            self.assertEqual(sockets(tab) & sockets(main), set(), f"{name} holds a broker socket")
+            self.assertNotIn(log, tab.values(), name)
+        paho = table(b.proc.pid, names["MQTTAsync_rcv"])
+        self.assertEqual(len(sockets(paho)), 1, f"paho's connection to the target: {paho}")
+        self.assertEqual(table(b.proc.pid, names["eh-mqtt"]), paho, "the sink's thread shares paho's table")
+        self.assertEqual(b.stop(), 0)
+        self.assertNotIn("keeps the descriptor table it started with", b.log())
+        self.assertIn("eventhook: mqtt: stopped; enqueued 4, delivered 4, failed 0, dropped 0, "
+                      "left undelivered at shutdown 0", b.log())
+        watcher.disconnect()
+
+    def test_mqtt_sink_in_two_plugin_blocks_keeps_every_thread_sharing(self):
+        """Per-listener settings, a block of ours per listener: paho's
+        threads would serve both sinks, so every thread shares."""
+        b = self.start_broker(["per_listener_settings true"], listeners=[["allow_anonymous true"]] * 2,
+                              listener_plugin_opts=[{"file_path": "{dir}/a.jsonl", "mqtt_uri": "tcp://127.0.0.1:9"},
+                                                    {"file_path": "{dir}/b.jsonl",
+                                                     "mqtt_uri": "tcp://127.0.0.1:9"}])
         self.cycle(b, "c1", "t/1")
         wait_until(lambda: any(e.get("clientid") == "c1" and e["event"] == "client.disconnected"
-                               for e in read_events(b.path("events.jsonl"))), message="c1's events")
-        names = self.eh_threads(b, {"eh-file", "eh-mqtt"})
+                               for e in read_events(b.path("a.jsonl"))), message="c1's events")
         main = sockets(table(b.proc.pid, b.proc.pid))
-        for name in ("eh-file", "eh-mqtt"):
-            self.assertTrue(sockets(table(b.proc.pid, names[name])) & main, f"{name} shares the broker's table")
+        seen = 0
+        for tid, name in threads(b.proc.pid).items():
+            if name in ("eh-file", "eh-mqtt"):
+                seen += 1
+                self.assertTrue(sockets(table(b.proc.pid, tid)) & main, f"{name} shares the broker's table")
+        self.assertGreaterEqual(seen, 3)
         self.assertEqual(b.stop(), 0)
 
 

@@ -184,6 +184,9 @@ START_TEST(scope_plugins)
 	i = learn(CONF("listener 1883\nplugin SELF\n"), 0);
 	ck_assert(i.known);
 	ck_assert(!i.dynsec && !i.legacy_plugin && !i.unknown_plugin);
+	ck_assert(i.sole_plugin);
+	i = learn(CONF("per_listener_settings true\nlistener 1883\nplugin SELF\nlistener 8883\n"), 0);
+	ck_assert(i.known && i.sole_plugin);
 	/* Ourselves through another spelling of the same path. */
 	snprintf(conf, sizeof(conf), "listener 1883\nplugin %s/./mosquitto_eventhook.so\n", dir);
 	i = learn(conf, 0);
@@ -193,10 +196,12 @@ START_TEST(scope_plugins)
 		       "plugin SELF\n"), 0);
 	ck_assert(i.dynsec);
 	ck_assert(!i.legacy_plugin && !i.unknown_plugin);
+	ck_assert(!i.sole_plugin);
 	/* Another v5 plugin we cannot know. */
 	i = learn(CONF("listener 1883\nplugin SELF\nplugin /opt/other/auth.so\n"), 0);
 	ck_assert(i.unknown_plugin);
 	ck_assert(!i.dynsec && !i.legacy_plugin);
+	ck_assert(!i.sole_plugin);
 	/* auth_plugin is the same directive as plugin in 2.0: what a plugin
 	 * is comes from its exports, and one that cannot be loaded to look is
 	 * unknown (we then observe less). */
@@ -288,6 +293,8 @@ START_TEST(scope_per_listener)
 	i = learn(copy, 0);
 	ck_assert(i.known);
 	ck_assert(i.per_listener);
+	/* two instances of ours: each is not the only plugin */
+	ck_assert(!i.sole_plugin);
 	ck_assert(i.allow_anonymous);
 	ck_assert(!i.password_file && !i.acl_file);
 	i = learn(copy, 1);

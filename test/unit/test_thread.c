@@ -1,6 +1,6 @@
 /*
- * eh_thread_own_files, and when eh_core_init lets the plugin's threads take
- * a descriptor table of their own.
+ * eh_thread_own_files, and when the core lets the plugin's threads take a
+ * descriptor table of their own.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -111,8 +111,8 @@ END_TEST
 
 /* Only when every sink opens its descriptors on its own thread: the file
  * sink on a regular file (not a FIFO, not a device), the local, http and
- * kafka sinks; not the mqtt sink, whose library's threads serve every
- * client of the process. */
+ * kafka sinks; the mqtt sink, whose library's threads serve every client
+ * of the process, only when the plugin is the broker's sole plugin. */
 START_TEST(own_files_when_every_sink_opens_its_own)
 {
 	char path[] = "/tmp/eh-thread-XXXXXX", fifo[64];
@@ -120,16 +120,17 @@ START_TEST(own_files_when_every_sink_opens_its_own)
 	struct {
 		struct eh_kv kv[2];
 		size_t n;
-		bool own;
+		bool own, own_if_sole;
 	} cases[] = {
-		{ { { "file_path", path } }, 1, true },
-		{ { { "file_path", path }, { "local_topic", "ev" } }, 2, true },
-		{ { { "local_topic", "ev" } }, 1, true },
-		{ { { "file_path", "/dev/null" } }, 1, false },
-		{ { { "file_path", fifo } }, 1, false },
-		{ { { "file_path", path }, { "http_url", "http://127.0.0.1:9/" } }, 2, true },
-		{ { { "kafka_brokers", "127.0.0.1:9" }, { "http_url", "http://127.0.0.1:9/" } }, 2, true },
-		{ { { "file_path", path }, { "mqtt_uri", "tcp://127.0.0.1:9" } }, 2, false },
+		{ { { "file_path", path } }, 1, true, true },
+		{ { { "file_path", path }, { "local_topic", "ev" } }, 2, true, true },
+		{ { { "local_topic", "ev" } }, 1, true, true },
+		{ { { "file_path", "/dev/null" } }, 1, false, false },
+		{ { { "file_path", fifo } }, 1, false, false },
+		{ { { "file_path", path }, { "http_url", "http://127.0.0.1:9/" } }, 2, true, true },
+		{ { { "kafka_brokers", "127.0.0.1:9" }, { "http_url", "http://127.0.0.1:9/" } }, 2, true, true },
+		{ { { "file_path", path }, { "mqtt_uri", "tcp://127.0.0.1:9" } }, 2, false, true },
+		{ { { "file_path", fifo }, { "mqtt_uri", "tcp://127.0.0.1:9" } }, 2, false, false },
 	};
 
 	ck_assert_int_ge(fd, 0);
@@ -144,7 +145,11 @@ START_TEST(own_files_when_every_sink_opens_its_own)
 		ck_assert_ptr_nonnull(core);
 		ck_assert_msg(eh_core_init(core, NULL, cases[i].kv, cases[i].n) == 0, "case %zu: %s", i,
 			      eh_stub_last_log);
+		eh_core_decide_own_files(core);
 		ck_assert_msg(core->own_files == cases[i].own, "case %zu", i);
+		core->sole_plugin = true;
+		eh_core_decide_own_files(core);
+		ck_assert_msg(core->own_files == cases[i].own_if_sole, "case %zu, the sole plugin", i);
 		eh_core_stop(core);
 		free(core);
 	}
