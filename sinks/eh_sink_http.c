@@ -501,9 +501,11 @@ static char *dup_opt(const struct eh_config *cfg, const char *key, bool *oom)
 
 static int http_create(const struct eh_sink_env *env, void **ctx, char *err, size_t errlen)
 {
-	/* curl_global_init is not thread-safe: once, here, on the broker thread
-	 * before any sink thread exists. Never undone: curl_global_cleanup is
-	 * no safer, and the process may hold other curl users. */
+	/* curl_global_init is not thread-safe: once, here, on the broker thread,
+	 * before any http sink thread exists (with a block of ours per listener,
+	 * other sinks' threads may run, and none of them calls libcurl). Never
+	 * undone: curl_global_cleanup is no safer, and the process may hold
+	 * other curl users. */
 	static bool curl_ready;
 	const struct eh_config *cfg = env->config;
 	struct http_sink *h = calloc(1, sizeof(*h));

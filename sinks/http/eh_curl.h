@@ -21,13 +21,16 @@
 
 /* The soname of the libcurl the headers belong to (4 since 2006). */
 #define EH_CURL_SONAME "libcurl.so.4"
+/* The oldest libcurl the sink works with: CURLOPT_PROTOCOLS_STR (7.85). */
+#define EH_CURL_MIN_VERSION 0x075500
+#define EH_CURL_MIN_VERSION_TEXT "7.85"
 
 /* Every libcurl function the http sink calls, without the curl_ prefix. */
 #define EH_CURL_FUNCTIONS(X) \
 	X(global_init) X(easy_init) X(easy_setopt) X(easy_getinfo) X(easy_cleanup) X(easy_strerror) \
 	X(multi_init) X(multi_add_handle) X(multi_remove_handle) X(multi_perform) X(multi_poll) \
 	X(multi_info_read) X(multi_cleanup) X(slist_append) X(slist_free_all) X(url) X(url_set) \
-	X(url_get) X(url_cleanup) X(url_strerror) X(free) X(getdate)
+	X(url_get) X(url_cleanup) X(url_strerror) X(free) X(getdate) X(version_info)
 
 struct eh_curl {
 #define EH_CURL_FIELD(name) __typeof__(curl_##name) *name;

@@ -1,6 +1,6 @@
 /*
  * eh_http_util: see eh_http_util.h. HMAC-SHA256 comes from OpenSSL's
- * libcrypto, which the broker already links; HTTP dates are parsed by
+ * libcrypto (linked; Mosquitto links it too); HTTP dates are parsed by
  * curl_getdate, a pure function that needs no curl_global_init (but needs
  * libcurl loaded: eh_curl_load).
  */

@@ -751,7 +751,7 @@ class LibraryPathBroker(Broker):
 
     def _env(self):
         env = super()._env()
-        env["LD_LIBRARY_PATH"] = self.library_dir
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (self.library_dir, env.get("LD_LIBRARY_PATH")) if p)
         return env
 
 
@@ -796,14 +796,37 @@ class LibcurlLoading(HttpSinkCase):
             self.assertIn("eventhook: configuration error: plugin_opt_http_url: cannot load libcurl "
                           f"({bad}/libcurl.so.4: file too short); the http sink needs it: install libcurl4 "
                           "(Debian, Ubuntu) or libcurl (Fedora, RHEL)", self.refused(bad))
+        install = "install libcurl4 (Debian, Ubuntu) or libcurl (Fedora, RHEL)"
         with self.subTest("a function missing"):
             old = self.tmp / "old"
             old.mkdir()
             (old / "old.c").write_text("int curl_global_init(long flags) { return (int)flags * 0; }\n")
-            subprocess.run([os.environ.get("CC", "gcc"), "-shared", "-fPIC", "-o", str(old / "libcurl.so.4"),
-                            "-Wl,-soname,libcurl.so.4", str(old / "old.c")], check=True)
-            self.assertIn("eventhook: configuration error: plugin_opt_http_url: the libcurl found (libcurl.so.4) "
-                          "has no curl_easy_init: the http sink needs libcurl 7.85 or later", self.refused(old))
+            self.fake_library(old, "old.c")
+            self.assertIn(f"eventhook: configuration error: plugin_opt_http_url: the libcurl found "
+                          f"({old}/libcurl.so.4) has no curl_easy_init: the http sink needs libcurl 7.85 or "
+                          f"later: {install}", self.refused(old))
+        with self.subTest("every function, too old a version"):
+            # (7.80 to 7.84 have every function the sink calls, not the
+            # option it needs)
+            older = self.tmp / "older"
+            older.mkdir()
+            names = ("global_init easy_init easy_setopt easy_getinfo easy_cleanup easy_strerror multi_init "
+                     "multi_add_handle multi_remove_handle multi_perform multi_poll multi_info_read multi_cleanup "
+                     "slist_append slist_free_all url url_set url_get url_cleanup url_strerror free getdate").split()
+            (older / "stubs.c").write_text("".join(f"void curl_{n}(void) {{}}\n" for n in names))
+            (older / "version.c").write_text(
+                "#include <curl/curl.h>\n"
+                "static curl_version_info_data info = { .age = CURLVERSION_NOW, .version = \"7.84.0\", "
+                ".version_num = 0x075400 };\n"
+                "curl_version_info_data *curl_version_info(CURLversion v) { (void)v; return &info; }\n")
+            self.fake_library(older, "stubs.c", "version.c")
+            self.assertIn(f"eventhook: configuration error: plugin_opt_http_url: the libcurl found "
+                          f"({older}/libcurl.so.4) is version 7.84.0: the http sink needs 7.85 or later: {install}",
+                          self.refused(older))
+
+    def fake_library(self, where, *sources):
+        subprocess.run([os.environ.get("CC", "gcc"), "-shared", "-fPIC", "-o", str(where / "libcurl.so.4"),
+                        "-Wl,-soname,libcurl.so.4"] + [str(where / src) for src in sources], check=True)
 
 
 class ConfigErrors(HttpSinkCase):

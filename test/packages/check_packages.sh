@@ -287,9 +287,13 @@ needed() {
 }
 
 # The sonames a sink loads at run time (dlopen; EH_*_SONAME in sinks/),
-# which the packages must name themselves.
+# which the packages must name themselves. None found is an error: the
+# checks below would pass without checking them.
 loaded() {
-	sed -n 's/^#define EH_[A-Z]*_SONAME "\(.*\)"$/\1/p' sinks/*.h sinks/*/*.h | sort -u
+	local found
+	found=$(sed -n 's/^#define EH_[A-Z0-9_]*_SONAME "\(.*\)"$/\1/p' sinks/*.h sinks/*/*.h | sort -u)
+	[ -n "$found" ] || { echo "no EH_*_SONAME in sinks/: loaded() is out of date" >&2; echo "(none)"; return 1; }
+	echo "$found"
 }
 
 rpm_requires() {
