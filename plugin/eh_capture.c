@@ -1374,13 +1374,15 @@ int eh_capture_init(struct eh_core *core, int index)
 	if (dladdr((void *)eh_capture_init, &info) && info.dli_fname)
 		snprintf(self, sizeof(self), "%s", info.dli_fname);
 	eh_scope_learn(&cap->scope, override, self, index);
-	core->sole_plugin = cap->scope.known && cap->scope.sole_plugin;
 	if (cap->scope.known) {
 		/* Compared at reload only if this reading of the file gives
 		 * exactly what the broker gave: a configuration it reads
 		 * differently from the broker would give false reports. */
 		cap->opts_known = eh_optwatch_matches(&core->config, cap->scope.path, self, index);
 	}
+	/* Only from a reading that gave our own options exactly as the broker
+	 * did: a sink acts on it by sharing a library's threads (eh_sink.h). */
+	core->sole_plugin = cap->scope.known && cap->opts_known && cap->scope.sole_plugin;
 	/* A path the admin typed that cannot be read is a bad value, unlike the
 	 * broker's own -c file, where observing less is the right fallback. */
 	if (override && cap->scope.read_errno) {

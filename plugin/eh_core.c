@@ -66,8 +66,10 @@ static const struct eh_option core_options[] = {
 	  "says so at start)." },
 	{ "config_file", EH_OPT_STRING, NULL, 0, 0, NULL, 0,
 	  "Path of mosquitto.conf, read to learn the broker's security settings (see docs/capture.md). "
-	  "Default: the -c argument of the running broker. A file given here that cannot be read stops "
-	  "the broker at start; the default one falls back to capturing less (docs/capture.md)." },
+	  "Default: the -c argument of the running broker (with two -c or more, none: the broker reads "
+	  "them into one configuration). A file given here that cannot be read stops the broker at start; "
+	  "the default one falls back to capturing less (docs/capture.md). Given here, it is never taken "
+	  "as proof that no other plugin is loaded (docs/sinks/mqtt.md)." },
 	{ NULL, 0, NULL, 0, 0, NULL, 0, NULL },
 };
 

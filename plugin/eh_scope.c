@@ -472,8 +472,10 @@ void eh_scope_learn_file(struct eh_scope_info *out, const char *path, const char
 
 /* Reads the -c file from the broker's command line, made absolute against
  * the broker's working directory. (-p does not change the security rules,
- * so nothing else on the command line matters.) */
-static int cmdline_config(char *path, size_t cap)
+ * so nothing else on the command line matters.) *count is how many -c it
+ * has: Mosquitto 2.0 reads each in turn into one configuration, so with
+ * more than one the last file alone is not the configuration. */
+static int cmdline_config(char *path, size_t cap, int *count)
 {
 	FILE *f = fopen("/proc/self/cmdline", "re");
 	char buf[8192], cwd[PATH_MAX];
@@ -482,6 +484,7 @@ static int cmdline_config(char *path, size_t cap)
 	ssize_t len;
 
 	path[0] = '\0';
+	*count = 0;
 	if (!f)
 		return -1;
 	n = fread(buf, 1, sizeof(buf) - 1, f);
@@ -490,8 +493,10 @@ static int cmdline_config(char *path, size_t cap)
 	for (size_t i = 0; i < n; i += strlen(buf + i) + 1) {
 		const char *arg = buf + i;
 
-		if (prev && (!strcmp(prev, "-c") || !strcmp(prev, "--config-file")))
+		if (prev && (!strcmp(prev, "-c") || !strcmp(prev, "--config-file"))) {
 			conf = arg;
+			(*count)++;
+		}
 		prev = arg;
 	}
 	if (!conf)
@@ -513,16 +518,27 @@ static int cmdline_config(char *path, size_t cap)
 void eh_scope_learn(struct eh_scope_info *out, const char *override, const char *self, int index)
 {
 	char path[4096];
+	int count = 0;
 
 	if (override) {
 		snprintf(path, sizeof(path), "%s", override);
-	} else if (cmdline_config(path, sizeof(path))) {
+	} else if (cmdline_config(path, sizeof(path), &count)) {
 		memset(out, 0, sizeof(*out));
 		snprintf(out->why, sizeof(out->why), "cannot find the broker's -c configuration file in "
 			 "/proc/self/cmdline (set plugin_opt_config_file)");
 		return;
+	} else if (count > 1) {
+		memset(out, 0, sizeof(*out));
+		snprintf(out->why, sizeof(out->why), "the broker was started with %d -c configuration files, which it "
+			 "reads into one configuration; eventhook reads one (set plugin_opt_config_file to a file "
+			 "holding the whole configuration)", count);
+		return;
 	}
 	eh_scope_learn_file(out, path, self, index);
+	/* A file the admin named may not be all the broker read: never take
+	 * it as proof that no other plugin shares the process. */
+	if (override)
+		out->sole_plugin = false;
 }
 
 /* One reading of path collecting the option lines of the line-th plugin

@@ -1440,8 +1440,13 @@ static void mqtt_destroy(void *ctx)
 
 	if (!m)
 		return;
-	if (m->sync_made)
-		close_clients(m, eh_now_ms());
+	/* The sink's thread destroyed its clients (mqtt_flush) before it
+	 * ended. This is the broker thread, whose descriptor table may not be
+	 * the one paho's threads hold the sockets in (eh_sink_set_own_files_if_sole,
+	 * below): destroying a client from here could close a broker
+	 * descriptor of the same number. One still here is left alone. */
+	if (m->cur || m->wiper)
+		eh_sink_log(m->sink, MOSQ_LOG_ERR, "its MQTT client outlived the sink's thread and is left open");
 	/* Abandoned clients stay, with their struct conn (the context of their
 	 * callbacks, which never come) and paho's copies of their messages. */
 	if (m->win) {

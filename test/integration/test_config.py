@@ -64,6 +64,32 @@ class ConfigFileTest(ConfigTestCase):
                                            ("config_file", "{dir}/mosquitto.conf")])
         self.assertNotIn("cannot read", b.log())
 
+    def test_two_config_files_observed_as_unknown(self):
+        """mosquitto -c a.conf -c b.conf reads both into one configuration:
+        the last file alone cannot tell which security providers exist, so
+        the capture keeps to what needs no such knowledge, and says why."""
+        b = TwoConfigFilesBroker(["allow_anonymous true"], start=False, name="two-c",
+                                 plugin_opts=[("file_path", "{dir}/ev.jsonl")])
+        self.add_broker(b)
+        (b.dir / "more.conf").write_text("# read after mosquitto.conf, into the same configuration\n")
+        b.start()
+        self.assertIn("eventhook: the broker was started with 2 -c configuration files, which it reads into one "
+                      "configuration; eventhook reads one (set plugin_opt_config_file to a file holding the whole "
+                      "configuration); to keep every broker decision unchanged", b.log())
+        c = RawClient(b.port, "two-c")
+        self.assertEqual(c.connect().rc, 0)
+        c.disconnect()
+        events = wait_events(b.path("ev.jsonl"), lambda evs: any(e["event"] == "client.disconnected" for e in evs))
+        self.assertEqual([(e["event"], e.get("inferred", False)) for e in events if e.get("clientid") == "two-c"],
+                         [("client.connected", True), ("client.disconnected", False)])
+
+
+class TwoConfigFilesBroker(Broker):
+    """The broker started as mosquitto -c mosquitto.conf -c more.conf."""
+
+    def command(self):
+        return super().command() + ["-c", str(self.dir / "more.conf")]
+
 
 
 class SinkEventsTest(ConfigTestCase):
