@@ -52,6 +52,16 @@ def free_port():
 # wants an event the loads never produce.
 IDLE_OPTS = ["file_path {dir}/events.jsonl", "file_events client.connect_failed"]
 
+# Sink options for the broker-thread measurements (native_share.py,
+# paired_cpu.py): every event to a file, and the peer sinks pointed at a
+# closed port, so their events wait in the rings, all the broker thread does
+# for them; the local sink batching.
+CLOSED = "127.0.0.1:9"
+FILE_ALL = ["events *", "file_path {dir}/events.jsonl"]
+FILE_HTTP_KAFKA = FILE_ALL + ["http_url http://%s/" % CLOSED, "kafka_brokers " + CLOSED]
+FILE_HTTP_KAFKA_MQTT = FILE_HTTP_KAFKA + ["mqtt_uri tcp://" + CLOSED]
+LOCAL_BATCH = ["local_topic $events/all", "local_batch_max 1000"]
+
 
 def plugin_lines(opts, plugin=PLUGIN):
     """mosquitto.conf lines loading the plugin with plugin_opt_<k> <v> for

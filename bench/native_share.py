@@ -37,15 +37,14 @@ import benchlib  # noqa: E402
 MODES = os.environ.get("BENCH_MODES", "publish0").split()
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECS = float(os.environ.get("BENCH_SECONDS", "4"))
-CLOSED = "127.0.0.1:9"
-FOUR = ["events *", "file_path {dir}/events.jsonl", "http_url http://%s/" % CLOSED, "kafka_brokers " + CLOSED,
-        "mqtt_uri tcp://" + CLOSED]
-BATCH = ["local_topic $events/all", "local_batch_max 1000"]
+FILE = benchlib.FILE_ALL
+FOUR = benchlib.FILE_HTTP_KAFKA_MQTT
+BATCH = benchlib.LOCAL_BATCH
 CONFIGS = [
     ("none", []),
-    ("file", benchlib.plugin_lines(["events *", "file_path {dir}/events.jsonl"])),
+    ("file", benchlib.plugin_lines(FILE)),
     ("file, http, kafka, mqtt", benchlib.plugin_lines(FOUR)),
-    ("file + local batching", benchlib.plugin_lines(["events *", "file_path {dir}/events.jsonl"] + BATCH)),
+    ("file + local batching", benchlib.plugin_lines(FILE + BATCH)),
     ("all five, local batching", benchlib.plugin_lines(FOUR + BATCH)),
     ("all five, local batching, fanout_thread off", benchlib.plugin_lines(FOUR + BATCH + ["fanout_thread off"])),
 ]

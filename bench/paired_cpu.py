@@ -59,11 +59,10 @@ MODES = os.environ.get("BENCH_MODES", "cycle publish0 publish1").split()
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "8"))
 SECS = float(os.environ.get("BENCH_SECONDS", "2"))
 CONC = int(os.environ.get("BENCH_CONC", "32"))
-CLOSED = "127.0.0.1:9"
-FILE = ["events *", "file_path {dir}/events.jsonl"]
-THREE = FILE + ["http_url http://%s/" % CLOSED, "kafka_brokers " + CLOSED]
-FOUR = THREE + ["mqtt_uri tcp://" + CLOSED]
-BATCH = ["local_topic $events/all", "local_batch_max 1000"]
+FILE = benchlib.FILE_ALL
+THREE = benchlib.FILE_HTTP_KAFKA
+FOUR = benchlib.FILE_HTTP_KAFKA_MQTT
+BATCH = benchlib.LOCAL_BATCH
 NULL = "plugin " + benchlib.NULL_PLUGIN
 CONFIGS = [
     ("none (control)", []),

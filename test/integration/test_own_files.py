@@ -29,7 +29,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from eh_harness import Broker, BrokerTestCase, RawClient, read_events, wait_until  # noqa: E402
+from eh_harness import Broker, BrokerTestCase, RawClient, read_events, wait_events, wait_until  # noqa: E402
 
 
 def threads(pid):
@@ -114,6 +114,12 @@ class OwnFilesTest(BrokerTestCase):
         wait_until(ready, message="threads %s" % sorted(want))
         return got
 
+    @staticmethod
+    def wait_disconnected(path, clientid):
+        """Until the file at path holds clientid's client.disconnected."""
+        wait_events(path, lambda evs: any(e.get("clientid") == clientid and e["event"] == "client.disconnected"
+                                          for e in evs))
+
     def cycle(self, b, clientid, topic):
         c = RawClient(b.port, clientid)
         self.assertEqual(c.connect().rc, 0)
@@ -128,8 +134,7 @@ class OwnFilesTest(BrokerTestCase):
         self.assertEqual(viewer.connect().rc, 0)
         viewer.subscribe("$ev/#")
         self.cycle(b, "c1", "t/1")
-        wait_until(lambda: any(e.get("clientid") == "c1" and e["event"] == "client.disconnected"
-                               for e in read_events(path)), message="c1's events")
+        self.wait_disconnected(path, "c1")
         names = self.eh_threads(b, {"eh-file", "eh-local", "eh-fanout"})
         main = table(b.proc.pid, b.proc.pid)
         self.assertTrue(sockets(main), "the broker's own table holds its sockets")
@@ -146,9 +151,7 @@ class OwnFilesTest(BrokerTestCase):
         os.rename(path, path + ".1")
         b.sighup()
         self.cycle(b, "c2", "t/2")
-        wait_until(lambda: os.path.exists(path) and any(e.get("clientid") == "c2" and e["event"] ==
-                                                        "client.disconnected" for e in read_events(path)),
-                   message="c2's events in the new file")
+        self.wait_disconnected(path, "c2")  # in the new file
         self.assertEqual(self.thread_files(b, names["eh-file"]), {os.path.realpath(path)},
                          "the file sink's thread holds the new file only")
         old = [(e["event"], e.get("clientid")) for e in read_events(path + ".1") if e.get("clientid") == "c1"]
@@ -168,8 +171,7 @@ class OwnFilesTest(BrokerTestCase):
         sink's thread at the first event."""
         b = self.broker(file_path="{dir}/events.jsonl")
         self.cycle(b, "c1", "t/1")
-        wait_until(lambda: any(e.get("clientid") == "c1" and e["event"] == "client.disconnected"
-                               for e in read_events(b.path("events.jsonl"))), message="c1's events")
+        self.wait_disconnected(b.path("events.jsonl"), "c1")
         names = self.eh_threads(b, {"eh-file"})
         self.assertNotIn("eh-fanout", names)
         self.assertEqual(sockets(table(b.proc.pid, names["eh-file"])), set())
@@ -201,8 +203,7 @@ class OwnFilesTest(BrokerTestCase):
         b = self.broker(file_path="{dir}/events.jsonl", http_url="http://127.0.0.1:9/",
                         kafka_brokers="127.0.0.1:9")
         self.cycle(b, "c1", "t/1")
-        wait_until(lambda: any(e.get("clientid") == "c1" and e["event"] == "client.disconnected"
-                               for e in read_events(b.path("events.jsonl"))), message="c1's events")
+        self.wait_disconnected(b.path("events.jsonl"), "c1")
         self.eh_threads(b, {"eh-file", "eh-http", "eh-kafka", "eh-fanout"})
         main = table(b.proc.pid, b.proc.pid)
         log = os.path.realpath(b.path("broker.log"))
@@ -267,8 +268,7 @@ class OwnFilesTest(BrokerTestCase):
                                                     {"file_path": "{dir}/b.jsonl",
                                                      "mqtt_uri": "tcp://127.0.0.1:9"}])
         self.cycle(b, "c1", "t/1")
-        wait_until(lambda: any(e.get("clientid") == "c1" and e["event"] == "client.disconnected"
-                               for e in read_events(b.path("a.jsonl"))), message="c1's events")
+        self.wait_disconnected(b.path("a.jsonl"), "c1")
         main = sockets(table(b.proc.pid, b.proc.pid))
         seen = 0
         for tid, name in threads(b.proc.pid).items():
