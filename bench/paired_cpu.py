@@ -16,7 +16,10 @@ from one second to the next with the host's load, in runs back to back too.
 So each round runs two brokers at once, a plugin-free one and the one
 measured, their main threads sharing one core (CPU 0) and each driven by its
 own generator on the other core: whatever slows the host slows both alike,
-and their ratio holds still. A first row measures a second plugin-free
+and their ratio holds still. Each round starts a new pair for every row,
+the rows one after the other: a broker process's own luck (where its memory
+landed) moves a row by up to a point, so it has to vary between rounds for
+the interval to hold it. A first row measures a second plugin-free
 broker the same way, the method's own noise and bias. The table gives the
 median of BENCH_ROUNDS rounds and an interval for it from order statistics
 (no assumption on the noise's shape; with 8 rounds the 2nd and 7th, which
@@ -58,6 +61,7 @@ import benchlib  # noqa: E402
 MODES = os.environ.get("BENCH_MODES", "cycle publish0 publish1").split()
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "8"))
 SECS = float(os.environ.get("BENCH_SECONDS", "2"))
+WARMUP = 0.7  # seconds of load before each measured round, on fresh brokers
 CONC = int(os.environ.get("BENCH_CONC", "32"))
 FILE = benchlib.FILE_ALL
 THREE = benchlib.FILE_HTTP_KAFKA
@@ -108,14 +112,14 @@ def median_interval(xs):
     return benchlib.median(xs), xs[k], xs[len(xs) - 1 - k]
 
 
-def pair(base, other, mode):
+def pair(base, other, mode, secs=SECS):
     """One round: both brokers loaded at once; microseconds of each main
     thread's CPU per cycle."""
     got = {}
 
     def drive(key, broker):
         try:
-            got[key] = benchlib.loadgen(broker, mode, secs=SECS, conc=CONC, warmup=0.3)
+            got[key] = benchlib.loadgen(broker, mode, secs=secs, conc=CONC, warmup=0.3)
         except Exception as e:  # reported below, after both ended
             got[key] = e
 
@@ -149,21 +153,35 @@ def main():
     print()
     rows = []
     for mode in MODES:
-        for name, lines in CONFIGS:
-            ratios, base_us, other_us = [], [], []
-            with benchlib.Broker([]) as base, benchlib.Broker(lines) as other:
-                # a first short load: the sinks start their threads at the
-                # first event, and the pinning catches them
-                pair(base, other, mode)
-                for r in range(ROUNDS):
+        ratios = {name: [] for name, _ in CONFIGS}
+        base_us = {name: [] for name, _ in CONFIGS}
+        other_us = {name: [] for name, _ in CONFIGS}
+        # Rounds outside, rows inside, and a new pair of brokers for every
+        # round: what stays fixed for the life of a process (where its
+        # memory landed, which cache sets its hot lines share) varies
+        # between rounds like the rest, so the interval covers it, and a
+        # drift of the host weighs on every row alike.
+        for r in range(ROUNDS):
+            for name, lines in CONFIGS:
+                base, other = benchlib.Broker([]), benchlib.Broker(lines)
+                try:
+                    base.start()
+                    other.start()
+                    # a first short load: the sinks start their threads at
+                    # the first event, and the pinning catches them
+                    pair(base, other, mode, secs=WARMUP)
                     b, o = pair(base, other, mode)
-                    base_us.append(b)
-                    other_us.append(o)
-                    ratios.append(o / b)
-                    print("round %d %s %s: %.1f us per cycle vs %.1f, ratio %.3f" % (r + 1, mode, name, o, b, o / b),
-                          flush=True)
-            med, lo, hi = median_interval(ratios)
-            rows.append([mode, name, "%.1f / %.1f" % (benchlib.median(other_us), benchlib.median(base_us)),
+                finally:
+                    base.discard()
+                    other.discard()
+                base_us[name].append(b)
+                other_us[name].append(o)
+                ratios[name].append(o / b)
+                print("round %d %s %s: %.1f us per cycle vs %.1f, ratio %.3f" % (r + 1, mode, name, o, b, o / b),
+                      flush=True)
+        for name, _ in CONFIGS:
+            med, lo, hi = median_interval(ratios[name])
+            rows.append([mode, name, "%.1f / %.1f" % (benchlib.median(other_us[name]), benchlib.median(base_us[name])),
                          "%.3f (%.3f-%.3f)" % (med, lo, hi), "%.3f (%.3f-%.3f)" % (1 / med, 1 / hi, 1 / lo)])
     cover = "%.0f %% interval" % (100 * interval_rank(ROUNDS)[1])
     print()

@@ -5,12 +5,12 @@
 #   BENCH_ROUNDS [5] BENCH_SECONDS [4] BENCH_CONC [32] BENCH_MODES [cycle publish0 publish1]
 #   BENCH_PIN [1; 0: no CPU pinning]  BENCH_ALL [1]  BENCH_EVERY [1]  BENCH_EVERY_EXTRA [options for "every", ;-separated]
 #   CG_CYCLES [1000]   BENCH_ONLY: space-separated subset of
-#   "throughput callgrind idle spare native paired latency wakeups memory stop sinks"
+#   "throughput callgrind idle spare native paired profile latency wakeups memory stop sinks"
 set -eu
 BUILD=${BUILD:-build}
 export BUILD
 here=$(cd "$(dirname "$0")" && pwd)
-only=${BENCH_ONLY:-throughput callgrind idle spare native paired latency wakeups memory stop sinks}
+only=${BENCH_ONLY:-throughput callgrind idle spare native paired profile latency wakeups memory stop sinks}
 want() { case " $only " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 echo "# mosquitto-eventhook benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'), $(git -C "$here" describe --always --dirty 2>/dev/null || echo unknown)"
 echo
@@ -20,6 +20,7 @@ want idle && { /usr/bin/python3 "$here/idle_cost.py"; echo; }
 want spare && { /usr/bin/python3 "$here/spare_cores.py"; echo; }
 want native && { /usr/bin/python3 "$here/native_share.py"; echo; }
 want paired && { /usr/bin/python3 "$here/paired_cpu.py"; echo; }
+want profile && { /usr/bin/python3 "$here/profile_diff.py"; echo; }
 want latency && { /usr/bin/python3 "$here/latency.py"; echo; }
 want wakeups && { /usr/bin/python3 "$here/wakeups.py"; echo; }
 want memory && { /usr/bin/python3 "$here/memory.py"; echo; }
