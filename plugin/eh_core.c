@@ -508,8 +508,8 @@ void eh_core_emit(struct eh_core *core, struct eh_event *ev)
 	if (!nfilled)
 		return;
 	/* One fence for all rings: orders every head store before every
-	 * sleeping load (pairs with the consumer's fence in eh_ring_wait_sc). */
-	atomic_thread_fence(memory_order_seq_cst);
+	 * sleeping load (pairs with the consumer's barrier in eh_ring_wait_sc). */
+	eh_ring_fence_sp();
 	for (size_t i = 0; i < nfilled; i++)
 		eh_ring_notify_sp(&filled[i]->ring);
 	for (size_t i = 0; core->lazy_waiting && i < nfilled; i++) {

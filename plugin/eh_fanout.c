@@ -145,7 +145,7 @@ static size_t pass(struct eh_core *core, struct eh_ring_rec *recs)
 	if (!filled)
 		return n;
 	/* One fence for every sink's ring (as eh_core_emit's). */
-	atomic_thread_fence(memory_order_seq_cst);
+	eh_ring_fence_sp();
 	for (size_t i = 0; i < core->nsinks; i++) {
 		struct eh_sink *s = &core->sinks[i];
 

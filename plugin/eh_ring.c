@@ -4,10 +4,17 @@
  *   the consumer's acquire load of head makes them visible.
  * - release: release store of tail orders the consumer's last reads of the
  *   freed bytes before the producer's acquire load lets it overwrite them.
- * - wake-up: a sequentially consistent fence on each side (store sleeping /
- *   fence / load records_in on the consumer, store records_in and head /
- *   fence / load sleeping on the producer) guarantees that one of them sees
- *   the other's store, so a consumer never sleeps through a commit.
+ * - wake-up: a full barrier on each side (store sleeping / barrier / load
+ *   records_in on the consumer, store records_in and head / barrier / load
+ *   sleeping on the producer) guarantees that one of them sees the other's
+ *   store, so a consumer never sleeps through a commit. With membarrier the
+ *   consumer's barrier is MEMBARRIER_CMD_PRIVATE_EXPEDITED, which runs a
+ *   full barrier on every thread of the process that is running (and the
+ *   others pass one when they are scheduled): wherever it lands in the
+ *   producer's store / compiler barrier / load, either the producer's load
+ *   comes after it and sees sleeping, or its stores came before it and the
+ *   consumer's load sees them. The producer's barrier is then only the
+ *   compiler's, which keeps the load after the stores in program order.
  */
 #include "eh_ring.h"
 
@@ -15,6 +22,8 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -23,6 +32,24 @@
 
 #define PAD_FLAG 0x80000000u
 
+bool eh_ring_membarrier;
+
+static long membarrier(int cmd)
+{
+	return syscall(SYS_membarrier, cmd, 0, 0);
+}
+
+/* Kernels before 4.14, or a seccomp filter that refuses the call, leave
+ * the processor fence on the producer's side. */
+static void membarrier_register(void)
+{
+	long cmds = membarrier(MEMBARRIER_CMD_QUERY);
+
+	if (cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED)
+	    && membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0)
+		eh_ring_membarrier = true;
+}
+
 static uint64_t align_up(uint64_t v)
 {
 	return (v + (EH_RING_ALIGN - 1)) & ~(uint64_t)(EH_RING_ALIGN - 1);
@@ -30,8 +57,12 @@ static uint64_t align_up(uint64_t v)
 
 int eh_ring_init(struct eh_ring *ring, size_t bytes, uint64_t max_records)
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	uint64_t size = 4096;
 
+	/* Before the ring exists, so before any thread can use it: every
+	 * user of any ring sees the same eh_ring_membarrier. */
+	pthread_once(&once, membarrier_register);
 	memset(ring, 0, sizeof(*ring));
 	while (size < bytes) {
 		if (size > (UINT64_MAX >> 2)) {
@@ -152,9 +183,7 @@ void eh_ring_wake(struct eh_ring *ring)
 void eh_ring_commit_sp(struct eh_ring *ring)
 {
 	eh_ring_publish_sp(ring);
-	/* seq_cst fence: orders the head store before the sleeping load; pairs
-	 * with the consumer's fence in eh_ring_wait_sc. */
-	atomic_thread_fence(memory_order_seq_cst);
+	eh_ring_fence_sp();
 	eh_ring_notify_sp(ring);
 }
 
@@ -199,10 +228,23 @@ void eh_ring_wait_more_sc(struct eh_ring *ring, uint64_t have, int timeout_ms)
 	uint32_t word = atomic_load_explicit(&ring->wake_word, memory_order_acquire);
 
 	atomic_store_explicit(&ring->sleeping, 1, memory_order_relaxed);
-	/* seq_cst fence: orders the sleeping store before the records_in
-	 * load; pairs with the producer's fence in eh_ring_commit_sp, which
-	 * follows its records_in store. */
-	atomic_thread_fence(memory_order_seq_cst);
+	/* Orders the sleeping store before the records_in load, and pairs
+	 * with eh_ring_fence_sp, which follows the producer's records_in
+	 * store. */
+	if (eh_ring_membarrier) {
+		if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0) {
+			/* Not expected once registered. The producers' fences
+			 * are compiler barriers: sleeping now could miss a
+			 * commit, so nap unannounced instead. */
+			struct timespec nap = { 0, EH_RING_NAP_US * 1000L };
+
+			atomic_store_explicit(&ring->sleeping, 0, memory_order_relaxed);
+			nanosleep(&nap, NULL);
+			return;
+		}
+	} else {
+		atomic_thread_fence(memory_order_seq_cst);
+	}
 	if (atomic_load_explicit(&ring->records_in, memory_order_relaxed)
 	    - atomic_load_explicit(&ring->records_out, memory_order_relaxed) <= have)
 		futex(&ring->wake_word, FUTEX_WAIT_PRIVATE, word, timeout_ms >= 0 ? &ts : NULL);

@@ -16,12 +16,16 @@
  *
  * The consumer can sleep on an empty ring; the producer wakes it with a
  * futex only when the consumer announced it is sleeping, so a busy ring
- * costs no system call per record.
+ * costs no system call per record. Where the kernel offers membarrier's
+ * private expedited command, the producer's half of that handshake is not
+ * a processor fence either: the consumer, on its rare way to sleep, makes
+ * every running thread of the process pass a full barrier instead.
  */
 #ifndef EH_RING_H
 #define EH_RING_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -69,6 +73,11 @@ struct eh_ring_rec {
 	uint64_t end;
 };
 
+/* True once the process is registered for membarrier's private expedited
+ * barriers (by the first eh_ring_init, before any thread can use a ring);
+ * never false again. Read by eh_ring_fence_sp and the sleeping consumer. */
+extern bool eh_ring_membarrier;
+
 /* Any thread, before use. bytes is rounded up to a power of two (min 4 KiB).
  * Returns 0, or -1 with errno set (ENOMEM). */
 int eh_ring_init(struct eh_ring *ring, size_t bytes, uint64_t max_records);
@@ -108,11 +117,11 @@ void eh_ring_commit_sp(struct eh_ring *ring);
  * and by eh_ring_notify_sp). */
 void eh_ring_wake(struct eh_ring *ring);
 
-/* The same as eh_ring_commit_sp in two halves, for a producer that fills
- * several rings per item: publish each, then one
- * atomic_thread_fence(memory_order_seq_cst), then notify each. One fence
- * instead of one per ring; the fence must separate every publish from every
- * notify. Inline: they are a few instructions on the broker's hot path. */
+/* The same as eh_ring_commit_sp in three parts, for a producer that fills
+ * several rings per item: publish each, then one eh_ring_fence_sp, then
+ * notify each. One fence instead of one per ring; the fence must separate
+ * every publish from every notify. Inline: they are a few instructions on
+ * the broker's hot path. */
 static inline void eh_ring_publish_sp(struct eh_ring *ring)
 {
 	atomic_store_explicit(&ring->records_in,
@@ -120,6 +129,33 @@ static inline void eh_ring_publish_sp(struct eh_ring *ring)
 			      memory_order_relaxed);
 	/* release: the record's bytes happen-before the consumer reads head. */
 	atomic_store_explicit(&ring->head, ring->head_pending, memory_order_release);
+}
+
+/* Producer thread, between publishing and notifying: orders the head and
+ * records_in stores before the sleeping load, against the consumer's
+ * barrier in eh_ring_wait_more_sc. With membarrier that barrier reaches
+ * this thread wherever it is, so a compiler barrier is enough here; a
+ * processor fence (a locked instruction on x86) waits for the record's
+ * stores to leave the store buffer: in a profile of the broker thread, two
+ * thirds of eh_core_emit's own time (docs/performance.md). */
+static inline void eh_ring_fence_sp(void)
+{
+#ifdef __SANITIZE_THREAD__
+	/* gcc refuses a fence under ThreadSanitizer, which models none; a
+	 * locked exchange fences the same on the processor. A test build
+	 * only: the word's line would travel between producers. */
+	static _Atomic int word;
+
+	if (!eh_ring_membarrier)
+		atomic_exchange_explicit(&word, 0, memory_order_seq_cst);
+	else
+		atomic_signal_fence(memory_order_seq_cst);
+#else
+	if (eh_ring_membarrier)
+		atomic_signal_fence(memory_order_seq_cst);
+	else
+		atomic_thread_fence(memory_order_seq_cst);
+#endif
 }
 
 static inline void eh_ring_notify_sp(struct eh_ring *ring)

@@ -1,7 +1,8 @@
 /*
  * eh_ring: single-thread behaviour (order, padding at the wrap, rewind of
  * an emptied ring, both
- * capacity limits, oversize refusal, counts) and a two-thread stress test
+ * capacity limits, oversize refusal, counts), the wake-up handshake with
+ * and without membarrier, and a two-thread stress test
  * that checks order, identity and exact accounting (every record arrives
  * once, in order; refused pushes are counted and retried) across the futex
  * wake-up path. The stress test is also the main subject of make check-tsan.
@@ -13,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "eh_ring.h"
 #include "unit.h"
@@ -539,6 +543,127 @@ START_TEST(ring_wait_woken)
 }
 END_TEST
 
+/* ---- the wake-up handshake, one record at a time ---- */
+
+struct pingpong {
+	struct eh_ring ring;
+	uint64_t rounds;
+	uint64_t slow_waits;
+	_Atomic int done;
+};
+
+static void *pingpong_consumer(void *arg)
+{
+	struct pingpong *pp = arg;
+	struct eh_ring_rec rec;
+
+	for (;;) {
+		int64_t t0;
+
+		if (eh_ring_peek_sc(&pp->ring, &rec, 1)) {
+			eh_ring_release_sc(&pp->ring, &rec, 1);
+			continue;
+		}
+		if (atomic_load_explicit(&pp->done, memory_order_acquire))
+			break;
+		t0 = mono_ms();
+		eh_ring_wait_sc(&pp->ring, 2000);
+		if (mono_ms() - t0 >= 1500 && !atomic_load_explicit(&pp->done, memory_order_acquire))
+			pp->slow_waits++;
+	}
+	return NULL;
+}
+
+/* Every round the consumer finds the ring empty and goes to sleep while
+ * the producer commits the next record, so the two halves of the
+ * handshake meet in every order: a lost wake-up shows as a wait that ends
+ * by its timeout while the producer waits for that record's release. */
+static void run_pingpong(uint64_t rounds)
+{
+	struct pingpong *pp = calloc(1, sizeof(*pp));
+	pthread_t cons;
+
+	ck_assert_ptr_nonnull(pp);
+	ck_assert_int_eq(eh_ring_init(&pp->ring, 4096, 0), 0);
+	pp->rounds = rounds;
+	ck_assert_int_eq(pthread_create(&cons, NULL, pingpong_consumer, pp), 0);
+	for (uint64_t i = 0; i < rounds; i++) {
+		void *slot;
+		unsigned spins = 0;
+
+		/* The consumer released the last record and is on its way to
+		 * sleep: commit after a varying delay, so the commit lands
+		 * before, inside and after its announcement. */
+		while (atomic_load_explicit(&pp->ring.records_out, memory_order_acquire) < i) {
+			if (++spins % 1024 == 0)
+				sched_yield();
+		}
+		for (uint64_t spin = 0; spin < (i * 7919u) % 512u; spin++)
+			atomic_signal_fence(memory_order_seq_cst);
+		slot = eh_ring_reserve_sp(&pp->ring, 8);
+		ck_assert_ptr_nonnull(slot);
+		memcpy(slot, &i, sizeof(i));
+		eh_ring_commit_sp(&pp->ring);
+	}
+	while (atomic_load_explicit(&pp->ring.records_out, memory_order_acquire) < rounds)
+		sched_yield();
+	atomic_store_explicit(&pp->done, 1, memory_order_release);
+	eh_ring_wake(&pp->ring);
+	pthread_join(cons, NULL);
+	ck_assert_uint_eq(pp->slow_waits, 0);
+	ck_assert_uint_eq(eh_ring_count(&pp->ring), 0);
+	eh_ring_destroy(&pp->ring);
+	free(pp);
+}
+
+/* A count from the environment variable name, or dflt. */
+static uint64_t env_count(const char *name, uint64_t dflt)
+{
+	const char *v = getenv(name);
+	uint64_t n = v ? strtoull(v, NULL, 10) : 0;
+
+	return n ? n : dflt;
+}
+
+/* EH_RING_PINGPONG_N overrides the rounds per handshake (default 20,000). */
+static uint64_t pingpong_n(void)
+{
+	return env_count("EH_RING_PINGPONG_N", 20000);
+}
+
+START_TEST(ring_handshake_membarrier)
+{
+	struct eh_ring r;
+
+	/* The first ring registers the process where the kernel allows it
+	 * (Linux 4.14 and later, without a seccomp filter refusing it). */
+	long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+
+	ck_assert_int_eq(eh_ring_init(&r, 4096, 0), 0);
+	eh_ring_destroy(&r);
+	if (cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED))
+		ck_assert(eh_ring_membarrier);
+	else
+		fprintf(stderr, "ring: this kernel refuses membarrier; only the fence handshake is tested\n");
+	run_pingpong(pingpong_n());
+}
+END_TEST
+
+START_TEST(ring_handshake_fences)
+{
+	struct eh_ring r;
+	bool saved;
+
+	ck_assert_int_eq(eh_ring_init(&r, 4096, 0), 0);
+	eh_ring_destroy(&r);
+	/* No ring is in use by another thread: the mode may change. */
+	saved = eh_ring_membarrier;
+	eh_ring_membarrier = false;
+	run_pingpong(pingpong_n());
+	eh_ring_membarrier = saved;
+}
+END_TEST
+
 /* ---- two-thread stress ---- */
 
 struct stress {
@@ -668,10 +793,7 @@ static void run_stress(size_t bytes, uint64_t max_records, uint64_t records)
  * split over the two ring shapes). */
 static uint64_t stress_n(void)
 {
-	const char *v = getenv("EH_RING_STRESS_N");
-	uint64_t n = v ? strtoull(v, NULL, 10) : 0;
-
-	return n ? n : 2000000;
+	return env_count("EH_RING_STRESS_N", 2000000);
 }
 
 START_TEST(ring_stress_small_bytes)
@@ -707,6 +829,8 @@ static Suite *ring_suite(void)
 	tcase_add_test(tc, ring_wait_woken);
 	suite_add_tcase(s, tc);
 	tcase_set_timeout(st, 120);
+	tcase_add_test(st, ring_handshake_membarrier);
+	tcase_add_test(st, ring_handshake_fences);
 	tcase_add_test(st, ring_stress_small_bytes);
 	tcase_add_test(st, ring_stress_record_limit);
 	suite_add_tcase(s, st);
