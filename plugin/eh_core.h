@@ -124,6 +124,7 @@ struct eh_core {
 	struct eh_sink *route[EH_EV_COUNT][EH_SINKS_MAX];
 	uint8_t nroute[EH_EV_COUNT];
 	size_t lazy_waiting; /* sinks whose thread waits for their first event */
+	bool membarrier_reported; /* eh_ring_membarrier_errno logged */
 	/* Every sink set own_files (or own_files_if_sole, and sole_plugin
 	 * holds): the sink threads and the fan-out thread each take a
 	 * descriptor table of their own as they start. One thread left

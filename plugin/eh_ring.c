@@ -33,6 +33,7 @@
 #define PAD_FLAG 0x80000000u
 
 bool eh_ring_membarrier;
+_Atomic int eh_ring_membarrier_errno;
 
 static long membarrier(int cmd)
 {
@@ -233,11 +234,15 @@ void eh_ring_wait_more_sc(struct eh_ring *ring, uint64_t have, int timeout_ms)
 	 * store. */
 	if (eh_ring_membarrier) {
 		if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0) {
-			/* Not expected once registered. The producers' fences
-			 * are compiler barriers: sleeping now could miss a
-			 * commit, so nap unannounced instead. */
+			/* Not expected once registered (a seccomp filter
+			 * installed since could do it). The producers' fences
+			 * are compiler barriers, and may stay so: sleeping now
+			 * could miss a commit, so nap unannounced instead. */
 			struct timespec nap = { 0, EH_RING_NAP_US * 1000L };
+			int none = 0;
 
+			atomic_compare_exchange_strong_explicit(&eh_ring_membarrier_errno, &none, errno ? errno : EINVAL,
+								memory_order_relaxed, memory_order_relaxed);
 			atomic_store_explicit(&ring->sleeping, 0, memory_order_relaxed);
 			nanosleep(&nap, NULL);
 			return;

@@ -77,6 +77,10 @@ struct eh_ring_rec {
  * barriers (by the first eh_ring_init, before any thread can use a ring);
  * never false again. Read by eh_ring_fence_sp and the sleeping consumer. */
 extern bool eh_ring_membarrier;
+/* The errno of the first membarrier call that failed after registration,
+ * 0 while none did. From then on the consumers that would sleep nap for
+ * 1 ms at a time instead; eh_core_tick says so in the broker log. */
+extern _Atomic int eh_ring_membarrier_errno;
 
 /* Any thread, before use. bytes is rounded up to a power of two (min 4 KiB).
  * Returns 0, or -1 with errno set (ENOMEM). */
@@ -141,9 +145,9 @@ static inline void eh_ring_publish_sp(struct eh_ring *ring)
 static inline void eh_ring_fence_sp(void)
 {
 #ifdef __SANITIZE_THREAD__
-	/* gcc refuses a fence under ThreadSanitizer, which models none; a
-	 * locked exchange fences the same on the processor. A test build
-	 * only: the word's line would travel between producers. */
+	/* gcc refuses a fence under ThreadSanitizer, which models none; on
+	 * x86 a locked exchange fences the same. A test build only: the
+	 * word's line would travel between producers. */
 	static _Atomic int word;
 
 	if (!eh_ring_membarrier)

@@ -4,6 +4,7 @@
  * exactly which records each sink got, with which seq, and what was
  * counted dropped where.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,9 @@
 #include "eh_core.h"
 #include "eh_runner.h"
 #include "unit.h"
+
+extern int eh_stub_log_count;
+extern char eh_stub_last_log[1024];
 
 extern char eh_stub_last_log[1024];
 extern void (*eh_stub_log_hook)(int level, const char *line);
@@ -331,6 +335,28 @@ START_TEST(fanout_tick_copies_while_the_thread_cannot_start)
 }
 END_TEST
 
+/* A membarrier refused after registration (eh_ring.c records it) is said
+ * once in the broker log, at the next TICK. */
+START_TEST(fanout_tick_reports_membarrier_refused_once)
+{
+	struct eh_core *core = fanout_core(2, 0, 0);
+	int before;
+
+	hold_thread(core);
+	eh_core_tick(core, eh_now_ms(), true);
+	before = eh_stub_log_count;
+	atomic_store(&eh_ring_membarrier_errno, EPERM);
+	eh_core_tick(core, eh_now_ms(), true);
+	ck_assert_int_eq(eh_stub_log_count, before + 1);
+	ck_assert_ptr_nonnull(strstr(eh_stub_last_log, "membarrier failed (Operation not permitted)"));
+	ck_assert_ptr_nonnull(strstr(eh_stub_last_log, "nothing is lost"));
+	eh_core_tick(core, eh_now_ms(), true);
+	ck_assert_int_eq(eh_stub_log_count, before + 1);
+	atomic_store(&eh_ring_membarrier_errno, 0);
+	fanout_core_free(core);
+}
+END_TEST
+
 /* The real file and local sinks, set up by eh_core_init: the fan-out
  * thread starts their threads at the first event and fills their rings
  * while they sleep between bursts; every event is delivered and the
@@ -458,6 +484,7 @@ static Suite *fanout_suite(void)
 	tcase_add_test(tc, fanout_tick_copies_while_the_thread_cannot_start);
 	tcase_add_test(tc, fanout_real_sinks_get_everything);
 	tcase_add_test(tc, fanout_chosen_by_init);
+	tcase_add_test(tc, fanout_tick_reports_membarrier_refused_once);
 	tcase_add_test(tc, fanout_option_checked);
 	suite_add_tcase(s, tc);
 	return s;
