@@ -18,7 +18,7 @@ measured, their main threads sharing one core (CPU 0) and each driven by its
 own generator on the other core: whatever slows the host slows both alike,
 and their ratio holds still. Each round starts a new pair for every row,
 the rows one after the other: a broker process's own luck (where its memory
-landed) moves a row by up to a point, so it has to vary between rounds for
+landed) moves a row by a point or more, so it has to vary between rounds for
 the interval to hold it. A first row measures a second plugin-free
 broker the same way, the method's own noise and bias. The table gives the
 median of BENCH_ROUNDS rounds and an interval for it from order statistics

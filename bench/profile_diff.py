@@ -5,11 +5,13 @@ cycle.
 bench/paired_cpu.py times the whole difference; this script splits it.
 Each round starts a fresh broker per configuration, drives it at full speed
 with bench/loadgen (pinned as in the other benchmarks) and samples its main
-thread with `perf record -e cpu-clock -t` at 4999 Hz. A symbol's samples,
-summed over the rounds, times the sampling period, over the cycles the
-generator completed meanwhile, is its CPU per cycle. The table lists the
-symbols whose CPU per cycle moved most between the first configuration and
-each other one, and the totals by library.
+thread with `perf record -e cpu-clock -t` at 4999 Hz. The samples give
+each symbol's share of the thread's time; the thread's CPU per cycle is the
+scheduler's count over the measured window (bench/loadgen, as in
+paired_cpu.py), which perf's own start-up delay does not shift. A symbol's
+share times that is its CPU per cycle, summed over the rounds by weight of
+cycles. The table lists the symbols whose CPU per cycle moved most between
+the first configuration and each other one, and the totals by library.
 
 The kernel's rows move by several percent between rounds (the host's load,
 how many sockets one wake-up serves): read them over several rounds, and
@@ -71,10 +73,12 @@ def configs():
 
 def samples_by_symbol(path):
     """{(dso, symbol): samples} from a perf.data of one thread."""
-    out = subprocess.run(["perf", "report", "-i", path, "--stdio", "--no-children", "--sort", "dso,sym",
-                          "-F", "sample,dso,sym"], capture_output=True, text=True).stdout
+    rep = subprocess.run(["perf", "report", "-i", path, "--stdio", "--no-children", "--sort", "dso,sym",
+                          "-F", "sample,dso,sym"], capture_output=True, text=True)
+    if rep.returncode:
+        raise RuntimeError("perf report failed: " + rep.stderr.strip())
     got = collections.Counter()
-    for line in out.splitlines():
+    for line in rep.stdout.splitlines():
         parts = line.split(None, 2)
         if line.startswith("#") or len(parts) < 3 or not parts[0].isdigit():
             continue
@@ -84,21 +88,32 @@ def samples_by_symbol(path):
 
 
 def profile(lines, mode):
-    """(samples by symbol, cycles) of one fresh broker under full load."""
-    with benchlib.Broker(lines) as b:
+    """({(dso, symbol): share of the samples}, cycles, broker thread CPU
+    seconds in the measured window) of one fresh broker under full load."""
+    b = benchlib.Broker(lines)
+    rec = None
+    try:
+        b.start()
         data = os.path.join(b.dir, "perf.data")
         # a first short load: lazy sink threads start and get pinned
         benchlib.loadgen(b, mode, secs=0.5, warmup=0.2)
         rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", str(HZ), "-t", str(b.proc.pid),
                                 "-o", data, "--", "sleep", str(SECS + 0.3)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         res = benchlib.loadgen(b, mode, secs=SECS, conc=32, warmup=0.3)
-        rec.wait()
+        _, err = rec.communicate()
+        if rec.returncode:
+            raise RuntimeError("perf record failed: " + err.strip())
         got = samples_by_symbol(data)
-        b.stop()
-    # the recording spans the warm-up and the tail too: scale the cycles
-    # to its length
-    return got, res["cycles"] * (SECS + 0.3) / SECS
+    finally:
+        if rec and rec.poll() is None:
+            rec.kill()
+            rec.wait()
+        b.discard()
+    total = sum(got.values())
+    if not total or not res.get("cycles") or not res.get("broker_thread_cpu"):
+        raise RuntimeError("no samples, cycle or CPU measured: " + res["text"])
+    return {k: v / total for k, v in got.items()}, res["cycles"], res["broker_thread_cpu"]
 
 
 def short(dso):
@@ -115,16 +130,18 @@ def main():
           "%d round(s) of %.0f s per configuration, a fresh broker each)" % (HZ, ROUNDS, SECS))
     print("machine: " + benchlib.machine())
     for mode in MODES:
-        total = {n: collections.Counter() for n, _ in cfgs}
+        # per configuration: {symbol: CPU seconds}, cycles; a symbol's CPU
+        # in a round is its share of the samples times the thread's CPU
+        cpu = {n: collections.Counter() for n, _ in cfgs}
         cycles = dict.fromkeys((n for n, _ in cfgs), 0.0)
         for r in range(ROUNDS):
             for name, lines in cfgs:
-                got, cyc = profile(lines, mode)
-                total[name].update(got)
+                share, cyc, secs = profile(lines, mode)
+                cpu[name].update({k: v * secs for k, v in share.items()})
                 cycles[name] += cyc
-                print("round %d %s %s: %d samples, %.0f cycles" % (r + 1, mode, name, sum(got.values()), cyc),
-                      flush=True)
-        us = {n: {k: v * 1e6 / HZ / cycles[n] for k, v in total[n].items()} for n, _ in cfgs}
+                print("round %d %s %s: %.1f us of broker-thread CPU per cycle over %.0f cycles"
+                      % (r + 1, mode, name, 1e6 * secs / cyc, cyc), flush=True)
+        us = {n: {k: v * 1e6 / cycles[n] for k, v in cpu[n].items()} for n, _ in cfgs}
         ref = cfgs[0][0]
         for name, _ in cfgs[1:]:
             a, b = us[ref], us[name]
