@@ -591,12 +591,16 @@ void eh_core_tick(struct eh_core *core, int64_t now_ms, bool pass_end)
 		core->next_stats_ms = now_ms + core->stats_interval_ms;
 		publish_stats(core);
 	}
-	if (!core->membarrier_reported && atomic_load_explicit(&eh_ring_membarrier_errno, memory_order_relaxed)) {
-		core->membarrier_reported = true;
-		eh_core_log(core, MOSQ_LOG_WARNING,
-			    "membarrier failed (%s) after it was set up; sink threads with nothing to do now wake "
-			    "every millisecond instead of sleeping, and nothing is lost",
-			    strerror(atomic_load_explicit(&eh_ring_membarrier_errno, memory_order_relaxed)));
+	if (!core->membarrier_reported) {
+		int err = atomic_load_explicit(&eh_ring_membarrier_errno, memory_order_relaxed);
+
+		if (err) {
+			core->membarrier_reported = true;
+			eh_core_log(core, MOSQ_LOG_WARNING,
+				    "membarrier failed (%s) after it was set up; sink threads with nothing to do now "
+				    "wake every millisecond instead of sleeping, and nothing is lost",
+				    strerror(err));
+		}
 	}
 }
 

@@ -223,32 +223,39 @@ void eh_ring_release_sc(struct eh_ring *ring, const struct eh_ring_rec *last, si
 	atomic_fetch_add_explicit(&ring->records_out, count, memory_order_release);
 }
 
+/* Consumer, between announcing sleep and looking at records_in: orders
+ * the two, and pairs with eh_ring_fence_sp, which follows the producer's
+ * records_in store. False when membarrier failed once registered (a
+ * seccomp filter installed since could do it; the error is kept for the
+ * log): the producers' fences are compiler barriers, and may stay so, so
+ * sleeping now could miss a commit and the caller naps unannounced. */
+static bool barrier_before_sleep(void)
+{
+	int none = 0;
+
+	if (!eh_ring_membarrier) {
+		eh_ring_full_fence();
+		return true;
+	}
+	if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0)
+		return true;
+	atomic_compare_exchange_strong_explicit(&eh_ring_membarrier_errno, &none, errno ? errno : EINVAL,
+						memory_order_relaxed, memory_order_relaxed);
+	return false;
+}
+
 void eh_ring_wait_more_sc(struct eh_ring *ring, uint64_t have, int timeout_ms)
 {
 	struct timespec ts = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L };
 	uint32_t word = atomic_load_explicit(&ring->wake_word, memory_order_acquire);
 
 	atomic_store_explicit(&ring->sleeping, 1, memory_order_relaxed);
-	/* Orders the sleeping store before the records_in load, and pairs
-	 * with eh_ring_fence_sp, which follows the producer's records_in
-	 * store. */
-	if (eh_ring_membarrier) {
-		if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0) {
-			/* Not expected once registered (a seccomp filter
-			 * installed since could do it). The producers' fences
-			 * are compiler barriers, and may stay so: sleeping now
-			 * could miss a commit, so nap unannounced instead. */
-			struct timespec nap = { 0, EH_RING_NAP_US * 1000L };
-			int none = 0;
+	if (!barrier_before_sleep()) {
+		struct timespec nap = { 0, EH_RING_NAP_US * 1000L };
 
-			atomic_compare_exchange_strong_explicit(&eh_ring_membarrier_errno, &none, errno ? errno : EINVAL,
-								memory_order_relaxed, memory_order_relaxed);
-			atomic_store_explicit(&ring->sleeping, 0, memory_order_relaxed);
-			nanosleep(&nap, NULL);
-			return;
-		}
-	} else {
-		atomic_thread_fence(memory_order_seq_cst);
+		atomic_store_explicit(&ring->sleeping, 0, memory_order_relaxed);
+		nanosleep(&nap, NULL);
+		return;
 	}
 	if (atomic_load_explicit(&ring->records_in, memory_order_relaxed)
 	    - atomic_load_explicit(&ring->records_out, memory_order_relaxed) <= have)

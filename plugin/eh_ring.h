@@ -135,6 +135,22 @@ static inline void eh_ring_publish_sp(struct eh_ring *ring)
 	atomic_store_explicit(&ring->head, ring->head_pending, memory_order_release);
 }
 
+/* Either side of the wake-up handshake without membarrier: a processor
+ * fence. */
+static inline void eh_ring_full_fence(void)
+{
+#ifdef __SANITIZE_THREAD__
+	/* gcc refuses a fence under ThreadSanitizer, which models none; on x86
+	 * a locked exchange fences the same. A test build only: the word's
+	 * line would travel between the threads. */
+	static _Atomic int word;
+
+	atomic_exchange_explicit(&word, 0, memory_order_seq_cst);
+#else
+	atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
 /* Producer thread, between publishing and notifying: orders the head and
  * records_in stores before the sleeping load, against the consumer's
  * barrier in eh_ring_wait_more_sc. With membarrier that barrier reaches
@@ -144,22 +160,10 @@ static inline void eh_ring_publish_sp(struct eh_ring *ring)
  * thirds of eh_core_emit's own time (docs/performance.md). */
 static inline void eh_ring_fence_sp(void)
 {
-#ifdef __SANITIZE_THREAD__
-	/* gcc refuses a fence under ThreadSanitizer, which models none; on
-	 * x86 a locked exchange fences the same. A test build only: the
-	 * word's line would travel between producers. */
-	static _Atomic int word;
-
-	if (!eh_ring_membarrier)
-		atomic_exchange_explicit(&word, 0, memory_order_seq_cst);
-	else
-		atomic_signal_fence(memory_order_seq_cst);
-#else
 	if (eh_ring_membarrier)
 		atomic_signal_fence(memory_order_seq_cst);
 	else
-		atomic_thread_fence(memory_order_seq_cst);
-#endif
+		eh_ring_full_fence();
 }
 
 static inline void eh_ring_notify_sp(struct eh_ring *ring)
