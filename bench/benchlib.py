@@ -18,6 +18,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -53,7 +54,7 @@ def free_port():
 IDLE_OPTS = ["file_path {dir}/events.jsonl", "file_events client.connect_failed"]
 
 # Sink options for the broker-thread measurements (native_share.py,
-# paired_cpu.py): every event to a file, and the peer sinks pointed at a
+# paired_cpu.py, profile_diff.py): every event to a file, and the peer sinks pointed at a
 # closed port, so their events wait in the rings, all the broker thread does
 # for them; the local sink batching.
 CLOSED = "127.0.0.1:9"
@@ -61,6 +62,26 @@ FILE_ALL = ["events *", "file_path {dir}/events.jsonl"]
 FILE_HTTP_KAFKA = FILE_ALL + ["http_url http://%s/" % CLOSED, "kafka_brokers " + CLOSED]
 FILE_HTTP_KAFKA_MQTT = FILE_HTTP_KAFKA + ["mqtt_uri tcp://" + CLOSED]
 LOCAL_BATCH = ["local_topic $events/all", "local_batch_max 1000"]
+
+
+def with_other_build(configs):
+    """configs, a list of (name, broker lines), with each configuration that
+    loads the plugin followed by the same one loading the build named by
+    BENCH_OTHER_PLUGIN instead (" [other build]"): a change measured
+    against the code before it in the same run. Unchanged without it."""
+    other = os.environ.get("BENCH_OTHER_PLUGIN")
+    if not other:
+        return list(configs)
+    other = os.path.abspath(other)
+    if not os.path.exists(other):
+        sys.exit("BENCH_OTHER_PLUGIN: no such file: " + other)
+    line = "plugin " + PLUGIN
+    out = []
+    for name, lines in configs:
+        out.append((name, lines))
+        if line in lines:
+            out.append((name + " [other build]", ["plugin " + other if ln == line else ln for ln in lines]))
+    return out
 
 
 def plugin_lines(opts, plugin=PLUGIN):

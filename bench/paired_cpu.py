@@ -87,14 +87,7 @@ CONFIGS = [
 if os.environ.get("BENCH_ONLY_ROWS"):
     wanted = [w.strip() for w in os.environ["BENCH_ONLY_ROWS"].split(";")]
     CONFIGS = [c for c in CONFIGS if c[0] in wanted]
-OTHER = os.environ.get("BENCH_OTHER_PLUGIN")
-if OTHER:
-    OTHER = os.path.abspath(OTHER)
-    PLUGIN_LINE = "plugin " + benchlib.PLUGIN
-    CONFIGS = [row for name, lines in CONFIGS
-               for row in ([(name, lines)] + ([(name + " [other build]",
-                                                ["plugin " + OTHER if ln == PLUGIN_LINE else ln for ln in lines])]
-                                              if PLUGIN_LINE in lines else []))]
+CONFIGS = benchlib.with_other_build(CONFIGS)
 
 
 def interval_rank(n):
@@ -143,8 +136,6 @@ def main():
     for so in (benchlib.NULL_PLUGIN, benchlib.NULL_PLUGIN_CURL):
         if not os.path.exists(so):
             sys.exit("needs %s: make BUILD=%s %s" % (so, benchlib.BUILD, os.path.relpath(so, benchlib.ROOT)))
-    if OTHER and not os.path.exists(OTHER):
-        sys.exit("BENCH_OTHER_PLUGIN: no such file: " + OTHER)
     if not benchlib.BROKER_CPU:
         sys.exit("needs pinning (BENCH_PIN=1 and 2 CPUs or more): the pair shares CPU 0")
     print("## The broker thread's CPU per cycle against a plugin-free broker running at the same time "

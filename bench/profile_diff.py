@@ -57,18 +57,7 @@ def configs():
     for n in names:
         if n not in KNOWN:
             sys.exit("BENCH_PROFILE: unknown configuration %r (known: %s)" % (n, ", ".join(KNOWN)))
-    out = [(n, KNOWN[n]) for n in names]
-    other = os.environ.get("BENCH_OTHER_PLUGIN")
-    if other:
-        other = os.path.abspath(other)
-        if not os.path.exists(other):
-            sys.exit("BENCH_OTHER_PLUGIN: no such file: " + other)
-        line = "plugin " + benchlib.PLUGIN
-        out = [row for n, lines in out
-               for row in [(n, lines)] + ([(n + " [other build]", [("plugin " + other if ln == line else ln)
-                                                                    for ln in lines])]
-                                          if line in lines else [])]
-    return out
+    return benchlib.with_other_build([(n, KNOWN[n]) for n in names])
 
 
 def samples_by_symbol(path):
